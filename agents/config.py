@@ -1,0 +1,136 @@
+"""Model configuration, one per role, so that one role's model can be swapped without touching the others."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+
+Role = Literal["judge", "loss", "gradient", "optimizer"]
+ROLES: tuple[Role, ...] = ("judge", "loss", "gradient", "optimizer")
+
+
+class StructuredOutput(StrEnum):
+    """The structured-output dialect an endpoint speaks."""
+
+    JSON_SCHEMA = "json_schema"
+    """OpenAI / vLLM: ``response_format={"type": "json_schema", "json_schema": {...}}``."""
+    JSON_OBJECT_SCHEMA = "json_object_schema"
+    """llama.cpp: ``response_format={"type": "json_object", "schema": {...}}``."""
+    NONE = "none"
+    """No constraint; replies are parsed tolerantly."""
+
+
+class RoleModelConfig(BaseModel):
+    """How one role reaches its model over the OpenAI-compatible chat API."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: HttpUrl | None = None
+    """Endpoint, e.g. ``http://127.0.0.1:8080/v1``. ``None`` means the embedded local model."""
+    model: str = "local"
+    """Model name sent with each request."""
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=512, gt=0)
+    timeout: float = Field(default=120.0, gt=0)
+    """Seconds for one HTTP request to the endpoint (a gRPC deadline may cut it shorter)."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries done by the openai client; the only retry layer on the agent→model hop."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the API key (never the key itself)."""
+    structured_output: StructuredOutput = StructuredOutput.NONE
+    logprobs: bool = False
+    """The endpoint returns token log-probabilities; the judge then scores as their probability-weighted mean."""
+    top_logprobs: int = Field(default=10, ge=1, le=20)
+    seed: int | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Extra request fields passed through verbatim (e.g. ``{"top_k": 40}`` for vLLM or llama.cpp)."""
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_env_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError(f"api_key_env must name an environment variable, got {value!r}")
+        return value
+
+    def api_key(self) -> str:
+        """The key from the named environment variable; local endpoints accept any placeholder."""
+        if self.api_key_env is None:
+            return "not-needed"
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ValueError(f"environment variable {self.api_key_env} (api_key_env) is not set")
+        return key
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A pydantic error on one line: ``field.path: message; …``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+
+
+LOCAL_ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
+    # The study's settings: a near-deterministic judge, a creative optimizer.
+    "judge": {"temperature": 0.1, "max_tokens": 128},
+    "loss": {"temperature": 0.7, "max_tokens": 256},
+    "gradient": {"temperature": 0.7, "max_tokens": 512},
+    "optimizer": {"temperature": 0.7, "max_tokens": 512},
+}
+
+
+def local_role_config(role: Role, base_url: str, *, logprobs: bool = False) -> RoleModelConfig:
+    """The configuration of a role served by the embedded llama.cpp server."""
+    return RoleModelConfig(
+        base_url=HttpUrl(base_url),
+        model="SmolLM2-135M-Instruct",
+        structured_output=StructuredOutput.JSON_OBJECT_SCHEMA,
+        logprobs=logprobs,
+        **LOCAL_ROLE_DEFAULTS[role],
+    )
+
+
+class ModelsConfig(BaseModel):
+    """Per-role model settings: ``default`` applies to every role, a role's own section overrides it field by field.
+
+    In YAML::
+
+        models:
+          default: {base_url: "http://127.0.0.1:8080/v1", model: qwen3-8b}
+          gradient: {base_url: "https://api.openai.com/v1", model: gpt-4o-mini, api_key_env: OPENAI_API_KEY}
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: dict[str, Any] = Field(default_factory=dict)
+    judge: dict[str, Any] = Field(default_factory=dict)
+    loss: dict[str, Any] = Field(default_factory=dict)
+    gradient: dict[str, Any] = Field(default_factory=dict)
+    optimizer: dict[str, Any] = Field(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        for role in ROLES:  # refuse a bad section at load time, naming the role
+            try:
+                self._merged(role)
+            except ValidationError as exc:
+                raise ValueError(f"models.{role}: {describe_validation_error(exc)}") from None
+
+    def _merged(self, role: Role) -> RoleModelConfig:
+        return RoleModelConfig(**{**LOCAL_ROLE_DEFAULTS[role], **self.default, **getattr(self, role)})
+
+    def for_role(self, role: Role, *, local_base_url: str | None = None) -> RoleModelConfig:
+        """The role's settings; a role with no endpoint gets the embedded local model at ``local_base_url``."""
+        config = self._merged(role)
+        if config.base_url is None and local_base_url is not None:
+            local = local_role_config(role, local_base_url)
+            overrides = {**self.default, **getattr(self, role)}
+            return local.model_copy(update={k: v for k, v in overrides.items() if k != "base_url"})
+        return config
+
+    def needs_local_model(self, roles: tuple[Role, ...] = ROLES) -> bool:
+        return any(self._merged(role).base_url is None for role in roles)
+
+    def with_role(self, role: Role | Literal["default"], **updates: Any) -> ModelsConfig:
+        """A copy with some fields of one section replaced (how ``--gradient-model`` etc. apply)."""
+        section = {**getattr(self, role), **{k: v for k, v in updates.items() if v is not None}}
+        return self.model_copy(update={role: section})

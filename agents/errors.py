@@ -1,0 +1,39 @@
+"""Errors raised by the agents. Model *output* problems are never errors: they are typed parse statuses.
+
+AgentError
+├── InvalidRequestError      the request itself is malformed (unknown criterion, empty instruction, …)
+└── ModelEndpointError       the model endpoint failed after the client's own retries
+    ├── ModelTimeoutError        no reply within the deadline
+    ├── ModelUnavailableError    connection refused/reset, 5xx, 429 after retries
+    └── ModelRequestError        the endpoint refused the request (4xx, e.g. context overflow)
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of the errors an agent raises."""
+
+
+class InvalidRequestError(AgentError):
+    """The request is malformed; the message names what is wrong."""
+
+
+class ModelEndpointError(AgentError):
+    """The model endpoint did not produce a reply."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ModelTimeoutError(ModelEndpointError):
+    pass
+
+
+class ModelUnavailableError(ModelEndpointError):
+    pass
+
+
+class ModelRequestError(ModelEndpointError):
+    pass

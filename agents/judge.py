@@ -1,0 +1,133 @@
+"""The judge role: score a sample on its criteria, in one joint call or one call per criterion.
+
+Where the endpoint returns log-probabilities, a criterion on an integer scale is scored as the
+probability-weighted mean over its allowed score tokens (G-Eval style) instead of the single sampled token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from autogen_core.models import ChatCompletionTokenLogprob
+
+from agents import prompting
+from agents.model_client import Completion, ModelRunner
+from agents.parsing import parse_scores
+from agents.types import (
+    Criterion,
+    CriterionScore,
+    JudgePrompt,
+    Prediction,
+    Routing,
+    Sample,
+    ScoreTask,
+    ScoringMethod,
+    Usage,
+)
+
+_KEY_BEFORE_VALUE = re.compile(r'"([^"]+)"\s*:\s*"?$')
+
+
+def score_schema(criteria: Sequence[Criterion]) -> dict[str, Any]:
+    """JSON schema of a judge answer: every criterion's score, on its own scale, and nothing else."""
+    properties: dict[str, Any] = {}
+    for c in criteria:
+        if c.integer_scores:
+            properties[c.name] = {"type": "integer", "enum": list(c.allowed_scores)}
+        else:
+            properties[c.name] = {"type": "number", "minimum": c.min_score, "maximum": c.max_score}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [c.name for c in criteria],
+        "additionalProperties": False,
+    }
+
+
+def _token_text(token: str, raw: list[int] | None) -> str:
+    return bytes(raw).decode("utf-8", errors="ignore") if raw else token
+
+
+def logprob_weighted_scores(
+    logprobs: Sequence[ChatCompletionTokenLogprob], criteria: Sequence[Criterion]
+) -> dict[str, float]:
+    """Expected score per criterion from the top log-probabilities at each criterion's score token.
+
+    A score token is a token reading as an allowed integer right after ``"<criterion>":`` in the JSON answer.
+    Criteria without such a token (or on continuous scales) are left out: the caller keeps the sampled value.
+    """
+    by_name = {c.name: c for c in criteria if c.integer_scores}
+    weighted: dict[str, float] = {}
+    prefix = ""
+    for item in logprobs:
+        key = _KEY_BEFORE_VALUE.search(prefix)
+        criterion = by_name.get(key.group(1)) if key else None
+        if criterion is not None and criterion.name not in weighted and item.token.strip().isdigit():
+            allowed = set(criterion.allowed_scores)
+            mass: dict[int, float] = {}
+            for top in item.top_logprobs or []:
+                text = _token_text("", top.bytes).strip()
+                if text.isdigit() and int(text) in allowed:
+                    mass[int(text)] = mass.get(int(text), 0.0) + math.exp(top.logprob)
+            total = sum(mass.values())
+            if total > 0:
+                weighted[criterion.name] = sum(v * p for v, p in mass.items()) / total
+        prefix += item.token
+    return weighted
+
+
+class JudgeAgent:
+    """Scores samples; knows nothing about optimization."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        self._runner = runner
+
+    async def score(self, task: ScoreTask) -> tuple[Prediction, Usage]:
+        if task.routing is Routing.JOINT:
+            groups: list[tuple[Criterion, ...]] = [task.criteria]
+        else:
+            groups = [(c,) for c in task.criteria]
+        results = await asyncio.gather(*(self._score_group(g, task.prompt, task.sample) for g in groups))
+        scores = tuple(score for group_scores, _ in results for score in group_scores)
+        raw = "\n".join(completion.text for _, completion in results)
+        usage = sum((completion.usage for _, completion in results), Usage())
+        return Prediction(sample_id=task.sample.id, scores=scores, raw_output=raw), usage
+
+    async def _score_group(
+        self, criteria: tuple[Criterion, ...], prompt: JudgePrompt, sample: Sample
+    ) -> tuple[tuple[CriterionScore, ...], Completion]:
+        visible = prompt.restricted_to([c.name for c in criteria])
+        output_format = (
+            ""
+            if prompt.omit_output_format
+            else prompting.render("judge_output_format", example=prompting.judge_output_example(criteria))
+        )
+        user = prompting.render(
+            "judge_user",
+            task_description=visible.task_description or prompting.render("judge_task").strip(),
+            criteria=prompting.format_judge_criteria(criteria, visible),
+            output_format=output_format,
+            sample=prompting.format_sample(sample),
+        )
+        use_logprobs = self._runner.config.logprobs
+        completion = await self._runner.complete(
+            prompting.render("judge_system"),
+            user,
+            schema=score_schema(criteria),
+            schema_name="scores",
+            logprobs=use_logprobs,
+        )
+        scores = parse_scores(completion.text, criteria)
+        if use_logprobs and completion.logprobs:
+            weighted = logprob_weighted_scores(completion.logprobs, criteria)
+            scores = tuple(
+                CriterionScore(s.criterion, weighted[s.criterion], s.status, ScoringMethod.LOGPROB_WEIGHTED)
+                if s.status.usable and s.criterion in weighted
+                else s
+                for s in scores
+            )
+        return scores, completion

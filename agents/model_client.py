@@ -1,0 +1,221 @@
+"""The one door from a role to its model: autogen-agentchat ``AssistantAgent`` over autogen-ext's
+``OpenAIChatCompletionClient``.
+
+A fresh ``AssistantAgent`` is made for every request, so no conversation carries over between requests; the
+HTTP client underneath is shared (connection reuse). Per-request create arguments (a JSON schema, logprobs) and
+the full ``CreateResult`` (logprobs are not kept on agent messages) pass through a small per-request wrapper.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import openai
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.messages import TextMessage
+from autogen_core import CancellationToken
+from autogen_core.models import (
+    ChatCompletionClient,
+    ChatCompletionTokenLogprob,
+    CreateResult,
+    LLMMessage,
+    ModelCapabilities,
+    ModelFamily,
+    ModelInfo,
+    RequestUsage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from pydantic import BaseModel
+
+from agents.config import RoleModelConfig, StructuredOutput
+from agents.errors import (
+    ModelEndpointError,
+    ModelRequestError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+)
+from agents.types import Usage
+
+# Local and unknown models: autogen needs to be told what they can do.
+_UNKNOWN_MODEL_INFO = ModelInfo(
+    vision=False,
+    function_calling=False,
+    json_output=True,
+    structured_output=True,
+    family=ModelFamily.UNKNOWN,
+)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One model reply: its text, token log-probabilities when asked for, and what it cost."""
+
+    text: str
+    logprobs: list[ChatCompletionTokenLogprob] | None
+    usage: Usage
+    finish_reason: str
+
+
+class _PerRequestClient(ChatCompletionClient):
+    """Adds this request's create arguments and keeps the last ``CreateResult`` (with its logprobs)."""
+
+    def __init__(self, inner: ChatCompletionClient, extra_create_args: Mapping[str, Any]) -> None:
+        self._inner = inner
+        self._extra = dict(extra_create_args)
+        self.last_result: CreateResult | None = None
+
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = (),
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        result = await self._inner.create(
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args={**self._extra, **extra_create_args},
+            cancellation_token=cancellation_token,
+        )
+        self.last_result = result
+        return result
+
+    def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = (),
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        raise NotImplementedError("judgeopt agents do not stream")
+
+    async def close(self) -> None:
+        """The shared inner client outlives the request; the runner closes it."""
+
+    def actual_usage(self) -> RequestUsage:
+        return self._inner.actual_usage()
+
+    def total_usage(self) -> RequestUsage:
+        return self._inner.total_usage()
+
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
+        return self._inner.count_tokens(messages, tools=tools)
+
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
+        return self._inner.remaining_tokens(messages, tools=tools)
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        return self._inner.capabilities
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self._inner.model_info
+
+
+def _response_format(dialect: StructuredOutput, name: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    match dialect:
+        case StructuredOutput.JSON_SCHEMA:
+            return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+        case StructuredOutput.JSON_OBJECT_SCHEMA:
+            return {"type": "json_object", "schema": schema}
+        case StructuredOutput.NONE:
+            return None
+        case _:
+            raise AssertionError(f"unhandled structured-output dialect {dialect!r}")
+
+
+def _map_endpoint_error(exc: Exception) -> ModelEndpointError:
+    """Translate what the openai client raises (after its own retries) into the agent error tree."""
+    match exc:
+        case openai.APITimeoutError():
+            return ModelTimeoutError(f"model endpoint timed out: {exc}")
+        case openai.APIConnectionError():
+            return ModelUnavailableError(f"model endpoint unreachable: {exc}")
+        case openai.RateLimitError() | openai.InternalServerError():
+            return ModelUnavailableError(f"model endpoint failed: {exc}", status_code=exc.status_code)
+        case openai.APIStatusError() if exc.status_code >= 500:
+            return ModelUnavailableError(f"model endpoint failed: {exc}", status_code=exc.status_code)
+        case openai.APIStatusError():
+            return ModelRequestError(f"model endpoint refused the request: {exc}", status_code=exc.status_code)
+        case openai.APIError():
+            return ModelUnavailableError(f"model endpoint returned an unreadable reply: {exc}")
+        case _:
+            raise AssertionError(f"not an endpoint error: {exc!r}")
+
+
+class ModelRunner:
+    """Runs one chat completion for a role through a fresh ``AssistantAgent``."""
+
+    def __init__(self, role: str, config: RoleModelConfig) -> None:
+        if config.base_url is None:
+            raise ValueError(f"{role}: no model endpoint configured (base_url)")
+        self.role = role
+        self.config = config
+        create_args: dict[str, Any] = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+        if config.seed is not None:
+            create_args["seed"] = config.seed
+        if config.extra_body:
+            create_args["extra_body"] = dict(config.extra_body)
+        self._client = OpenAIChatCompletionClient(
+            model=config.model,
+            base_url=str(config.base_url),
+            api_key=config.api_key(),
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+            model_info=_UNKNOWN_MODEL_INFO,
+            **create_args,
+        )
+
+    async def complete(
+        self,
+        system: str,
+        user: str,
+        *,
+        schema: dict[str, Any] | None = None,
+        schema_name: str = "answer",
+        logprobs: bool = False,
+    ) -> Completion:
+        """One request: ``system`` is the role's fixed text, ``user`` the per-call text (most shared first)."""
+        extra: dict[str, Any] = {}
+        if schema is not None and (fmt := _response_format(self.config.structured_output, schema_name, schema)):
+            extra["response_format"] = fmt
+        if logprobs:
+            extra["logprobs"] = True
+            extra["top_logprobs"] = self.config.top_logprobs
+        client = _PerRequestClient(self._client, extra)
+        agent = AssistantAgent(name=self.role, model_client=client, system_message=system)
+        started = time.perf_counter()
+        try:
+            result = await agent.run(task=user)
+        except openai.OpenAIError as exc:
+            raise _map_endpoint_error(exc) from exc
+        elapsed = time.perf_counter() - started
+        created = client.last_result
+        if created is None:
+            raise ModelUnavailableError("model endpoint returned no completion")
+        final = result.messages[-1]
+        text = final.content if isinstance(final, TextMessage) else ""
+        usage = Usage(
+            prompt_tokens=created.usage.prompt_tokens,
+            completion_tokens=created.usage.completion_tokens,
+            llm_calls=1,
+            model_seconds=elapsed,
+            model=self.config.model,
+        )
+        return Completion(text=text, logprobs=created.logprobs, usage=usage, finish_reason=created.finish_reason)
+
+    async def close(self) -> None:
+        await self._client.close()

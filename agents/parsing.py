@@ -1,0 +1,218 @@
+"""Tolerant reading of model replies. Model output is untrusted input: every function here returns a typed
+result with a :class:`ParseStatus`, never raises on what a model wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agents.types import Criterion, CriterionScore, ParseStatus
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_NUMBER = r"-?\d+(?:\.\d+)?"
+
+
+@dataclass(frozen=True)
+class JsonReading:
+    """A JSON object found in a reply; ``repaired`` when it had to be dug out of surrounding text."""
+
+    value: dict[str, Any]
+    repaired: bool
+
+
+def _balanced_objects(text: str) -> list[str]:
+    """Every top-level ``{...}`` span with balanced braces (string contents respected)."""
+    spans: list[str] = []
+    depth, start, in_string, escaped = 0, -1, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"' and depth > 0:
+            in_string = True
+        elif ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                spans.append(text[start : i + 1])
+    return spans
+
+
+def find_json_object(text: str) -> JsonReading | None:
+    """The first JSON object in ``text``: the whole reply, a fenced block, or a balanced span inside prose."""
+    stripped = text.strip()
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        pass
+    else:
+        if isinstance(value, dict):
+            return JsonReading(value, repaired=False)
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + _balanced_objects(text)
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate.strip())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return JsonReading(value, repaired=True)
+    return None
+
+
+def _normalise_key(key: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", key.lower())
+
+
+def _lookup(mapping: dict[str, Any], name: str) -> tuple[Any, bool] | None:
+    """``mapping[name]``, else a key equal up to case and punctuation (then ``repaired`` is True)."""
+    if name in mapping:
+        return mapping[name], False
+    wanted = _normalise_key(name)
+    for key, value in mapping.items():
+        if _normalise_key(str(key)) == wanted:
+            return value, True
+    return None
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        match = re.search(_NUMBER, value)
+        return float(match.group()) if match else None
+    if isinstance(value, dict):  # {"score": 4, "reason": ...}
+        inner = _lookup(value, "score")
+        return _as_number(inner[0]) if inner else None
+    return None
+
+
+def _judge_score(criterion: Criterion, value: float, repaired: bool) -> CriterionScore:
+    if not criterion.contains(value):
+        return CriterionScore(criterion.name, None, ParseStatus.OUT_OF_RANGE)
+    if criterion.integer_scores and not value.is_integer():
+        repaired = True
+        value = float(round(value))
+    return CriterionScore(criterion.name, value, ParseStatus.REPAIRED if repaired else ParseStatus.OK)
+
+
+def _score_from_prose(text: str, criterion: Criterion, sole: bool) -> tuple[float, bool] | None:
+    """``fluency: 4`` / ``Fluency - 4/5`` in prose; a lone number counts only when one criterion is asked."""
+    pattern = rf"{re.escape(criterion.name)}\W{{0,5}}?({_NUMBER})"
+    match = re.search(pattern, text, re.IGNORECASE)
+    if match:
+        return float(match.group(1)), True
+    if sole:
+        numbers = re.findall(_NUMBER, text)
+        if len(numbers) == 1:
+            return float(numbers[0]), True
+    return None
+
+
+def parse_scores(text: str, criteria: Sequence[Criterion]) -> tuple[CriterionScore, ...]:
+    """Read one score per criterion from a judge reply (JSON object, fenced, or as a last resort prose)."""
+    if not text.strip():
+        return tuple(CriterionScore(c.name, None, ParseStatus.INVALID) for c in criteria)
+    reading = find_json_object(text)
+    scores: list[CriterionScore] = []
+    for criterion in criteria:
+        found: tuple[float, bool] | None = None
+        if reading is not None:
+            entry = _lookup(reading.value, criterion.name)
+            if entry is None and len(criteria) == 1:
+                entry = _lookup(reading.value, "score")
+            number = _as_number(entry[0]) if entry else None
+            if entry is not None and number is not None:
+                found = (number, reading.repaired or entry[1])
+        if found is None:
+            found = _score_from_prose(text, criterion, sole=len(criteria) == 1)
+        if found is None:
+            status = ParseStatus.MISSING if reading is not None else ParseStatus.INVALID
+            scores.append(CriterionScore(criterion.name, None, status))
+        else:
+            scores.append(_judge_score(criterion, *found))
+    return tuple(scores)
+
+
+def find_text_field(text: str, key: str) -> tuple[str, ParseStatus]:
+    """The string under ``key`` in a JSON reply; else the reply itself as plain text (``REPAIRED``)."""
+    reading = find_json_object(text)
+    if reading is not None:
+        entry = _lookup(reading.value, key)
+        if entry is not None and isinstance(entry[0], str) and entry[0].strip():
+            repaired = reading.repaired or entry[1]
+            return entry[0].strip(), ParseStatus.REPAIRED if repaired else ParseStatus.OK
+        return "", ParseStatus.MISSING
+    plain = strip_wrapping(text)
+    if not plain:
+        return "", ParseStatus.INVALID
+    return plain, ParseStatus.REPAIRED
+
+
+_PREAMBLE = re.compile(r"^\s*(?:sure|certainly|okay|ok|here(?:'s| is| are))\b[^\n]*:\s*\n", re.IGNORECASE)
+
+
+def strip_wrapping(text: str) -> str:
+    """Plain text without code fences, a chatty preamble line or surrounding quotes."""
+    fenced = _FENCE.search(text)
+    body = fenced.group(1) if fenced else text
+    body = _PREAMBLE.sub("", body).strip()
+    if len(body) >= 2 and body[0] == body[-1] and body[0] in "\"'":
+        body = body[1:-1].strip()
+    return body
+
+
+_SECTION = re.compile(
+    r"^\s*[#*\-\d.\s]*(?P<name>keep|what works|problem|what went wrong|cause|fix|how to fix)\b[^:\n]*:\s*",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SECTION_KEYS = {
+    "keep": "keep",
+    "what works": "keep",
+    "problem": "problem",
+    "what went wrong": "problem",
+    "cause": "problem",
+    "fix": "fix",
+    "how to fix": "fix",
+}
+
+
+def parse_feedback(text: str) -> tuple[dict[str, str], ParseStatus]:
+    """The three parts of a gradient (keep / problem / fix) from JSON, headed sections, or free text."""
+    reading = find_json_object(text)
+    if reading is not None:
+        parts: dict[str, str] = {}
+        repaired = reading.repaired
+        for key in ("keep", "problem", "fix"):
+            entry = _lookup(reading.value, key)
+            if entry is not None and isinstance(entry[0], str):
+                parts[key] = entry[0].strip()
+                repaired = repaired or entry[1]
+        if any(parts.values()):
+            complete = all(parts.get(k) for k in ("keep", "problem", "fix"))
+            return parts, ParseStatus.OK if complete and not repaired else ParseStatus.REPAIRED
+    headed = list(_SECTION.finditer(text))
+    if headed:
+        parts = {}
+        for match, following in zip(headed, [*headed[1:], None], strict=True):
+            end = following.start() if following else len(text)
+            key = _SECTION_KEYS[match.group("name").lower()]
+            parts[key] = (parts.get(key, "") + " " + text[match.end() : end].strip()).strip()
+        return parts, ParseStatus.REPAIRED
+    plain = strip_wrapping(text)
+    if not plain:
+        return {}, ParseStatus.INVALID
+    return {"problem": plain}, ParseStatus.REPAIRED

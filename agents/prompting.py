@@ -1,0 +1,139 @@
+"""Prompt templates (``agents/prompts/*.txt``) and the pieces they are assembled from.
+
+Every user message runs from the most shared text to the least shared (task description, criteria and
+instructions, then source text, then candidate text) so that endpoint prefix caches are reused across calls.
+Sample text is always fenced in tags and its closing tags escaped: text inside a sample stays data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from string import Template
+
+from agents.types import Criterion, CriterionEvidence, Gradient, JudgePrompt, Routing, Sample
+
+
+@cache
+def template(name: str) -> Template:
+    """The template ``agents/prompts/<name>.txt``."""
+    return Template(resources.files("agents").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8"))
+
+
+def render(name: str, **values: str) -> str:
+    return template(name).substitute(values).strip() + "\n"
+
+
+def routed(name: str, routing: Routing) -> str:
+    """Template name of a role's per-criterion or joint user message, e.g. ``loss_user_joint``."""
+    return f"{name}_{routing.value}"
+
+
+def _fence(tag: str, text: str) -> str:
+    return text.replace(f"</{tag}", f"<\\/{tag}")
+
+
+def format_sample(sample: Sample) -> str:
+    return "\n".join(
+        f'<field name="{_fence("field", name)}">\n{_fence("field", _fence("sample", text))}\n</field>'
+        for name, text in sample.fields
+    )
+
+
+def scale(criterion: Criterion) -> str:
+    low, high = criterion.min_score, criterion.max_score
+    kind = "integer" if criterion.integer_scores else "number"
+    return f"{kind} from {low:g} to {high:g}"
+
+
+def format_criteria(criteria: Sequence[Criterion]) -> str:
+    lines = []
+    for c in criteria:
+        described = f": {c.description}" if c.description else ""
+        lines.append(f"- {c.name} ({scale(c)}){described}")
+    return "\n".join(lines)
+
+
+def format_scope(routing: Routing, criteria: Sequence[Criterion]) -> str:
+    """The criteria a call covers: one inline for a per-criterion call, a list for a joint one."""
+    listed = format_criteria(criteria)
+    return listed.removeprefix("- ") if routing is Routing.PER_CRITERION else listed
+
+
+def format_judge_criteria(criteria: Sequence[Criterion], prompt: JudgePrompt) -> str:
+    """Each criterion with its scale, description and current instruction (the optimized part of the prompt)."""
+    blocks = []
+    for c in criteria:
+        described = f" {c.description}" if c.description else ""
+        blocks.append(f"## {c.name} ({scale(c)}).{described}\n{prompt.instruction_for(c.name) or ''}")
+    return "\n\n".join(blocks)
+
+
+def format_prompt(prompt: JudgePrompt) -> str:
+    """The judge prompt as another agent is shown it: task description and instructions."""
+    parts = ["\nThe judge's prompt:"]
+    if prompt.task_description:
+        parts.append(f"<task>\n{prompt.task_description}\n</task>")
+    parts.extend(
+        f'<instruction criterion="{i.criterion}">\n{_fence("instruction", i.text)}\n</instruction>'
+        for i in prompt.instructions
+    )
+    return "\n".join(parts)
+
+
+def format_context(sample: Sample | None, judge_output: str | None) -> str:
+    """The judged sample and the judge's raw answer, each only if the caller sent it."""
+    parts = []
+    if sample is not None:
+        parts.append(f"\nThe judged sample:\n<sample>\n{format_sample(sample)}\n</sample>")
+    if judge_output is not None:
+        parts.append(f"\nThe judge's answer:\n<answer>\n{_fence('answer', judge_output)}\n</answer>")
+    return "\n".join(parts)
+
+
+def format_evidence(evidence: Sequence[CriterionEvidence]) -> str:
+    """Only the fields that were sent, one block per criterion."""
+    blocks = []
+    for e in evidence:
+        lines = [f"[{e.criterion}]"]
+        if e.instruction is not None:
+            lines.append(f"Instruction: {e.instruction}")
+        if e.prediction is not None:
+            lines.append(f"Predicted score: {e.prediction:g}")
+        if e.ground_truth is not None:
+            lines.append(f"Correct score: {e.ground_truth:g}")
+        if e.verdict is not None:
+            lines.append(f"Verdict: {e.verdict}")
+        if e.critique is not None:
+            lines.append(f"Critique: {e.critique}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def judge_output_example(criteria: Sequence[Criterion]) -> str:
+    """A shape to copy, with the scale in place of a value (a concrete number would anchor small models)."""
+    return "{" + ", ".join(f"{json.dumps(c.name)}: <{scale(c)}>" for c in criteria) + "}"
+
+
+def format_gradients(gradients: Sequence[Gradient]) -> str:
+    if not gradients:
+        return "(no feedback collected)"
+    blocks = []
+    for n, g in enumerate(gradients, start=1):
+        parts = [f'<feedback n={n} criteria="{", ".join(g.criteria)}">']
+        for label, text in (("Keep", g.keep), ("Problem", g.problem), ("Fix", g.fix)):
+            if text:
+                parts.append(f"{label}: {_fence('feedback', text)}")
+        parts.append("</feedback>")
+        blocks.append("\n".join(parts))
+    return "\n\n".join(blocks)
+
+
+def format_instructions(prompt: JudgePrompt, criteria: Sequence[Criterion]) -> str:
+    return "\n\n".join(
+        f"## {c.name} ({scale(c)})\n<instruction>\n{_fence('instruction', prompt.instruction_for(c.name) or '')}"
+        "\n</instruction>"
+        for c in criteria
+    )

@@ -1,0 +1,292 @@
+"""Domain types shared by the agent roles: what a request carries and what an agent returns.
+
+These mirror the ``judgeopt.v1`` contract but carry no protobuf: services translate at their border
+(``services/convert.py``). Every task validates itself on construction, so a malformed request is refused
+with an :class:`~agents.errors.InvalidRequestError` naming the offending field before any model call.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from agents.errors import InvalidRequestError
+
+
+class Routing(enum.Enum):
+    """How one call covers its criteria: exactly one (per-criterion prompt form) or all of them (joint form)."""
+
+    PER_CRITERION = "per_criterion"
+    JOINT = "joint"
+
+
+class ParseStatus(enum.IntEnum):
+    """Outcome of reading model text, ordered from best to worst."""
+
+    OK = 1
+    REPAIRED = 2
+    OUT_OF_RANGE = 3
+    MISSING = 4
+    INVALID = 5
+
+    @property
+    def usable(self) -> bool:
+        return self in (ParseStatus.OK, ParseStatus.REPAIRED)
+
+
+class ScoringMethod(enum.Enum):
+    SAMPLED = "sampled"
+    LOGPROB_WEIGHTED = "logprob_weighted"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A scoring criterion with its closed score range."""
+
+    name: str
+    description: str = ""
+    min_score: float = 1.0
+    max_score: float = 5.0
+    integer_scores: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise InvalidRequestError("criterion name is empty")
+        if not (math.isfinite(self.min_score) and math.isfinite(self.max_score)):
+            raise InvalidRequestError(f"criterion {self.name!r}: score range must be finite")
+        if self.min_score >= self.max_score:
+            raise InvalidRequestError(
+                f"criterion {self.name!r}: score range is inverted or empty ({self.min_score}..{self.max_score})"
+            )
+
+    @property
+    def allowed_scores(self) -> tuple[int, ...]:
+        """The integer scores of an integer scale, e.g. (1, 2, 3, 4, 5); empty for continuous scales."""
+        if not self.integer_scores:
+            return ()
+        return tuple(range(math.ceil(self.min_score), math.floor(self.max_score) + 1))
+
+    def contains(self, value: float) -> bool:
+        return self.min_score <= value <= self.max_score
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A sample to judge; ``fields`` are (name, text) pairs, most shared first (source before candidate)."""
+
+    id: str
+    fields: tuple[tuple[str, str], ...]
+
+    def __post_init__(self) -> None:
+        if not self.fields:
+            raise InvalidRequestError(f"sample {self.id!r} has no text fields")
+        names = [name for name, _ in self.fields]
+        if len(set(names)) != len(names):
+            raise InvalidRequestError(f"sample {self.id!r} repeats a field name: {names}")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    criterion: str
+    text: str
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    """The judge prompt: a fixed task description (empty = the default one) and one instruction per criterion."""
+
+    instructions: tuple[Instruction, ...]
+    task_description: str = ""
+    omit_output_format: bool = False
+
+    def instruction_for(self, criterion: str) -> str | None:
+        return next((i.text for i in self.instructions if i.criterion == criterion), None)
+
+    def restricted_to(self, criteria: Sequence[str]) -> JudgePrompt:
+        keep = set(criteria)
+        return JudgePrompt(
+            instructions=tuple(i for i in self.instructions if i.criterion in keep),
+            task_description=self.task_description,
+            omit_output_format=self.omit_output_format,
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage and model time of the LLM calls behind one request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+    model_seconds: float = 0.0
+    model: str = ""
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            llm_calls=self.llm_calls + other.llm_calls,
+            model_seconds=self.model_seconds + other.model_seconds,
+            model=self.model or other.model,
+        )
+
+
+@dataclass(frozen=True)
+class CriterionScore:
+    criterion: str
+    value: float | None
+    status: ParseStatus
+    method: ScoringMethod = ScoringMethod.SAMPLED
+
+
+@dataclass(frozen=True)
+class Prediction:
+    sample_id: str
+    scores: tuple[CriterionScore, ...]
+    raw_output: str
+
+    @property
+    def status(self) -> ParseStatus:
+        """The worst status over the scores."""
+        return max((s.status for s in self.scores), default=ParseStatus.INVALID)
+
+
+@dataclass(frozen=True)
+class CriterionEvidence:
+    """What a loss or gradient call may know about one criterion of one sample; ``None`` = not visible."""
+
+    criterion: str
+    instruction: str | None = None
+    prediction: float | None = None
+    ground_truth: float | None = None
+    verdict: str | None = None
+    critique: str | None = None
+
+
+@dataclass(frozen=True)
+class Critique:
+    criteria: tuple[str, ...]
+    sample_id: str
+    text: str
+    status: ParseStatus
+    raw_output: str
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """Feedback on instruction(s) in three parts: keep, problem (what caused the errors), fix."""
+
+    criteria: tuple[str, ...]
+    sample_id: str
+    keep: str
+    problem: str
+    fix: str
+    status: ParseStatus
+    raw_output: str = ""
+
+
+def _check_scope(routing: Routing, criteria: Sequence[Criterion], what: str, *, fans_out: bool = False) -> None:
+    """``fans_out``: per-criterion routing may cover several criteria because it makes one call per criterion."""
+    if not criteria:
+        raise InvalidRequestError(f"{what}: no criteria given")
+    names = [c.name for c in criteria]
+    if len(set(names)) != len(names):
+        raise InvalidRequestError(f"{what}: criteria repeat a name: {names}")
+    if routing is Routing.PER_CRITERION and len(criteria) != 1 and not fans_out:
+        raise InvalidRequestError(f"{what}: per-criterion routing needs exactly one criterion, got {len(names)}")
+
+
+def _check_known(names: Sequence[str], criteria: Sequence[Criterion], what: str) -> None:
+    known = {c.name for c in criteria}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise InvalidRequestError(f"{what} for criterion not defined in the request: {unknown}")
+
+
+def _check_instructions(prompt: JudgePrompt, criteria: Sequence[Criterion], what: str) -> None:
+    _check_known([i.criterion for i in prompt.instructions], criteria, f"{what}: instruction")
+    for instruction in prompt.instructions:
+        if not instruction.text.strip():
+            raise InvalidRequestError(f"{what}: instruction for {instruction.criterion!r} is empty")
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """Score one sample. Per-criterion routing makes one call per criterion, each seeing its own instruction."""
+
+    routing: Routing
+    criteria: tuple[Criterion, ...]
+    prompt: JudgePrompt
+    sample: Sample
+
+    def __post_init__(self) -> None:
+        _check_scope(self.routing, self.criteria, "score", fans_out=True)
+        _check_instructions(self.prompt, self.criteria, "score")
+        missing = [c.name for c in self.criteria if self.prompt.instruction_for(c.name) is None]
+        if missing:
+            raise InvalidRequestError(f"score: no instruction for criteria {missing}")
+
+
+@dataclass(frozen=True)
+class CritiqueTask:
+    """Critique a prediction from exactly the evidence given (the study gives prediction, truth and verdict)."""
+
+    routing: Routing
+    criteria: tuple[Criterion, ...]
+    sample_id: str
+    evidence: tuple[CriterionEvidence, ...]
+    sample: Sample | None = None
+    judge_output: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_scope(self.routing, self.criteria, "critique")
+        _check_known([e.criterion for e in self.evidence], self.criteria, "critique: evidence")
+
+
+@dataclass(frozen=True)
+class GradientTask:
+    """Feedback on the instruction(s) of the criteria in scope, from whatever the caller let the agent see."""
+
+    routing: Routing
+    criteria: tuple[Criterion, ...]
+    sample_id: str
+    evidence: tuple[CriterionEvidence, ...]
+    prompt: JudgePrompt | None = None
+    sample: Sample | None = None
+    judge_output: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_scope(self.routing, self.criteria, "gradient")
+        _check_known([e.criterion for e in self.evidence], self.criteria, "gradient: evidence")
+        if self.prompt is not None:
+            _check_instructions(self.prompt, self.criteria, "gradient")
+
+
+@dataclass(frozen=True)
+class StepTask:
+    """Rewrite the instruction of every criterion in scope from the mini-batch's gradients."""
+
+    routing: Routing
+    criteria: tuple[Criterion, ...]
+    prompt: JudgePrompt
+    gradients: tuple[Gradient, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        _check_scope(self.routing, self.criteria, "step")
+        _check_instructions(self.prompt, self.criteria, "step")
+        missing = [c.name for c in self.criteria if self.prompt.instruction_for(c.name) is None]
+        if missing:
+            raise InvalidRequestError(f"step: no instruction to rewrite for criteria {missing}")
+        for gradient in self.gradients:
+            _check_known(gradient.criteria, self.criteria, "step: gradient")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """New instructions (the input ones when the reply could not be used; ``status`` says why)."""
+
+    instructions: tuple[Instruction, ...]
+    status: ParseStatus
+    raw_output: str

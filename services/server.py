@@ -1,0 +1,147 @@
+"""One grpc.aio server per role: the servicer, standard health checking and reflection, explicit message-size
+limits, a maximum connection age, and SIGTERM → NOT_SERVING → ``stop(grace)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agents.config import Role, RoleModelConfig
+from agents.gradient import GradientAgent
+from agents.judge import JudgeAgent
+from agents.loss import LossAgent
+from agents.model_client import ModelRunner
+from agents.optimizer import OptimizerAgent
+from protos.judgeopt.v1 import (
+    gradient_pb2,
+    gradient_pb2_grpc,
+    judge_pb2,
+    judge_pb2_grpc,
+    loss_pb2,
+    loss_pb2_grpc,
+    optimizer_pb2,
+    optimizer_pb2_grpc,
+)
+from services.config import ServiceConfig
+from services.interceptors import AccessLogInterceptor, RequestContextInterceptor
+from services.servicers import GradientServicer, JudgeServicer, LossServicer, OptimizerServicer
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RoleBinding:
+    """How a role becomes a gRPC service: its fully qualified name and how to register its servicer."""
+
+    service_name: str
+    register: Callable[[ModelRunner, grpc.aio.Server, float], None]
+
+
+def _register_judge(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
+    judge_pb2_grpc.add_JudgeServiceServicer_to_server(JudgeServicer(JudgeAgent(runner), margin_seconds=margin), server)
+
+
+def _register_loss(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
+    loss_pb2_grpc.add_LossAgentServicer_to_server(LossServicer(LossAgent(runner), margin_seconds=margin), server)
+
+
+def _register_gradient(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
+    gradient_pb2_grpc.add_GradientAgentServicer_to_server(
+        GradientServicer(GradientAgent(runner), margin_seconds=margin), server
+    )
+
+
+def _register_optimizer(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
+    optimizer_pb2_grpc.add_OptimizerAgentServicer_to_server(
+        OptimizerServicer(OptimizerAgent(runner), margin_seconds=margin), server
+    )
+
+
+ROLE_BINDINGS: dict[Role, RoleBinding] = {
+    "judge": RoleBinding(judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name, _register_judge),
+    "loss": RoleBinding(loss_pb2.DESCRIPTOR.services_by_name["LossAgent"].full_name, _register_loss),
+    "gradient": RoleBinding(
+        gradient_pb2.DESCRIPTOR.services_by_name["GradientAgent"].full_name, _register_gradient
+    ),
+    "optimizer": RoleBinding(
+        optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerAgent"].full_name, _register_optimizer
+    ),
+}
+
+
+def channel_options(config: ServiceConfig) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000)),
+    ]
+
+
+@dataclass
+class BuiltServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    service_name: str
+    port: int
+
+
+async def build_server(role: Role, runner: ModelRunner, config: ServiceConfig) -> BuiltServer:
+    """Create and bind (not start) the server of ``role``; ``port`` is the bound port (``config.port`` 0 = free)."""
+    binding = ROLE_BINDINGS[role]
+    server = grpc.aio.server(
+        interceptors=[RequestContextInterceptor(), AccessLogInterceptor()],
+        options=channel_options(config),
+    )
+    binding.register(runner, server, config.deadline_margin_seconds)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (binding.service_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise RuntimeError(f"could not bind {config.host}:{config.port}")
+    return BuiltServer(server, health_servicer, binding.service_name, port)
+
+
+async def serve(
+    role: Role,
+    model: RoleModelConfig,
+    config: ServiceConfig,
+    *,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve ``role`` until SIGTERM or SIGINT; ``on_ready(port)`` runs once the service answers SERVING."""
+    runner = ModelRunner(role, model)
+    built = await build_server(role, runner, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await built.server.start()
+    for name in ("", built.service_name):
+        await built.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("service.ready", role=role, port=built.port, model=model.model, endpoint=str(model.base_url))
+    if on_ready is not None:
+        on_ready(built.port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("service.stopping", role=role, grace_seconds=config.grace_seconds)
+        await built.health.enter_graceful_shutdown()
+        await built.server.stop(config.grace_seconds)
+        with contextlib.suppress(Exception):
+            await runner.close()
+        log.info("service.stopped", role=role)

@@ -1,0 +1,82 @@
+"""Thin servicers: read the request, call the agent, build the reply. Nothing else lives here."""
+
+from __future__ import annotations
+
+import grpc
+
+from agents.gradient import GradientAgent
+from agents.judge import JudgeAgent
+from agents.loss import LossAgent
+from agents.optimizer import OptimizerAgent
+from protos.judgeopt.v1 import (
+    gradient_pb2,
+    gradient_pb2_grpc,
+    judge_pb2,
+    judge_pb2_grpc,
+    loss_pb2,
+    loss_pb2_grpc,
+    optimizer_pb2,
+    optimizer_pb2_grpc,
+)
+from services import convert
+from services.status import run_within_deadline
+
+
+class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
+    def __init__(self, agent: JudgeAgent, *, margin_seconds: float) -> None:
+        self._agent = agent
+        self._margin = margin_seconds
+
+    async def Score(  # noqa: N802 - gRPC method name
+        self, request: judge_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> judge_pb2.ScoreResponse:
+        async def work() -> judge_pb2.ScoreResponse:
+            prediction, usage = await self._agent.score(convert.score_task_from_proto(request))
+            return convert.score_response_to_proto(prediction, usage)
+
+        return await run_within_deadline(context, work, margin_seconds=self._margin)
+
+
+class LossServicer(loss_pb2_grpc.LossAgentServicer):
+    def __init__(self, agent: LossAgent, *, margin_seconds: float) -> None:
+        self._agent = agent
+        self._margin = margin_seconds
+
+    async def Critique(  # noqa: N802 - gRPC method name
+        self, request: loss_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
+    ) -> loss_pb2.CritiqueResponse:
+        async def work() -> loss_pb2.CritiqueResponse:
+            critique, usage = await self._agent.critique(convert.critique_task_from_proto(request))
+            return convert.critique_response_to_proto(critique, usage)
+
+        return await run_within_deadline(context, work, margin_seconds=self._margin)
+
+
+class GradientServicer(gradient_pb2_grpc.GradientAgentServicer):
+    def __init__(self, agent: GradientAgent, *, margin_seconds: float) -> None:
+        self._agent = agent
+        self._margin = margin_seconds
+
+    async def ComputeGradient(  # noqa: N802 - gRPC method name
+        self, request: gradient_pb2.GradientRequest, context: grpc.aio.ServicerContext
+    ) -> gradient_pb2.GradientResponse:
+        async def work() -> gradient_pb2.GradientResponse:
+            gradient, usage = await self._agent.compute(convert.gradient_task_from_proto(request))
+            return convert.gradient_response_to_proto(gradient, usage)
+
+        return await run_within_deadline(context, work, margin_seconds=self._margin)
+
+
+class OptimizerServicer(optimizer_pb2_grpc.OptimizerAgentServicer):
+    def __init__(self, agent: OptimizerAgent, *, margin_seconds: float) -> None:
+        self._agent = agent
+        self._margin = margin_seconds
+
+    async def Step(  # noqa: N802 - gRPC method name
+        self, request: optimizer_pb2.StepRequest, context: grpc.aio.ServicerContext
+    ) -> optimizer_pb2.StepResponse:
+        async def work() -> optimizer_pb2.StepResponse:
+            result, usage = await self._agent.step(convert.step_task_from_proto(request))
+            return convert.step_response_to_proto(result, usage)
+
+        return await run_within_deadline(context, work, margin_seconds=self._margin)
