@@ -8,6 +8,7 @@ endpoint needs it as much as the CLI does.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -15,7 +16,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import importlib.util
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -123,10 +123,12 @@ class LocalModelServer:
                 code = self._process.returncode
                 self._process = None
                 raise LocalModelError(f"local model server exited during start-up (exit code {code})")
-            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
+            with (
+                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+                urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as reply,
+            ):
+                if reply.status == 200:
+                    return
             time.sleep(0.1)
         self.stop()
         raise LocalModelError(f"local model server not ready after {self.startup_timeout:.0f} s")

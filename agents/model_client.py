@@ -8,6 +8,7 @@ the full ``CreateResult`` (logprobs are not kept on agent messages) pass through
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
@@ -202,6 +203,8 @@ class ModelRunner:
             result = await agent.run(task=user)
         except openai.OpenAIError as exc:
             raise _map_endpoint_error(exc) from exc
+        except json.JSONDecodeError as exc:  # the HTTP body itself was not JSON (the openai client lets it through)
+            raise ModelUnavailableError(f"model endpoint returned a body that is not JSON: {exc}") from exc
         elapsed = time.perf_counter() - started
         created = client.last_result
         if created is None:

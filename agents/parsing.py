@@ -147,19 +147,43 @@ def parse_scores(text: str, criteria: Sequence[Criterion]) -> tuple[CriterionSco
     return tuple(scores)
 
 
+_PLACEHOLDER = re.compile(r"^<[^<>]*>?$")
+
+
+def _truncated_string_value(text: str, key: str) -> str | None:
+    """The value of ``"key": "…`` in JSON cut off before its closing quote (a reply that hit max_tokens)."""
+    match = re.search(rf'"{re.escape(key)}"\s*:\s*"((?:[^"\\]|\\.)*)"?\s*}}?\s*$', text, re.DOTALL)
+    if match is None:
+        return None
+    try:
+        return str(json.loads(f'"{match.group(1)}"')).strip() or None
+    except ValueError:
+        return match.group(1).strip() or None
+
+
 def find_text_field(text: str, key: str) -> tuple[str, ParseStatus]:
-    """The string under ``key`` in a JSON reply; else the reply itself as plain text (``REPAIRED``)."""
+    """The string under ``key`` in a JSON reply; a truncated JSON value or plain prose count as ``REPAIRED``.
+
+    A reply that opens a JSON object but holds no usable value, or that only echoes a ``<placeholder>``, is
+    ``MISSING`` / ``INVALID`` rather than text.
+    """
     reading = find_json_object(text)
+    value: str | None = None
+    status = ParseStatus.MISSING
     if reading is not None:
         entry = _lookup(reading.value, key)
         if entry is not None and isinstance(entry[0], str) and entry[0].strip():
-            repaired = reading.repaired or entry[1]
-            return entry[0].strip(), ParseStatus.REPAIRED if repaired else ParseStatus.OK
-        return "", ParseStatus.MISSING
-    plain = strip_wrapping(text)
-    if not plain:
-        return "", ParseStatus.INVALID
-    return plain, ParseStatus.REPAIRED
+            value = entry[0].strip()
+            status = ParseStatus.REPAIRED if reading.repaired or entry[1] else ParseStatus.OK
+    elif strip_wrapping(text).startswith("{"):
+        value = _truncated_string_value(text, key)
+        status = ParseStatus.REPAIRED if value else ParseStatus.INVALID
+    else:
+        value = strip_wrapping(text) or None
+        status = ParseStatus.REPAIRED if value else ParseStatus.INVALID
+    if value is None or _PLACEHOLDER.match(value):
+        return "", status if status in (ParseStatus.MISSING, ParseStatus.INVALID) else ParseStatus.INVALID
+    return value, status
 
 
 _PREAMBLE = re.compile(r"^\s*(?:sure|certainly|okay|ok|here(?:'s| is| are))\b[^\n]*:\s*\n", re.IGNORECASE)

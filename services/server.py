@@ -70,9 +70,7 @@ def _register_optimizer(runner: ModelRunner, server: grpc.aio.Server, margin: fl
 ROLE_BINDINGS: dict[Role, RoleBinding] = {
     "judge": RoleBinding(judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name, _register_judge),
     "loss": RoleBinding(loss_pb2.DESCRIPTOR.services_by_name["LossAgent"].full_name, _register_loss),
-    "gradient": RoleBinding(
-        gradient_pb2.DESCRIPTOR.services_by_name["GradientAgent"].full_name, _register_gradient
-    ),
+    "gradient": RoleBinding(gradient_pb2.DESCRIPTOR.services_by_name["GradientAgent"].full_name, _register_gradient),
     "optimizer": RoleBinding(
         optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerAgent"].full_name, _register_optimizer
     ),

@@ -27,7 +27,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
         self._agent = agent
         self._margin = margin_seconds
 
-    async def Score(  # noqa: N802 - gRPC method name
+    async def Score(
         self, request: judge_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> judge_pb2.ScoreResponse:
         async def work() -> judge_pb2.ScoreResponse:
@@ -42,7 +42,7 @@ class LossServicer(loss_pb2_grpc.LossAgentServicer):
         self._agent = agent
         self._margin = margin_seconds
 
-    async def Critique(  # noqa: N802 - gRPC method name
+    async def Critique(
         self, request: loss_pb2.CritiqueRequest, context: grpc.aio.ServicerContext
     ) -> loss_pb2.CritiqueResponse:
         async def work() -> loss_pb2.CritiqueResponse:
@@ -57,7 +57,7 @@ class GradientServicer(gradient_pb2_grpc.GradientAgentServicer):
         self._agent = agent
         self._margin = margin_seconds
 
-    async def ComputeGradient(  # noqa: N802 - gRPC method name
+    async def ComputeGradient(
         self, request: gradient_pb2.GradientRequest, context: grpc.aio.ServicerContext
     ) -> gradient_pb2.GradientResponse:
         async def work() -> gradient_pb2.GradientResponse:
@@ -72,7 +72,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerAgentServicer):
         self._agent = agent
         self._margin = margin_seconds
 
-    async def Step(  # noqa: N802 - gRPC method name
+    async def Step(
         self, request: optimizer_pb2.StepRequest, context: grpc.aio.ServicerContext
     ) -> optimizer_pb2.StepResponse:
         async def work() -> optimizer_pb2.StepResponse:

@@ -1,10 +1,10 @@
 """Agent errors → gRPC status codes, in one place.
 
-    InvalidRequestError     → INVALID_ARGUMENT
-    ModelTimeoutError       → DEADLINE_EXCEEDED
-    ModelUnavailableError   → UNAVAILABLE
-    ModelRequestError       → FAILED_PRECONDITION (the endpoint refused the request, e.g. context overflow)
-    TimeoutError            → DEADLINE_EXCEEDED (the caller's deadline ran out while waiting for the model)
+InvalidRequestError     → INVALID_ARGUMENT
+ModelTimeoutError       → DEADLINE_EXCEEDED
+ModelUnavailableError   → UNAVAILABLE
+ModelRequestError       → FAILED_PRECONDITION (the endpoint refused the request, e.g. context overflow)
+TimeoutError            → DEADLINE_EXCEEDED (the caller's deadline ran out while waiting for the model)
 """
 
 from __future__ import annotations

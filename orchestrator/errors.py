@@ -1,0 +1,74 @@
+"""The errors the orchestrator and the ``judgeopt`` command report, and the one place gRPC errors are mapped.
+
+    JudgeoptError
+    ├── ConfigError            a config file, flag or policy is invalid
+    ├── DataError              a dataset is missing or malformed
+    ├── ServiceStartError      an agent service did not come up
+    └── AgentCallError         an agent RPC failed (carries the gRPC status code)
+        ├── AgentTimeout           DEADLINE_EXCEEDED
+        ├── AgentUnavailable       UNAVAILABLE
+        └── AgentRejected          INVALID_ARGUMENT, FAILED_PRECONDITION and the rest
+
+At the command line each prints as ``Type: message`` on one line, with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import grpc
+
+
+class JudgeoptError(Exception):
+    """Root of judgeopt's errors."""
+
+
+class ConfigError(JudgeoptError):
+    pass
+
+
+class DataError(JudgeoptError):
+    pass
+
+
+class ServiceStartError(JudgeoptError):
+    pass
+
+
+class AgentCallError(JudgeoptError):
+    def __init__(self, message: str, *, role: str, code: grpc.StatusCode) -> None:
+        super().__init__(message)
+        self.role = role
+        self.code = code
+
+
+class AgentTimeout(AgentCallError):
+    pass
+
+
+class AgentUnavailable(AgentCallError):
+    pass
+
+
+class AgentRejected(AgentCallError):
+    pass
+
+
+@contextlib.contextmanager
+def map_rpc_errors(role: str) -> Iterator[None]:
+    """Re-raise ``grpc.RpcError`` as the matching :class:`AgentCallError`, chained."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        is_call = isinstance(exc, grpc.Call | grpc.aio.AioRpcError)
+        code = exc.code() if is_call else grpc.StatusCode.UNKNOWN
+        details = exc.details() if is_call else str(exc)
+        message = f"{role}: {code.name}: {details}"
+        match code:
+            case grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise AgentTimeout(message, role=role, code=code) from exc
+            case grpc.StatusCode.UNAVAILABLE:
+                raise AgentUnavailable(message, role=role, code=code) from exc
+            case _:
+                raise AgentRejected(message, role=role, code=code) from exc

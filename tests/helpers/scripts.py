@@ -1,0 +1,74 @@
+"""Scripted replies that make the fake OpenAI endpoint behave like each agent role's model."""
+
+from __future__ import annotations
+
+import json
+
+from agents.config import ModelsConfig
+from helpers.fake_openai import Completion, Handler, RecordedRequest, Reply, by_system_prompt
+
+SUMMEVAL = ("coherence", "consistency", "fluency", "relevance")
+JUDGE_SCORES = {"coherence": 4, "consistency": 5, "fluency": 3, "relevance": 2}
+
+# Distinctive phrases of each role's system prompt (agents/prompts/*_system.txt).
+JUDGE_MARK = "careful, consistent evaluator"
+LOSS_MARK = "You evaluate the output of an automatic judge"
+GRADIENT_MARK = "You give feedback on the instructions"
+OPTIMIZER_MARK = "You improve the instructions"
+
+
+def role_of(request: RecordedRequest) -> str:
+    for role, mark in (
+        ("judge", JUDGE_MARK),
+        ("loss", LOSS_MARK),
+        ("gradient", GRADIENT_MARK),
+        ("optimizer", OPTIMIZER_MARK),
+    ):
+        if mark in request.system_text:
+            return role
+    return "unknown"
+
+
+def _judge(_request: RecordedRequest) -> Reply:
+    return Completion(json.dumps(JUDGE_SCORES), prompt_tokens=120, completion_tokens=20)
+
+
+def _loss(_request: RecordedRequest) -> Reply:
+    return Completion("The prediction is one point too high: the judge overrated the summary.")
+
+
+def _gradient(_request: RecordedRequest) -> Reply:
+    feedback = {
+        "keep": "The 1-5 scale.",
+        "problem": "The instruction does not say what a low score means.",
+        "fix": "Describe the anchors of the scale.",
+    }
+    return Completion(json.dumps(feedback))
+
+
+def _optimizer(request: RecordedRequest) -> Reply:
+    if "Criteria and their current instructions" in request.last_user_text:
+        return Completion(
+            json.dumps({"instructions": {c: f"Rate {c} from 1 (poor) to 5 (excellent)." for c in SUMMEVAL}})
+        )
+    return Completion(json.dumps({"instruction": "Rate from 1 (poor) to 5 (excellent), anchoring each level."}))
+
+
+def agent_roles_handler() -> Handler:
+    """Answers each role's request the way a well-behaved model would, keyed on the role's system prompt."""
+    return by_system_prompt(
+        {JUDGE_MARK: _judge, LOSS_MARK: _loss, GRADIENT_MARK: _gradient, OPTIMIZER_MARK: _optimizer},
+        default=_loss,
+    )
+
+
+def fake_models(base_url: str, **role_overrides: dict[str, object]) -> ModelsConfig:
+    """Every role on ``base_url`` with no client retries and short timeouts, so failures show at once."""
+    default = {
+        "base_url": base_url,
+        "model": "fake-model",
+        "structured_output": "json_schema",
+        "max_retries": 0,
+        "timeout": 2.0,
+    }
+    return ModelsConfig(default=default, **role_overrides)
