@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
+from agents.errors import ModelConfigError
+
 Role = Literal["judge", "loss", "gradient", "optimizer"]
 ROLES: tuple[Role, ...] = ("judge", "loss", "gradient", "optimizer")
 
@@ -61,7 +63,7 @@ class RoleModelConfig(BaseModel):
             return "not-needed"
         key = os.environ.get(self.api_key_env)
         if not key:
-            raise ValueError(f"environment variable {self.api_key_env} (api_key_env) is not set")
+            raise ModelConfigError(f"environment variable {self.api_key_env} (api_key_env) is not set")
         return key
 
 
@@ -133,4 +135,4 @@ class ModelsConfig(BaseModel):
     def with_role(self, role: Role | Literal["default"], **updates: Any) -> ModelsConfig:
         """A copy with some fields of one section replaced (how ``--gradient-model`` etc. apply)."""
         section = {**getattr(self, role), **{k: v for k, v in updates.items() if v is not None}}
-        return self.model_copy(update={role: section})
+        return ModelsConfig.model_validate({**self.model_dump(), role: section})

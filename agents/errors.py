@@ -15,6 +15,10 @@ class AgentError(Exception):
     """Root of the errors an agent raises."""
 
 
+class ModelConfigError(AgentError):
+    """A role's model configuration cannot be used; the message names the setting."""
+
+
 class InvalidRequestError(AgentError):
     """The request is malformed; the message names what is wrong."""
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from agents.config import RoleModelConfig, StructuredOutput
 from agents.errors import (
+    ModelConfigError,
     ModelEndpointError,
     ModelRequestError,
     ModelTimeoutError,
@@ -162,7 +163,7 @@ class ModelRunner:
 
     def __init__(self, role: str, config: RoleModelConfig) -> None:
         if config.base_url is None:
-            raise ValueError(f"{role}: no model endpoint configured (base_url)")
+            raise ModelConfigError(f"{role}: no model endpoint configured (base_url)")
         self.role = role
         self.config = config
         create_args: dict[str, Any] = {"temperature": config.temperature, "max_tokens": config.max_tokens}

@@ -9,7 +9,7 @@ from typing import Any
 
 from agents import prompting
 from agents.model_client import ModelRunner
-from agents.parsing import find_json_object, find_text_field, strip_wrapping
+from agents.parsing import find_json_object, find_text_field, is_placeholder, lookup_key, strip_wrapping
 from agents.types import Criterion, Instruction, ParseStatus, Routing, StepResult, StepTask, Usage
 
 
@@ -34,10 +34,11 @@ def _parse_joint(text: str, task: StepTask) -> StepResult:
     statuses: list[ParseStatus] = []
     for criterion in task.criteria:
         old = task.prompt.instruction_for(criterion.name) or ""
-        new = mapping.get(criterion.name)
-        if isinstance(new, str) and strip_wrapping(new):
-            instructions.append(Instruction(criterion.name, strip_wrapping(new)))
-            statuses.append(ParseStatus.REPAIRED if repaired else ParseStatus.OK)
+        entry = lookup_key(mapping, criterion.name)
+        new = strip_wrapping(entry[0]) if entry is not None and isinstance(entry[0], str) else ""
+        if new and not is_placeholder(new):
+            instructions.append(Instruction(criterion.name, new))
+            statuses.append(ParseStatus.REPAIRED if repaired or (entry and entry[1]) else ParseStatus.OK)
         else:
             instructions.append(Instruction(criterion.name, old))
             statuses.append(ParseStatus.MISSING if reading is not None else ParseStatus.INVALID)

@@ -25,49 +25,32 @@ class JsonReading:
     repaired: bool
 
 
-def _balanced_objects(text: str) -> list[str]:
-    """Every top-level ``{...}`` span with balanced braces (string contents respected)."""
-    spans: list[str] = []
-    depth, start, in_string, escaped = 0, -1, False, False
-    for i, ch in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"' and depth > 0:
-            in_string = True
-        elif ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}" and depth > 0:
-            depth -= 1
-            if depth == 0:
-                spans.append(text[start : i + 1])
-    return spans
+_DECODER = json.JSONDecoder()
+_MAX_OBJECT_STARTS = 200  # bounds the work on a pathological reply full of braces
 
 
 def find_json_object(text: str) -> JsonReading | None:
-    """The first JSON object in ``text``: the whole reply, a fenced block, or a balanced span inside prose."""
-    stripped = text.strip()
+    """The first JSON object in ``text``: the whole reply, else the first ``{`` from which a JSON object decodes
+    (inside a code fence or prose; unbalanced stray braces before it are skipped)."""
     try:
-        value = json.loads(stripped)
-    except ValueError:
+        value = json.loads(text.strip())
+    except (ValueError, RecursionError):
         pass
     else:
         if isinstance(value, dict):
             return JsonReading(value, repaired=False)
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + _balanced_objects(text)
-    for candidate in candidates:
+    start = text.find("{")
+    for _ in range(_MAX_OBJECT_STARTS):
+        if start < 0:
+            break
         try:
-            value = json.loads(candidate.strip())
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return JsonReading(value, repaired=True)
+            value, _end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            if isinstance(value, dict):
+                return JsonReading(value, repaired=True)
+        start = text.find("{", start + 1)
     return None
 
 
@@ -75,7 +58,7 @@ def _normalise_key(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
 
-def _lookup(mapping: dict[str, Any], name: str) -> tuple[Any, bool] | None:
+def lookup_key(mapping: dict[str, Any], name: str) -> tuple[Any, bool] | None:
     """``mapping[name]``, else a key equal up to case and punctuation (then ``repaired`` is True)."""
     if name in mapping:
         return mapping[name], False
@@ -90,12 +73,16 @@ def _as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # a 400-digit integer
+            return None
+        return number if math.isfinite(number) else None
     if isinstance(value, str):
         match = re.search(_NUMBER, value)
-        return float(match.group()) if match else None
+        return _as_number(float(match.group())) if match else None
     if isinstance(value, dict):  # {"score": 4, "reason": ...}
-        inner = _lookup(value, "score")
+        inner = lookup_key(value, "score")
         return _as_number(inner[0]) if inner else None
     return None
 
@@ -111,7 +98,7 @@ def _judge_score(criterion: Criterion, value: float, repaired: bool) -> Criterio
 
 def _score_from_prose(text: str, criterion: Criterion, sole: bool) -> tuple[float, bool] | None:
     """``fluency: 4`` / ``Fluency - 4/5`` in prose; a lone number counts only when one criterion is asked."""
-    pattern = rf"{re.escape(criterion.name)}\W{{0,5}}?({_NUMBER})"
+    pattern = rf"(?<![\w-]){re.escape(criterion.name)}(?![\w-])\W{{0,5}}?({_NUMBER})"
     match = re.search(pattern, text, re.IGNORECASE)
     if match:
         return float(match.group(1)), True
@@ -130,14 +117,15 @@ def parse_scores(text: str, criteria: Sequence[Criterion]) -> tuple[CriterionSco
     scores: list[CriterionScore] = []
     for criterion in criteria:
         found: tuple[float, bool] | None = None
+        entry = None
         if reading is not None:
-            entry = _lookup(reading.value, criterion.name)
+            entry = lookup_key(reading.value, criterion.name)
             if entry is None and len(criteria) == 1:
-                entry = _lookup(reading.value, "score")
+                entry = lookup_key(reading.value, "score")
             number = _as_number(entry[0]) if entry else None
             if entry is not None and number is not None:
                 found = (number, reading.repaired or entry[1])
-        if found is None:
+        if found is None and entry is None:  # a key with an unreadable value is not looked for in prose
             found = _score_from_prose(text, criterion, sole=len(criteria) == 1)
         if found is None:
             status = ParseStatus.MISSING if reading is not None else ParseStatus.INVALID
@@ -148,6 +136,11 @@ def parse_scores(text: str, criteria: Sequence[Criterion]) -> tuple[CriterionSco
 
 
 _PLACEHOLDER = re.compile(r"^<[^<>]*>?$")
+
+
+def is_placeholder(text: str) -> bool:
+    """``<the improved instruction>``: a model echoing the answer template instead of answering."""
+    return _PLACEHOLDER.match(text.strip()) is not None
 
 
 def _truncated_string_value(text: str, key: str) -> str | None:
@@ -171,7 +164,7 @@ def find_text_field(text: str, key: str) -> tuple[str, ParseStatus]:
     value: str | None = None
     status = ParseStatus.MISSING
     if reading is not None:
-        entry = _lookup(reading.value, key)
+        entry = lookup_key(reading.value, key)
         if entry is not None and isinstance(entry[0], str) and entry[0].strip():
             value = entry[0].strip()
             status = ParseStatus.REPAIRED if reading.repaired or entry[1] else ParseStatus.OK
@@ -181,7 +174,7 @@ def find_text_field(text: str, key: str) -> tuple[str, ParseStatus]:
     else:
         value = strip_wrapping(text) or None
         status = ParseStatus.REPAIRED if value else ParseStatus.INVALID
-    if value is None or _PLACEHOLDER.match(value):
+    if value is None or is_placeholder(value):
         return "", status if status in (ParseStatus.MISSING, ParseStatus.INVALID) else ParseStatus.INVALID
     return value, status
 
@@ -221,13 +214,14 @@ def parse_feedback(text: str) -> tuple[dict[str, str], ParseStatus]:
         parts: dict[str, str] = {}
         repaired = reading.repaired
         for key in ("keep", "problem", "fix"):
-            entry = _lookup(reading.value, key)
+            entry = lookup_key(reading.value, key)
             if entry is not None and isinstance(entry[0], str):
                 parts[key] = entry[0].strip()
                 repaired = repaired or entry[1]
-        if any(parts.values()):
-            complete = all(parts.get(k) for k in ("keep", "problem", "fix"))
-            return parts, ParseStatus.OK if complete and not repaired else ParseStatus.REPAIRED
+        if not any(parts.values()):
+            return {}, ParseStatus.MISSING
+        complete = all(parts.get(k) for k in ("keep", "problem", "fix"))
+        return parts, ParseStatus.OK if complete and not repaired else ParseStatus.REPAIRED
     headed = list(_SECTION.finditer(text))
     if headed:
         parts = {}

