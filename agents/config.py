@@ -69,7 +69,12 @@ class RoleModelConfig(BaseModel):
 
 def describe_validation_error(exc: ValidationError) -> str:
     """A pydantic error on one line: ``field.path: message; …``."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+    parts = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 LOCAL_ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {

@@ -7,7 +7,7 @@ from typing import Any
 from agents import prompting
 from agents.model_client import ModelRunner
 from agents.parsing import parse_feedback
-from agents.types import Gradient, GradientTask, Usage
+from agents.types import Gradient, GradientTask, Usage, focus_criteria
 
 FEEDBACK_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -34,7 +34,7 @@ class GradientAgent:
         )
         parts, status = parse_feedback(completion.text)
         gradient = Gradient(
-            criteria=tuple(c.name for c in task.criteria),
+            criteria=focus_criteria(task.routing, task.criteria),
             sample_id=task.sample_id,
             keep=parts.get("keep", ""),
             problem=parts.get("problem", ""),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agents import prompting
 from agents.model_client import ModelRunner
 from agents.parsing import strip_wrapping
-from agents.types import Critique, CritiqueTask, ParseStatus, Usage
+from agents.types import Critique, CritiqueTask, ParseStatus, Usage, focus_criteria
 
 
 class LossAgent:
@@ -23,7 +23,7 @@ class LossAgent:
         text = strip_wrapping(completion.text)
         status = ParseStatus.OK if text else ParseStatus.INVALID
         critique = Critique(
-            criteria=tuple(c.name for c in task.criteria),
+            criteria=focus_criteria(task.routing, task.criteria),
             sample_id=task.sample_id,
             text=text,
             status=status,

@@ -57,9 +57,10 @@ def format_criteria(criteria: Sequence[Criterion]) -> str:
 
 
 def format_scope(routing: Routing, criteria: Sequence[Criterion]) -> str:
-    """The criteria a call covers: one inline for a per-criterion call, a list for a joint one."""
-    listed = format_criteria(criteria)
-    return listed.removeprefix("- ") if routing is Routing.PER_CRITERION else listed
+    """The criteria a call covers: its focus inline for a per-criterion call, a list for a joint one."""
+    if routing is Routing.PER_CRITERION:
+        return format_criteria(criteria[:1]).removeprefix("- ")
+    return format_criteria(criteria)
 
 
 def format_judge_criteria(criteria: Sequence[Criterion], prompt: JudgePrompt) -> str:

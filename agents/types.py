@@ -16,7 +16,11 @@ from agents.errors import InvalidRequestError
 
 
 class Routing(enum.Enum):
-    """How one call covers its criteria: exactly one (per-criterion prompt form) or all of them (joint form)."""
+    """How one call covers its criteria.
+
+    ``PER_CRITERION``: the call is about its first criterion (the per-criterion prompt form); any further criteria
+    are context the caller chose to share. ``JOINT``: the call is about all its criteria (the joint form).
+    """
 
     PER_CRITERION = "per_criterion"
     JOINT = "joint"
@@ -187,15 +191,17 @@ class Gradient:
     raw_output: str = ""
 
 
-def _check_scope(routing: Routing, criteria: Sequence[Criterion], what: str, *, fans_out: bool = False) -> None:
-    """``fans_out``: per-criterion routing may cover several criteria because it makes one call per criterion."""
+def _check_scope(criteria: Sequence[Criterion], what: str) -> None:
     if not criteria:
         raise InvalidRequestError(f"{what}: no criteria given")
     names = [c.name for c in criteria]
     if len(set(names)) != len(names):
         raise InvalidRequestError(f"{what}: criteria repeat a name: {names}")
-    if routing is Routing.PER_CRITERION and len(criteria) != 1 and not fans_out:
-        raise InvalidRequestError(f"{what}: per-criterion routing needs exactly one criterion, got {len(names)}")
+
+
+def focus_criteria(routing: Routing, criteria: Sequence[Criterion]) -> tuple[str, ...]:
+    """The criteria a call's output is about: the first for per-criterion routing, all for joint."""
+    return (criteria[0].name,) if routing is Routing.PER_CRITERION else tuple(c.name for c in criteria)
 
 
 def _check_known(names: Sequence[str], criteria: Sequence[Criterion], what: str) -> None:
@@ -222,7 +228,7 @@ class ScoreTask:
     sample: Sample
 
     def __post_init__(self) -> None:
-        _check_scope(self.routing, self.criteria, "score", fans_out=True)
+        _check_scope(self.criteria, "score")
         _check_instructions(self.prompt, self.criteria, "score")
         missing = [c.name for c in self.criteria if self.prompt.instruction_for(c.name) is None]
         if missing:
@@ -241,7 +247,7 @@ class CritiqueTask:
     judge_output: str | None = None
 
     def __post_init__(self) -> None:
-        _check_scope(self.routing, self.criteria, "critique")
+        _check_scope(self.criteria, "critique")
         _check_known([e.criterion for e in self.evidence], self.criteria, "critique: evidence")
 
 
@@ -258,7 +264,7 @@ class GradientTask:
     judge_output: str | None = None
 
     def __post_init__(self) -> None:
-        _check_scope(self.routing, self.criteria, "gradient")
+        _check_scope(self.criteria, "gradient")
         _check_known([e.criterion for e in self.evidence], self.criteria, "gradient: evidence")
         if self.prompt is not None:
             _check_instructions(self.prompt, self.criteria, "gradient")
@@ -274,7 +280,7 @@ class StepTask:
     gradients: tuple[Gradient, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        _check_scope(self.routing, self.criteria, "step")
+        _check_scope(self.criteria, "step")
         _check_instructions(self.prompt, self.criteria, "step")
         missing = [c.name for c in self.criteria if self.prompt.instruction_for(c.name) is None]
         if missing:

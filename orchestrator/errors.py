@@ -1,7 +1,8 @@
 """The errors the orchestrator and the ``judgeopt`` command report, and the one place gRPC errors are mapped.
 
     JudgeoptError
-    ├── ConfigError            a config file, flag or policy is invalid
+    ├── ConfigError            a config file or flag is invalid
+    │   └── PolicyError            a policy is invalid (names the stage)
     ├── DataError              a dataset is missing or malformed
     ├── ServiceStartError      an agent service did not come up
     └── AgentCallError         an agent RPC failed (carries the gRPC status code)
@@ -25,6 +26,10 @@ class JudgeoptError(Exception):
 
 
 class ConfigError(JudgeoptError):
+    pass
+
+
+class PolicyError(ConfigError):
     pass
 
 

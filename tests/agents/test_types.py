@@ -23,6 +23,7 @@ from agents.types import (
     ScoreTask,
     StepTask,
     Usage,
+    focus_criteria,
 )
 
 FLUENCY = Criterion("fluency")
@@ -138,20 +139,16 @@ class TestScoreTask:
 
 
 class TestPerCriterionRouting:
-    def test_critique_task_with_two_criteria_is_refused(self) -> None:
-        """A per-criterion critique covering two criteria is refused, saying how many it got."""
-        with pytest.raises(InvalidRequestError, match=r"critique: per-criterion routing needs exactly one.*got 2"):
-            CritiqueTask(Routing.PER_CRITERION, BOTH, "s1", ())
+    def test_per_criterion_call_is_about_its_first_criterion(self) -> None:
+        """Per-criterion routing focuses on the first criterion; further criteria are shared context."""
+        assert focus_criteria(Routing.PER_CRITERION, BOTH) == (BOTH[0].name,)
+        assert focus_criteria(Routing.JOINT, BOTH) == tuple(c.name for c in BOTH)
 
-    def test_gradient_task_with_two_criteria_is_refused(self) -> None:
-        """A per-criterion gradient covering two criteria is refused."""
-        with pytest.raises(InvalidRequestError, match=r"gradient: per-criterion routing needs exactly one.*got 2"):
-            GradientTask(Routing.PER_CRITERION, BOTH, "s1", ())
-
-    def test_step_task_with_two_criteria_is_refused(self) -> None:
-        """A per-criterion optimizer step covering two criteria is refused."""
-        with pytest.raises(InvalidRequestError, match=r"step: per-criterion routing needs exactly one.*got 2"):
-            StepTask(Routing.PER_CRITERION, BOTH, PROMPT)
+    def test_per_criterion_tasks_accept_context_criteria(self) -> None:
+        """A per-criterion task may carry other criteria as context (a policy with a wider scope)."""
+        CritiqueTask(Routing.PER_CRITERION, BOTH, "s1", ())
+        GradientTask(Routing.PER_CRITERION, BOTH, "s1", ())
+        StepTask(Routing.PER_CRITERION, BOTH, PROMPT)
 
     def test_per_criterion_tasks_with_one_criterion_construct(self) -> None:
         """Per-criterion critique, gradient and step tasks with one criterion construct."""

@@ -247,11 +247,11 @@ class TestBadRequests:
         ("mutate", "message"),
         [
             (lambda r: r.evidence.append(common_pb2.CriterionEvidence(criterion="humour")), "not defined"),
-            (lambda r: r.criteria.append(criteria(["coherence"])[0]), "exactly one criterion"),
+            (lambda r: r.ClearField("criteria"), "no criteria given"),
             (lambda r: r.criteria[0].MergeFrom(common_pb2.Criterion(min_score=5, max_score=1)), "inverted"),
             (lambda r: setattr(r, "routing", common_pb2.ROUTING_UNSPECIFIED), "routing"),
         ],
-        ids=["unknown-criterion", "per-criterion-with-two", "inverted-range", "no-routing"],
+        ids=["unknown-criterion", "no-criteria", "inverted-range", "no-routing"],
     )
     async def test_malformed_loss_request_is_invalid_argument(
         self, clients: AgentClients, endpoint: FakeOpenAI, mutate: object, message: str

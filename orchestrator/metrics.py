@@ -1,0 +1,276 @@
+"""Agreement between judge scores and human scores, per criterion and across criteria, and Pareto/hypervolume tools.
+
+``criterion_metrics`` compares one criterion's predictions with the human truths (rank and linear correlations,
+MAE, off-by-one accuracy); ``evaluate`` does it for every criterion and averages. ``non_dominated``,
+``hypervolume`` and ``hypervolume_indicator`` treat per-criterion Spearman vectors as points to maximize.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+from numpy.typing import NDArray
+from scipy import stats
+
+log = structlog.get_logger(__name__)
+
+GATE_METRICS: tuple[str, ...] = ("mae", "spearman", "kendall", "pearson", "off_by_one")
+"""The names ``Evaluation.metric`` accepts."""
+
+_OFF_BY_ONE_SLACK = 1e-9
+"""Absorbs float noise, so that e.g. 3.1 vs 2.1 still counts as within one."""
+
+
+@dataclass(frozen=True)
+class CriterionMetrics:
+    """Agreement on one criterion. Correlations are never NaN: degenerate input gives 0.0 and ``constant=True``."""
+
+    spearman: float
+    kendall: float
+    pearson: float
+    mae: float
+    """Mean absolute error over the scored items; ``math.inf`` when no item was scored."""
+    off_by_one: float
+    """Share of scored items with ``|pred - truth| <= 1``; 0.0 when no item was scored."""
+    n: int
+    """Items with a usable prediction."""
+    n_missing: int
+    """Items whose prediction is None or NaN (a parse failure); left out of every statistic."""
+    constant: bool
+    """Fewer than 2 scored items, or constant predictions or truths among them: correlations are reported as 0.0."""
+    spearman_ci: tuple[float, float] | None = None
+    """Bootstrap 95% percentile interval of Spearman rho, when asked for and defined."""
+
+
+def _finite_or_zero(value: float) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
+
+
+def _spearman(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
+    """Spearman rho, 0.0 where undefined (a constant side, as bootstrap resamples often are)."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return _finite_or_zero(stats.spearmanr(x, y).statistic)
+
+
+def _spearman_interval(
+    pred: NDArray[np.float64], truth: NDArray[np.float64], resamples: int, seed: int
+) -> tuple[float, float]:
+    result = stats.bootstrap(
+        (pred, truth),
+        _spearman,
+        n_resamples=resamples,
+        paired=True,
+        vectorized=False,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return float(low), float(high)
+
+
+def criterion_metrics(
+    predictions: Sequence[float | None],
+    truths: Sequence[float],
+    *,
+    bootstrap_resamples: int = 0,
+    seed: int = 0,
+) -> CriterionMetrics:
+    """Agreement of one criterion's predictions with the truths, item by item.
+
+    The Spearman interval needs ``bootstrap_resamples > 0``, at least 3 scored items and non-constant data.
+    """
+    if len(predictions) != len(truths):
+        raise ValueError(f"{len(predictions)} predictions but {len(truths)} truths")
+    pairs = [
+        (float(p), float(t)) for p, t in zip(predictions, truths, strict=True) if p is not None and not math.isnan(p)
+    ]
+    n = len(pairs)
+    pred = np.array([p for p, _ in pairs], dtype=np.float64)
+    truth = np.array([t for _, t in pairs], dtype=np.float64)
+    errors = np.abs(pred - truth)
+    constant = bool(n < 2 or np.ptp(pred) == 0 or np.ptp(truth) == 0)
+    if constant:
+        log.warning("metrics.constant_predictions", n=n)
+        spearman = kendall = pearson = 0.0
+    else:
+        spearman = _finite_or_zero(stats.spearmanr(pred, truth).statistic)
+        kendall = _finite_or_zero(stats.kendalltau(pred, truth).statistic)
+        pearson = _finite_or_zero(stats.pearsonr(pred, truth).statistic)
+    wants_interval = bootstrap_resamples > 0 and n >= 3 and not constant
+    return CriterionMetrics(
+        spearman=spearman,
+        kendall=kendall,
+        pearson=pearson,
+        mae=float(errors.mean()) if n else math.inf,
+        off_by_one=float(np.mean(errors <= 1.0 + _OFF_BY_ONE_SLACK)) if n else 0.0,
+        n=n,
+        n_missing=len(predictions) - n,
+        constant=constant,
+        spearman_ci=_spearman_interval(pred, truth, bootstrap_resamples, seed) if wants_interval else None,
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-criterion agreement (in criteria order) and its macro averages."""
+
+    per_criterion: dict[str, CriterionMetrics]
+
+    def __post_init__(self) -> None:
+        if not self.per_criterion:
+            raise ValueError("an evaluation needs at least one criterion")
+
+    def _macro(self, field: Callable[[CriterionMetrics], float]) -> float:
+        return math.fsum(field(m) for m in self.per_criterion.values()) / len(self.per_criterion)
+
+    @property
+    def macro_spearman(self) -> float:
+        return self._macro(lambda m: m.spearman)
+
+    @property
+    def macro_kendall(self) -> float:
+        return self._macro(lambda m: m.kendall)
+
+    @property
+    def macro_pearson(self) -> float:
+        return self._macro(lambda m: m.pearson)
+
+    @property
+    def macro_mae(self) -> float:
+        return self._macro(lambda m: m.mae)
+
+    @property
+    def macro_off_by_one(self) -> float:
+        return self._macro(lambda m: m.off_by_one)
+
+    def rho_vector(self) -> tuple[float, ...]:
+        """Spearman rho per criterion, in criteria order: the point used for Pareto comparisons."""
+        return tuple(m.spearman for m in self.per_criterion.values())
+
+    def metric(self, name: str) -> float:
+        """The macro value of a ``GATE_METRICS`` name, oriented so that higher is always better (MAE is negated)."""
+        match name:
+            case "spearman":
+                return self.macro_spearman
+            case "kendall":
+                return self.macro_kendall
+            case "pearson":
+                return self.macro_pearson
+            case "mae":
+                return -self.macro_mae
+            case "off_by_one":
+                return self.macro_off_by_one
+        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+
+
+def evaluate(
+    predictions: Mapping[str, Sequence[float | None]],
+    truths: Mapping[str, Sequence[float]],
+    *,
+    bootstrap_resamples: int = 0,
+    seed: int = 0,
+) -> Evaluation:
+    """``criterion_metrics`` for every criterion; the criteria order is that of ``truths``."""
+    if predictions.keys() != truths.keys():
+        only_predicted = sorted(predictions.keys() - truths.keys())
+        only_true = sorted(truths.keys() - predictions.keys())
+        raise ValueError(f"criteria differ: only in predictions {only_predicted}, only in truths {only_true}")
+    return Evaluation(
+        {
+            criterion: criterion_metrics(
+                predictions[criterion], truth, bootstrap_resamples=bootstrap_resamples, seed=seed
+            )
+            for criterion, truth in truths.items()
+        }
+    )
+
+
+Point = tuple[float, ...]
+
+
+def _as_points(points: Sequence[Sequence[float]]) -> list[Point]:
+    """The points as float tuples, all of one (positive) dimension."""
+    converted = [tuple(float(x) for x in point) for point in points]
+    dimensions = {len(point) for point in converted}
+    if len(dimensions) > 1:
+        raise ValueError(f"points have different dimensions: {sorted(dimensions)}")
+    if dimensions == {0}:
+        raise ValueError("points need at least one coordinate")
+    return converted
+
+
+def _dominates(a: Point, b: Point) -> bool:
+    """``a`` is at least as good as ``b`` everywhere and better somewhere (maximization)."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
+    """Ascending indices of the Pareto-optimal points (maximization); of equal points only the first is kept."""
+    converted = _as_points(points)
+    return [
+        i
+        for i, point in enumerate(converted)
+        if point not in converted[:i] and not any(_dominates(other, point) for other in converted)
+    ]
+
+
+def _slice_volume(boxes: list[Point], dimension: int) -> float:
+    """Volume of the union of boxes ``[0, b]`` over the first ``dimension`` coordinates (all positive).
+
+    HSO ("hypervolume by slicing objectives", While et al. 2006): sweep the last coordinate from the top; between
+    two consecutive levels the cross-section is the (d-1)-dimensional union of the boxes reaching that high.
+    """
+    if dimension == 1:
+        return max(box[0] for box in boxes)
+    axis = dimension - 1
+    ordered = sorted(boxes, key=lambda box: box[axis], reverse=True)
+    levels = [box[axis] for box in ordered[1:]] + [0.0]
+    volume = 0.0
+    if dimension == 2:
+        height = 0.0
+        for box, level in zip(ordered, levels, strict=True):
+            height = max(height, box[0])
+            volume += (box[1] - level) * height
+        return volume
+    active: list[Point] = []
+    for box, level in zip(ordered, levels, strict=True):
+        # Only the boxes not dominated in the remaining coordinates shape the cross-section.
+        head = box[:axis]
+        if not any(all(a >= b for a, b in zip(other, head, strict=True)) for other in active):
+            active = [other for other in active if not all(b >= a for a, b in zip(other, head, strict=True))]
+            active.append(head)
+        if box[axis] > level:
+            volume += (box[axis] - level) * _slice_volume(active, axis)
+    return volume
+
+
+def hypervolume(points: Sequence[Sequence[float]], reference: float | Sequence[float] = -1.0) -> float:
+    """Exact volume (maximization) dominated by the points and bounded below by ``reference``.
+
+    A scalar reference applies to every coordinate. A point not strictly above the reference in every coordinate
+    spans an empty box once clipped there, so it adds nothing. Computed by HSO (see ``_slice_volume``).
+    """
+    converted = _as_points(points)
+    if not converted:
+        return 0.0
+    dimension = len(converted[0])
+    corner = (float(reference),) * dimension if isinstance(reference, int | float) else tuple(map(float, reference))
+    if len(corner) != dimension:
+        raise ValueError(f"reference has {len(corner)} coordinates but the points have {dimension}")
+    boxes = [
+        box for box in (tuple(x - r for x, r in zip(point, corner, strict=True)) for point in converted) if min(box) > 0
+    ]
+    return _slice_volume(boxes, dimension) if boxes else 0.0
+
+
+def hypervolume_indicator(rho_vectors: Sequence[Sequence[float]], reference: float = -1.0) -> float:
+    """Hypervolume of the non-dominated archive of per-criterion rho vectors (e.g. every step so far)."""
+    archive = [rho_vectors[i] for i in non_dominated(rho_vectors)]
+    return hypervolume(archive, reference)

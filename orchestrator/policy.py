@@ -1,0 +1,213 @@
+"""Decomposition modes as data: a policy says, per stage, how calls are routed and what each call may see.
+
+A stage's **routing** is ``per_criterion`` (one call per criterion) or ``joint`` (one call for all criteria of a
+track). Its **fields** are what a call may carry; per-criterion fields (``instruction``, ``prediction``,
+``ground_truth``, ``verdict``, ``critique``, ``gradient``) are visible for the criteria in the call's **scope**
+(``own``: the call's own criterion; ``all``: every criterion; or a list of extra criteria), shared fields
+(``task_description``, ``sample``, ``judge_output``) are visible or not. A joint output is handed back to
+criteria by ``copy`` (the study: every criterion gets the joint critique or gradient as its own).
+
+SSS, SSC, SCC, CCC and ``single`` (Single-Task: one independent track per criterion) are presets of this one
+structure; users write their own in YAML. Once loss, gradient or optimizer combines, every later one must too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from agents.config import describe_validation_error
+from orchestrator.errors import PolicyError
+
+Stage = Literal["judge", "loss", "gradient", "optimizer"]
+STAGES: tuple[Stage, ...] = ("judge", "loss", "gradient", "optimizer")
+LEARNING_STAGES: tuple[Stage, ...] = ("loss", "gradient", "optimizer")
+RoutingName = Literal["per_criterion", "joint"]
+
+SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output"})
+PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "verdict", "critique", "gradient"})
+
+_EVIDENCE = frozenset({"prediction", "ground_truth", "verdict"})
+STAGE_FIELDS: dict[Stage, frozenset[str]] = {
+    "judge": frozenset({"task_description", "instruction", "sample"}),
+    "loss": frozenset({"task_description", "instruction", "sample", "judge_output"}) | _EVIDENCE,
+    "gradient": frozenset({"task_description", "instruction", "sample", "judge_output", "critique"}) | _EVIDENCE,
+    "optimizer": frozenset({"task_description", "instruction", "gradient"}),
+}
+"""What each stage's calls can carry at all (the contract's fields); a policy picks a subset."""
+
+REQUIRED_FIELDS: dict[Stage, frozenset[str]] = {
+    "judge": frozenset({"instruction", "sample"}),
+    "loss": frozenset(),
+    "gradient": frozenset({"instruction"}),
+    "optimizer": frozenset({"instruction"}),
+}
+"""Without these a stage cannot do its job (a judge with no sample, an optimizer with no instruction)."""
+
+
+class StagePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routing: RoutingName
+    fields: frozenset[str]
+    scope: Literal["own", "all"] | tuple[str, ...] = "own"
+    """For per-criterion calls: whose per-criterion fields the call sees. Joint calls always see all."""
+    handoff: Literal["copy"] = "copy"
+    """How a joint output is handed back to criteria: ``copy`` gives every criterion the joint text."""
+
+
+class RoutingState(Protocol):
+    """What a dynamic policy may read when it decides a step's routing (the seam for state-dependent policies)."""
+
+    @property
+    def step(self) -> int: ...
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "custom"
+    judge: StagePolicy
+    loss: StagePolicy
+    gradient: StagePolicy
+    optimizer: StagePolicy
+    independent_criteria: bool = False
+    """Single-Task: one independent optimization track per criterion, each with a one-criterion prompt."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_stages(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - {*STAGES, "name", "independent_criteria"})
+            if unknown:
+                raise ValueError(f"unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
+            missing = [s for s in STAGES if s not in data]
+            if missing:
+                raise ValueError(f"stage {missing[0]!r} is not defined")
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for stage in STAGES:
+            policy = self.stage(stage)
+            unknown = sorted(policy.fields - STAGE_FIELDS[stage])
+            if unknown:
+                allowed = ", ".join(sorted(STAGE_FIELDS[stage]))
+                raise ValueError(f"stage {stage!r}: unknown field {unknown[0]!r} (allowed: {allowed})")
+            missing = sorted(REQUIRED_FIELDS[stage] - policy.fields)
+            if missing:
+                raise ValueError(f"stage {stage!r}: cannot work without field {missing[0]!r}")
+            if policy.routing == "joint" and policy.scope not in ("own", "all"):
+                raise ValueError(f"stage {stage!r}: a joint call sees every criterion; a criteria list has no effect")
+        combined: Stage | None = None
+        for stage in LEARNING_STAGES:
+            routing = self.stage(stage).routing
+            if routing == "joint":
+                combined = combined or stage
+            elif combined is not None:
+                raise ValueError(
+                    f"stage {stage!r}: per_criterion after the joint stage {combined!r} "
+                    "(combined text cannot be split back)"
+                )
+        return self
+
+    def stage(self, stage: Stage) -> StagePolicy:
+        policy: StagePolicy = getattr(self, stage)
+        return policy
+
+    def routing_at(self, stage: Stage, state: RoutingState) -> RoutingName:
+        """The routing of ``stage`` for the step described by ``state``. A static policy ignores the state; a
+        dynamic one (e.g. fall back to per-criterion gradients when focus drops) overrides this."""
+        del state
+        return self.stage(stage).routing
+
+    def check_criteria(self, criteria: Sequence[str]) -> None:
+        """Refuse a policy that names criteria the run does not have (in a stage's scope list)."""
+        known = set(criteria)
+        for stage in STAGES:
+            scope = self.stage(stage).scope
+            if isinstance(scope, tuple):
+                unknown = sorted(set(scope) - known)
+                if unknown:
+                    raise PolicyError(
+                        f"policy {self.name!r}, stage {stage!r}: unknown criterion {unknown[0]!r} "
+                        f"(criteria: {', '.join(criteria)})"
+                    )
+
+    def visible_criteria(self, stage: Stage, own: Sequence[str], track: Sequence[str]) -> tuple[str, ...]:
+        """The criteria whose per-criterion fields a call of ``stage`` about ``own`` may see, in track order."""
+        policy = self.stage(stage)
+        if policy.routing == "joint" or policy.scope == "all":
+            return tuple(track)
+        extra = () if policy.scope == "own" else policy.scope
+        wanted = set(own) | set(extra)
+        return tuple(c for c in track if c in wanted)
+
+    def letters(self) -> str:
+        """SSS, SCC, … for the loss, gradient and optimizer stages."""
+        return "".join("S" if self.stage(s).routing == "per_criterion" else "C" for s in LEARNING_STAGES)
+
+
+def _stage(routing: RoutingName, *fields: str, scope: Literal["own", "all"] | None = None) -> StagePolicy:
+    return StagePolicy(
+        routing=routing, fields=frozenset(fields), scope=scope or ("all" if routing == "joint" else "own")
+    )
+
+
+_JUDGE = _stage("joint", "task_description", "instruction", "sample")
+_LOSS_S = _stage("per_criterion", "prediction", "ground_truth", "verdict")
+_LOSS_C = _stage("joint", "prediction", "ground_truth", "verdict")
+_GRADIENT_S = _stage("per_criterion", "task_description", "instruction", "sample", "prediction", "critique")
+_GRADIENT_C = _stage("joint", "task_description", "instruction", "sample", "judge_output", "prediction", "critique")
+_OPTIMIZER_S = _stage("per_criterion", "instruction", "gradient")
+_OPTIMIZER_C = _stage("joint", "task_description", "instruction", "gradient")
+
+PRESETS: dict[str, Policy] = {
+    "SSS": Policy(name="SSS", judge=_JUDGE, loss=_LOSS_S, gradient=_GRADIENT_S, optimizer=_OPTIMIZER_S),
+    "SSC": Policy(name="SSC", judge=_JUDGE, loss=_LOSS_S, gradient=_GRADIENT_S, optimizer=_OPTIMIZER_C),
+    "SCC": Policy(name="SCC", judge=_JUDGE, loss=_LOSS_S, gradient=_GRADIENT_C, optimizer=_OPTIMIZER_C),
+    "CCC": Policy(name="CCC", judge=_JUDGE, loss=_LOSS_C, gradient=_GRADIENT_C, optimizer=_OPTIMIZER_C),
+    "single": Policy(
+        name="single",
+        judge=_JUDGE,
+        loss=_LOSS_S,
+        gradient=_GRADIENT_S,
+        optimizer=_OPTIMIZER_S,
+        independent_criteria=True,
+    ),
+}
+"""The study's modes. In all of them the judge scores every criterion of its prompt in one call."""
+
+
+def policy_from_mapping(data: Mapping[str, Any], *, origin: str) -> Policy:
+    try:
+        return Policy.model_validate(dict(data))
+    except ValidationError as exc:
+        raise PolicyError(f"{origin}: {describe_validation_error(exc)}") from None
+
+
+def load_policy(path: Path) -> Policy:
+    """A policy from YAML; every problem becomes one ``PolicyError`` line naming the file and the stage."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy file ({exc.strerror})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"{path}: a policy must be a mapping of stages")
+    data = {"name": path.stem, **data}
+    return policy_from_mapping(data, origin=str(path))
+
+
+def resolve_policy(mode: str | None, path: Path | None) -> Policy:
+    if path is not None:
+        return load_policy(path)
+    name = mode or "SSS"
+    if name not in PRESETS:
+        raise PolicyError(f"unknown mode {name!r} (presets: {', '.join(PRESETS)})")
+    return PRESETS[name]
