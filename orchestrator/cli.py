@@ -79,9 +79,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(json=True)
     role: Role = args.role
     file_config = load_config(args.config)
-    service = file_config.service.model_copy(
-        update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    )
+    flags = {"host": args.host, "port": args.port, "ledger_path": args.ledger}
+    service = file_config.service.model_copy(update={k: v for k, v in flags.items() if v is not None})
     models = _models_from_args(args, [])
 
     def announce(port: int) -> None:
@@ -194,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("role", choices=ROLES)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind; 0 picks a free one and prints it")
+    serve.add_argument("--ledger", type=Path, help="append what each request carried to this JSON-lines file")
     _add_model_flags(serve, [])
     serve.set_defaults(handler=_cmd_serve)
 

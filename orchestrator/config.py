@@ -12,16 +12,57 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.config import ModelsConfig, describe_validation_error
+from orchestrator.datasets import DatasetConfig
 from orchestrator.errors import ConfigError
+from orchestrator.metrics import GATE_METRICS
 from services.config import ServiceConfig
+
+
+class RunConfig(BaseModel):
+    """Everything that defines an optimization run (stored with the run, so ``resume`` needs nothing else)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: str = "SSS"
+    """A preset: SSS, SSC, SCC, CCC or single. Ignored when ``policy_file`` is set."""
+    policy_file: Path | None = None
+    gate: str = "mae"
+    """Validation metric a candidate must not get worse on (``mae``, ``spearman``, …), or ``none``."""
+    steps: int = Field(default=12, ge=0)
+    batch_size: int = Field(default=3, ge=1)
+    test_interval: int = Field(default=1, ge=1)
+    """Evaluate on the test set every this many steps (and always at step 0 and the last step)."""
+    seed: int = 0
+    concurrency: int | None = Field(default=None, ge=1)
+    """Calls in flight at once; default 1 against the embedded model (it serves one at a time), else 8."""
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    task_description: str | None = None
+    """The judge prompt's fixed part; default: the agents' generic one."""
+    initial_instructions: dict[str, str] = Field(default_factory=dict)
+    """Per criterion; a criterion not listed starts from "Rate from <min> to <max>." as in the study."""
+    call_attempts: int = Field(default=3, ge=1)
+    step_retries: int = Field(default=1, ge=0)
+    max_failure_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    """A step whose share of failed calls exceeds this is retried, then recorded as failed and rolled back."""
+    bootstrap_resamples: int = Field(default=200, ge=0)
+    drop_output_format_after_update: bool = False
+    """Reproduce the study code's quirk: the judge's output-format block vanishes after the first update."""
+
+    @field_validator("gate")
+    @classmethod
+    def _known_gate(cls, value: str) -> str:
+        if value != "none" and value not in GATE_METRICS:
+            raise ValueError(f"unknown gate {value!r} (none, {', '.join(GATE_METRICS)})")
+        return value
 
 
 class JudgeoptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    run: RunConfig = Field(default_factory=RunConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
 

@@ -48,6 +48,9 @@ class ServiceFleet:
         self.addresses: dict[Role, str] = {}
         self.processes: dict[Role, subprocess.Popen[bytes]] = {}
 
+    def ledger_path(self, role: Role) -> Path:
+        return self.log_dir / f"{role}.ledger.jsonl"
+
     def _config_file(self) -> Path:
         path = self.log_dir / "services.yaml"
         path.write_text(yaml.safe_dump({"models": self.models.model_dump(mode="json")}, sort_keys=False))
@@ -57,7 +60,10 @@ class ServiceFleet:
         log_path = self.log_dir / f"{role}.log"
         with log_path.open("wb") as output:
             self.processes[role] = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "serve", role, "--port", "0", "--config", str(config)],
+                [
+                    *(sys.executable, "-m", "orchestrator", "serve", role, "--port", "0", "--config", str(config)),
+                    *("--ledger", str(self.ledger_path(role))),
+                ],
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -21,6 +21,8 @@ log = structlog.get_logger(__name__)
 GATE_METRICS: tuple[str, ...] = ("mae", "spearman", "kendall", "pearson", "off_by_one")
 """The names ``Evaluation.metric`` accepts."""
 
+_Point = tuple[float, ...]
+
 _OFF_BY_ONE_SLACK = 1e-9
 """Absorbs float noise, so that e.g. 3.1 vs 2.1 still counts as within one."""
 
@@ -95,9 +97,17 @@ def criterion_metrics(
     pred = np.array([p for p, _ in pairs], dtype=np.float64)
     truth = np.array([t for _, t in pairs], dtype=np.float64)
     errors = np.abs(pred - truth)
-    constant = bool(n < 2 or np.ptp(pred) == 0 or np.ptp(truth) == 0)
+    if n < 2:
+        degenerate = "fewer than 2 scored items"
+    elif np.ptp(pred) == 0:
+        degenerate = "constant predictions"
+    elif np.ptp(truth) == 0:
+        degenerate = "constant truths"
+    else:
+        degenerate = ""
+    constant = bool(degenerate)
     if constant:
-        log.warning("metrics.constant_predictions", n=n)
+        log.warning("metrics.constant_predictions", n=n, reason=degenerate)
         spearman = kendall = pearson = 0.0
     else:
         spearman = _finite_or_zero(stats.spearmanr(pred, truth).statistic)
@@ -192,10 +202,7 @@ def evaluate(
     )
 
 
-Point = tuple[float, ...]
-
-
-def _as_points(points: Sequence[Sequence[float]]) -> list[Point]:
+def _as_points(points: Sequence[Sequence[float]]) -> list[_Point]:
     """The points as float tuples, all of one (positive) dimension."""
     converted = [tuple(float(x) for x in point) for point in points]
     dimensions = {len(point) for point in converted}
@@ -206,9 +213,9 @@ def _as_points(points: Sequence[Sequence[float]]) -> list[Point]:
     return converted
 
 
-def _dominates(a: Point, b: Point) -> bool:
-    """``a`` is at least as good as ``b`` everywhere and better somewhere (maximization)."""
-    return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+def _covers(a: _Point, b: _Point) -> bool:
+    """``a`` is at least ``b`` in every coordinate; for boxes ``[0, a]`` and ``[0, b]``: ``a`` contains ``b``."""
+    return all(x >= y for x, y in zip(a, b, strict=True))
 
 
 def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
@@ -217,15 +224,27 @@ def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
     return [
         i
         for i, point in enumerate(converted)
-        if point not in converted[:i] and not any(_dominates(other, point) for other in converted)
+        if point not in converted[:i] and not any(_covers(other, point) and other != point for other in converted)
     ]
 
 
-def _slice_volume(boxes: list[Point], dimension: int) -> float:
-    """Volume of the union of boxes ``[0, b]`` over the first ``dimension`` coordinates (all positive).
+def _maximal(boxes: list[_Point]) -> list[_Point]:
+    """The boxes not contained in another one (one copy of equal boxes): they alone make up the union."""
+    kept: list[_Point] = []
+    for box in boxes:
+        if not any(_covers(other, box) for other in kept):
+            kept = [other for other in kept if not _covers(box, other)]
+            kept.append(box)
+    return kept
 
-    HSO ("hypervolume by slicing objectives", While et al. 2006): sweep the last coordinate from the top; between
-    two consecutive levels the cross-section is the (d-1)-dimensional union of the boxes reaching that high.
+
+def _union_volume(boxes: list[_Point], dimension: int) -> float:
+    """Volume of the union of boxes ``[0, b]`` (all coordinates positive), exactly, in ``dimension`` dimensions.
+
+    WFG (While, Bradstreet & Barone 2012) with the last coordinate sliced as in its reference code: sweep that
+    coordinate from the top, keeping the (d-1)-dimensional union of the boxes reached so far; each new box adds its
+    exclusive part, its own volume minus the union of its intersections with the earlier boxes (a recursion on
+    usually far fewer boxes). 1-D and 2-D are direct sweeps. Plain slicing (HSO) was ~10x slower in 5-6 D.
     """
     if dimension == 1:
         return max(box[0] for box in boxes)
@@ -239,15 +258,16 @@ def _slice_volume(boxes: list[Point], dimension: int) -> float:
             height = max(height, box[0])
             volume += (box[1] - level) * height
         return volume
-    active: list[Point] = []
+    section = 0.0
+    reached: list[_Point] = []  # maximal cross-sections so far
     for box, level in zip(ordered, levels, strict=True):
-        # Only the boxes not dominated in the remaining coordinates shape the cross-section.
         head = box[:axis]
-        if not any(all(a >= b for a, b in zip(other, head, strict=True)) for other in active):
-            active = [other for other in active if not all(b >= a for a, b in zip(other, head, strict=True))]
-            active.append(head)
-        if box[axis] > level:
-            volume += (box[axis] - level) * _slice_volume(active, axis)
+        if not any(_covers(other, head) for other in reached):
+            overlaps = _maximal([tuple(map(min, head, other)) for other in reached])
+            section += math.prod(head) - (_union_volume(overlaps, axis) if overlaps else 0.0)
+            reached = [other for other in reached if not _covers(head, other)]
+            reached.append(head)
+        volume += section * (box[axis] - level)
     return volume
 
 
@@ -255,7 +275,7 @@ def hypervolume(points: Sequence[Sequence[float]], reference: float | Sequence[f
     """Exact volume (maximization) dominated by the points and bounded below by ``reference``.
 
     A scalar reference applies to every coordinate. A point not strictly above the reference in every coordinate
-    spans an empty box once clipped there, so it adds nothing. Computed by HSO (see ``_slice_volume``).
+    spans an empty box once clipped there, so it adds nothing. Computed by WFG (see ``_union_volume``).
     """
     converted = _as_points(points)
     if not converted:
@@ -267,7 +287,7 @@ def hypervolume(points: Sequence[Sequence[float]], reference: float | Sequence[f
     boxes = [
         box for box in (tuple(x - r for x, r in zip(point, corner, strict=True)) for point in converted) if min(box) > 0
     ]
-    return _slice_volume(boxes, dimension) if boxes else 0.0
+    return _union_volume(boxes, dimension) if boxes else 0.0
 
 
 def hypervolume_indicator(rho_vectors: Sequence[Sequence[float]], reference: float = -1.0) -> float:

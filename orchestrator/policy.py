@@ -34,7 +34,7 @@ PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "
 _EVIDENCE = frozenset({"prediction", "ground_truth", "verdict"})
 STAGE_FIELDS: dict[Stage, frozenset[str]] = {
     "judge": frozenset({"task_description", "instruction", "sample"}),
-    "loss": frozenset({"task_description", "instruction", "sample", "judge_output"}) | _EVIDENCE,
+    "loss": frozenset({"instruction", "sample", "judge_output"}) | _EVIDENCE,
     "gradient": frozenset({"task_description", "instruction", "sample", "judge_output", "critique"}) | _EVIDENCE,
     "optimizer": frozenset({"task_description", "instruction", "gradient"}),
 }
@@ -101,6 +101,8 @@ class Policy(BaseModel):
             missing = sorted(REQUIRED_FIELDS[stage] - policy.fields)
             if missing:
                 raise ValueError(f"stage {stage!r}: cannot work without field {missing[0]!r}")
+            if stage == "judge" and policy.routing == "per_criterion" and policy.scope != "own":
+                raise ValueError("stage 'judge': a per-criterion judge call sees only its own instruction (scope: own)")
             if policy.routing == "joint" and policy.scope not in ("own", "all"):
                 raise ValueError(f"stage {stage!r}: a joint call sees every criterion; a criteria list has no effect")
         combined: Stage | None = None

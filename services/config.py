@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -18,5 +20,7 @@ class ServiceConfig(BaseModel):
     """How long in-flight calls may finish after SIGTERM."""
     max_connection_age_seconds: float = Field(default=300.0, gt=0)
     """Clients are asked to reconnect after this long, so ``dns:///`` round-robin finds new replicas."""
+    ledger_path: Path | None = None
+    """If set, every request's criteria and fields are appended here as JSON lines (what ``audit`` checks)."""
     deadline_margin_seconds: float = Field(default=0.05, ge=0)
     """A call whose deadline leaves less than this is refused before any model call."""

@@ -1,13 +1,18 @@
-"""Server interceptors, one concern each: request ids into structlog's context, and one access-log line per RPC."""
+"""Server interceptors, one concern each: request ids into structlog's context, one access-log line per RPC, and
+the ledger of what each request carried."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import grpc
 import structlog
+
+from protos.manifest import manifest
 
 log = structlog.get_logger("judgeopt.rpc")
 
@@ -91,3 +96,32 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             return handle
 
         return _wrap_unary(await continuation(handler_call_details), wrap)
+
+
+class LedgerInterceptor(grpc.aio.ServerInterceptor):
+    """Appends, per request, the criteria and fields it carried to a JSON-lines ledger (for ``judgeopt audit``)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+
+        def wrap(inner: UnaryHandler) -> UnaryHandler:
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if hasattr(request, "meta"):
+                    self._file.write(json.dumps(manifest(request, method)) + "\n")
+                    self._file.flush()
+                return await inner(request, context)
+
+            return handle
+
+        return _wrap_unary(await continuation(handler_call_details), wrap)
+
+    def close(self) -> None:
+        self._file.close()

@@ -33,7 +33,7 @@ from protos.judgeopt.v1 import (
     optimizer_pb2_grpc,
 )
 from services.config import ServiceConfig
-from services.interceptors import AccessLogInterceptor, RequestContextInterceptor
+from services.interceptors import AccessLogInterceptor, LedgerInterceptor, RequestContextInterceptor
 from services.servicers import GradientServicer, JudgeServicer, LossServicer, OptimizerServicer
 
 log = structlog.get_logger(__name__)
@@ -97,10 +97,10 @@ class BuiltServer:
 async def build_server(role: Role, runner: ModelRunner, config: ServiceConfig) -> BuiltServer:
     """Create and bind (not start) the server of ``role``; ``port`` is the bound port (``config.port`` 0 = free)."""
     binding = ROLE_BINDINGS[role]
-    server = grpc.aio.server(
-        interceptors=[RequestContextInterceptor(), AccessLogInterceptor()],
-        options=channel_options(config),
-    )
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequestContextInterceptor(), AccessLogInterceptor()]
+    if config.ledger_path is not None:
+        interceptors.append(LedgerInterceptor(config.ledger_path))
+    server = grpc.aio.server(interceptors=interceptors, options=channel_options(config))
     binding.register(runner, server, config.deadline_margin_seconds)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,0 +1,96 @@
+"""Sends routed calls: one concurrency limit for the whole run, a retry budget per call, every attempt stored.
+
+This is the only retry layer on the orchestrator→service hop (gRPC channels declare no retry policy and the model
+hop retries inside the service), so retries never stack. A call that still fails after its budget returns
+``None``: the step decides whether the failures it saw are too many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import structlog
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from orchestrator.errors import AgentCallError, AgentTimeout, AgentUnavailable
+from orchestrator.router import RoutedCall
+from orchestrator.store import CallAttempt, RunStore
+
+log = structlog.get_logger(__name__)
+ResponseT = TypeVar("ResponseT")
+
+
+@dataclass(frozen=True)
+class RetryBudget:
+    attempts: int = 3
+    """Attempts per call, the first included."""
+    initial_backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 10.0
+
+
+class CallExecutor:
+    def __init__(self, store: RunStore, *, concurrency: int, budget: RetryBudget | None = None) -> None:
+        self._store = store
+        self._limit = asyncio.Semaphore(concurrency)
+        self.budget = budget or RetryBudget()
+
+    async def send(
+        self,
+        call: RoutedCall[Any],
+        send: Callable[[Any], Awaitable[ResponseT]],
+        *,
+        track: str,
+        step: int,
+        purpose: str,
+    ) -> ResponseT | None:
+        """The reply, or ``None`` once the budget is spent (or the service refused the request as malformed)."""
+        self._store.record_audit(call.audit)
+        attempt_number = 0
+
+        async def attempt() -> ResponseT:
+            nonlocal attempt_number
+            attempt_number += 1
+            started = time.perf_counter()
+            record = CallAttempt(call.request_id, attempt_number, track, step, call.stage, purpose, outcome="ok")
+            try:
+                async with self._limit:
+                    reply = await send(call.request)
+            except AgentCallError as exc:
+                failed = replace(
+                    record,
+                    outcome="failed",
+                    code=exc.code.name,
+                    error=str(exc)[:500],
+                    seconds=time.perf_counter() - started,
+                )
+                self._store.record_attempt(failed)
+                log.warning("call.failed", stage=call.stage, attempt=attempt_number, code=exc.code.name)
+                raise
+            usage = getattr(reply, "usage", None)
+            self._store.record_attempt(
+                replace(
+                    record,
+                    prompt_tokens=getattr(usage, "prompt_tokens", 0),
+                    completion_tokens=getattr(usage, "completion_tokens", 0),
+                    llm_calls=getattr(usage, "llm_calls", 0),
+                    model=getattr(usage, "model", None),
+                    seconds=time.perf_counter() - started,
+                )
+            )
+            return reply
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.budget.attempts),
+            wait=wait_exponential(multiplier=self.budget.initial_backoff_seconds, max=self.budget.max_backoff_seconds),
+            retry=retry_if_exception_type((AgentTimeout, AgentUnavailable)),
+            reraise=False,
+        )
+        try:
+            result: ResponseT = await retrying(attempt)
+            return result
+        except (RetryError, AgentCallError):
+            return None

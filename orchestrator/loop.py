@@ -1,0 +1,375 @@
+"""The optimization loop: per step and track, judge → loss → gradient → optimizer on a seeded mini-batch, then
+the validation gate and, at the test interval, the test evaluation.
+
+A *track* is one independently optimized prompt: one track with every criterion for SSS/SSC/SCC/CCC, one track
+per criterion for Single-Task. Tracks advance step by step and can be resumed separately from the store. Every
+independent call of a stage runs concurrently under the executor's one limit; stages run in order; results are
+gathered in (sample, criterion) order, never completion order, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+
+from orchestrator.agent_clients import AgentClients
+from orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample, StepArtifacts, content_id
+from orchestrator.datasets import CriterionSpec, Record, Splits
+from orchestrator.executor import CallExecutor
+from orchestrator.metrics import Evaluation, evaluate
+from orchestrator.policy import Policy
+from orchestrator.router import RoutedCall, Router
+from orchestrator.store import RunStore, StepRecord
+from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2
+
+log = structlog.get_logger(__name__)
+
+_USABLE = (common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    steps: int
+    batch_size: int
+    gate: str
+    test_interval: int
+    seed: int
+    step_retries: int
+    max_failure_share: float
+    bootstrap_resamples: int
+    drop_output_format_after_update: bool
+    judge_key: str
+    """Identifies the judge's model settings in the prediction cache."""
+
+
+@dataclass(frozen=True)
+class Track:
+    name: str
+    criteria: tuple[CriterionSpec, ...]
+    initial: PromptState
+
+
+@dataclass
+class _StepState:
+    """What routing decisions may read (the ``RoutingState`` seam of ``Policy.routing_at``)."""
+
+    step: int
+
+
+@dataclass
+class _Tally:
+    failed: int = 0
+    total: int = 0
+
+    def add(self, replies: Sequence[object | None]) -> None:
+        self.total += len(replies)
+        self.failed += sum(r is None for r in replies)
+
+
+@dataclass
+class StepOutcome:
+    record: StepRecord
+    artifacts: StepArtifacts | None = field(default=None)
+
+
+ProgressHook = Callable[[str, int], None]
+
+
+class OptimizationLoop:
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        tracks: Sequence[Track],
+        splits: Splits,
+        settings: LoopSettings,
+        clients: AgentClients,
+        executor: CallExecutor,
+        store: RunStore,
+        run_id: str,
+        on_step: ProgressHook | None = None,
+    ) -> None:
+        self.policy = policy
+        self.tracks = tuple(tracks)
+        self.splits = splits
+        self.settings = settings
+        self.clients = clients
+        self.executor = executor
+        self.store = store
+        self.run_id = run_id
+        self._on_step = on_step
+        self._routers = {t.name: Router(policy, t.criteria, run_id=run_id, track=t.name) for t in tracks}
+
+    # --- the whole run ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run (or resume) every track to the last step."""
+        await asyncio.gather(*(self._run_track(track) for track in self.tracks))
+
+    async def _run_track(self, track: Track) -> None:
+        last = self.store.last_step(track.name)
+        if last is None:
+            last = await self._initial_step(track)
+        while last.step < self.settings.steps:
+            last = await self._training_step(track, last)
+
+    def _commit(self, track: Track, outcome: StepOutcome) -> StepRecord:
+        self.store.commit_step(outcome.record, outcome.artifacts)
+        log.info(
+            "step.done",
+            track=track.name,
+            step=outcome.record.step,
+            status=outcome.record.status,
+            val_metric=outcome.record.val_metric,
+        )
+        if self._on_step is not None:
+            self._on_step(track.name, outcome.record.step)
+        return outcome.record
+
+    # --- evaluation ------------------------------------------------------------------------------------------------
+
+    def _cache_key(self, track: Track, prompt: PromptState, call: RoutedCall[judge_pb2.ScoreRequest]) -> str:
+        routing = self.policy.stage("judge").routing
+        return content_id(
+            [prompt.id, call.criteria, call.sample_id, routing, self.settings.judge_key, self.settings.seed]
+        )
+
+    async def _score(
+        self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
+    ) -> list[ScoredSample | None]:
+        """Judge every record under ``prompt``; cached per call, so an unchanged prompt costs no LLM call."""
+        router = self._routers[track.name]
+        router.step = step
+        routing = self.policy.routing_at("judge", _StepState(step))
+        per_record: list[list[RoutedCall[judge_pb2.ScoreRequest]]] = []
+        pending: list[tuple[str, RoutedCall[judge_pb2.ScoreRequest]]] = []
+        cached: dict[str, ScoredSample] = {}
+        for record in records:
+            calls = router.judge(prompt, record, routing)
+            per_record.append(calls)
+            for call in calls:
+                key = self._cache_key(track, prompt, call)
+                hit = self.store.cached_prediction(key)
+                if hit is None:
+                    pending.append((key, call))
+                else:
+                    cached[key] = hit
+        replies = await asyncio.gather(
+            *(
+                self.executor.send(call, self.clients.score, track=track.name, step=step, purpose=purpose)
+                for _, call in pending
+            )
+        )
+        for (key, _call), reply in zip(pending, replies, strict=True):
+            if reply is not None:
+                scored = _scored(reply.prediction)
+                self.store.cache_prediction(key, prompt.id, scored)
+                cached[key] = scored
+        results: list[ScoredSample | None] = []
+        for record, calls in zip(records, per_record, strict=True):
+            parts = [cached.get(self._cache_key(track, prompt, c)) for c in calls]
+            results.append(None if any(p is None for p in parts) else _merge(record.id, [p for p in parts if p]))
+        return results
+
+    def _evaluation(self, track: Track, records: Sequence[Record], scored: Sequence[ScoredSample | None]) -> Evaluation:
+        names = [c.name for c in track.criteria]
+        predictions = {n: [s.scores.get(n) if s else None for s in scored] for n in names}
+        truths = {n: [r.labels[n] for r in records] for n in names}
+        return evaluate(
+            predictions, truths, bootstrap_resamples=self.settings.bootstrap_resamples, seed=self.settings.seed
+        )
+
+    async def _evaluate(
+        self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
+    ) -> tuple[Evaluation, dict[str, Any]]:
+        scored = await self._score(track, prompt, records, step=step, purpose=purpose)
+        evaluation = self._evaluation(track, records, scored)
+        return evaluation, _evaluation_json(evaluation, scored)
+
+    def _gate_metric(self, evaluation: Evaluation) -> float:
+        return evaluation.metric("mae" if self.settings.gate == "none" else self.settings.gate)
+
+    def _tests_at(self, step: int) -> bool:
+        return step == 0 or step == self.settings.steps or step % self.settings.test_interval == 0
+
+    # --- steps -------------------------------------------------------------------------------------------------------
+
+    async def _initial_step(self, track: Track) -> StepRecord:
+        val, val_json = await self._evaluate(track, track.initial, self.splits.val, step=0, purpose="val")
+        _, test_json = await self._evaluate(track, track.initial, self.splits.test, step=0, purpose="test")
+        record = StepRecord(
+            track=track.name,
+            step=0,
+            status="initial",
+            prompt=track.initial,
+            candidate=None,
+            val_metric=self._gate_metric(val),
+            val=val_json,
+            test=test_json,
+            batch=(),
+        )
+        return self._commit(track, StepOutcome(record))
+
+    def _batch(self, step: int) -> tuple[Record, ...]:
+        rng = random.Random(f"{self.settings.seed}:batch:{step}")
+        size = min(self.settings.batch_size, len(self.splits.train))
+        return tuple(rng.sample(self.splits.train, size))
+
+    async def _training_step(self, track: Track, last: StepRecord) -> StepRecord:
+        step = last.step + 1
+        batch = self._batch(step)
+        current = last.prompt
+        attempts = 0
+        while True:
+            attempts += 1
+            artifacts, tally, updates = await self._learn(track, current, batch, step)
+            too_many = tally.total > 0 and tally.failed / tally.total > self.settings.max_failure_share
+            if not too_many or attempts > self.settings.step_retries:
+                break
+            log.warning("step.retry", track=track.name, step=step, failed=tally.failed, total=tally.total)
+        template = StepRecord(
+            track=track.name,
+            step=step,
+            status="failed",
+            prompt=current,
+            candidate=None,
+            val_metric=last.val_metric,
+            val=last.val,
+            test=None,
+            batch=tuple(r.id for r in batch),
+            failed_calls=tally.failed,
+            total_calls=tally.total,
+            attempts=attempts,
+        )
+        if too_many:  # rolled back: the prompt stays as it was
+            record = replace(template, test=await self._test_json(track, current, step))
+            return self._commit(track, StepOutcome(record, artifacts))
+        candidate = current.replaced(updates)
+        if self.settings.drop_output_format_after_update and candidate != current:
+            candidate = PromptState(candidate.task_description, candidate.instructions, omit_output_format=True)
+        val, val_json = await self._evaluate(track, candidate, self.splits.val, step=step, purpose="val")
+        candidate_metric = self._gate_metric(val)
+        accepted = self.settings.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
+        if accepted:
+            record = replace(template, status="accepted", prompt=candidate, val_metric=candidate_metric, val=val_json)
+        else:
+            record = replace(template, status="rejected", val={**(last.val or {}), "candidate": val_json})
+        record = replace(record, candidate=candidate, test=await self._test_json(track, record.prompt, step))
+        return self._commit(track, StepOutcome(record, artifacts))
+
+    async def _test_json(self, track: Track, prompt: PromptState, step: int) -> dict[str, Any] | None:
+        if not self._tests_at(step):
+            return None
+        _, test_json = await self._evaluate(track, prompt, self.splits.test, step=step, purpose="test")
+        return test_json
+
+    async def _learn(
+        self, track: Track, prompt: PromptState, batch: Sequence[Record], step: int
+    ) -> tuple[StepArtifacts, _Tally, dict[str, str]]:
+        """One pass of judge → loss → gradient → optimizer; returns the artifacts, the failures and the updates."""
+        router = self._routers[track.name]
+        router.step = step
+        state = _StepState(step)
+        artifacts = StepArtifacts()
+        tally = _Tally()
+
+        async def send_all(calls: Sequence[RoutedCall[Any]], send: Callable[[Any], Awaitable[Any]]) -> list[Any]:
+            replies = await asyncio.gather(
+                *(self.executor.send(c, send, track=track.name, step=step, purpose="train") for c in calls)
+            )
+            tally.add(replies)
+            return list(replies)
+
+        scored = await self._score(track, prompt, batch, step=step, purpose="train")
+        tally.add(scored)
+        judged = [(r, s) for r, s in zip(batch, scored, strict=True) if s is not None]
+        artifacts.predictions.extend(s for _, s in judged)
+
+        loss_routing = self.policy.routing_at("loss", state)
+        loss_calls = [(r, c) for r, s in judged for c in router.loss(r, s, prompt, loss_routing)]
+        for (record, call), reply in zip(
+            loss_calls, await send_all([c for _, c in loss_calls], self.clients.critique), strict=True
+        ):
+            if reply is not None and reply.critique.status in _USABLE:
+                artifacts.critiques.append(
+                    Critique(call.request_id, record.id, call.criteria, reply.critique.text, reply.critique.status)
+                )
+
+        gradient_routing = self.policy.routing_at("gradient", state)
+        gradient_calls: list[RoutedCall[gradient_pb2.GradientRequest]] = []
+        for record, prediction in judged:
+            critiques = artifacts.critiques_for(record.id, [c.name for c in track.criteria])
+            critiqued = {n for c in critiques for n in c.criteria}
+            calls = router.gradient(record, prediction, critiques, prompt, gradient_routing)
+            gradient_calls.extend(c for c in calls if set(c.criteria) & critiqued)
+        for gradient_call, reply in zip(
+            gradient_calls, await send_all(gradient_calls, self.clients.gradient), strict=True
+        ):
+            if reply is not None and reply.gradient.status in _USABLE:
+                g = reply.gradient
+                artifacts.gradients.append(
+                    Gradient(
+                        gradient_call.request_id,
+                        g.sample_id,
+                        gradient_call.criteria,
+                        g.keep,
+                        g.problem,
+                        g.fix,
+                        g.status,
+                    )
+                )
+
+        optimizer_routing = self.policy.routing_at("optimizer", state)
+        optimizer_calls = router.optimizer(prompt, artifacts.gradients, optimizer_routing)
+        updates: dict[str, str] = {}
+        for step_call, reply in zip(optimizer_calls, await send_all(optimizer_calls, self.clients.step), strict=True):
+            if reply is None:
+                continue
+            for name in step_call.criteria:
+                artifacts.optimizer_statuses[name] = reply.status
+            if reply.status in _USABLE:
+                updates.update({i.criterion: i.text for i in reply.instructions if i.criterion in step_call.criteria})
+        return artifacts, tally, updates
+
+
+def _scored(prediction: common_pb2.Prediction) -> ScoredSample:
+    return ScoredSample(
+        sample_id=prediction.sample_id,
+        scores={s.criterion: (s.value if s.HasField("value") else None) for s in prediction.scores},
+        statuses={s.criterion: int(s.status) for s in prediction.scores},
+        raw_output=prediction.raw_output,
+    )
+
+
+def _merge(sample_id: str, parts: Sequence[ScoredSample]) -> ScoredSample:
+    """Per-criterion judge calls of one sample as one prediction."""
+    if len(parts) == 1:
+        return parts[0]
+    return ScoredSample(
+        sample_id=sample_id,
+        scores={k: v for p in parts for k, v in p.scores.items()},
+        statuses={k: v for p in parts for k, v in p.statuses.items()},
+        raw_output="\n".join(p.raw_output for p in parts),
+    )
+
+
+def _evaluation_json(evaluation: Evaluation, scored: Sequence[ScoredSample | None]) -> dict[str, Any]:
+    parsed = sum(1 for s in scored if s is not None for v in s.scores.values() if v is not None)
+    expected = len(scored) * len(evaluation.per_criterion)
+    return {
+        "macro_rho": evaluation.macro_spearman,
+        "macro_mae": evaluation.macro_mae,
+        "rho": {n: m.spearman for n, m in evaluation.per_criterion.items()},
+        "rho_ci": {n: m.spearman_ci for n, m in evaluation.per_criterion.items()},
+        "kendall": {n: m.kendall for n, m in evaluation.per_criterion.items()},
+        "pearson": {n: m.pearson for n, m in evaluation.per_criterion.items()},
+        "mae": {n: m.mae for n, m in evaluation.per_criterion.items()},
+        "off_by_one": {n: m.off_by_one for n, m in evaluation.per_criterion.items()},
+        "parsed_share": parsed / expected if expected else 0.0,
+        "n": len(scored),
+    }

@@ -1,0 +1,283 @@
+"""The run store: one SQLite file per run directory.
+
+Written as the run goes: every call attempt (so spend is reported truthfully) and every routed request (the
+audit log) the moment they happen; judge predictions into a cache keyed by prompt, sample, model settings and run
+seed; and each finished step — its artifacts, prompt versions, gate decision and metrics — in one transaction,
+so a killed run loses at most the step in flight. ``last_step`` is where ``judgeopt resume`` picks up.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.artifacts import PromptState, ScoredSample, StepArtifacts
+from orchestrator.router import AuditEntry
+
+STORE_FILE = "run.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    track TEXT NOT NULL, step INTEGER NOT NULL, status TEXT NOT NULL,
+    prompt_id TEXT NOT NULL, candidate_id TEXT, val_metric REAL, val TEXT, test TEXT,
+    batch TEXT NOT NULL, failed_calls INTEGER NOT NULL, total_calls INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    finished_at REAL NOT NULL,
+    PRIMARY KEY (track, step)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id TEXT PRIMARY KEY, track TEXT NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL,
+    sample_id TEXT, criteria TEXT NOT NULL, body TEXT NOT NULL, status INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    cache_key TEXT PRIMARY KEY, prompt_id TEXT NOT NULL, sample_id TEXT NOT NULL,
+    scores TEXT NOT NULL, statuses TEXT NOT NULL, raw TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL, purpose TEXT NOT NULL,
+    outcome TEXT NOT NULL, code TEXT, error TEXT,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
+    model TEXT, seconds REAL NOT NULL, at REAL NOT NULL,
+    UNIQUE (request_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    request_id TEXT PRIMARY KEY, track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL,
+    criteria TEXT NOT NULL, visible TEXT NOT NULL, artifacts TEXT NOT NULL, fields TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class CallAttempt:
+    request_id: str
+    attempt: int
+    track: str
+    step: int
+    stage: str
+    purpose: str
+    """``train`` for the step's own calls, ``val`` / ``test`` for evaluations."""
+    outcome: str
+    """``ok`` or ``failed``."""
+    code: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+    model: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A finished step of one track. ``status``: initial, accepted, rejected or failed (rolled back)."""
+
+    track: str
+    step: int
+    status: str
+    prompt: PromptState
+    candidate: PromptState | None
+    val_metric: float | None
+    val: dict[str, Any] | None
+    test: dict[str, Any] | None
+    batch: tuple[str, ...]
+    failed_calls: int = 0
+    total_calls: int = 0
+    attempts: int = 1
+
+
+class RunStore:
+    def __init__(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / STORE_FILE
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- meta ------------------------------------------------------------------------------------------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # --- written as they happen ----------------------------------------------------------------------------------
+
+    def record_attempt(self, attempt: CallAttempt) -> None:
+        fields = asdict(attempt)
+        columns = ", ".join(fields) + ", at"
+        marks = ", ".join("?" for _ in fields) + ", ?"
+        self._db.execute(f"INSERT OR REPLACE INTO calls ({columns}) VALUES ({marks})", (*fields.values(), time.time()))
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.request_id,
+                entry.track,
+                entry.step,
+                entry.stage,
+                json.dumps(entry.criteria),
+                json.dumps(entry.visible),
+                json.dumps(entry.artifacts),
+                json.dumps(entry.fields),
+            ),
+        )
+
+    def cached_prediction(self, cache_key: str) -> ScoredSample | None:
+        row = self._db.execute(
+            "SELECT sample_id, scores, statuses, raw FROM predictions WHERE cache_key = ?", (cache_key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return ScoredSample(row[0], json.loads(row[1]), json.loads(row[2]), row[3])
+
+    def cache_prediction(self, cache_key: str, prompt_id: str, scored: ScoredSample) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                cache_key,
+                prompt_id,
+                scored.sample_id,
+                json.dumps(scored.scores),
+                json.dumps(scored.statuses),
+                scored.raw_output,
+            ),
+        )
+
+    # --- one transaction per finished step ---------------------------------------------------------------------
+
+    def commit_step(self, record: StepRecord, artifacts: StepArtifacts | None) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for prompt in filter(None, (record.prompt, record.candidate)):
+                db.execute("INSERT OR IGNORE INTO prompts VALUES (?, ?)", (prompt.id, json.dumps(prompt.to_json())))
+            db.execute(
+                "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.track,
+                    record.step,
+                    record.status,
+                    record.prompt.id,
+                    record.candidate.id if record.candidate else None,
+                    record.val_metric,
+                    json.dumps(record.val) if record.val is not None else None,
+                    json.dumps(record.test) if record.test is not None else None,
+                    json.dumps(record.batch),
+                    record.failed_calls,
+                    record.total_calls,
+                    record.attempts,
+                    time.time(),
+                ),
+            )
+            if artifacts is not None:
+                self._insert_artifacts(record.track, record.step, artifacts)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _insert_artifacts(self, track: str, step: int, artifacts: StepArtifacts) -> None:
+        rows: list[tuple[Any, ...]] = []
+        for p in artifacts.predictions:
+            body = {"scores": p.scores, "statuses": p.statuses, "raw": p.raw_output}
+            rows.append((f"pred-{track}-{step}-{p.sample_id}", "prediction", p.sample_id, [], body, 0))
+        for c in artifacts.critiques:
+            rows.append((c.id, "critique", c.sample_id, c.criteria, {"text": c.text}, c.status))
+        for g in artifacts.gradients:
+            rows.append(
+                (
+                    g.id,
+                    "gradient",
+                    g.sample_id,
+                    g.criteria,
+                    {"keep": g.keep, "problem": g.problem, "fix": g.fix},
+                    g.status,
+                )
+            )
+        for criterion, status in artifacts.optimizer_statuses.items():
+            rows.append((f"opt-{track}-{step}-{criterion}", "optimizer_status", None, [criterion], {}, status))
+        self._db.executemany(
+            "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (rid, track, step, kind, sid, json.dumps(list(crit)), json.dumps(body), status)
+                for rid, kind, sid, crit, body, status in rows
+            ],
+        )
+
+    # --- reading ------------------------------------------------------------------------------------------------------
+
+    def steps(self, track: str | None = None) -> list[StepRecord]:
+        query = "SELECT * FROM steps" + (" WHERE track = ?" if track else "") + " ORDER BY step, track"
+        return [self._step_from_row(r) for r in self._db.execute(query, (track,) if track else ())]
+
+    def last_step(self, track: str) -> StepRecord | None:
+        rows = self.steps(track)
+        return rows[-1] if rows else None
+
+    def _prompt(self, prompt_id: str | None) -> PromptState | None:
+        if prompt_id is None:
+            return None
+        row = self._db.execute("SELECT body FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+        return PromptState.from_json(json.loads(row[0]))
+
+    def _step_from_row(self, row: tuple[Any, ...]) -> StepRecord:
+        track, step, status, prompt_id, candidate_id, val_metric, val, test, batch, failed, total, attempts, _ = row
+        prompt = self._prompt(prompt_id)
+        assert prompt is not None
+        return StepRecord(
+            track=track,
+            step=step,
+            status=status,
+            prompt=prompt,
+            candidate=self._prompt(candidate_id),
+            val_metric=val_metric,
+            val=json.loads(val) if val else None,
+            test=json.loads(test) if test else None,
+            batch=tuple(json.loads(batch)),
+            failed_calls=failed,
+            total_calls=total,
+            attempts=attempts,
+        )
+
+    def usage_by_role(self) -> dict[str, dict[str, int]]:
+        """Calls (every attempt) and tokens per stage: what the run really spent."""
+        usage: dict[str, dict[str, int]] = {}
+        query = (
+            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(prompt_tokens), "
+            "SUM(completion_tokens) FROM calls GROUP BY stage ORDER BY stage"
+        )
+        for stage, attempts, failed, llm_calls, prompt_tokens, completion_tokens in self._db.execute(query):
+            usage[stage] = {
+                "rpc_attempts": attempts,
+                "failed_attempts": failed,
+                "llm_calls": llm_calls,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+            }
+        return usage
+
+    def calls(self) -> Iterator[tuple[Any, ...]]:
+        yield from self._db.execute("SELECT request_id, attempt, track, step, stage, purpose, outcome FROM calls")
+
+    def audit_entries(self) -> list[AuditEntry]:
+        return [
+            AuditEntry(r[0], r[2], r[1], r[3], *(tuple(json.loads(x)) for x in r[4:8]))
+            for r in self._db.execute("SELECT * FROM audit")
+        ]
+
+    def artifacts(self, kind: str) -> list[tuple[Any, ...]]:
+        return list(self._db.execute("SELECT * FROM artifacts WHERE kind = ? ORDER BY step, id", (kind,)))

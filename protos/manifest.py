@@ -1,0 +1,64 @@
+"""What a request actually carried: its criteria and which fields, per criterion, were set.
+
+Services append one manifest per request to their ledger, so an audit can check what each agent *received*
+against the run's policy, independently of what the orchestrator says it sent. Field names match the policy's
+vocabulary (``orchestrator/policy.py``); shared fields are recorded under the criterion ``*``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
+
+SHARED = "*"
+_EVIDENCE_FIELDS = ("instruction", "prediction", "ground_truth", "verdict", "critique")
+
+
+def _prompt_fields(prompt: common_pb2.JudgePrompt) -> set[tuple[str, str]]:
+    seen = {(i.criterion, "instruction") for i in prompt.instructions}
+    if prompt.task_description:
+        seen.add((SHARED, "task_description"))
+    return seen
+
+
+def _evidence_fields(items: Any) -> set[tuple[str, str]]:
+    return {(e.criterion, name) for e in items for name in _EVIDENCE_FIELDS if e.HasField(name)}
+
+
+def received_fields(request: Any) -> set[tuple[str, str]]:
+    """(criterion, field) pairs present in a request; ``*`` marks fields shared by all criteria."""
+    match request:
+        case judge_pb2.ScoreRequest():
+            seen = _prompt_fields(request.prompt)
+            if request.HasField("sample"):
+                seen.add((SHARED, "sample"))
+            return seen
+        case loss_pb2.CritiqueRequest():
+            seen = _evidence_fields(request.evidence)
+        case gradient_pb2.GradientRequest():
+            seen = _evidence_fields(request.evidence)
+            if request.HasField("prompt"):
+                seen |= _prompt_fields(request.prompt)
+        case optimizer_pb2.StepRequest():
+            seen = _prompt_fields(request.prompt)
+            seen |= {(c, "gradient") for g in request.gradients for c in g.criteria}
+            return seen
+        case _:
+            raise TypeError(f"no manifest for {type(request).__name__}")
+    if request.HasField("sample"):
+        seen.add((SHARED, "sample"))
+    if request.HasField("judge_output"):
+        seen.add((SHARED, "judge_output"))
+    return seen
+
+
+def manifest(request: Any, rpc: str) -> dict[str, Any]:
+    """One ledger entry: ids, the criteria the request defines, and the fields it carried."""
+    return {
+        "request_id": request.meta.request_id,
+        "run_id": request.meta.run_id,
+        "rpc": rpc,
+        "criteria": [c.name for c in request.criteria],
+        "fields": sorted(f"{criterion}:{field}" for criterion, field in received_fields(request)),
+    }
