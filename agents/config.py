@@ -77,13 +77,16 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-LOCAL_ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
+ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
     # The study's settings: a near-deterministic judge, a creative optimizer.
     "judge": {"temperature": 0.1, "max_tokens": 128},
     "loss": {"temperature": 0.7, "max_tokens": 256},
     "gradient": {"temperature": 0.7, "max_tokens": 512},
     "optimizer": {"temperature": 0.7, "max_tokens": 512},
 }
+
+LOCAL_MAX_TOKENS: dict[Role, int] = {"judge": 64, "loss": 96, "gradient": 192, "optimizer": 160}
+"""The embedded 135M model rambles to the limit; short answers keep a run on two cores to minutes."""
 
 
 def local_role_config(role: Role, base_url: str, *, logprobs: bool = False) -> RoleModelConfig:
@@ -93,7 +96,7 @@ def local_role_config(role: Role, base_url: str, *, logprobs: bool = False) -> R
         model="SmolLM2-135M-Instruct",
         structured_output=StructuredOutput.JSON_OBJECT_SCHEMA,
         logprobs=logprobs,
-        **LOCAL_ROLE_DEFAULTS[role],
+        **{**ROLE_DEFAULTS[role], "max_tokens": LOCAL_MAX_TOKENS[role]},
     )
 
 
@@ -123,7 +126,7 @@ class ModelsConfig(BaseModel):
                 raise ValueError(f"models.{role}: {describe_validation_error(exc)}") from None
 
     def _merged(self, role: Role) -> RoleModelConfig:
-        return RoleModelConfig(**{**LOCAL_ROLE_DEFAULTS[role], **self.default, **getattr(self, role)})
+        return RoleModelConfig(**{**ROLE_DEFAULTS[role], **self.default, **getattr(self, role)})
 
     def for_role(self, role: Role, *, local_base_url: str | None = None) -> RoleModelConfig:
         """The role's settings; a role with no endpoint gets the embedded local model at ``local_base_url``."""

@@ -105,6 +105,8 @@ class LocalModelServer:
         ]
         if self.logprobs:
             command += ["--logits_all", "true"]
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)

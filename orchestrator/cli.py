@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,12 +16,12 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.config import ROLES, ModelsConfig, Role, describe_validation_error
 from agents.errors import AgentError, ModelConfigError
 from agents.local_model import LocalModelError, LocalModelServer
-from orchestrator.config import load_config
+from orchestrator.config import RunConfig, load_config
 from orchestrator.errors import ConfigError, JudgeoptError
 from orchestrator.log_setup import configure_logging
 
@@ -111,75 +111,158 @@ def _cmd_local_llm(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- pass -------------------------------------------------------------------------------------------------------
+# --- optimize / resume / audit --------------------------------------------------------------------------------
+
+QUICK_PROFILE: dict[str, Any] = {"steps": 2, "batch_size": 2}
+QUICK_DATASET: dict[str, Any] = {"train_size": 20, "val_size": 4, "test_size": 8}
+"""A run the embedded 135M model finishes in minutes on two cores; the study's settings are RunConfig's defaults."""
 
 
-def _cmd_pass(args: argparse.Namespace) -> int:
-    from orchestrator.agent_clients import AgentClients
-    from orchestrator.data import SUMMEVAL_FILE, find_data_file, load_summeval
-    from orchestrator.fleet import ServiceFleet
-    from orchestrator.single_pass import run_single_pass
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run (override the config file's run section)")
+    group.add_argument("--mode", help="preset policy: SSS, SSC, SCC, CCC or single")
+    group.add_argument("--policy", type=Path, metavar="FILE", help="a policy in YAML (instead of --mode)")
+    group.add_argument(
+        "--gate", help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one) or none"
+    )
+    group.add_argument("--steps", type=int)
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--test-interval", type=int)
+    group.add_argument("--seed", type=int)
+    group.add_argument(
+        "--concurrency", type=int, help="calls in flight at once (default: 1 on the local model, else 8)"
+    )
+    group.add_argument("--dataset", choices=["summeval", "summeval-wgc", "file"])
+    group.add_argument("--data-file", type=Path, help="the dataset file (with --dataset file)")
+    group.add_argument("--criteria", help="comma-separated subset of the dataset's criteria")
+    group.add_argument("--train-size", type=int)
+    group.add_argument("--val-size", type=int)
+    group.add_argument("--test-size", type=int)
+    group.add_argument(
+        "--profile", choices=["quick", "study"], help="quick: a minutes-long run (default on the local model)"
+    )
+    parser.add_argument("--run-dir", type=Path, help="where the run is stored (default runs/<timestamp>)")
+    parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
+    for role in ROLES:
+        parser.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service (dns:///… balances)")
 
-    configure_logging(json=False)
-    if args.samples < 1:
-        raise ConfigError(f"--samples must be at least 1, got {args.samples}")
-    models = _models_from_args(args, ROLES)
-    rows = load_summeval(find_data_file(SUMMEVAL_FILE, args.data_dir), limit=args.samples)
-    console = Console()
 
-    async def run(local_url: str | None, log_dir: Path) -> None:
-        resolved = ModelsConfig(
-            **{role: models.for_role(role, local_base_url=local_url).model_dump(mode="json") for role in ROLES}
+def _run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> RunConfig:
+    data: dict[str, Any] = base.model_dump(mode="json", exclude_unset=False)
+    profile = args.profile or ("quick" if models.needs_local_model() and args.config is None else "study")
+    if profile == "quick":
+        data = {**data, **QUICK_PROFILE, "dataset": {**data["dataset"], **QUICK_DATASET}}
+    flags = {
+        "mode": args.mode,
+        "policy_file": str(args.policy) if args.policy else None,
+        "gate": args.gate,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "test_interval": args.test_interval,
+        "seed": args.seed,
+        "concurrency": args.concurrency,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    dataset_flags = {
+        "name": args.dataset,
+        "path": str(args.data_file) if args.data_file else None,
+        "train_size": args.train_size,
+        "val_size": args.val_size,
+        "test_size": args.test_size,
+        "seed": args.seed,
+    }
+    data["dataset"].update({k: v for k, v in dataset_flags.items() if v is not None})
+    if args.criteria:
+        known = {c["name"]: c for c in data["dataset"].get("criteria", [])}
+        data["dataset"]["criteria"] = [known.get(n.strip(), {"name": n.strip()}) for n in args.criteria.split(",")]
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"run settings: {describe_validation_error(exc)}") from None
+
+
+def _addresses(args: argparse.Namespace) -> dict[Role, str] | None:
+    given: dict[Role, str] = {role: getattr(args, f"{role}_addr") for role in ROLES}
+    if not any(given.values()):
+        return None
+    missing = [role for role, addr in given.items() if not addr]
+    if missing:
+        raise ConfigError(f"--{missing[0]}-addr is missing: give every role's address, or none to start services here")
+    return given
+
+
+def _run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwargs: Any) -> int:
+    from orchestrator.run import execute
+    from orchestrator.summary import summary_tables
+
+    console = Console(stderr=True)
+    config = RunConfig.model_validate(store.get_meta("config"))
+    tracks: list[str] = store.get_meta("tracks")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bars = {t: progress.add_task(f"track {t}", total=config.steps + 1) for t in tracks}
+        for t in tracks:
+            done = store.last_step(t)
+            progress.update(bars[t], completed=0 if done is None else done.step + 1)
+
+        def on_step(track: str, step: int) -> None:
+            progress.update(bars[track], completed=step + 1)
+
+        summary = asyncio.run(
+            execute(
+                store,
+                run_dir,
+                data_dir=args.data_dir,
+                addresses=_addresses(args),
+                local_model=args.local_model,
+                on_step=on_step,
+                **kwargs,
+            )
         )
-        async with ServiceFleet(resolved, log_dir) as fleet, AgentClients(fleet.addresses) as clients:
-            started = time.perf_counter()
-            result = await run_single_pass(clients, rows)
-            _print_pass(console, rows, result, time.perf_counter() - started)
-
-    with (
-        _local_model_if_needed(models, ROLES, args.local_model) as local_url,
-        tempfile.TemporaryDirectory(prefix="judgeopt-pass-") as tmp,
-    ):
-        log_dir = args.log_dir or Path(tmp)
-        asyncio.run(run(local_url, log_dir))
+    out = Console()
+    for table in summary_tables(summary):
+        out.print(table)
+    out.print(f"run directory: {run_dir}  (summary.json, run.sqlite, services/)")
     return 0
 
 
-def _print_pass(console: Console, rows: Sequence[Any], result: Any, seconds: float) -> None:
-    from google.protobuf.json_format import MessageToDict
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from orchestrator.run import prepare, start_run
 
-    scores = Table(title="judge: scores per sample (prediction / truth)")
-    scores.add_column("sample")
-    criteria = [s.criterion for s in result.predictions[0].scores]
-    for name in criteria:
-        scores.add_column(name)
-    for row, prediction in zip(rows, result.predictions, strict=True):
-        cells = [
-            f"{s.value:g} / {row.scores[s.criterion]:g}" if s.HasField("value") else f"— / {row.scores[s.criterion]:g}"
-            for s in prediction.scores
-        ]
-        scores.add_row(row.id, *cells)
-    console.print(scores)
-    for label, items in (("loss: critiques", result.critiques[:4]), ("gradient: feedback", result.gradients[:4])):
-        console.rule(label)
-        for item in items:
-            console.print(MessageToDict(item, preserving_proto_field_name=True))
-    console.rule("optimizer: new instructions")
-    for instruction in result.new_instructions:
-        console.print(f"[bold]{instruction.criterion}[/bold]: {instruction.text}")
-    usage = Table(title=f"calls and tokens per role ({seconds:.1f} s)")
-    for column in ("role", "model", "llm calls", "prompt tokens", "completion tokens", "model seconds"):
-        usage.add_column(column)
-    for role, total in result.usage.items():
-        usage.add_row(
-            role,
-            total.model,
-            str(total.llm_calls),
-            str(total.prompt_tokens),
-            str(total.completion_tokens),
-            f"{total.model_seconds:.1f}",
-        )
-    console.print(usage)
+    configure_logging(json=False, level=logging.WARNING)
+    file_config = load_config(args.config)
+    models = _models_from_args(args, ROLES)
+    config = _run_config(args, file_config.run, models)
+    setup = prepare(config, models, args.data_dir)
+    run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    store = start_run(setup, run_dir)
+    try:
+        return _run_with_progress(store, run_dir, args, dataset=setup.dataset)
+    finally:
+        store.close()
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.run import open_run
+
+    configure_logging(json=False, level=logging.WARNING)
+    store = open_run(args.run_dir)
+    try:
+        return _run_with_progress(store, args.run_dir, args)
+    finally:
+        store.close()
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from orchestrator.audit import audit_run
+
+    configure_logging(json=False)
+    report = audit_run(args.run_dir)
+    for breach in report.breaches:
+        print(f"BREACH {breach.stage} {breach.request_id}: {breach.problem}")
+    verdict = "ok" if report.ok else f"{len(report.breaches)} breach(es)"
+    print(f"audit {verdict}: {report.checked_requests} received requests checked in {len(report.ledger_files)} ledgers")
+    return 0 if report.ok else EXIT_FAILURE
 
 
 # --- entry ------------------------------------------------------------------------------------------------------
@@ -202,12 +285,22 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--logprobs", action="store_true", help="return token log-probabilities (more memory)")
     local.set_defaults(handler=_cmd_local_llm)
 
-    single = commands.add_parser("pass", help="one judge → loss → gradient → optimizer pass on SummEval samples")
-    single.add_argument("--samples", type=int, default=2, help="number of SummEval summaries (default 2)")
-    single.add_argument("--data-dir", type=Path, help="folder holding summeval.jsonl")
-    single.add_argument("--log-dir", type=Path, help="keep the services' logs here")
-    _add_model_flags(single, ROLES)
-    single.set_defaults(handler=_cmd_pass)
+    optimize = commands.add_parser("optimize", help="run an optimization (default: a quick run on the local model)")
+    _add_model_flags(optimize, ROLES)
+    _add_run_flags(optimize)
+    optimize.set_defaults(handler=_cmd_optimize)
+
+    resume = commands.add_parser("resume", help="continue a stopped run from its last complete step")
+    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
+    resume.add_argument("--local-model", type=Path, metavar="GGUF", help="GGUF file for the embedded local model")
+    for role in ROLES:
+        resume.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service")
+    resume.set_defaults(handler=_cmd_resume)
+
+    audit = commands.add_parser("audit", help="check what the services received against the run's policy")
+    audit.add_argument("run_dir", type=Path)
+    audit.set_defaults(handler=_cmd_audit)
     return parser
 
 

@@ -204,6 +204,7 @@ def _download(url: str, target: Path) -> None:
 
 
 def _download_failure(exc: OSError | http.client.HTTPException) -> str:
+    """Why a download failed, on one line; an HTTP error's connection is released."""
     if isinstance(exc, urllib.error.HTTPError):
         exc.close()
         reason = f"HTTP {exc.code} {exc.reason}"
@@ -550,7 +551,7 @@ def split_dataset(dataset: Dataset, config: DatasetConfig) -> Splits:
     """Seeded train/val/test splits: the study's fixed split for ``summeval-wgc``, group-disjoint otherwise."""
     rng = random.Random(config.seed)
     splits = (
-        _split_wgc(dataset, config, rng) if config.name == "summeval-wgc" else _split_by_group(dataset, config, rng)
+        _split_wgc(dataset, config, rng) if dataset.name == "summeval-wgc" else _split_by_group(dataset, config, rng)
     )
     log.info(
         "data.split",
@@ -622,8 +623,6 @@ def _split_wgc(dataset: Dataset, config: DatasetConfig, rng: random.Random) -> S
     """
     train = tuple(record for record in dataset.records if record.id.startswith("train-"))
     test = tuple(record for record in dataset.records if record.id.startswith("test-"))
-    if dataset.name != "summeval-wgc" or len(train) + len(test) != len(dataset.records):
-        raise DataError(f"dataset {dataset.name} was not loaded as summeval-wgc, so it cannot be split as one")
     for setting, size, available in (
         ("train_size", config.train_size, len(train)),
         ("val_size", config.val_size, len(train)),

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from orchestrator.data import SUMMEVAL_FILE, find_data_file, load_summeval
+from orchestrator.single_pass import INITIAL_INSTRUCTION, run_single_pass
 
 from agents.config import ModelsConfig
 from agents.local_model import LocalModelServer
 from orchestrator.agent_clients import AgentClients
-from orchestrator.data import SUMMEVAL_FILE, find_data_file, load_summeval
 from orchestrator.fleet import ServiceFleet
-from orchestrator.single_pass import INITIAL_INSTRUCTION, run_single_pass
 from protos.judgeopt.v1 import common_pb2
 
 USABLE = (common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED)

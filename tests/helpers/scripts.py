@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from typing import Any
 
 from agents.config import ModelsConfig
-from helpers.fake_openai import Completion, Handler, RecordedRequest, Reply, by_system_prompt
+from helpers.fake_openai import Completion, Handler, HttpError, RecordedRequest, Reply, by_system_prompt
 
 SUMMEVAL = ("coherence", "consistency", "fluency", "relevance")
 JUDGE_SCORES = {"coherence": 4, "consistency": 5, "fluency": 3, "relevance": 2}
@@ -72,3 +74,50 @@ def fake_models(base_url: str, **role_overrides: dict[str, object]) -> ModelsCon
         "timeout": 2.0,
     }
     return ModelsConfig(default=default, **role_overrides)
+
+
+def _digest(*parts: str) -> int:
+    return int(hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12], 16)
+
+
+def _schema(request: RecordedRequest) -> dict[str, Any]:
+    fmt = request.body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
+    return schema if isinstance(schema, dict) else {}
+
+
+def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
+    """Replies that are pure functions of the request content, so a resumed run equals an undisturbed one.
+
+    The judge scores each criterion from a hash of the whole prompt; an instruction containing ``worse_marker``
+    makes the judge answer 1 everywhere (a candidate the gate must reject). The optimizer always proposes a new
+    instruction derived from what it was shown (containing ``worse_marker`` when one is given).
+    """
+
+    def handle(request: RecordedRequest) -> Reply:
+        text = request.last_user_text
+        role = role_of(request)
+        if role == "judge":
+            names = _schema(request).get("required", [])
+            bad = worse_marker is not None and worse_marker in text
+            scores = {n: 1 if bad else 1 + _digest(text, n) % 5 for n in names}
+            return Completion(json.dumps(scores), prompt_tokens=len(text) // 4, completion_tokens=8)
+        if role == "loss":
+            return Completion(f"Critique {_digest(text) % 997}: the score is off.")
+        if role == "gradient":
+            h = _digest(text) % 997
+            return Completion(json.dumps({"keep": f"keep {h}", "problem": f"problem {h}", "fix": f"fix {h}"}))
+        if role == "optimizer":
+            suffix = f" {worse_marker}" if worse_marker else ""
+            schema = _schema(request)
+            inner = schema.get("properties", {}).get("instructions", {})
+            if inner:
+                names = inner.get("required", [])
+                new = {n: f"Rate {n} from 1 to 5, revision {_digest(text, n) % 9973}.{suffix}" for n in names}
+                return Completion(json.dumps({"instructions": new}))
+            return Completion(
+                json.dumps({"instruction": f"Rate from 1 to 5, revision {_digest(text) % 9973}.{suffix}"})
+            )
+        return HttpError(400, f"unknown role for system prompt {request.system_text[:40]!r}")
+
+    return handle

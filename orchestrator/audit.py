@@ -1,0 +1,117 @@
+"""``judgeopt audit RUN_DIR``: did any agent receive what the run's policy hides from it?
+
+The evidence is the services' own ledgers (``services/<role>.ledger.jsonl``: what each request carried, written
+by the receiving service), not the router's log alone: every request a service received must match a routed call
+of this run, carry only the criteria that call may see, and only the fields the policy grants its stage. The
+router's own log is checked against the policy too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import ConfigError
+from orchestrator.policy import PER_CRITERION_FIELDS, SHARED_FIELDS, Policy, Stage, policy_from_mapping
+from orchestrator.router import AuditEntry
+from orchestrator.store import RunStore
+
+_RPC_STAGE: dict[str, Stage] = {
+    "/judgeopt.v1.JudgeService/Score": "judge",
+    "/judgeopt.v1.LossAgent/Critique": "loss",
+    "/judgeopt.v1.GradientAgent/ComputeGradient": "gradient",
+    "/judgeopt.v1.OptimizerAgent/Step": "optimizer",
+}
+
+
+@dataclass(frozen=True)
+class Breach:
+    request_id: str
+    stage: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    checked_requests: int
+    ledger_files: tuple[str, ...]
+    breaches: tuple[Breach, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaches
+
+
+def allowed_fields(policy: Policy, stage: Stage, focus: Sequence[str], track: Sequence[str]) -> set[str]:
+    """``criterion:field`` pairs a call of ``stage`` about ``focus`` may carry (``*`` for shared fields)."""
+    granted = policy.stage(stage).fields
+    visible = set(focus) | set(policy.visible_criteria(stage, focus, track))
+    allowed = {f"*:{f}" for f in granted & SHARED_FIELDS}
+    allowed |= {f"{c}:{f}" for c in visible for f in granted & PER_CRITERION_FIELDS}
+    return allowed
+
+
+def _check(
+    policy: Policy, entry: AuditEntry, track: Sequence[str], criteria: Iterable[str], fields: Iterable[str], who: str
+) -> list[Breach]:
+    breaches = []
+    visible = set(entry.criteria) | set(policy.visible_criteria(entry.stage, entry.criteria, track))
+    hidden_criteria = sorted(set(criteria) - visible)
+    if hidden_criteria:
+        breaches.append(Breach(entry.request_id, entry.stage, f"{who} criteria the policy hides: {hidden_criteria}"))
+    hidden_fields = sorted(set(fields) - allowed_fields(policy, entry.stage, entry.criteria, track))
+    if hidden_fields:
+        breaches.append(Breach(entry.request_id, entry.stage, f"{who} fields the policy hides: {hidden_fields}"))
+    return breaches
+
+
+def _ledger_entries(services_dir: Path) -> tuple[list[str], list[dict[str, object]]]:
+    files = sorted(services_dir.glob("*.ledger.jsonl"))
+    entries = []
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                entries.append(json.loads(line))
+    return [str(p) for p in files], entries
+
+
+def audit_run(run_dir: Path) -> AuditReport:
+    store = RunStore(run_dir)
+    try:
+        run_id = store.get_meta("run_id")
+        if run_id is None:
+            raise ConfigError(f"{run_dir} holds no run")
+        policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
+        criteria: list[str] = store.get_meta("criteria")
+        tracks = {t: ([t] if policy.independent_criteria else criteria) for t in store.get_meta("tracks")}
+        routed = {e.request_id: e for e in store.audit_entries()}
+    finally:
+        store.close()
+    files, ledger = _ledger_entries(run_dir / "services")
+    if not files:
+        raise ConfigError(f"{run_dir / 'services'} holds no service ledgers (*.ledger.jsonl); nothing to audit")
+    breaches: list[Breach] = []
+    for entry in routed.values():
+        breaches += _check(policy, entry, tracks[entry.track], entry.visible, entry.fields, "router sent")
+    checked = 0
+    for received in ledger:
+        if received.get("run_id") != run_id:
+            continue
+        checked += 1
+        request_id = str(received["request_id"])
+        stage = _RPC_STAGE.get(str(received["rpc"]), str(received["rpc"]))
+        logged = routed.get(request_id)
+        if logged is None:
+            breaches.append(Breach(request_id, stage, "a service received a request the router never routed"))
+            continue
+        entry = logged
+        if entry.stage != stage:
+            breaches.append(Breach(request_id, stage, f"routed as {entry.stage} but received by {stage}"))
+            continue
+        crit = received["criteria"]
+        fields = received["fields"]
+        assert isinstance(crit, list) and isinstance(fields, list)
+        breaches += _check(policy, entry, tracks[entry.track], crit, fields, "service received")
+    return AuditReport(checked, tuple(files), tuple(breaches))

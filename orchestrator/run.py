@@ -1,0 +1,187 @@
+"""Starting and resuming a run: data, policy, tracks, services, store, loop — wired together once, here.
+
+A new run writes its whole configuration to the store first, so ``resume`` needs only the run directory. Agent
+services are either started here as separate processes (with one shared local model when a role has no
+endpoint) or reached at given addresses (services deployed elsewhere, e.g. on Kubernetes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agents.config import ROLES, ModelsConfig, Role
+from agents.local_model import LocalModelServer
+from orchestrator.agent_clients import AgentClients
+from orchestrator.artifacts import PromptState, content_id
+from orchestrator.config import RunConfig
+from orchestrator.datasets import CriterionSpec, Dataset, load_dataset, split_dataset
+from orchestrator.errors import ConfigError
+from orchestrator.executor import CallExecutor, RetryBudget
+from orchestrator.fleet import ServiceFleet
+from orchestrator.loop import LoopSettings, OptimizationLoop, Track
+from orchestrator.policy import Policy, policy_from_mapping, resolve_policy
+from orchestrator.store import STORE_FILE, RunStore
+from orchestrator.summary import write_summary
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TASK = (
+    "You will be given a source text and a candidate text written from it. Evaluate the candidate text on the "
+    "criteria below."
+)
+SUMMEVAL_TASK = "You will be given a news article and a summary written for it. Evaluate the summary."
+LOCAL_CONCURRENCY = 1
+REMOTE_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    config: RunConfig
+    models: ModelsConfig
+    policy: Policy
+    dataset: Dataset
+
+
+def initial_prompt(config: RunConfig, criteria: tuple[CriterionSpec, ...], dataset: Dataset) -> PromptState:
+    task = config.task_description or (SUMMEVAL_TASK if dataset.name.startswith("summeval") else DEFAULT_TASK)
+    unknown = sorted(set(config.initial_instructions) - {c.name for c in criteria})
+    if unknown:
+        raise ConfigError(f"initial_instructions: unknown criterion {unknown[0]!r}")
+    return PromptState(
+        task,
+        tuple(
+            (c.name, config.initial_instructions.get(c.name, f"Rate from {c.min_score:g} to {c.max_score:g}."))
+            for c in criteria
+        ),
+    )
+
+
+def tracks_for(policy: Policy, criteria: tuple[CriterionSpec, ...], prompt: PromptState) -> list[Track]:
+    """One track with every criterion, or (Single-Task) one per criterion with a one-criterion prompt."""
+    if not policy.independent_criteria:
+        return [Track("all", criteria, prompt)]
+    return [
+        Track(c.name, (c,), PromptState(prompt.task_description, ((c.name, prompt.instruction(c.name)),)))
+        for c in criteria
+    ]
+
+
+def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> RunSetup:
+    """Everything that can be checked before any service starts or any call is made."""
+    policy = resolve_policy(config.mode, config.policy_file)
+    dataset = load_dataset(config.dataset, data_dir)
+    policy.check_criteria([c.name for c in dataset.criteria])
+    return RunSetup(config, models, policy, dataset)
+
+
+@contextlib.asynccontextmanager
+async def agent_clients(
+    models: ModelsConfig,
+    services_dir: Path,
+    *,
+    addresses: Mapping[Role, str] | None,
+    local_model: Path | None,
+) -> AsyncIterator[AgentClients]:
+    """Clients of running services at ``addresses``, or of services started here as subprocesses."""
+    if addresses is not None:
+        async with AgentClients(addresses) as clients:
+            yield clients
+        return
+    with contextlib.ExitStack() as stack:
+        local_url = None
+        if models.needs_local_model():
+            server = LocalModelServer(local_model, log_file=services_dir / "local-model.log")
+            local_url = stack.enter_context(server).base_url
+        resolved = ModelsConfig(
+            **{role: models.for_role(role, local_base_url=local_url).model_dump(mode="json") for role in ROLES}
+        )
+        async with ServiceFleet(resolved, services_dir) as fleet, AgentClients(fleet.addresses) as clients:
+            yield clients
+
+
+def _judge_key(models: ModelsConfig) -> str:
+    judge = models.for_role("judge", local_base_url="http://local").model_dump(mode="json")
+    return content_id({k: judge[k] for k in ("model", "temperature", "max_tokens", "logprobs", "structured_output")})
+
+
+def start_run(setup: RunSetup, run_dir: Path) -> RunStore:
+    """Create the run directory and record the configuration (refuses a directory that already holds a run)."""
+    store = RunStore(run_dir)
+    if store.get_meta("run_id") is not None:
+        store.close()
+        raise ConfigError(f"{run_dir} already holds a run; use `judgeopt resume {run_dir}` or another --run-dir")
+    splits = split_dataset(setup.dataset, setup.config.dataset)
+    criteria = setup.dataset.criteria
+    store.set_meta("run_id", uuid.uuid4().hex[:12])
+    store.set_meta("config", setup.config.model_dump(mode="json"))
+    store.set_meta("models", {r: setup.models.for_role(r, local_base_url="http://local").model for r in ROLES})
+    store.set_meta("models_config", setup.models.model_dump(mode="json"))
+    store.set_meta("policy", setup.policy.model_dump(mode="json"))
+    store.set_meta("criteria", [c.name for c in criteria])
+    tracks = tracks_for(setup.policy, criteria, initial_prompt(setup.config, criteria, setup.dataset))
+    store.set_meta("tracks", [t.name for t in tracks])
+    store.set_meta("data_checksum", setup.dataset.checksum)
+    store.set_meta("splits", {k: [r.id for r in getattr(splits, k)] for k in ("train", "val", "test")})
+    store.set_meta("status", "running")
+    return store
+
+
+def open_run(run_dir: Path) -> RunStore:
+    if not (run_dir / STORE_FILE).is_file():
+        raise ConfigError(f"{run_dir} holds no run (no {STORE_FILE})")
+    return RunStore(run_dir)
+
+
+async def execute(
+    store: RunStore,
+    run_dir: Path,
+    *,
+    data_dir: Path | None,
+    addresses: Mapping[Role, str] | None = None,
+    local_model: Path | None = None,
+    on_step: Callable[[str, int], None] | None = None,
+    dataset: Dataset | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) the run recorded in ``store`` to its last step; returns the summary."""
+    config = RunConfig.model_validate(store.get_meta("config"))
+    models = ModelsConfig.model_validate(store.get_meta("models_config"))
+    policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
+    dataset = dataset or load_dataset(config.dataset, data_dir)
+    if dataset.checksum != store.get_meta("data_checksum"):
+        raise ConfigError(f"the dataset changed since the run started (checksum differs from {run_dir})")
+    splits = split_dataset(dataset, config.dataset)
+    tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
+    concurrency = config.concurrency or (LOCAL_CONCURRENCY if models.needs_local_model() else REMOTE_CONCURRENCY)
+    async with agent_clients(models, run_dir / "services", addresses=addresses, local_model=local_model) as clients:
+        loop = OptimizationLoop(
+            policy=policy,
+            tracks=tracks,
+            splits=splits,
+            settings=LoopSettings(
+                steps=config.steps,
+                batch_size=config.batch_size,
+                gate=config.gate,
+                test_interval=config.test_interval,
+                seed=config.seed,
+                step_retries=config.step_retries,
+                max_failure_share=config.max_failure_share,
+                bootstrap_resamples=config.bootstrap_resamples,
+                drop_output_format_after_update=config.drop_output_format_after_update,
+                judge_key=_judge_key(models),
+            ),
+            clients=clients,
+            executor=CallExecutor(store, concurrency=concurrency, budget=RetryBudget(attempts=config.call_attempts)),
+            store=store,
+            run_id=store.get_meta("run_id"),
+            on_step=on_step,
+        )
+        await loop.run()
+    store.set_meta("status", "complete")
+    return write_summary(store, run_dir)

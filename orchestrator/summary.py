@@ -1,0 +1,150 @@
+"""A run's results from its store: ``summary.json`` (what scripts read) and the Table-1 view (what people read).
+
+``best`` is chosen on validation; ``best_oracle`` on test, as the study did, and labelled as such. With several
+tracks (Single-Task) a step's figures combine the tracks: each contributes its own criteria's ρ, and the
+validation metric is the tracks' mean.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from rich.table import Table
+
+from orchestrator.metrics import hypervolume_indicator
+from orchestrator.store import RunStore, StepRecord
+
+SUMMARY_FILE = "summary.json"
+ORACLE_LABEL = "chosen on the test set (the study's choice; an oracle, optimistic)"
+
+
+def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[str]) -> list[dict[str, Any]]:
+    by_step: dict[int, dict[str, StepRecord]] = {}
+    for record in store.steps():
+        by_step.setdefault(record.step, {})[record.track] = record
+    steps = []
+    for step in sorted(by_step):
+        records = by_step[step]
+        if set(records) != set(tracks):
+            continue  # a step some track has not finished (a run stopped mid-step)
+        ordered = [records[t] for t in tracks]
+        tested = all(r.test is not None for r in ordered)
+        rho: dict[str, float] = {}
+        if tested:
+            for r in ordered:
+                assert r.test is not None
+                rho.update(r.test["rho"])
+        metrics = [r.val_metric for r in ordered if r.val_metric is not None]
+        steps.append(
+            {
+                "step": step,
+                "status": {r.track: r.status for r in ordered} if len(tracks) > 1 else ordered[0].status,
+                "accepted": None if step == 0 else all(r.status == "accepted" for r in ordered),
+                "val_metric": fmean(metrics) if metrics else None,
+                "macro_rho": fmean(rho[c] for c in criteria) if tested else None,
+                "rho": {c: rho[c] for c in criteria} if tested else None,
+                "failed_calls": sum(r.failed_calls for r in ordered),
+            }
+        )
+    return steps
+
+
+def _pick(steps: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The step with the highest ``key`` among tested steps; the earliest wins a tie."""
+    tested = [s for s in steps if s["macro_rho"] is not None and s[key] is not None]
+    if not tested:
+        return None
+    best = max(tested, key=lambda s: (s[key], -s["step"]))
+    return {"step": best["step"], "macro_rho": best["macro_rho"], "rho": best["rho"], "val_metric": best["val_metric"]}
+
+
+def build_summary(store: RunStore) -> dict[str, Any]:
+    tracks: list[str] = store.get_meta("tracks")
+    criteria: list[str] = store.get_meta("criteria")
+    config: dict[str, Any] = store.get_meta("config")
+    steps = _combined_steps(store, tracks, criteria)
+    tested = [s for s in steps if s["rho"] is not None]
+    usage = store.usage_by_role()
+    initial = _pick(steps[:1], "macro_rho")
+    oracle = _pick(steps, "macro_rho")
+    return {
+        "run_id": store.get_meta("run_id"),
+        "status": store.get_meta("status"),
+        "mode": store.get_meta("policy")["name"],
+        "gate": config["gate"],
+        "criteria": criteria,
+        "initial": initial,
+        "best": _pick(steps, "val_metric"),
+        "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
+        "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
+        "steps": steps,
+        "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},
+        "rpc_attempts": {stage: u["rpc_attempts"] for stage, u in usage.items()},
+        "failed_attempts": {stage: u["failed_attempts"] for stage, u in usage.items()},
+        "tokens": {
+            stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
+        },
+        "provenance": {
+            "judgeopt_version": metadata.version("judgeopt"),
+            "dataset": config["dataset"]["name"],
+            "data_checksum": store.get_meta("data_checksum"),
+            "models": store.get_meta("models"),
+            "seed": config["seed"],
+        },
+    }
+
+
+def write_summary(store: RunStore, run_dir: Path) -> dict[str, Any]:
+    summary = build_summary(store)
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.3f}" if value < 0 else f"{value:.3f}"
+
+
+def summary_tables(summary: dict[str, Any]) -> list[Table]:
+    """Table 1 of the study for this run (per-criterion and macro ρ), and calls and tokens per role."""
+    initial, best, oracle = summary["initial"], summary["best"], summary["best_oracle"]
+    title = f"{summary['mode']} · gate {summary['gate']} · HVI {_fmt(summary['hvi'])}"
+    table = Table(title=title)
+    for column in ("criterion", "initial ρ", "best ρ (step, on val)", "Δ", "oracle ρ (step, on test)"):
+        table.add_column(column, justify="right" if column != "criterion" else "left")
+
+    def value(point: dict[str, Any] | None, name: str) -> float | None:
+        if point is None:
+            return None
+        result: float = point["macro_rho"] if name == "macro" else point["rho"][name]
+        return result
+
+    for name in [*summary["criteria"], "macro"]:
+        start = value(initial, name)
+        chosen = value(best, name)
+        delta = chosen - start if chosen is not None and start is not None else None
+        table.add_row(
+            name,
+            _fmt(start),
+            f"{_fmt(chosen)} ({best['step']})" if best else "—",
+            _fmt(delta),
+            f"{_fmt(value(oracle, name))} ({oracle['step']})" if oracle else "—",
+        )
+    spend = Table(title="calls and tokens per role")
+    for column in ("role", "LLM calls", "RPC attempts", "failed", "prompt tokens", "completion tokens"):
+        spend.add_column(column, justify="right" if column != "role" else "left")
+    for role, calls in summary["llm_calls"].items():
+        tokens = summary["tokens"][role]
+        spend.add_row(
+            role,
+            str(calls),
+            str(summary["rpc_attempts"][role]),
+            str(summary["failed_attempts"][role]),
+            str(tokens["prompt"]),
+            str(tokens["completion"]),
+        )
+    return [table, spend]

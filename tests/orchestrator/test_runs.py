@@ -1,0 +1,312 @@
+"""Whole optimization runs through `judgeopt optimize`: the four services as separate processes, a scripted
+OpenAI-compatible endpoint whose replies are pure functions of the request, a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers.eventually import wait_until
+from helpers.fake_openai import FakeOpenAI
+from helpers.scripts import deterministic_handler, role_of
+
+from orchestrator.cli import main
+
+K = 4  # SummEval criteria
+B = 2  # batch size used below
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(deterministic_handler()) as server:
+        yield server
+
+
+def write_config(path: Path, base_url: str, **run: Any) -> Path:
+    config = {
+        "models": {
+            "default": {
+                "base_url": base_url,
+                "model": "fake-model",
+                "structured_output": "json_schema",
+                "max_retries": 0,
+                "timeout": 10,
+            }
+        },
+        "run": {
+            "steps": 2,
+            "batch_size": B,
+            "gate": "none",
+            "bootstrap_resamples": 0,
+            "concurrency": 4,
+            "dataset": {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6},
+            **run,
+        },
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_calls(run_dir: Path) -> dict[tuple[int, str], int]:
+    """Distinct training RPCs per (step, stage), from the store."""
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        rows = db.execute(
+            "SELECT step, stage, COUNT(DISTINCT request_id) FROM calls WHERE purpose = 'train' GROUP BY step, stage"
+        ).fetchall()
+    return {(step, stage): n for step, stage, n in rows}
+
+
+def final_prompts(run_dir: Path) -> dict[str, str]:
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        rows = db.execute(
+            "SELECT s.track, p.body FROM steps s JOIN prompts p ON p.id = s.prompt_id "
+            "WHERE s.step = (SELECT MAX(step) FROM steps) ORDER BY s.track"
+        ).fetchall()
+    return {track: body for track, body in rows}
+
+
+FORMULA = {  # training calls per step: judge, loss, gradient, optimizer (DESIGN.md §6)
+    "SSS": {"judge": B, "loss": B * K, "gradient": B * K, "optimizer": K},
+    "SSC": {"judge": B, "loss": B * K, "gradient": B * K, "optimizer": 1},
+    "SCC": {"judge": B, "loss": B * K, "gradient": B, "optimizer": 1},
+    "CCC": {"judge": B, "loss": B, "gradient": B, "optimizer": 1},
+    "single": {"judge": B * K, "loss": B * K, "gradient": B * K, "optimizer": K},  # K independent tracks
+}
+
+
+class TestPresets:
+    @pytest.mark.parametrize("mode", list(FORMULA))
+    def test_preset_runs_end_to_end_with_the_call_formula_and_a_clean_audit(
+        self, mode: str, scripted: FakeOpenAI, tmp_path: Path
+    ) -> None:
+        """Each preset completes, writes summary.json with its required keys, makes exactly the mode's number of
+        calls per stage at every step, and passes the audit of what the services received."""
+        config = write_config(tmp_path / "run.yaml", scripted.base_url, mode=mode)
+        run_dir = tmp_path / "run"
+        assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["mode"] == mode and summary["gate"] == "none"
+        for key in ("initial", "best", "best_oracle"):
+            assert set(summary[key]) >= {"step", "macro_rho", "rho"}
+            assert set(summary[key]["rho"]) == {"coherence", "consistency", "fluency", "relevance"}
+        assert [s["step"] for s in summary["steps"]] == [0, 1, 2]
+        assert all(set(s) >= {"step", "accepted", "val_metric", "macro_rho", "rho"} for s in summary["steps"])
+        assert set(summary["llm_calls"]) == {"judge", "loss", "gradient", "optimizer"}
+        assert summary["provenance"]["data_checksum"] and summary["provenance"]["models"]["gradient"] == "fake-model"
+        calls = train_calls(run_dir)
+        for step in (1, 2):
+            assert {stage: calls[(step, stage)] for stage in FORMULA[mode]} == FORMULA[mode]
+        assert main(["audit", str(run_dir)]) == 0
+
+    def test_rescoring_an_unchanged_prompt_costs_no_call(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
+        """A rejected candidate leaves the prompt unchanged: its validation and test scores come from the cache."""
+        with FakeOpenAI(deterministic_handler(worse_marker="ZZWORSE")) as worse:
+            config = write_config(tmp_path / "run.yaml", worse.base_url, gate="mae", steps=2)
+            run_dir = tmp_path / "run"
+            assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        with sqlite3.connect(run_dir / "run.sqlite") as db:
+            test_calls = db.execute("SELECT step, COUNT(*) FROM calls WHERE purpose = 'test' GROUP BY step").fetchall()
+        assert dict(test_calls) == {0: 6}  # steps 1 and 2 re-score the unchanged prompt from the cache
+
+
+class TestGate:
+    def test_gate_rolls_back_a_worsening_candidate(self, tmp_path: Path) -> None:
+        """With the MAE gate, candidates that make validation worse are rejected and the prompt stays initial."""
+        with FakeOpenAI(deterministic_handler(worse_marker="ZZWORSE")) as worse:
+            config = write_config(tmp_path / "run.yaml", worse.base_url, gate="mae", steps=2)
+            run_dir = tmp_path / "run"
+            assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert [s["status"] for s in summary["steps"]] == ["initial", "rejected", "rejected"]
+        assert [s["accepted"] for s in summary["steps"][1:]] == [False, False]
+        assert "ZZWORSE" not in final_prompts(run_dir)["all"]
+        assert summary["best"]["step"] == 0
+
+    def test_without_gate_the_worse_candidate_is_kept_but_best_is_chosen_on_validation(self, tmp_path: Path) -> None:
+        """With gate none every candidate is accepted; validation is still scored, so best stays at step 0."""
+        with FakeOpenAI(deterministic_handler(worse_marker="ZZWORSE")) as worse:
+            config = write_config(tmp_path / "run.yaml", worse.base_url, gate="none", steps=2)
+            run_dir = tmp_path / "run"
+            assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert [s["accepted"] for s in summary["steps"][1:]] == [True, True]
+        assert all(s["val_metric"] is not None for s in summary["steps"])
+        assert "ZZWORSE" in final_prompts(run_dir)["all"]
+        assert summary["best"]["step"] == 0
+
+
+class TestResume:
+    def test_run_killed_mid_step_resumes_to_the_same_result(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
+        """SIGKILL the orchestrator (and its services) during step 2; `resume` ends with the same prompts and
+        metrics as an undisturbed run, with every step stored exactly once."""
+        config = write_config(tmp_path / "run.yaml", scripted.base_url, mode="SSS", steps=3, concurrency=1)
+        reference = tmp_path / "reference"
+        assert main(["optimize", "--config", str(config), "--run-dir", str(reference)]) == 0
+
+        killed = tmp_path / "killed"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "optimize", "--config", str(config), "--run-dir", str(killed)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+
+            def in_step_two() -> bool:
+                if not (killed / "run.sqlite").exists():
+                    return False
+                with sqlite3.connect(f"file:{killed / 'run.sqlite'}?mode=ro", uri=True) as db:
+                    return db.execute("SELECT COUNT(*) FROM calls WHERE step = 2 AND stage = 'loss'").fetchone()[0] > 0
+
+            wait_until(in_step_two, timeout=120, interval=0.01, message="the run never reached step 2")
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        with sqlite3.connect(killed / "run.sqlite") as db:
+            assert db.execute("SELECT MAX(step) FROM steps").fetchone()[0] == 1  # step 2 was in flight
+
+        assert main(["resume", str(killed)]) == 0
+        want = json.loads((reference / "summary.json").read_text())
+        got = json.loads((killed / "summary.json").read_text())
+        for key in ("initial", "best", "best_oracle", "hvi"):
+            assert got[key] == want[key]
+        strip = [{k: s[k] for k in ("step", "accepted", "val_metric", "macro_rho", "rho")} for s in got["steps"]]
+        assert strip == [
+            {k: s[k] for k in ("step", "accepted", "val_metric", "macro_rho", "rho")} for s in want["steps"]
+        ]
+        assert final_prompts(killed) == final_prompts(reference)
+        with sqlite3.connect(killed / "run.sqlite") as db:
+            assert db.execute("SELECT step FROM steps ORDER BY step").fetchall() == [(0,), (1,), (2,), (3,)]
+            duplicates = db.execute(
+                "SELECT COUNT(*) FROM (SELECT request_id, attempt FROM calls GROUP BY 1, 2 HAVING COUNT(*) > 1)"
+            )
+            assert duplicates.fetchone()[0] == 0
+
+
+class TestModelSwap:
+    def test_only_gradient_calls_reach_the_gradient_endpoint(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
+        """With --gradient-endpoint set, the second endpoint sees gradient calls only, and the first none of them."""
+        scripted.clear()
+        with FakeOpenAI(deterministic_handler()) as second:
+            config = write_config(tmp_path / "run.yaml", scripted.base_url, steps=1)
+            args = ["optimize", "--config", str(config), "--run-dir", str(tmp_path / "run")]
+            args += ["--gradient-endpoint", second.base_url, "--gradient-model", "gradient-model"]
+            assert main(args) == 0
+            second_roles = {role_of(r) for r in second.requests}
+            models = {r.model for r in second.requests}
+        main_roles = [role_of(r) for r in scripted.requests]
+        assert second_roles == {"gradient"} and models == {"gradient-model"}
+        assert "gradient" not in main_roles and {"judge", "loss", "optimizer"} <= set(main_roles)
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["provenance"]["models"]["gradient"] == "gradient-model"
+        assert summary["provenance"]["models"]["judge"] == "fake-model"
+
+
+class TestBadInput:
+    def test_bad_policy_file_is_one_line_naming_the_stage(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A policy with a separate stage after a combined one is refused before any service starts."""
+        policy = tmp_path / "bad.yaml"
+        policy.write_text(
+            yaml.safe_dump(
+                {
+                    "judge": {"routing": "joint", "fields": ["instruction", "sample"]},
+                    "loss": {"routing": "joint", "fields": ["prediction", "ground_truth", "verdict"]},
+                    "gradient": {"routing": "per_criterion", "fields": ["instruction", "critique"]},
+                    "optimizer": {"routing": "joint", "fields": ["instruction", "gradient"]},
+                }
+            )
+        )
+        code = main(
+            [
+                "optimize",
+                "--policy",
+                str(policy),
+                "--endpoint",
+                "http://127.0.0.1:9/v1",
+                "--run-dir",
+                str(tmp_path / "r"),
+            ]
+        )
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1
+        assert err[0].startswith("PolicyError: ") and "'gradient'" in err[0]
+        assert not (tmp_path / "r").exists()
+
+    def test_bad_dataset_is_one_line_naming_file_row_and_field(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A dataset row with a score outside its criterion's range is refused before any model call."""
+        data = tmp_path / "reviews.csv"
+        data.write_text("comment,correctness\nfine,0.5\nbad,7\n")
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "run": {
+                        "dataset": {
+                            "name": "file",
+                            "path": str(data),
+                            "text_fields": ["comment"],
+                            "criteria": [
+                                {"name": "correctness", "min_score": 0, "max_score": 1, "integer_scores": False}
+                            ],
+                        }
+                    },
+                    "models": {"default": {"base_url": "http://127.0.0.1:9/v1"}},
+                }
+            )
+        )
+        code = main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "r")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code != 0 and len(err) == 1
+        assert (
+            err[0].startswith("DataError: ")
+            and "reviews.csv" in err[0]
+            and "row 2" in err[0]
+            and "correctness" in err[0]
+        )
+
+    def test_unknown_mode_and_gate(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        """An unknown --mode or --gate is one line with the valid choices."""
+        assert (
+            main(["optimize", "--mode", "XYZ", "--endpoint", "http://127.0.0.1:9/v1", "--run-dir", str(tmp_path / "a")])
+            == 2
+        )
+        assert "SSS" in capsys.readouterr().err
+        assert (
+            main(
+                [
+                    "optimize",
+                    "--gate",
+                    "accuracy",
+                    "--endpoint",
+                    "http://127.0.0.1:9/v1",
+                    "--run-dir",
+                    str(tmp_path / "b"),
+                ]
+            )
+            == 2
+        )
+        assert "unknown gate" in capsys.readouterr().err
+
+    def test_existing_run_directory_is_not_overwritten(
+        self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Starting a run in a directory that holds one is refused and points at `resume`."""
+        config = write_config(tmp_path / "run.yaml", scripted.base_url, steps=0)
+        run_dir = tmp_path / "run"
+        assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        capsys.readouterr()
+        assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 2
+        assert "judgeopt resume" in capsys.readouterr().err
