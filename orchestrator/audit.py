@@ -13,10 +13,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from orchestrator.errors import ConfigError
 from orchestrator.policy import PER_CRITERION_FIELDS, SHARED_FIELDS, Policy, Stage, policy_from_mapping
 from orchestrator.router import AuditEntry
 from orchestrator.store import RunStore
+
+log = structlog.get_logger(__name__)
 
 _RPC_STAGE: dict[str, Stage] = {
     "/judgeopt.v1.JudgeService/Score": "judge",
@@ -68,12 +72,21 @@ def _check(
 
 
 def _ledger_entries(services_dir: Path) -> tuple[list[str], list[dict[str, object]]]:
+    """Every ledger line; a torn last line (a service killed mid-write) is skipped, any other bad line refused."""
     files = sorted(services_dir.glob("*.ledger.jsonl"))
     entries = []
     for path in files:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
                 entries.append(json.loads(line))
+            except ValueError:
+                if number == len(lines):
+                    log.warning("audit.torn_ledger_line", file=str(path), line=number)
+                    continue
+                raise ConfigError(f"{path}: line {number} is not a ledger entry") from None
     return [str(p) for p in files], entries
 
 

@@ -82,7 +82,7 @@ class Policy(BaseModel):
     @classmethod
     def _known_stages(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            unknown = sorted(set(data) - {*STAGES, "name", "independent_criteria"})
+            unknown = sorted(str(k) for k in set(data) - {*STAGES, "name", "independent_criteria"})
             if unknown:
                 raise ValueError(f"unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
             missing = [s for s in STAGES if s not in data]

@@ -211,6 +211,8 @@ class Router:
         for focus in self._groups(routing):
             visible = self._visible("gradient", focus)
             carried = sorted({by_criterion[n].id for n in visible if n in by_criterion})
+            if not self._can_see("gradient", "critique"):
+                carried = []
 
             def build(meta: common_pb2.RequestMeta, visible: tuple[str, ...] = visible) -> gradient_pb2.GradientRequest:
                 request = gradient_pb2.GradientRequest(

@@ -2,60 +2,68 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
-from orchestrator.data import SUMMEVAL_FILE, find_data_file, load_summeval
-from orchestrator.single_pass import INITIAL_INSTRUCTION, run_single_pass
+import yaml
 
-from agents.config import ModelsConfig
 from agents.local_model import LocalModelServer
-from orchestrator.agent_clients import AgentClients
-from orchestrator.fleet import ServiceFleet
+from orchestrator.cli import main
 from protos.judgeopt.v1 import common_pb2
 
 USABLE = (common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED)
 
 
-class TestLocalModelPass:
+class TestLocalModelRun:
     @pytest.mark.timeout(900)
-    async def test_full_pass_through_the_four_services(self, local_llm: LocalModelServer, tmp_path: Path) -> None:
-        """judge → loss → gradient → optimizer on two SummEval summaries: every judge reply parses into in-range
-        scores (constrained output), and every optimizer call returns a non-empty instruction that differs from
-        the initial one."""
-        every = load_summeval(find_data_file(SUMMEVAL_FILE))
-        shortest = min(every, key=lambda r: len(r.source)).source  # the cheapest article on two cores
-        rows = [r for r in every if r.source == shortest][:2]
-        models = ModelsConfig(
-            default={
-                "base_url": local_llm.base_url,
-                "model": local_llm.model_name,
-                "structured_output": "json_object_schema",
-            },
-            # keep the pass short on two cores: the small model rambles up to max_tokens otherwise
-            loss={"max_tokens": 96},
-            gradient={"max_tokens": 160},
-            optimizer={"max_tokens": 160},
+    def test_short_sss_run_parses_judge_replies_and_records_an_instruction_change(
+        self, local_llm: LocalModelServer, tmp_path: Path
+    ) -> None:
+        """One SSS step on SummEval through the four services: at least 90% of judge scores parse into in-range
+        values (constrained output), every optimizer reply is recorded, and the step's candidate instruction
+        change is recorded as accepted or rejected; the run passes its audit."""
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "models": {
+                        "default": {
+                            "base_url": local_llm.base_url,
+                            "model": local_llm.model_name,
+                            "structured_output": "json_object_schema",
+                        },
+                        "loss": {"max_tokens": 64},
+                        "gradient": {"max_tokens": 128},
+                        "optimizer": {"max_tokens": 96},
+                        "judge": {"max_tokens": 48},
+                    },
+                    "run": {
+                        "mode": "SSS",
+                        "steps": 1,
+                        "batch_size": 1,
+                        "gate": "mae",
+                        "concurrency": 1,
+                        "bootstrap_resamples": 0,
+                        "dataset": {"name": "summeval", "train_size": 8, "val_size": 3, "test_size": 4},
+                    },
+                }
+            )
         )
-        async with ServiceFleet(models, tmp_path) as fleet, AgentClients(fleet.addresses) as clients:
-            result = await run_single_pass(clients, rows)
-
-        assert len(result.predictions) == 2
-        for prediction in result.predictions:
-            assert [s.criterion for s in prediction.scores] == ["coherence", "consistency", "fluency", "relevance"]
-            for score in prediction.scores:
-                assert score.status in USABLE, prediction.raw_output
-                assert 1 <= score.value <= 5 and score.value == int(score.value)
-        assert len(result.critiques) == 8 and all(c.text for c in result.critiques)
-        assert len(result.gradients) == 8
-        assert all(g.keep or g.problem or g.fix for g in result.gradients)
-        usable_steps = [
-            i for i, s in zip(result.new_instructions, result.optimizer_status.values(), strict=True) if s in USABLE
-        ]
-        assert usable_steps, f"no optimizer reply was usable: {result.optimizer_status}"
-        for instruction in result.new_instructions:
-            assert instruction.text.strip()
-        for instruction in usable_steps:
-            assert instruction.text.strip() != INITIAL_INSTRUCTION
-        assert result.usage["judge"].llm_calls == 2
-        assert result.usage["optimizer"].llm_calls == 4
+        run_dir = tmp_path / "run"
+        assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        with sqlite3.connect(run_dir / "run.sqlite") as db:
+            statuses = [
+                s for (raw,) in db.execute("SELECT statuses FROM predictions") for s in json.loads(raw).values()
+            ]
+            steps = db.execute("SELECT step, status, prompt_id, candidate_id FROM steps ORDER BY step").fetchall()
+            optimizer = db.execute("SELECT COUNT(*) FROM artifacts WHERE kind = 'optimizer_status'").fetchone()[0]
+        assert statuses and sum(s in USABLE for s in statuses) / len(statuses) >= 0.9
+        assert steps[0][1] == "initial"
+        assert steps[1][1] in ("accepted", "rejected")
+        assert steps[1][3] is not None and steps[1][3] != steps[0][2]  # the candidate changed an instruction
+        assert optimizer == 4  # one recorded optimizer outcome per criterion
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "complete" and len(summary["steps"]) == 2
+        assert main(["audit", str(run_dir)]) == 0

@@ -308,11 +308,6 @@ class TestValidation:
             load_policy(path)
         assert str(caught.value) == f"{path}: a policy must be a mapping of stages"
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=TypeError,
-        reason="Policy._known_stages sorts unknown keys of mixed types: TypeError instead of PolicyError",
-    )
     def test_unknown_keys_of_mixed_types(self, tmp_path: Path) -> None:
         """YAML keys that are not all strings (here 1 and 'critic') are still one PolicyError line."""
         path = tmp_path / "odd.yaml"

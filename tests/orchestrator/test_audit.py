@@ -1,0 +1,348 @@
+"""``judgeopt audit``: the services' ledgers of what they received, checked against the run's policy.
+
+Run directories are synthetic: a real ``Router`` builds the requests and its audit entries go to a real
+``RunStore``; the ledgers hold exactly what ``LedgerInterceptor`` writes (``protos.manifest.manifest``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
+from orchestrator.audit import AuditReport, allowed_fields, audit_run
+from orchestrator.cli import main
+from orchestrator.datasets import CriterionSpec, Record
+from orchestrator.errors import ConfigError
+from orchestrator.policy import PRESETS, Policy
+from orchestrator.router import RoutedCall, Router
+from orchestrator.store import RunStore
+from protos.judgeopt.v1 import common_pb2, gradient_pb2
+from protos.manifest import manifest
+
+RUN_ID = "r1"
+CRITERIA = ("coherence", "fluency")
+RPC = {
+    "judge": "/judgeopt.v1.JudgeService/Score",
+    "loss": "/judgeopt.v1.LossAgent/Critique",
+    "gradient": "/judgeopt.v1.GradientAgent/ComputeGradient",
+    "optimizer": "/judgeopt.v1.OptimizerAgent/Step",
+}
+
+Call = RoutedCall[Any]
+
+
+def spec(name: str) -> CriterionSpec:
+    return CriterionSpec(name=name, description=f"about {name}", tolerance=0.5)
+
+
+RECORDS = (
+    Record("s0", (("article", "ARTICLE s0"), ("summary", "SUMMARY s0")), {"coherence": 2.0, "fluency": 4.0}, "s0"),
+    Record("s1", (("article", "ARTICLE s1"), ("summary", "SUMMARY s1")), {"coherence": 5.0, "fluency": 1.0}, "s1"),
+)
+
+
+def route_step(router: Router) -> list[Call]:
+    """One training step's calls on every record: judge, loss, gradient, then the optimizer."""
+    names = router.names
+    policy = router.policy
+    prompt = PromptState("TASK", tuple((n, f"instruction for {n}") for n in names))
+    calls: list[Call] = []
+    gradients: list[Gradient] = []
+    for rec in RECORDS:
+        prediction = ScoredSample(rec.id, {n: 3.0 for n in names}, {}, f"RAW {rec.id}")
+        calls += router.judge(prompt, rec, policy.judge.routing)
+        losses = router.loss(rec, prediction, prompt, policy.loss.routing)
+        calls += losses
+        critiques = [
+            Critique(f"crit-{rec.id}-{i}", rec.id, c.criteria, f"critique {i}", common_pb2.PARSE_STATUS_OK)
+            for i, c in enumerate(losses)
+        ]
+        grads = router.gradient(rec, prediction, critiques, prompt, policy.gradient.routing)
+        calls += grads
+        gradients += [
+            Gradient(f"grad-{rec.id}-{i}", rec.id, c.criteria, "keep", "problem", "fix", common_pb2.PARSE_STATUS_OK)
+            for i, c in enumerate(grads)
+        ]
+    calls += router.optimizer(prompt, gradients, policy.optimizer.routing)
+    return calls
+
+
+def start_run(
+    run_dir: Path, policy: Policy, *, criteria: Sequence[str] = CRITERIA, tracks: Sequence[str] = ("all",)
+) -> RunStore:
+    store = RunStore(run_dir)
+    store.set_meta("run_id", RUN_ID)
+    store.set_meta("policy", policy.model_dump(mode="json"))
+    store.set_meta("criteria", list(criteria))
+    store.set_meta("tracks", list(tracks))
+    return store
+
+
+def write_ledgers(run_dir: Path, calls: Sequence[Call], *, edit: dict[str, Any] | None = None) -> None:
+    """Append each request's manifest to its service's ledger, as ``LedgerInterceptor`` does."""
+    services = run_dir / "services"
+    services.mkdir(parents=True, exist_ok=True)
+    for call in calls:
+        line = manifest(call.request, RPC[call.stage])
+        if edit and call.request_id in edit:
+            line.update(edit[call.request_id])
+        with (services / f"{call.stage}.ledger.jsonl").open("a", encoding="utf-8") as ledger:
+            ledger.write(json.dumps(line) + "\n")
+
+
+def make_run(run_dir: Path, policy: Policy, router_class: type[Router] = Router) -> list[Call]:
+    """A run whose router logged every call and whose services received every request."""
+    store = start_run(run_dir, policy)
+    router = router_class(policy, [spec(n) for n in CRITERIA], run_id=RUN_ID, track="all")
+    calls = route_step(router)
+    for call in calls:
+        store.record_audit(call.audit)
+    store.close()
+    write_ledgers(run_dir, calls)
+    return calls
+
+
+class LeakyGradientRouter(Router):
+    """Adds the ground truth to every gradient request after its (clean) audit entry was built."""
+
+    def gradient(
+        self,
+        record: Record,
+        prediction: ScoredSample,
+        critiques: Sequence[Critique],
+        prompt: PromptState,
+        routing: Any,
+    ) -> list[RoutedCall[gradient_pb2.GradientRequest]]:
+        calls = super().gradient(record, prediction, critiques, prompt, routing)
+        for call in calls:
+            for item in call.request.evidence:
+                item.ground_truth = record.labels[item.criterion]
+        return calls
+
+
+class SelfReportingLeakyRouter(Router):
+    """Leaks the ground truth to the gradient agent and says so in its own log."""
+
+    def _can_see(self, stage: Any, field: str) -> bool:
+        return (stage == "gradient" and field == "ground_truth") or super()._can_see(stage, field)
+
+
+def breaches_about(report: AuditReport, stage: str, text: str) -> list[str]:
+    return [b.problem for b in report.breaches if b.stage == stage and text in b.problem]
+
+
+class TestHonestRuns:
+    @pytest.mark.parametrize("mode", ["SSS", "SSC", "SCC", "CCC"])
+    def test_honest_router_passes(self, tmp_path: Path, mode: str) -> None:
+        """A run whose router follows its policy passes, every received request checked."""
+        calls = make_run(tmp_path, PRESETS[mode])
+        report = audit_run(tmp_path)
+        assert report.breaches == ()
+        assert report.ok
+        assert report.checked_requests == len(calls)
+        assert sorted(Path(f).name for f in report.ledger_files) == sorted(f"{s}.ledger.jsonl" for s in RPC)
+
+    def test_single_task_tracks(self, tmp_path: Path) -> None:
+        """Single-Task: one track per criterion, each audited against its own one-criterion track."""
+        policy = PRESETS["single"]
+        store = start_run(tmp_path, policy, tracks=CRITERIA)
+        calls: list[Call] = []
+        for name in CRITERIA:
+            router = Router(policy, [spec(name)], run_id=RUN_ID, track=name)
+            calls += route_step(router)
+        for call in calls:
+            store.record_audit(call.audit)
+        store.close()
+        write_ledgers(tmp_path, calls)
+        report = audit_run(tmp_path)
+        assert report.ok, report.breaches
+        assert report.checked_requests == len(calls)
+
+    def test_retried_request_is_checked_each_time(self, tmp_path: Path) -> None:
+        """A request received twice (a retry keeps its id) is checked twice and still passes."""
+        calls = make_run(tmp_path, PRESETS["SSS"])
+        write_ledgers(tmp_path, calls[:1])
+        report = audit_run(tmp_path)
+        assert report.ok
+        assert report.checked_requests == len(calls) + 1
+
+    def test_requests_of_other_runs_are_ignored(self, tmp_path: Path) -> None:
+        """Ledger lines of another run (a service shared between runs) are neither checked nor breaches."""
+        calls = make_run(tmp_path, PRESETS["SSS"])
+        stranger = LeakyGradientRouter(PRESETS["SSS"], [spec(n) for n in CRITERIA], run_id="other", track="all")
+        foreign = route_step(stranger)
+        write_ledgers(tmp_path, foreign)
+        report = audit_run(tmp_path)
+        assert report.ok
+        assert report.checked_requests == len(calls)
+
+
+class TestBreaches:
+    def test_leak_after_logging_is_caught_by_the_service_ledger(self, tmp_path: Path) -> None:
+        """A router whose log stays clean while the request leaks is caught by what the service received."""
+        calls = make_run(tmp_path, PRESETS["SSS"], LeakyGradientRouter)
+        # The router's own log is clean: only the ledger can reveal the leak.
+        gradient_calls = [c for c in calls if c.stage == "gradient"]
+        assert not any("ground_truth" in f for c in gradient_calls for f in c.audit.fields)
+        assert all(item.HasField("ground_truth") for c in gradient_calls for item in c.request.evidence)
+        report = audit_run(tmp_path)
+        assert not report.ok
+        assert {b.stage for b in report.breaches} == {"gradient"}
+        assert not [b for b in report.breaches if "router sent" in b.problem]
+        leaked = breaches_about(report, "gradient", "service received fields the policy hides")
+        assert len(leaked) == len(gradient_calls) == 4
+        assert any("'fluency:ground_truth'" in problem for problem in leaked)
+        assert any("'coherence:ground_truth'" in problem for problem in leaked)
+        assert {b.request_id for b in report.breaches} == {c.request_id for c in gradient_calls}
+
+    def test_leak_the_router_logs_is_caught_twice(self, tmp_path: Path) -> None:
+        """A router that leaks and logs it is caught in its own log and in the service ledger."""
+        make_run(tmp_path, PRESETS["SSS"], SelfReportingLeakyRouter)
+        report = audit_run(tmp_path)
+        assert breaches_about(report, "gradient", "router sent fields the policy hides")
+        assert breaches_about(report, "gradient", "service received fields the policy hides")
+        assert {b.stage for b in report.breaches} == {"gradient"}
+
+    def test_request_the_router_never_routed(self, tmp_path: Path) -> None:
+        """A request a service received but the router never logged is a breach, even if it is harmless."""
+        calls = make_run(tmp_path, PRESETS["SSS"])
+        router = Router(PRESETS["SSS"], [spec(n) for n in CRITERIA], run_id=RUN_ID, track="all")
+        prompt = PromptState("TASK", tuple((n, f"instruction for {n}") for n in CRITERIA))
+        (unlogged,) = router.judge(prompt, RECORDS[0], "joint")
+        write_ledgers(tmp_path, [unlogged])
+        report = audit_run(tmp_path)
+        assert [(b.request_id, b.stage) for b in report.breaches] == [(unlogged.request_id, "judge")]
+        assert "never routed" in report.breaches[0].problem
+        assert report.checked_requests == len(calls) + 1
+
+    def test_criterion_outside_the_visible_scope(self, tmp_path: Path) -> None:
+        """A per-criterion loss request that arrived defining another criterion too is a breach."""
+        store = start_run(tmp_path, PRESETS["SSS"])
+        router = Router(PRESETS["SSS"], [spec(n) for n in CRITERIA], run_id=RUN_ID, track="all")
+        calls = route_step(router)
+        for call in calls:
+            store.record_audit(call.audit)
+        store.close()
+        target = next(c for c in calls if c.stage == "loss" and c.criteria == ("coherence",))
+        write_ledgers(tmp_path, calls, edit={target.request_id: {"criteria": ["coherence", "fluency"]}})
+        report = audit_run(tmp_path)
+        assert [(b.request_id, b.stage) for b in report.breaches] == [(target.request_id, "loss")]
+        assert "criteria the policy hides" in report.breaches[0].problem
+        assert "fluency" in report.breaches[0].problem
+
+    def test_field_of_another_criterion(self, tmp_path: Path) -> None:
+        """A per-criterion gradient request that received another criterion's critique is a breach."""
+        store = start_run(tmp_path, PRESETS["SSS"])
+        router = Router(PRESETS["SSS"], [spec(n) for n in CRITERIA], run_id=RUN_ID, track="all")
+        calls = route_step(router)
+        for call in calls:
+            store.record_audit(call.audit)
+        store.close()
+        target = next(c for c in calls if c.stage == "gradient" and c.criteria == ("fluency",))
+        fields = [*manifest(target.request, RPC["gradient"])["fields"], "coherence:critique"]
+        write_ledgers(tmp_path, calls, edit={target.request_id: {"fields": fields}})
+        report = audit_run(tmp_path)
+        assert [(b.request_id, b.stage) for b in report.breaches] == [(target.request_id, "gradient")]
+        assert "'coherence:critique'" in report.breaches[0].problem
+
+    def test_request_received_by_the_wrong_service(self, tmp_path: Path) -> None:
+        """A request routed as a loss call but received by the gradient service is a breach."""
+        calls = make_run(tmp_path, PRESETS["SSS"])
+        loss_call = next(c for c in calls if c.stage == "loss")
+        misplaced = manifest(loss_call.request, RPC["gradient"])
+        with (tmp_path / "services" / "gradient.ledger.jsonl").open("a", encoding="utf-8") as ledger:
+            ledger.write(json.dumps(misplaced) + "\n")
+        report = audit_run(tmp_path)
+        assert [(b.request_id, b.stage) for b in report.breaches] == [(loss_call.request_id, "gradient")]
+        assert "routed as loss" in report.breaches[0].problem
+
+
+class TestNothingToAudit:
+    def test_no_ledgers(self, tmp_path: Path) -> None:
+        """A run directory without service ledgers is a ConfigError, not a pass."""
+        store = start_run(tmp_path, PRESETS["SSS"])
+        store.close()
+        with pytest.raises(ConfigError, match="ledger"):
+            audit_run(tmp_path)
+
+    def test_empty_services_directory(self, tmp_path: Path) -> None:
+        """An existing but empty services directory is a ConfigError too."""
+        store = start_run(tmp_path, PRESETS["SSS"])
+        store.close()
+        (tmp_path / "services").mkdir()
+        with pytest.raises(ConfigError, match="no service ledgers"):
+            audit_run(tmp_path)
+
+    def test_no_run(self, tmp_path: Path) -> None:
+        """A directory that holds no run is a ConfigError naming it."""
+        with pytest.raises(ConfigError, match="holds no run"):
+            audit_run(tmp_path / "nothing")
+
+
+class TestAllowedFields:
+    def test_sss_loss(self) -> None:
+        """SSS loss on fluency may carry fluency's evidence, and nothing shared."""
+        assert allowed_fields(PRESETS["SSS"], "loss", ["fluency"], CRITERIA) == {
+            "fluency:prediction",
+            "fluency:ground_truth",
+            "fluency:verdict",
+        }
+
+    def test_ccc_gradient(self) -> None:
+        """CCC gradient may carry every criterion's granted fields and the shared ones."""
+        allowed = allowed_fields(PRESETS["CCC"], "gradient", CRITERIA, CRITERIA)
+        assert {"*:sample", "*:judge_output", "*:task_description"} <= allowed
+        assert {"coherence:critique", "fluency:critique", "fluency:instruction"} <= allowed
+        assert not any(f.endswith(":ground_truth") for f in allowed)
+
+
+class TestCli:
+    def test_honest_run_exits_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`judgeopt audit` on an honest run exits 0 and prints no breach."""
+        calls = make_run(tmp_path, PRESETS["SSS"])
+        assert main(["audit", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert "BREACH" not in out
+        assert f"audit ok: {len(calls)} received requests checked in 4 ledgers" in out
+
+    def test_leaky_run_exits_non_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`judgeopt audit` on a leaky run exits non-zero with a BREACH line naming the stage and the field."""
+        make_run(tmp_path, PRESETS["SSS"], LeakyGradientRouter)
+        assert main(["audit", str(tmp_path)]) != 0
+        lines = capsys.readouterr().out.splitlines()
+        breaches = [line for line in lines if line.startswith("BREACH ")]
+        assert len(breaches) == 4
+        assert all(line.startswith("BREACH gradient ") for line in breaches)
+        assert any("fluency:ground_truth" in line for line in breaches)
+        assert any(line.startswith("audit 4 breach(es)") for line in lines)
+
+    def test_no_ledgers_is_a_usage_error(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`judgeopt audit` on a run without ledgers reports a ConfigError on one line and exits 2."""
+        store = start_run(tmp_path, PRESETS["SSS"])
+        store.close()
+        assert main(["audit", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert err[0].startswith("ConfigError: ")
+
+    def test_torn_last_ledger_line_is_skipped(self, tmp_path: Path) -> None:
+        """A ledger whose last line was cut short (a service killed mid-write) is still audited."""
+        make_run(tmp_path, PRESETS["SSS"])
+        with (tmp_path / "services" / "judge.ledger.jsonl").open("a", encoding="utf-8") as ledger:
+            ledger.write('{"request_id": "ab')
+        assert main(["audit", str(tmp_path)]) == 0
+
+    def test_corrupt_ledger_line_is_one_line_error(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bad line in the middle of a ledger fails the audit on one line naming the file, not a traceback."""
+        make_run(tmp_path, PRESETS["SSS"])
+        ledger = tmp_path / "services" / "judge.ledger.jsonl"
+        ledger.write_text("not json\n" + ledger.read_text(encoding="utf-8"), encoding="utf-8")
+        assert main(["audit", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert "judge.ledger.jsonl" in err[0] and "line 1" in err[0]
