@@ -141,6 +141,12 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--profile", choices=["quick", "study"], help="quick: a minutes-long run (default on the local model)"
     )
+    group.add_argument(
+        "--drop-output-format", action="store_true", help="study quirk: drop the judge's output format after an update"
+    )
+    group.add_argument(
+        "--val-overlaps-train", action="store_true", help="study quirk: draw validation from the training rows"
+    )
     parser.add_argument("--run-dir", type=Path, help="where the run is stored (default runs/<timestamp>)")
     parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
     for role in ROLES:
@@ -161,6 +167,7 @@ def _run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig)
         "test_interval": args.test_interval,
         "seed": args.seed,
         "concurrency": args.concurrency,
+        "drop_output_format_after_update": args.drop_output_format or None,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     dataset_flags = {
@@ -170,6 +177,7 @@ def _run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig)
         "val_size": args.val_size,
         "test_size": args.test_size,
         "seed": args.seed,
+        "val_overlaps_train": args.val_overlaps_train or None,
     }
     data["dataset"].update({k: v for k, v in dataset_flags.items() if v is not None})
     if args.criteria:

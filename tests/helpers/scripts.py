@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any
 
 from agents.config import ModelsConfig
@@ -119,5 +120,29 @@ def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
                 json.dumps({"instruction": f"Rate from 1 to 5, revision {_digest(text) % 9973}.{suffix}"})
             )
         return HttpError(400, f"unknown role for system prompt {request.system_text[:40]!r}")
+
+    return handle
+
+
+def fail_first_time(handler: Handler, reply: Reply | None = None) -> Handler:
+    """The first request with a given content fails (HTTP 500 by default); the same request again succeeds."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def handle(request: RecordedRequest) -> Reply:
+        key = json.dumps(request.messages, sort_keys=True)
+        with lock:
+            first = key not in seen
+            seen.add(key)
+        return (reply or HttpError(500, "flaky")) if first else handler(request)
+
+    return handle
+
+
+def failing_role(handler: Handler, role: str) -> Handler:
+    """Every request of ``role`` fails with HTTP 500; the others are answered by ``handler``."""
+
+    def handle(request: RecordedRequest) -> Reply:
+        return HttpError(500, f"{role} is down") if role_of(request) == role else handler(request)
 
     return handle

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from helpers.eventually import wait_until
 from helpers.fake_openai import FakeOpenAI
-from helpers.scripts import deterministic_handler, role_of
+from helpers.scripts import deterministic_handler, fail_first_time, failing_role, role_of
 
 from orchestrator.cli import main
 
@@ -310,3 +310,39 @@ class TestBadInput:
         capsys.readouterr()
         assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 2
         assert "judgeopt resume" in capsys.readouterr().err
+
+
+class TestFailures:
+    def test_failed_calls_are_retried_and_the_result_equals_the_undisturbed_run(
+        self, scripted: FakeOpenAI, tmp_path: Path
+    ) -> None:
+        """Every distinct model request fails once with HTTP 500; the retry budget absorbs it, every attempt is
+        stored, and prompts and metrics equal the undisturbed run's."""
+        config = write_config(tmp_path / "clean.yaml", scripted.base_url, steps=2)
+        assert main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "clean")]) == 0
+        with FakeOpenAI(fail_first_time(deterministic_handler())) as flaky:
+            config = write_config(tmp_path / "flaky.yaml", flaky.base_url, steps=2)
+            assert main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "flaky")]) == 0
+        clean = json.loads((tmp_path / "clean" / "summary.json").read_text())
+        flaky_summary = json.loads((tmp_path / "flaky" / "summary.json").read_text())
+        for key in ("initial", "best", "best_oracle", "hvi"):
+            assert flaky_summary[key] == clean[key]
+        assert final_prompts(tmp_path / "flaky") == final_prompts(tmp_path / "clean")
+        assert sum(flaky_summary["failed_attempts"].values()) > 0
+        assert flaky_summary["llm_calls"] == clean["llm_calls"]
+        for role, attempts in flaky_summary["rpc_attempts"].items():
+            assert attempts == clean["rpc_attempts"][role] + flaky_summary["failed_attempts"][role]
+
+    def test_step_with_too_many_failures_is_retried_then_rolled_back(self, tmp_path: Path) -> None:
+        """When every loss call fails, each step is retried once and then recorded as failed, prompt unchanged."""
+        with FakeOpenAI(failing_role(deterministic_handler(), "loss")) as broken:
+            config = write_config(tmp_path / "run.yaml", broken.base_url, steps=2, call_attempts=2)
+            run_dir = tmp_path / "run"
+            assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert [s["status"] for s in summary["steps"]] == ["initial", "failed", "failed"]
+        with sqlite3.connect(run_dir / "run.sqlite") as db:
+            attempts = db.execute("SELECT step, attempts FROM steps WHERE step > 0 ORDER BY step").fetchall()
+            prompts = {p for (p,) in db.execute("SELECT prompt_id FROM steps")}
+        assert attempts == [(1, 2), (2, 2)]
+        assert len(prompts) == 1
