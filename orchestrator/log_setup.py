@@ -23,5 +23,5 @@ def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # Services log to stdout (collected by the container runtime); the CLI keeps stdout for its results.
         logger_factory=structlog.PrintLoggerFactory(sys.stdout if json else sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # tests reconfigure logging; a cached logger would keep a stale config
     )

@@ -56,7 +56,7 @@ class TestConfigErrors:
 
     def test_bad_endpoint_flag(self, capsys: pytest.CaptureFixture[str]) -> None:
         """A malformed --gradient-endpoint is refused with a one-line message naming the flag."""
-        code = main(["pass", "--gradient-endpoint", "not a url"])
+        code = main(["optimize", "--gradient-endpoint", "not a url"])
         err = capsys.readouterr().err.strip()
         assert code == 2
         assert err.startswith("ConfigError: --gradient-") and "base_url" in err
