@@ -18,14 +18,15 @@ from typing import Any
 import structlog
 
 from orchestrator.agent_clients import AgentClients
-from orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample, StepArtifacts, content_id
+from orchestrator.artifacts import Critique, Gradient, PromptState, StepArtifacts
 from orchestrator.datasets import CriterionSpec, Record, Splits
 from orchestrator.executor import CallExecutor
-from orchestrator.metrics import Evaluation, evaluate
+from orchestrator.metrics import Evaluation
 from orchestrator.policy import Policy
 from orchestrator.router import RoutedCall, Router
+from orchestrator.scoring import Scorer, evaluation_json, evaluation_of
 from orchestrator.store import RunStore, StepRecord
-from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2
+from protos.judgeopt.v1 import common_pb2, gradient_pb2
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +105,17 @@ class OptimizationLoop:
         self.run_id = run_id
         self._on_step = on_step
         self._routers = {t.name: Router(policy, t.criteria, run_id=run_id, track=t.name) for t in tracks}
+        self._scorers = {
+            name: Scorer(
+                router=router,
+                executor=executor,
+                clients=clients,
+                store=store,
+                routing_at=lambda step: policy.routing_at("judge", _StepState(step)),
+                cache_salt=(settings.judge_key, settings.seed),
+            )
+            for name, router in self._routers.items()
+        }
 
     # --- the whole run ---------------------------------------------------------------------------------------------
 
@@ -133,63 +145,13 @@ class OptimizationLoop:
 
     # --- evaluation ------------------------------------------------------------------------------------------------
 
-    def _cache_key(self, track: Track, prompt: PromptState, call: RoutedCall[judge_pb2.ScoreRequest]) -> str:
-        routing = self.policy.stage("judge").routing
-        return content_id(
-            [prompt.id, call.criteria, call.sample_id, routing, self.settings.judge_key, self.settings.seed]
-        )
-
-    async def _score(
-        self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
-    ) -> list[ScoredSample | None]:
-        """Judge every record under ``prompt``; cached per call, so an unchanged prompt costs no LLM call."""
-        router = self._routers[track.name]
-        router.step = step
-        routing = self.policy.routing_at("judge", _StepState(step))
-        per_record: list[list[RoutedCall[judge_pb2.ScoreRequest]]] = []
-        pending: list[tuple[str, RoutedCall[judge_pb2.ScoreRequest]]] = []
-        cached: dict[str, ScoredSample] = {}
-        for record in records:
-            calls = router.judge(prompt, record, routing)
-            per_record.append(calls)
-            for call in calls:
-                key = self._cache_key(track, prompt, call)
-                hit = self.store.cached_prediction(key)
-                if hit is None:
-                    pending.append((key, call))
-                else:
-                    cached[key] = hit
-        replies = await asyncio.gather(
-            *(
-                self.executor.send(call, self.clients.score, track=track.name, step=step, purpose=purpose)
-                for _, call in pending
-            )
-        )
-        for (key, _call), reply in zip(pending, replies, strict=True):
-            if reply is not None:
-                scored = _scored(reply.prediction)
-                self.store.cache_prediction(key, prompt.id, scored)
-                cached[key] = scored
-        results: list[ScoredSample | None] = []
-        for record, calls in zip(records, per_record, strict=True):
-            parts = [cached.get(self._cache_key(track, prompt, c)) for c in calls]
-            results.append(None if any(p is None for p in parts) else _merge(record.id, [p for p in parts if p]))
-        return results
-
-    def _evaluation(self, track: Track, records: Sequence[Record], scored: Sequence[ScoredSample | None]) -> Evaluation:
-        names = [c.name for c in track.criteria]
-        predictions = {n: [s.scores.get(n) if s else None for s in scored] for n in names}
-        truths = {n: [r.labels[n] for r in records] for n in names}
-        return evaluate(
-            predictions, truths, bootstrap_resamples=self.settings.bootstrap_resamples, seed=self.settings.seed
-        )
-
     async def _evaluate(
         self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
     ) -> tuple[Evaluation, dict[str, Any]]:
-        scored = await self._score(track, prompt, records, step=step, purpose=purpose)
-        evaluation = self._evaluation(track, records, scored)
-        return evaluation, _evaluation_json(evaluation, scored)
+        scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
+        names = [c.name for c in track.criteria]
+        evaluation = evaluation_of(names, records, scored, self.settings.bootstrap_resamples, self.settings.seed)
+        return evaluation, evaluation_json(evaluation, scored)
 
     def _gate_metric(self, evaluation: Evaluation) -> float:
         return evaluation.metric("mae" if self.settings.gate == "none" else self.settings.gate)
@@ -285,7 +247,7 @@ class OptimizationLoop:
             tally.add(replies)
             return list(replies)
 
-        scored = await self._score(track, prompt, batch, step=step, purpose="train")
+        scored = await self._scorers[track.name].score(prompt, batch, step=step, purpose="train")
         tally.add(scored)
         judged = [(r, s) for r, s in zip(batch, scored, strict=True) if s is not None]
         artifacts.predictions.extend(s for _, s in judged)
@@ -335,41 +297,3 @@ class OptimizationLoop:
             if reply.status in _USABLE:
                 updates.update({i.criterion: i.text for i in reply.instructions if i.criterion in step_call.criteria})
         return artifacts, tally, updates
-
-
-def _scored(prediction: common_pb2.Prediction) -> ScoredSample:
-    return ScoredSample(
-        sample_id=prediction.sample_id,
-        scores={s.criterion: (s.value if s.HasField("value") else None) for s in prediction.scores},
-        statuses={s.criterion: int(s.status) for s in prediction.scores},
-        raw_output=prediction.raw_output,
-    )
-
-
-def _merge(sample_id: str, parts: Sequence[ScoredSample]) -> ScoredSample:
-    """Per-criterion judge calls of one sample as one prediction."""
-    if len(parts) == 1:
-        return parts[0]
-    return ScoredSample(
-        sample_id=sample_id,
-        scores={k: v for p in parts for k, v in p.scores.items()},
-        statuses={k: v for p in parts for k, v in p.statuses.items()},
-        raw_output="\n".join(p.raw_output for p in parts),
-    )
-
-
-def _evaluation_json(evaluation: Evaluation, scored: Sequence[ScoredSample | None]) -> dict[str, Any]:
-    parsed = sum(1 for s in scored if s is not None for v in s.scores.values() if v is not None)
-    expected = len(scored) * len(evaluation.per_criterion)
-    return {
-        "macro_rho": evaluation.macro_spearman,
-        "macro_mae": evaluation.macro_mae,
-        "rho": {n: m.spearman for n, m in evaluation.per_criterion.items()},
-        "rho_ci": {n: m.spearman_ci for n, m in evaluation.per_criterion.items()},
-        "kendall": {n: m.kendall for n, m in evaluation.per_criterion.items()},
-        "pearson": {n: m.pearson for n, m in evaluation.per_criterion.items()},
-        "mae": {n: m.mae for n, m in evaluation.per_criterion.items()},
-        "off_by_one": {n: m.off_by_one for n, m in evaluation.per_criterion.items()},
-        "parsed_share": parsed / expected if expected else 0.0,
-        "n": len(scored),
-    }

@@ -1,0 +1,125 @@
+"""Judging records under a prompt through the judge service, with the run's prediction cache.
+
+Used by the optimization loop (training batches, validation, test), the interference experiment and the scoring
+of new data: an unchanged prompt on the same samples costs no LLM call (the cache key holds the prompt, the
+sample, the judge's routing and model settings, and the run's seed, so repeated runs stay independent samples).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from orchestrator.agent_clients import AgentClients
+from orchestrator.artifacts import PromptState, ScoredSample, content_id
+from orchestrator.datasets import Record
+from orchestrator.executor import CallExecutor
+from orchestrator.metrics import Evaluation, evaluate
+from orchestrator.policy import RoutingName
+from orchestrator.router import RoutedCall, Router
+from orchestrator.store import RunStore
+from protos.judgeopt.v1 import common_pb2, judge_pb2
+
+
+class Scorer:
+    def __init__(
+        self,
+        *,
+        router: Router,
+        executor: CallExecutor,
+        clients: AgentClients,
+        store: RunStore,
+        routing_at: Callable[[int], RoutingName],
+        cache_salt: tuple[object, ...],
+    ) -> None:
+        self.router = router
+        self.executor = executor
+        self.clients = clients
+        self.store = store
+        self._routing_at = routing_at
+        self._salt = cache_salt
+
+    def _key(self, prompt: PromptState, call: RoutedCall[judge_pb2.ScoreRequest], routing: RoutingName) -> str:
+        return content_id([prompt.id, call.criteria, call.sample_id, routing, *self._salt])
+
+    async def score(
+        self, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
+    ) -> list[ScoredSample | None]:
+        """One prediction per record (``None`` where a call failed after its retry budget), in record order."""
+        self.router.step = step
+        routing = self._routing_at(step)
+        per_record = [self.router.judge(prompt, record, routing) for record in records]
+        keyed = [[(self._key(prompt, call, routing), call) for call in calls] for calls in per_record]
+        found: dict[str, ScoredSample] = {}
+        pending: list[tuple[str, RoutedCall[judge_pb2.ScoreRequest]]] = []
+        for key, call in (pair for calls in keyed for pair in calls):
+            hit = self.store.cached_prediction(key)
+            if hit is None:
+                pending.append((key, call))
+            else:
+                found[key] = hit
+        track = self.router.track
+        replies = await asyncio.gather(
+            *(self.executor.send(c, self.clients.score, track=track, step=step, purpose=purpose) for _, c in pending)
+        )
+        for (key, _call), reply in zip(pending, replies, strict=True):
+            if reply is not None:
+                found[key] = scored_sample(reply.prediction)
+                self.store.cache_prediction(key, prompt.id, found[key])
+        results: list[ScoredSample | None] = []
+        for record, calls in zip(records, keyed, strict=True):
+            parts = [found.get(key) for key, _ in calls]
+            complete = [p for p in parts if p is not None]
+            results.append(merge_parts(record.id, complete) if len(complete) == len(parts) else None)
+        return results
+
+
+def scored_sample(prediction: common_pb2.Prediction) -> ScoredSample:
+    return ScoredSample(
+        sample_id=prediction.sample_id,
+        scores={s.criterion: (s.value if s.HasField("value") else None) for s in prediction.scores},
+        statuses={s.criterion: int(s.status) for s in prediction.scores},
+        raw_output=prediction.raw_output,
+    )
+
+
+def merge_parts(sample_id: str, parts: Sequence[ScoredSample]) -> ScoredSample:
+    """Per-criterion judge calls of one sample as one prediction."""
+    if len(parts) == 1:
+        return parts[0]
+    return ScoredSample(
+        sample_id=sample_id,
+        scores={k: v for p in parts for k, v in p.scores.items()},
+        statuses={k: v for p in parts for k, v in p.statuses.items()},
+        raw_output="\n".join(p.raw_output for p in parts),
+    )
+
+
+def evaluation_of(
+    criteria: Sequence[str],
+    records: Sequence[Record],
+    scored: Sequence[ScoredSample | None],
+    bootstrap_resamples: int,
+    seed: int,
+) -> Evaluation:
+    predictions = {n: [s.scores.get(n) if s else None for s in scored] for n in criteria}
+    truths = {n: [r.labels[n] for r in records] for n in criteria}
+    return evaluate(predictions, truths, bootstrap_resamples=bootstrap_resamples, seed=seed)
+
+
+def evaluation_json(evaluation: Evaluation, scored: Sequence[ScoredSample | None]) -> dict[str, Any]:
+    parsed = sum(1 for s in scored if s is not None for v in s.scores.values() if v is not None)
+    expected = len(scored) * len(evaluation.per_criterion)
+    return {
+        "macro_rho": evaluation.macro_spearman,
+        "macro_mae": evaluation.macro_mae,
+        "rho": {n: m.spearman for n, m in evaluation.per_criterion.items()},
+        "rho_ci": {n: m.spearman_ci for n, m in evaluation.per_criterion.items()},
+        "kendall": {n: m.kendall for n, m in evaluation.per_criterion.items()},
+        "pearson": {n: m.pearson for n, m in evaluation.per_criterion.items()},
+        "mae": {n: m.mae for n, m in evaluation.per_criterion.items()},
+        "off_by_one": {n: m.off_by_one for n, m in evaluation.per_criterion.items()},
+        "parsed_share": parsed / expected if expected else 0.0,
+        "n": len(scored),
+    }
