@@ -10,8 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from agents.errors import ModelConfigError
 
-Role = Literal["judge", "loss", "gradient", "optimizer"]
+Role = Literal["judge", "loss", "gradient", "optimizer", "evaluator"]
 ROLES: tuple[Role, ...] = ("judge", "loss", "gradient", "optimizer")
+"""The roles of the optimization loop."""
+ALL_ROLES: tuple[Role, ...] = (*ROLES, "evaluator")
+"""Plus the evaluator, which rates diagnostics of finished runs."""
 
 
 class StructuredOutput(StrEnum):
@@ -83,9 +86,10 @@ ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
     "loss": {"temperature": 0.7, "max_tokens": 256},
     "gradient": {"temperature": 0.7, "max_tokens": 512},
     "optimizer": {"temperature": 0.7, "max_tokens": 512},
+    "evaluator": {"temperature": 0.0, "max_tokens": 256},
 }
 
-LOCAL_MAX_TOKENS: dict[Role, int] = {"judge": 64, "loss": 96, "gradient": 192, "optimizer": 160}
+LOCAL_MAX_TOKENS: dict[Role, int] = {"judge": 64, "loss": 96, "gradient": 192, "optimizer": 160, "evaluator": 96}
 """The embedded 135M model rambles to the limit; short answers keep a run on two cores to minutes."""
 
 
@@ -117,9 +121,10 @@ class ModelsConfig(BaseModel):
     loss: dict[str, Any] = Field(default_factory=dict)
     gradient: dict[str, Any] = Field(default_factory=dict)
     optimizer: dict[str, Any] = Field(default_factory=dict)
+    evaluator: dict[str, Any] = Field(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
-        for role in ROLES:  # refuse a bad section at load time, naming the role
+        for role in ALL_ROLES:  # refuse a bad section at load time, naming the role
             try:
                 self._merged(role)
             except ValidationError as exc:

@@ -56,10 +56,14 @@ def format_criteria(criteria: Sequence[Criterion]) -> str:
     return "\n".join(lines)
 
 
+def format_scope_single(criterion: Criterion) -> str:
+    return format_criteria((criterion,)).removeprefix("- ")
+
+
 def format_scope(routing: Routing, criteria: Sequence[Criterion]) -> str:
     """The criteria a call covers: its focus inline for a per-criterion call, a list for a joint one."""
     if routing is Routing.PER_CRITERION:
-        return format_criteria(criteria[:1]).removeprefix("- ")
+        return format_scope_single(criteria[0])
     return format_criteria(criteria)
 
 

@@ -16,8 +16,10 @@ from typing import Any, Self
 import grpc
 
 from agents.config import Role
-from orchestrator.errors import map_rpc_errors
+from orchestrator.errors import ConfigError, map_rpc_errors
 from protos.judgeopt.v1 import (
+    evaluator_pb2,
+    evaluator_pb2_grpc,
     gradient_pb2,
     gradient_pb2_grpc,
     judge_pb2,
@@ -34,14 +36,20 @@ _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 @dataclass(frozen=True)
 class ClientSettings:
     deadline_seconds: Mapping[str, float] = field(
-        default_factory=lambda: {"judge": 300.0, "loss": 300.0, "gradient": 600.0, "optimizer": 900.0}
+        default_factory=lambda: {
+            "judge": 300.0,
+            "loss": 300.0,
+            "gradient": 600.0,
+            "optimizer": 900.0,
+            "evaluator": 600.0,
+        }
     )
     """Per-role deadline of one RPC; generous by default because the local model serves one call at a time."""
     max_message_bytes: int = 16 * 1024 * 1024
 
 
 class AgentClients:
-    """Typed async calls to the four agent services."""
+    """Typed async calls to the four agent services (and the evaluator, when its address is given)."""
 
     def __init__(self, addresses: Mapping[Role, str], settings: ClientSettings | None = None) -> None:
         self.settings = settings or ClientSettings()
@@ -55,6 +63,8 @@ class AgentClients:
         self._loss = loss_pb2_grpc.LossAgentStub(self._channels["loss"])
         self._gradient = gradient_pb2_grpc.GradientAgentStub(self._channels["gradient"])
         self._optimizer = optimizer_pb2_grpc.OptimizerAgentStub(self._channels["optimizer"])
+        evaluator = self._channels.get("evaluator")
+        self._evaluator = evaluator_pb2_grpc.EvaluatorAgentStub(evaluator) if evaluator is not None else None
 
     def _call_options(self, role: Role, request_id: str, run_id: str) -> dict[str, Any]:
         return {
@@ -85,6 +95,23 @@ class AgentClients:
         with map_rpc_errors("optimizer"):
             options = self._call_options("optimizer", request.meta.request_id, request.meta.run_id)
             reply: optimizer_pb2.StepResponse = await self._optimizer.Step(request, **options)
+            return reply
+
+    def _evaluator_stub(self) -> evaluator_pb2_grpc.EvaluatorAgentStub:
+        if self._evaluator is None:
+            raise ConfigError("no evaluator service address: diagnostics need the evaluator role")
+        return self._evaluator
+
+    async def rate_specificity(self, request: evaluator_pb2.SpecificityRequest) -> evaluator_pb2.RatingResponse:
+        with map_rpc_errors("evaluator"):
+            options = self._call_options("evaluator", request.meta.request_id, request.meta.run_id)
+            reply: evaluator_pb2.RatingResponse = await self._evaluator_stub().RateSpecificity(request, **options)
+            return reply
+
+    async def rate_adherence(self, request: evaluator_pb2.AdherenceRequest) -> evaluator_pb2.RatingResponse:
+        with map_rpc_errors("evaluator"):
+            options = self._call_options("evaluator", request.meta.request_id, request.meta.run_id)
+            reply: evaluator_pb2.RatingResponse = await self._evaluator_stub().RateAdherence(request, **options)
             return reply
 
     async def close(self) -> None:

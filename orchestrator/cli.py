@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agents.config import ROLES, ModelsConfig, Role, describe_validation_error
+from agents.config import ALL_ROLES, ROLES, ModelsConfig, Role, describe_validation_error
 from agents.errors import AgentError, ModelConfigError
 from agents.local_model import LocalModelError, LocalModelServer
-from orchestrator.config import RunConfig, load_config
+from orchestrator.config import GridConfig, RunConfig, load_config
 from orchestrator.errors import ConfigError, JudgeoptError
 from orchestrator.log_setup import configure_logging
 
@@ -118,7 +118,7 @@ QUICK_DATASET: dict[str, Any] = {"train_size": 20, "val_size": 4, "test_size": 8
 """A run the embedded 135M model finishes in minutes on two cores; the study's settings are RunConfig's defaults."""
 
 
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+def _add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -> None:
     group = parser.add_argument_group("run (override the config file's run section)")
     group.add_argument("--mode", help="preset policy: SSS, SSC, SCC, CCC or single")
     group.add_argument("--policy", type=Path, metavar="FILE", help="a policy in YAML (instead of --mode)")
@@ -147,8 +147,10 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--val-overlaps-train", action="store_true", help="study quirk: draw validation from the training rows"
     )
-    parser.add_argument("--run-dir", type=Path, help="where the run is stored (default runs/<timestamp>)")
     parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
+    if not single_run:
+        return
+    parser.add_argument("--run-dir", type=Path, help="where the run is stored (default runs/<timestamp>)")
     for role in ROLES:
         parser.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service (dns:///… balances)")
 
@@ -261,6 +263,51 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _grid_from_args(args: argparse.Namespace, base: GridConfig) -> GridConfig:
+    data = base.model_dump(mode="json")
+    if args.modes:
+        data["modes"] = [m.strip() for m in args.modes.split(",")]
+    if args.gates:
+        data["gates"] = [g.strip() for g in args.gates.split(",")]
+    flags = {"runs": args.runs, "select_on": args.select_on, "diagnostics": False if args.no_diagnostics else None}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return GridConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"grid: {describe_validation_error(exc)}") from None
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from orchestrator.experiment import STUDY_RUN, create_experiment, load_experiment, run_experiment
+
+    configure_logging(json=False, level=logging.WARNING)
+    if args.resume is None:
+        directory = args.dir or Path("experiments") / time.strftime("%Y%m%d-%H%M%S")
+        file_config = load_config(args.config)
+        models = _models_from_args(args, ALL_ROLES)
+        base = file_config.run if args.config is not None else STUDY_RUN
+        create_experiment(directory, _grid_from_args(args, file_config.grid), _run_config(args, base, models), models)
+    else:
+        directory = args.resume
+    grid, base, _ = load_experiment(directory)
+    cells = len(grid.modes) * len(grid.gates) * grid.runs
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        bar = progress.add_task(f"experiment ({cells} cells × {base.steps + 1} steps)", total=cells * (base.steps + 1))
+        reached: dict[str, int] = {}
+
+        def on_cell_step(cell: str, _track: str, step: int) -> None:
+            reached[cell] = max(reached.get(cell, -1), step)
+            progress.update(bar, completed=sum(s + 1 for s in reached.values()))
+
+        overview = asyncio.run(
+            run_experiment(directory, data_dir=args.data_dir, local_model=args.local_model, on_cell_step=on_cell_step)
+        )
+    print(f"experiment {directory}: {overview['cells']} cells ({len(overview['skipped'])} were already finished)")
+    print(f"report: judgeopt report {directory}")
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from orchestrator.audit import audit_run
 
@@ -281,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run one agent role as a gRPC service")
-    serve.add_argument("role", choices=ROLES)
+    serve.add_argument("role", choices=ALL_ROLES)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind; 0 picks a free one and prints it")
     serve.add_argument("--ledger", type=Path, help="append what each request carried to this JSON-lines file")
@@ -305,6 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
     for role in ROLES:
         resume.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service")
     resume.set_defaults(handler=_cmd_resume)
+
+    experiment = commands.add_parser("experiment", help="run a grid of modes × gates × repeated runs")
+    experiment.add_argument("--dir", type=Path, help="the experiment directory (default experiments/<timestamp>)")
+    experiment.add_argument("--resume", type=Path, metavar="DIR", help="continue the experiment in DIR")
+    experiment.add_argument("--modes", help="comma-separated presets (default: SSS,SSC,SCC,CCC,single)")
+    experiment.add_argument("--gates", help="comma-separated gates (default: mae,none)")
+    experiment.add_argument("--runs", type=int, help="repeated runs per configuration (default 3)")
+    experiment.add_argument("--select-on", choices=["val", "test"], help="interference: choose best steps on val/test")
+    experiment.add_argument("--no-diagnostics", action="store_true", help="skip the evaluator's ratings")
+    _add_model_flags(experiment, ALL_ROLES)
+    experiment.add_argument("--grid", dest="config", type=Path, metavar="FILE", help="same as --config")
+    _add_run_flags(experiment, single_run=False)
+    experiment.set_defaults(handler=_cmd_experiment)
 
     audit = commands.add_parser("audit", help="check what the services received against the run's policy")
     audit.add_argument("run_dir", type=Path)

@@ -9,7 +9,7 @@ service: {...}     # services.config.ServiceConfig (for `judgeopt serve`)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -59,10 +59,25 @@ class RunConfig(BaseModel):
         return value
 
 
+class GridConfig(BaseModel):
+    """The grid of an experiment; by default the study's 10 configurations × 3 runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    modes: tuple[str, ...] = ("SSS", "SSC", "SCC", "CCC", "single")
+    gates: tuple[str, ...] = ("mae", "none")
+    runs: int = Field(default=3, ge=1)
+    """Repeated runs per configuration; run k uses seed ``run.seed + k`` on the same data split."""
+    diagnostics: bool = True
+    interference: bool = True
+    select_on: Literal["val", "test"] = "val"
+
+
 class JudgeoptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     run: RunConfig = Field(default_factory=RunConfig)
+    grid: GridConfig = Field(default_factory=GridConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
 

@@ -33,9 +33,10 @@ class RetryBudget:
 
 
 class CallExecutor:
-    def __init__(self, store: RunStore, *, concurrency: int, budget: RetryBudget | None = None) -> None:
+    def __init__(self, store: RunStore, *, limit: asyncio.Semaphore, budget: RetryBudget | None = None) -> None:
+        """``limit`` bounds the calls in flight; runs of one experiment share it (one global limit)."""
         self._store = store
-        self._limit = asyncio.Semaphore(concurrency)
+        self._limit = limit
         self.budget = budget or RetryBudget()
 
     async def send(
@@ -48,7 +49,8 @@ class CallExecutor:
         purpose: str,
     ) -> ResponseT | None:
         """The reply, or ``None`` once the budget is spent (or the service refused the request as malformed)."""
-        self._store.record_audit(call.audit)
+        if call.audit is not None:
+            self._store.record_audit(call.audit)
         attempt_number = 0
 
         async def attempt() -> ResponseT:

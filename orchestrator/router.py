@@ -46,11 +46,12 @@ class AuditEntry:
 @dataclass(frozen=True)
 class RoutedCall(Generic[RequestT]):
     request_id: str
-    stage: Stage
+    stage: str
     criteria: tuple[str, ...]
     """What the call is about (its focus): one criterion, or all of the track's for a joint call."""
     request: RequestT
-    audit: AuditEntry
+    audit: AuditEntry | None
+    """``None`` for calls outside the policy's stages (the evaluator's diagnostics)."""
     sample_id: str | None = None
 
 

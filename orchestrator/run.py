@@ -7,6 +7,7 @@ endpoint) or reached at given addresses (services deployed elsewhere, e.g. on Ku
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -88,25 +89,28 @@ async def agent_clients(
     *,
     addresses: Mapping[Role, str] | None,
     local_model: Path | None,
+    roles: tuple[Role, ...] = ROLES,
 ) -> AsyncIterator[AgentClients]:
-    """Clients of running services at ``addresses``, or of services started here as subprocesses."""
+    """Clients of running services at ``addresses``, or of ``roles`` started here as subprocesses (sharing one
+    local model server when a role has no endpoint)."""
     if addresses is not None:
         async with AgentClients(addresses) as clients:
             yield clients
         return
     with contextlib.ExitStack() as stack:
         local_url = None
-        if models.needs_local_model():
+        if models.needs_local_model(roles):
             server = LocalModelServer(local_model, log_file=services_dir / "local-model.log")
             local_url = stack.enter_context(server).base_url
         resolved = ModelsConfig(
-            **{role: models.for_role(role, local_base_url=local_url).model_dump(mode="json") for role in ROLES}
+            **{role: models.for_role(role, local_base_url=local_url).model_dump(mode="json") for role in roles}
         )
-        async with ServiceFleet(resolved, services_dir) as fleet, AgentClients(fleet.addresses) as clients:
+        fleet = ServiceFleet(resolved, services_dir, roles=roles)
+        async with fleet, AgentClients(fleet.addresses) as clients:
             yield clients
 
 
-def _judge_key(models: ModelsConfig) -> str:
+def judge_key(models: ModelsConfig) -> str:
     judge = models.for_role("judge", local_base_url="http://local").model_dump(mode="json")
     return content_id({k: judge[k] for k in ("model", "temperature", "max_tokens", "logprobs", "structured_output")})
 
@@ -125,6 +129,7 @@ def start_run(setup: RunSetup, run_dir: Path) -> RunStore:
     store.set_meta("models_config", setup.models.model_dump(mode="json"))
     store.set_meta("policy", setup.policy.model_dump(mode="json"))
     store.set_meta("criteria", [c.name for c in criteria])
+    store.set_meta("criteria_specs", [c.model_dump(mode="json") for c in criteria])
     tracks = tracks_for(setup.policy, criteria, initial_prompt(setup.config, criteria, setup.dataset))
     store.set_meta("tracks", [t.name for t in tracks])
     store.set_meta("data_checksum", setup.dataset.checksum)
@@ -139,6 +144,58 @@ def open_run(run_dir: Path) -> RunStore:
     return RunStore(run_dir)
 
 
+def default_concurrency(config: RunConfig, models: ModelsConfig) -> int:
+    return config.concurrency or (LOCAL_CONCURRENCY if models.needs_local_model() else REMOTE_CONCURRENCY)
+
+
+async def run_with_clients(
+    store: RunStore,
+    run_dir: Path,
+    clients: AgentClients,
+    *,
+    data_dir: Path | None,
+    limit: asyncio.Semaphore | None = None,
+    on_step: Callable[[str, int], None] | None = None,
+    dataset: Dataset | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) the run recorded in ``store`` to its last step on running services; returns the summary.
+    ``limit`` is shared by the runs of an experiment; by default the run's own concurrency applies."""
+    config = RunConfig.model_validate(store.get_meta("config"))
+    models = ModelsConfig.model_validate(store.get_meta("models_config"))
+    policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
+    dataset = dataset or load_dataset(config.dataset, data_dir)
+    if dataset.checksum != store.get_meta("data_checksum"):
+        raise ConfigError(f"the dataset changed since the run started (checksum differs from {run_dir})")
+    splits = split_dataset(dataset, config.dataset)
+    tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
+    limit = limit or asyncio.Semaphore(default_concurrency(config, models))
+    loop = OptimizationLoop(
+        policy=policy,
+        tracks=tracks,
+        splits=splits,
+        settings=LoopSettings(
+            steps=config.steps,
+            batch_size=config.batch_size,
+            gate=config.gate,
+            test_interval=config.test_interval,
+            seed=config.seed,
+            step_retries=config.step_retries,
+            max_failure_share=config.max_failure_share,
+            bootstrap_resamples=config.bootstrap_resamples,
+            drop_output_format_after_update=config.drop_output_format_after_update,
+            judge_key=judge_key(models),
+        ),
+        clients=clients,
+        executor=CallExecutor(store, limit=limit, budget=RetryBudget(attempts=config.call_attempts)),
+        store=store,
+        run_id=store.get_meta("run_id"),
+        on_step=on_step,
+    )
+    await loop.run()
+    store.set_meta("status", "complete")
+    return write_summary(store, run_dir)
+
+
 async def execute(
     store: RunStore,
     run_dir: Path,
@@ -149,39 +206,8 @@ async def execute(
     on_step: Callable[[str, int], None] | None = None,
     dataset: Dataset | None = None,
 ) -> dict[str, Any]:
-    """Run (or continue) the run recorded in ``store`` to its last step; returns the summary."""
-    config = RunConfig.model_validate(store.get_meta("config"))
+    """Run (or continue) one run, starting its services here unless ``addresses`` are given."""
     models = ModelsConfig.model_validate(store.get_meta("models_config"))
-    policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
-    dataset = dataset or load_dataset(config.dataset, data_dir)
-    if dataset.checksum != store.get_meta("data_checksum"):
-        raise ConfigError(f"the dataset changed since the run started (checksum differs from {run_dir})")
-    splits = split_dataset(dataset, config.dataset)
-    tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
-    concurrency = config.concurrency or (LOCAL_CONCURRENCY if models.needs_local_model() else REMOTE_CONCURRENCY)
-    async with agent_clients(models, run_dir / "services", addresses=addresses, local_model=local_model) as clients:
-        loop = OptimizationLoop(
-            policy=policy,
-            tracks=tracks,
-            splits=splits,
-            settings=LoopSettings(
-                steps=config.steps,
-                batch_size=config.batch_size,
-                gate=config.gate,
-                test_interval=config.test_interval,
-                seed=config.seed,
-                step_retries=config.step_retries,
-                max_failure_share=config.max_failure_share,
-                bootstrap_resamples=config.bootstrap_resamples,
-                drop_output_format_after_update=config.drop_output_format_after_update,
-                judge_key=_judge_key(models),
-            ),
-            clients=clients,
-            executor=CallExecutor(store, concurrency=concurrency, budget=RetryBudget(attempts=config.call_attempts)),
-            store=store,
-            run_id=store.get_meta("run_id"),
-            on_step=on_step,
-        )
-        await loop.run()
-    store.set_meta("status", "complete")
-    return write_summary(store, run_dir)
+    services = run_dir / "services"
+    async with agent_clients(models, services, addresses=addresses, local_model=local_model) as clients:
+        return await run_with_clients(store, run_dir, clients, data_dir=data_dir, on_step=on_step, dataset=dataset)

@@ -12,11 +12,11 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.artifacts import PromptState, ScoredSample, StepArtifacts
+from orchestrator.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
 from orchestrator.router import AuditEntry
 
 STORE_FILE = "run.sqlite"
@@ -47,6 +47,11 @@ CREATE TABLE IF NOT EXISTS calls (
     model TEXT, seconds REAL NOT NULL, at REAL NOT NULL,
     UNIQUE (request_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS diagnostics (
+    track TEXT NOT NULL, step INTEGER NOT NULL, criterion TEXT NOT NULL, kind TEXT NOT NULL,
+    score REAL, status INTEGER NOT NULL, rationale TEXT NOT NULL,
+    PRIMARY KEY (track, step, criterion, kind)
+);
 CREATE TABLE IF NOT EXISTS audit (
     request_id TEXT PRIMARY KEY, track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL,
     criteria TEXT NOT NULL, visible TEXT NOT NULL, artifacts TEXT NOT NULL, fields TEXT NOT NULL
@@ -72,6 +77,20 @@ class CallAttempt:
     llm_calls: int = 0
     model: str | None = None
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """An evaluator rating (1-10) of one criterion at one step: ``specificity`` of its gradients, or
+    ``adherence`` of its rewritten instruction to them."""
+
+    track: str
+    step: int
+    criterion: str
+    kind: str
+    score: float | None
+    status: int
+    rationale: str
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,13 @@ class RunStore:
                 scored.raw_output,
             ),
         )
+
+    def record_diagnostic(self, diagnostic: Diagnostic) -> None:
+        self._db.execute("INSERT OR REPLACE INTO diagnostics VALUES (?, ?, ?, ?, ?, ?, ?)", astuple(diagnostic))
+
+    def diagnostics(self) -> list[Diagnostic]:
+        rows = self._db.execute("SELECT * FROM diagnostics ORDER BY track, step, criterion, kind")
+        return [Diagnostic(*row) for row in rows]
 
     # --- one transaction per finished step ---------------------------------------------------------------------
 
@@ -279,5 +305,26 @@ class RunStore:
             for r in self._db.execute("SELECT * FROM audit")
         ]
 
-    def artifacts(self, kind: str) -> list[tuple[Any, ...]]:
-        return list(self._db.execute("SELECT * FROM artifacts WHERE kind = ? ORDER BY step, id", (kind,)))
+    def gradients(self) -> list[tuple[str, int, Gradient]]:
+        """Every stored gradient as (track, step, gradient), in step order."""
+        rows = self._db.execute(
+            "SELECT track, step, id, sample_id, criteria, body, status FROM artifacts WHERE kind = 'gradient' "
+            "ORDER BY step, track, id"
+        )
+        result = []
+        for track, step, gid, sample_id, criteria, body, status in rows:
+            parts = json.loads(body)
+            gradient = Gradient(
+                gid, sample_id, tuple(json.loads(criteria)), parts["keep"], parts["problem"], parts["fix"], status
+            )
+            result.append((track, step, gradient))
+        return result
+
+    def call_seconds_by_stage(self) -> dict[str, float]:
+        return dict(self._db.execute("SELECT stage, SUM(seconds) FROM calls GROUP BY stage").fetchall())
+
+    def wall_seconds(self) -> float:
+        """From the first call to the last step committed."""
+        first = self._db.execute("SELECT MIN(at) FROM calls").fetchone()[0]
+        last = self._db.execute("SELECT MAX(finished_at) FROM steps").fetchone()[0]
+        return float(last - first) if first is not None and last is not None else 0.0

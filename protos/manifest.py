@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
+from protos.judgeopt.v1 import common_pb2, evaluator_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
 
 SHARED = "*"
 _EVIDENCE_FIELDS = ("instruction", "prediction", "ground_truth", "verdict", "critique")
@@ -44,6 +44,8 @@ def received_fields(request: Any) -> set[tuple[str, str]]:
             seen = _prompt_fields(request.prompt)
             seen |= {(c, "gradient") for g in request.gradients for c in g.criteria}
             return seen
+        case evaluator_pb2.SpecificityRequest() | evaluator_pb2.AdherenceRequest():
+            return {(c, "gradient") for g in request.gradients for c in g.criteria}
         case _:
             raise TypeError(f"no manifest for {type(request).__name__}")
     if request.HasField("sample"):
@@ -53,12 +55,18 @@ def received_fields(request: Any) -> set[tuple[str, str]]:
     return seen
 
 
+def _criteria_names(request: Any) -> list[str]:
+    if hasattr(request, "criteria"):
+        return [c.name for c in request.criteria]
+    return [request.criterion.name, *(c.name for c in getattr(request, "other_criteria", []))]
+
+
 def manifest(request: Any, rpc: str) -> dict[str, Any]:
     """One ledger entry: ids, the criteria the request defines, and the fields it carried."""
     return {
         "request_id": request.meta.request_id,
         "run_id": request.meta.run_id,
         "rpc": rpc,
-        "criteria": [c.name for c in request.criteria],
+        "criteria": _criteria_names(request),
         "fields": sorted(f"{criterion}:{field}" for criterion, field in received_fields(request)),
     }

@@ -7,6 +7,7 @@ request never reaches an agent; ``*_to_proto`` never fail.
 from __future__ import annotations
 
 from agents.errors import InvalidRequestError
+from agents.evaluator import AdherenceTask, Rating, SpecificityTask
 from agents.types import (
     Criterion,
     CriterionEvidence,
@@ -29,6 +30,7 @@ from agents.types import (
 )
 from protos.judgeopt.v1 import (
     common_pb2,
+    evaluator_pb2,
     gradient_pb2,
     judge_pb2,
     loss_pb2,
@@ -54,17 +56,18 @@ def parse_status_from_proto(value: common_pb2.ParseStatus.ValueType) -> ParseSta
     return ParseStatus(int(value))
 
 
-def criteria_from_proto(items: list[common_pb2.Criterion]) -> tuple[Criterion, ...]:
-    return tuple(
-        Criterion(
-            name=c.name,
-            description=c.description,
-            min_score=c.min_score,
-            max_score=c.max_score,
-            integer_scores=c.integer_scores,
-        )
-        for c in items
+def criterion_from_proto(c: common_pb2.Criterion) -> Criterion:
+    return Criterion(
+        name=c.name,
+        description=c.description,
+        min_score=c.min_score,
+        max_score=c.max_score,
+        integer_scores=c.integer_scores,
     )
+
+
+def criteria_from_proto(items: list[common_pb2.Criterion]) -> tuple[Criterion, ...]:
+    return tuple(criterion_from_proto(c) for c in items)
 
 
 def sample_from_proto(sample: common_pb2.Sample) -> Sample:
@@ -143,6 +146,23 @@ def step_task_from_proto(request: optimizer_pb2.StepRequest) -> StepTask:
         routing=routing_from_proto(request.routing),
         criteria=criteria_from_proto(list(request.criteria)),
         prompt=prompt_from_proto(request.prompt),
+        gradients=tuple(gradient_from_proto(g) for g in request.gradients),
+    )
+
+
+def specificity_task_from_proto(request: evaluator_pb2.SpecificityRequest) -> SpecificityTask:
+    return SpecificityTask(
+        criterion=criterion_from_proto(request.criterion),
+        others=criteria_from_proto(list(request.other_criteria)),
+        gradients=tuple(gradient_from_proto(g) for g in request.gradients),
+    )
+
+
+def adherence_task_from_proto(request: evaluator_pb2.AdherenceRequest) -> AdherenceTask:
+    return AdherenceTask(
+        criterion=criterion_from_proto(request.criterion),
+        old_instruction=request.old_instruction,
+        new_instruction=request.new_instruction,
         gradients=tuple(gradient_from_proto(g) for g in request.gradients),
     )
 
@@ -233,3 +253,15 @@ def step_response_to_proto(result: StepResult, usage: Usage) -> optimizer_pb2.St
         raw_output=result.raw_output,
         usage=usage_to_proto(usage),
     )
+
+
+def rating_response_to_proto(rating: Rating, usage: Usage) -> evaluator_pb2.RatingResponse:
+    reply = evaluator_pb2.RatingResponse(
+        status=parse_status_to_proto(rating.status),
+        rationale=rating.rationale,
+        raw_output=rating.raw_output,
+        usage=usage_to_proto(usage),
+    )
+    if rating.score is not None:
+        reply.score = rating.score
+    return reply

@@ -17,12 +17,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agents.config import Role, RoleModelConfig
+from agents.evaluator import EvaluatorAgent
 from agents.gradient import GradientAgent
 from agents.judge import JudgeAgent
 from agents.loss import LossAgent
 from agents.model_client import ModelRunner
 from agents.optimizer import OptimizerAgent
 from protos.judgeopt.v1 import (
+    evaluator_pb2,
+    evaluator_pb2_grpc,
     gradient_pb2,
     gradient_pb2_grpc,
     judge_pb2,
@@ -34,7 +37,13 @@ from protos.judgeopt.v1 import (
 )
 from services.config import ServiceConfig
 from services.interceptors import AccessLogInterceptor, LedgerInterceptor, RequestContextInterceptor
-from services.servicers import GradientServicer, JudgeServicer, LossServicer, OptimizerServicer
+from services.servicers import (
+    EvaluatorServicer,
+    GradientServicer,
+    JudgeServicer,
+    LossServicer,
+    OptimizerServicer,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -67,12 +76,21 @@ def _register_optimizer(runner: ModelRunner, server: grpc.aio.Server, margin: fl
     )
 
 
+def _register_evaluator(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
+    evaluator_pb2_grpc.add_EvaluatorAgentServicer_to_server(
+        EvaluatorServicer(EvaluatorAgent(runner), margin_seconds=margin), server
+    )
+
+
 ROLE_BINDINGS: dict[Role, RoleBinding] = {
     "judge": RoleBinding(judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name, _register_judge),
     "loss": RoleBinding(loss_pb2.DESCRIPTOR.services_by_name["LossAgent"].full_name, _register_loss),
     "gradient": RoleBinding(gradient_pb2.DESCRIPTOR.services_by_name["GradientAgent"].full_name, _register_gradient),
     "optimizer": RoleBinding(
         optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerAgent"].full_name, _register_optimizer
+    ),
+    "evaluator": RoleBinding(
+        evaluator_pb2.DESCRIPTOR.services_by_name["EvaluatorAgent"].full_name, _register_evaluator
     ),
 }
 

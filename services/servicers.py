@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import grpc
 
+from agents.evaluator import EvaluatorAgent
 from agents.gradient import GradientAgent
 from agents.judge import JudgeAgent
 from agents.loss import LossAgent
 from agents.optimizer import OptimizerAgent
 from protos.judgeopt.v1 import (
+    evaluator_pb2,
+    evaluator_pb2_grpc,
     gradient_pb2,
     gradient_pb2_grpc,
     judge_pb2,
@@ -78,5 +81,29 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerAgentServicer):
         async def work() -> optimizer_pb2.StepResponse:
             result, usage = await self._agent.step(convert.step_task_from_proto(request))
             return convert.step_response_to_proto(result, usage)
+
+        return await run_within_deadline(context, work, margin_seconds=self._margin)
+
+
+class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorAgentServicer):
+    def __init__(self, agent: EvaluatorAgent, *, margin_seconds: float) -> None:
+        self._agent = agent
+        self._margin = margin_seconds
+
+    async def RateSpecificity(
+        self, request: evaluator_pb2.SpecificityRequest, context: grpc.aio.ServicerContext
+    ) -> evaluator_pb2.RatingResponse:
+        async def work() -> evaluator_pb2.RatingResponse:
+            rating, usage = await self._agent.specificity(convert.specificity_task_from_proto(request))
+            return convert.rating_response_to_proto(rating, usage)
+
+        return await run_within_deadline(context, work, margin_seconds=self._margin)
+
+    async def RateAdherence(
+        self, request: evaluator_pb2.AdherenceRequest, context: grpc.aio.ServicerContext
+    ) -> evaluator_pb2.RatingResponse:
+        async def work() -> evaluator_pb2.RatingResponse:
+            rating, usage = await self._agent.adherence(convert.adherence_task_from_proto(request))
+            return convert.rating_response_to_proto(rating, usage)
 
         return await run_within_deadline(context, work, margin_seconds=self._margin)

@@ -295,7 +295,7 @@ class _Server(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._connections: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._resets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        super().__init__(("127.0.0.1", 0), _RequestHandler)
+        super().__init__((owner.host, 0), _RequestHandler)
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse-DNS lookup (``getfqdn``), which can be slow."""
@@ -434,7 +434,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class FakeOpenAI:
     """A scripted OpenAI-compatible server on 127.0.0.1 (an ephemeral port), driven by a ``Handler``."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
+        self.host = host
+        """The address to bind (default loopback; a bridge address to serve network namespaces)."""
         self._handler = handler
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -494,8 +496,8 @@ class FakeOpenAI:
 
     @property
     def base_url(self) -> str:
-        """The OpenAI ``base_url``: ``http://127.0.0.1:PORT/v1``."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        """The OpenAI ``base_url``: ``http://HOST:PORT/v1``."""
+        return f"http://{self.host}:{self.port}/v1"
 
     @property
     def requests(self) -> list[RecordedRequest]:

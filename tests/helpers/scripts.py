@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from typing import Any
 
@@ -18,6 +19,10 @@ JUDGE_MARK = "careful, consistent evaluator"
 LOSS_MARK = "You evaluate the output of an automatic judge"
 GRADIENT_MARK = "You give feedback on the instructions"
 OPTIMIZER_MARK = "You improve the instructions"
+EVALUATOR_MARK = "You assess the outputs of an automatic prompt-optimization process"
+SPECIFIC_RATING = 9
+DILUTED_RATING = 4
+ADHERENCE_RATING = 7
 
 
 def role_of(request: RecordedRequest) -> str:
@@ -26,6 +31,7 @@ def role_of(request: RecordedRequest) -> str:
         ("loss", LOSS_MARK),
         ("gradient", GRADIENT_MARK),
         ("optimizer", OPTIMIZER_MARK),
+        ("evaluator", EVALUATOR_MARK),
     ):
         if mark in request.system_text:
             return role
@@ -87,6 +93,15 @@ def _schema(request: RecordedRequest) -> dict[str, Any]:
     return schema if isinstance(schema, dict) else {}
 
 
+def _rating(text: str) -> int:
+    """Specificity 9 when every feedback block is about the target criterion alone, 4 otherwise; adherence 7."""
+    if "Target criterion:" not in text:
+        return ADHERENCE_RATING
+    target = text.split("Target criterion:", 1)[1].split("(", 1)[0].strip()
+    blocks = re.findall(r'criteria="([^"]*)"', text)
+    return SPECIFIC_RATING if blocks and all(b == target for b in blocks) else DILUTED_RATING
+
+
 def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
     """Replies that are pure functions of the request content, so a resumed run equals an undisturbed one.
 
@@ -119,6 +134,8 @@ def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
             return Completion(
                 json.dumps({"instruction": f"Rate from 1 to 5, revision {_digest(text) % 9973}.{suffix}"})
             )
+        if role == "evaluator":
+            return Completion(json.dumps({"score": _rating(text), "rationale": "scripted"}))
         return HttpError(400, f"unknown role for system prompt {request.system_text[:40]!r}")
 
     return handle

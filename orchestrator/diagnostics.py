@@ -1,0 +1,106 @@
+"""The study's diagnostics of a finished run, rated by the evaluator service and stored per (step, criterion).
+
+- **Specificity**: all gradients that speak about a criterion at a step, rated together (the study's unit) for
+  how focused they are on that criterion. A joint gradient speaks about every criterion, so it is rated once per
+  criterion — which is how gradient dilution shows.
+- **Adherence**: a criterion's rewritten instruction at a step (the candidate, accepted or not), rated against
+  the gradients it was written from. Criteria whose instruction did not change are not rated.
+
+Ratings already stored are not requested again, so diagnostics resume like runs do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from orchestrator.agent_clients import AgentClients
+from orchestrator.artifacts import Gradient
+from orchestrator.datasets import CriterionSpec
+from orchestrator.executor import CallExecutor
+from orchestrator.router import RoutedCall
+from orchestrator.store import Diagnostic, RunStore
+from protos.judgeopt.v1 import common_pb2, evaluator_pb2
+
+
+def _criterion_proto(spec: CriterionSpec) -> common_pb2.Criterion:
+    return common_pb2.Criterion(
+        name=spec.name,
+        description=spec.description,
+        min_score=spec.min_score,
+        max_score=spec.max_score,
+        integer_scores=spec.integer_scores,
+    )
+
+
+def _gradient_proto(gradient: Gradient) -> common_pb2.Gradient:
+    return common_pb2.Gradient(
+        criteria=list(gradient.criteria),
+        sample_id=gradient.sample_id,
+        keep=gradient.keep,
+        problem=gradient.problem,
+        fix=gradient.fix,
+        status=gradient.status,  # type: ignore[arg-type]
+    )
+
+
+async def rate_run(store: RunStore, clients: AgentClients, executor: CallExecutor) -> list[Diagnostic]:
+    """Rate every (step, criterion) of the run that has gradients and is not rated yet; returns all ratings."""
+    run_id: str = store.get_meta("run_id")
+    specs = [CriterionSpec.model_validate(c) for c in store.get_meta("criteria_specs")]
+    by_name = {c.name: c for c in specs}
+    done = {(d.track, d.step, d.criterion, d.kind) for d in store.diagnostics()}
+    gradients: dict[tuple[str, int], list[Gradient]] = defaultdict(list)
+    for track, step, gradient in store.gradients():
+        gradients[(track, step)].append(gradient)
+    steps = {(r.track, r.step): r for r in store.steps()}
+
+    jobs: list[tuple[tuple[str, int, str, str], RoutedCall[Any], Callable[[Any], Awaitable[Any]]]] = []
+
+    def routed(request: Any, kind: str, criterion: str) -> RoutedCall[Any]:
+        request.meta.CopyFrom(
+            common_pb2.RequestMeta(request_id=uuid.uuid4().hex, run_id=run_id, call_label=f"diagnostics/{kind}")
+        )
+        return RoutedCall(request.meta.request_id, "evaluator", (criterion,), request, None)
+
+    for (track, step), record in sorted(steps.items(), key=lambda item: item[0][1]):
+        previous = steps.get((track, step - 1))
+        for name in record.prompt.criteria:
+            about: Sequence[Gradient] = [g for g in gradients.get((track, step), []) if name in g.criteria]
+            if not about:
+                continue
+            proto_gradients = [_gradient_proto(g) for g in about]
+            if (track, step, name, "specificity") not in done:
+                specificity = evaluator_pb2.SpecificityRequest(
+                    criterion=_criterion_proto(by_name[name]),
+                    other_criteria=[_criterion_proto(c) for c in specs if c.name != name],
+                    gradients=proto_gradients,
+                )
+                key = (track, step, name, "specificity")
+                jobs.append((key, routed(specificity, "specificity", name), clients.rate_specificity))
+            candidate = record.candidate
+            if previous is None or candidate is None or (track, step, name, "adherence") in done:
+                continue
+            old, new = previous.prompt.instruction(name), candidate.instruction(name)
+            if old != new:
+                adherence = evaluator_pb2.AdherenceRequest(
+                    criterion=_criterion_proto(by_name[name]),
+                    old_instruction=old,
+                    new_instruction=new,
+                    gradients=proto_gradients,
+                )
+                key = (track, step, name, "adherence")
+                jobs.append((key, routed(adherence, "adherence", name), clients.rate_adherence))
+
+    replies = await asyncio.gather(
+        *(executor.send(call, send, track=key[0], step=key[1], purpose="diagnostics") for key, call, send in jobs)
+    )
+    for (track, step, name, kind), reply in zip((key for key, _, _ in jobs), replies, strict=True):
+        if reply is None:
+            continue  # the failed attempts are in the calls table; a later diagnostics pass retries
+        score = reply.score if reply.HasField("score") else None
+        store.record_diagnostic(Diagnostic(track, step, name, kind, score, int(reply.status), reply.rationale))
+    return store.diagnostics()

@@ -1,0 +1,188 @@
+"""Experiments: a grid of configurations (modes × gates × repeated runs), each cell a normal run directory.
+
+All cells share one set of services, one local model server and one concurrency limit, and run concurrently.
+A killed experiment resumes where it stopped: finished cells are not rerun, unfinished ones continue from their
+last complete step. After the cells, the evaluator rates the diagnostics of every cell and the interference
+experiment runs on the Single-Task cells.
+
+    EXPERIMENT_DIR/experiment.json      the grid, the base run settings and the models (written first)
+    EXPERIMENT_DIR/cells/<mode>-<gate>-run<k>/   one run directory per cell
+    EXPERIMENT_DIR/services/            the shared services' logs and ledgers
+    EXPERIMENT_DIR/interference.json    the interference results
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from agents.config import ALL_ROLES, ROLES, ModelsConfig, Role, describe_validation_error
+from orchestrator.config import GridConfig, RunConfig
+from orchestrator.datasets import DatasetConfig, load_dataset
+from orchestrator.diagnostics import rate_run
+from orchestrator.errors import ConfigError
+from orchestrator.executor import CallExecutor, RetryBudget
+from orchestrator.interference import SelectOn, stitch_and_score
+from orchestrator.policy import PRESETS, resolve_policy
+from orchestrator.run import RunSetup, agent_clients, default_concurrency, open_run, run_with_clients, start_run
+
+log = structlog.get_logger(__name__)
+
+EXPERIMENT_FILE = "experiment.json"
+INTERFERENCE_FILE = "interference.json"
+
+
+STUDY_RUN = RunConfig(dataset=DatasetConfig(name="summeval-wgc"))
+"""The study's settings: 12 steps, batch 3, validation on 100 samples, its exact 160/480 split."""
+
+
+def cell_name(mode: str, gate: str, run: int) -> str:
+    return f"{mode}-{gate}-run{run}"
+
+
+def cell_configs(grid: GridConfig, base: RunConfig) -> dict[str, RunConfig]:
+    for mode in grid.modes:
+        if mode not in PRESETS:
+            raise ConfigError(f"grid: unknown mode {mode!r} (presets: {', '.join(PRESETS)})")
+    cells = {}
+    for mode in grid.modes:
+        for gate in grid.gates:
+            for run in range(grid.runs):
+                data = {**base.model_dump(mode="json"), "mode": mode, "gate": gate, "seed": base.seed + run}
+                try:
+                    cells[cell_name(mode, gate, run)] = RunConfig.model_validate(data)
+                except ValidationError as exc:
+                    raise ConfigError(
+                        f"grid cell {cell_name(mode, gate, run)}: {describe_validation_error(exc)}"
+                    ) from None
+    return cells
+
+
+def create_experiment(directory: Path, grid: GridConfig, base: RunConfig, models: ModelsConfig) -> None:
+    """Write the experiment's definition; refuses a directory that already holds one (resume it instead)."""
+    if (directory / EXPERIMENT_FILE).exists():
+        raise ConfigError(
+            f"{directory} already holds an experiment; resume it with `judgeopt experiment --resume {directory}`"
+        )
+    cell_configs(grid, base)  # refuse a bad grid before writing anything
+    directory.mkdir(parents=True, exist_ok=True)
+    definition = {
+        "grid": grid.model_dump(mode="json"),
+        "run": base.model_dump(mode="json"),
+        "models": models.model_dump(mode="json"),
+    }
+    (directory / EXPERIMENT_FILE).write_text(json.dumps(definition, indent=2) + "\n")
+
+
+def load_experiment(directory: Path) -> tuple[GridConfig, RunConfig, ModelsConfig]:
+    path = directory / EXPERIMENT_FILE
+    if not path.is_file():
+        raise ConfigError(f"{directory} holds no experiment (no {EXPERIMENT_FILE})")
+    data = json.loads(path.read_text())
+    return (
+        GridConfig.model_validate(data["grid"]),
+        RunConfig.model_validate(data["run"]),
+        ModelsConfig.model_validate(data["models"]),
+    )
+
+
+def _cell_store_status(run_dir: Path) -> str | None:
+    if not (run_dir / "run.sqlite").is_file():
+        return None
+    store = open_run(run_dir)
+    try:
+        status: str | None = store.get_meta("status")
+        return status
+    finally:
+        store.close()
+
+
+async def run_experiment(
+    directory: Path,
+    *,
+    data_dir: Path | None,
+    local_model: Path | None = None,
+    on_cell_step: Callable[[str, str, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run or resume the experiment in ``directory``; returns a small overview (cells run, skipped)."""
+    grid, base, models = load_experiment(directory)
+    cells = cell_configs(grid, base)
+    dataset = load_dataset(base.dataset, data_dir)
+    roles: tuple[Role, ...] = ALL_ROLES if grid.diagnostics else ROLES
+    limit = asyncio.Semaphore(default_concurrency(base, models))
+    finished = [name for name in cells if _cell_store_status(directory / "cells" / name) == "complete"]
+    log.info("experiment.start", cells=len(cells), finished=len(finished))
+
+    async def run_cell(name: str, config: RunConfig, clients: Any) -> None:
+        run_dir = directory / "cells" / name
+        if (run_dir / "run.sqlite").is_file():
+            store = open_run(run_dir)
+        else:
+            store = start_run(
+                RunSetup(config, models, resolve_policy(config.mode, config.policy_file), dataset), run_dir
+            )
+        try:
+            step_hook = (lambda track, step: on_cell_step(name, track, step)) if on_cell_step else None
+            await run_with_clients(
+                store, run_dir, clients, data_dir=data_dir, limit=limit, on_step=step_hook, dataset=dataset
+            )
+            if grid.diagnostics:
+                executor = CallExecutor(store, limit=limit, budget=RetryBudget(attempts=config.call_attempts))
+                await rate_run(store, clients, executor)
+        finally:
+            store.close()
+
+    async with agent_clients(
+        models, directory / "services", addresses=None, local_model=local_model, roles=roles
+    ) as clients:
+        pending = [run_cell(name, config, clients) for name, config in cells.items() if name not in finished]
+        if grid.diagnostics:  # finished cells may still lack ratings (a kill during diagnostics)
+            pending += [_rate_finished(directory / "cells" / name, clients, limit) for name in finished]
+        await asyncio.gather(*pending)
+        if grid.interference and "single" in grid.modes:
+            await _interference(directory, cells, clients, limit, dataset, grid.select_on)
+    return {"cells": len(cells), "skipped": finished}
+
+
+async def _rate_finished(run_dir: Path, clients: Any, limit: asyncio.Semaphore) -> None:
+    store = open_run(run_dir)
+    try:
+        await rate_run(store, clients, CallExecutor(store, limit=limit))
+    finally:
+        store.close()
+
+
+async def _interference(
+    directory: Path,
+    cells: dict[str, RunConfig],
+    clients: Any,
+    limit: asyncio.Semaphore,
+    dataset: Any,
+    select_on: SelectOn,
+) -> None:
+    results: dict[str, Any] = {}
+    for name, config in cells.items():
+        if config.mode != "single":
+            continue
+        store = open_run(directory / "cells" / name)
+        try:
+            executor = CallExecutor(store, limit=limit, budget=RetryBudget(attempts=config.call_attempts))
+            results[name] = {"gate": config.gate, "seed": config.seed}
+            results[name] |= await stitch_and_score(store, clients, executor, dataset, select_on=select_on)
+        finally:
+            store.close()
+    summary = (
+        {label: fmean(r[label]["macro_rho"] for r in results.values()) for label in ("stitched", "generic", "separate")}
+        if results
+        else {}
+    )
+    (directory / INTERFERENCE_FILE).write_text(
+        json.dumps({"select_on": select_on, "cells": results, "mean": summary}, indent=2) + "\n"
+    )
