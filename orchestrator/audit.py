@@ -102,19 +102,22 @@ def audit_run(run_dir: Path) -> AuditReport:
         routed = {e.request_id: e for e in store.audit_entries()}
     finally:
         store.close()
-    files, ledger = _ledger_entries(run_dir / "services")
+    # A run's own services, or those an experiment's cells share (EXPERIMENT/cells/<cell> → EXPERIMENT/services).
+    candidates = [run_dir / "services", run_dir.parent.parent / "services"]
+    services_dir = next((d for d in candidates if any(d.glob("*.ledger.jsonl"))), candidates[0])
+    files, ledger = _ledger_entries(services_dir)
     if not files:
-        raise ConfigError(f"{run_dir / 'services'} holds no service ledgers (*.ledger.jsonl); nothing to audit")
+        raise ConfigError(f"{services_dir} holds no service ledgers (*.ledger.jsonl); nothing to audit")
     breaches: list[Breach] = []
     for entry in routed.values():
         breaches += _check(policy, entry, tracks[entry.track], entry.visible, entry.fields, "router sent")
     checked = 0
     for received in ledger:
-        if received.get("run_id") != run_id:
-            continue
+        if received.get("run_id") != run_id or received.get("rpc") not in _RPC_STAGE:
+            continue  # another run's request, or the evaluator's diagnostics (outside the policy's stages)
         checked += 1
         request_id = str(received["request_id"])
-        stage = _RPC_STAGE.get(str(received["rpc"]), str(received["rpc"]))
+        stage = _RPC_STAGE[str(received["rpc"])]
         logged = routed.get(request_id)
         if logged is None:
             breaches.append(Breach(request_id, stage, "a service received a request the router never routed"))

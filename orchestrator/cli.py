@@ -308,6 +308,15 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.report import write_report
+
+    configure_logging(json=False, level=logging.WARNING)
+    markdown, html = write_report(args.directory)
+    print(f"wrote {markdown} and {html}")
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from orchestrator.audit import audit_run
 
@@ -365,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--grid", dest="config", type=Path, metavar="FILE", help="same as --config")
     _add_run_flags(experiment, single_run=False)
     experiment.set_defaults(handler=_cmd_experiment)
+
+    report = commands.add_parser("report", help="write report.md and report.html for a run or an experiment")
+    report.add_argument("directory", type=Path, help="a run directory or an experiment directory")
+    report.set_defaults(handler=_cmd_report)
 
     audit = commands.add_parser("audit", help="check what the services received against the run's policy")
     audit.add_argument("run_dir", type=Path)

@@ -1,0 +1,171 @@
+"""Experiments: a grid of runs sharing one set of services, resumable cell by cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers.eventually import wait_until
+from helpers.fake_openai import FakeOpenAI
+from helpers.scripts import DILUTED_RATING, SPECIFIC_RATING, deterministic_handler, role_of
+
+from orchestrator.cli import main
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(deterministic_handler()) as server:
+        yield server
+
+
+def grid_file(path: Path, base_url: str, **grid: Any) -> Path:
+    config = {
+        "models": {
+            "default": {
+                "base_url": base_url,
+                "model": "fake-model",
+                "structured_output": "json_schema",
+                "max_retries": 0,
+                "timeout": 10,
+            }
+        },
+        "run": {
+            "steps": 2,
+            "batch_size": 2,
+            "bootstrap_resamples": 0,
+            "concurrency": 4,
+            "dataset": {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6},
+        },
+        "grid": {"modes": ["SSS", "CCC"], "gates": ["mae", "none"], "runs": 2, **grid},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def cell_calls(cell: Path) -> int:
+    with sqlite3.connect(cell / "run.sqlite") as db:
+        count: int = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    return count
+
+
+def cell_status(cell: Path) -> str | None:
+    if not (cell / "run.sqlite").exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{cell / 'run.sqlite'}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'status'").fetchone()
+    except sqlite3.OperationalError:  # the store is being created
+        return None
+    return None if row is None else str(json.loads(row[0]))
+
+
+class TestExperimentGrid:
+    def test_grid_runs_every_cell_with_diagnostics_on_shared_services(
+        self, scripted: FakeOpenAI, tmp_path: Path
+    ) -> None:
+        """2 modes × 2 gates × 2 runs: eight complete run directories with their own seeds, one set of services
+        (five: the evaluator too), diagnostics stored per step and criterion, and each cell passes its audit."""
+        directory = tmp_path / "exp"
+        assert (
+            main(
+                [
+                    "experiment",
+                    "--grid",
+                    str(grid_file(tmp_path / "g.yaml", scripted.base_url)),
+                    "--dir",
+                    str(directory),
+                ]
+            )
+            == 0
+        )
+        cells = sorted(p.name for p in (directory / "cells").iterdir())
+        assert cells == [f"{m}-{g}-run{k}" for m in ("CCC", "SSS") for g in ("mae", "none") for k in (0, 1)]
+        seeds = {
+            c: json.loads((directory / "cells" / c / "summary.json").read_text())["provenance"]["seed"] for c in cells
+        }
+        assert seeds["SSS-mae-run0"] == 0 and seeds["SSS-mae-run1"] == 1
+        assert sorted(p.name for p in (directory / "services").glob("*.log")) == [
+            f"{r}.log" for r in sorted(("evaluator", "gradient", "judge", "loss", "optimizer"))
+        ]
+        for cell in cells:
+            assert cell_status(directory / "cells" / cell) == "complete"
+            assert main(["audit", str(directory / "cells" / cell)]) == 0
+        with sqlite3.connect(directory / "cells" / "SSS-mae-run0" / "run.sqlite") as db:
+            sss = {s for (s,) in db.execute("SELECT score FROM diagnostics WHERE kind = 'specificity'")}
+        with sqlite3.connect(directory / "cells" / "CCC-mae-run0" / "run.sqlite") as db:
+            ccc = {s for (s,) in db.execute("SELECT score FROM diagnostics WHERE kind = 'specificity'")}
+            rated = db.execute("SELECT COUNT(DISTINCT step || criterion) FROM diagnostics").fetchone()[0]
+        assert sss == {SPECIFIC_RATING} and ccc == {DILUTED_RATING}  # per-criterion vs joint gradients
+        assert rated == 2 * 4  # every (step, criterion) of the two training steps
+
+    def test_killed_experiment_resumes_without_rerunning_finished_cells(
+        self, scripted: FakeOpenAI, tmp_path: Path
+    ) -> None:
+        """SIGKILL the experiment once some cell is complete; `--resume` finishes the rest and adds no call to
+        any cell that was already complete."""
+        directory = tmp_path / "exp"
+        grid = grid_file(
+            tmp_path / "g.yaml", scripted.base_url, modes=["SSS"], gates=["mae"], runs=3, diagnostics=False
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "experiment", "--grid", str(grid), "--dir", str(directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        cells = [directory / "cells" / f"SSS-mae-run{k}" for k in range(3)]
+        try:
+            wait_until(lambda: any(cell_status(c) == "complete" for c in cells), timeout=120, interval=0.01)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        finished = {c.name: cell_calls(c) for c in cells if cell_status(c) == "complete"}
+        assert finished
+        assert main(["experiment", "--resume", str(directory)]) == 0
+        assert all(cell_status(c) == "complete" for c in cells)
+        assert {name: cell_calls(directory / "cells" / name) for name in finished} == finished
+
+    def test_interference_from_single_task_cells(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
+        """With the single mode, the best per-criterion instructions are stitched and scored with one joint judge
+        call per test sample, beside the generic prompt and the separate per-criterion prompts."""
+        directory = tmp_path / "exp"
+        grid = grid_file(
+            tmp_path / "g.yaml", scripted.base_url, modes=["single"], gates=["mae"], runs=1, diagnostics=False
+        )
+        scripted.clear()
+        assert main(["experiment", "--grid", str(grid), "--dir", str(directory)]) == 0
+        result = json.loads((directory / "interference.json").read_text())
+        cell = result["cells"]["single-mae-run0"]
+        assert set(cell) >= {"stitched", "generic", "separate", "best_steps", "instruction_tokens", "label"}
+        assert result["select_on"] == "val" and "validation" in cell["label"]
+        with sqlite3.connect(directory / "cells" / "single-mae-run0" / "run.sqlite") as db:
+            calls = db.execute("SELECT COUNT(*) FROM calls WHERE purpose = 'interference'").fetchone()[0]
+        assert calls <= 2 * 6  # stitched + generic joint calls on 6 test samples; separate ones come from the cache
+        assert result["mean"]["stitched"] == pytest.approx(cell["stitched"]["macro_rho"])
+        joint_prompts = [
+            r
+            for r in scripted.requests
+            if role_of(r) == "judge"
+            and r.body["response_format"]["json_schema"]["schema"]["required"]
+            == ["coherence", "consistency", "fluency", "relevance"]
+        ]
+        assert joint_prompts  # the stitched prompt is judged jointly
+
+    def test_bad_grid_is_one_line(
+        self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unknown mode in the grid is refused before anything runs."""
+        grid = grid_file(tmp_path / "g.yaml", scripted.base_url, modes=["SSS", "XYZ"])
+        assert main(["experiment", "--grid", str(grid), "--dir", str(tmp_path / "exp")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "XYZ" in err[0]
+        assert not (tmp_path / "exp").exists()
