@@ -52,6 +52,11 @@ class RoleModelConfig(BaseModel):
     seed: int | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra request fields passed through verbatim (e.g. ``{"top_k": 40}`` for vLLM or llama.cpp)."""
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    """Limit on calls to this role's endpoint; roles on the same endpoint share the tightest limit."""
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    price_per_1k_tokens: float | None = Field(default=None, ge=0)
+    """If given, runs report their cost (prompt and completion tokens priced alike)."""
 
     @field_validator("api_key_env")
     @classmethod

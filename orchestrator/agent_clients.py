@@ -7,6 +7,7 @@ client), and failed calls are retried by the loop within its budget, so retry la
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ class ClientSettings:
 
 
 class AgentClients:
-    """Typed async calls to the four agent services (and the evaluator, when its address is given)."""
+    """Typed async calls to the agent services whose addresses are given (e.g. only the judge, to score data)."""
 
     def __init__(self, addresses: Mapping[Role, str], settings: ClientSettings | None = None) -> None:
         self.settings = settings or ClientSettings()
@@ -59,12 +60,32 @@ class AgentClients:
             ("grpc.max_send_message_length", self.settings.max_message_bytes),
         ]
         self._channels = {role: grpc.aio.insecure_channel(addr, options=options) for role, addr in addresses.items()}
-        self._judge = judge_pb2_grpc.JudgeServiceStub(self._channels["judge"])
-        self._loss = loss_pb2_grpc.LossAgentStub(self._channels["loss"])
-        self._gradient = gradient_pb2_grpc.GradientAgentStub(self._channels["gradient"])
-        self._optimizer = optimizer_pb2_grpc.OptimizerAgentStub(self._channels["optimizer"])
-        evaluator = self._channels.get("evaluator")
-        self._evaluator = evaluator_pb2_grpc.EvaluatorAgentStub(evaluator) if evaluator is not None else None
+
+    def _channel(self, role: Role) -> grpc.aio.Channel:
+        channel = self._channels.get(role)
+        if channel is None:
+            raise ConfigError(f"no {role} service address was given")
+        return channel
+
+    @functools.cached_property
+    def _judge(self) -> judge_pb2_grpc.JudgeServiceStub:
+        return judge_pb2_grpc.JudgeServiceStub(self._channel("judge"))
+
+    @functools.cached_property
+    def _loss(self) -> loss_pb2_grpc.LossAgentStub:
+        return loss_pb2_grpc.LossAgentStub(self._channel("loss"))
+
+    @functools.cached_property
+    def _gradient(self) -> gradient_pb2_grpc.GradientAgentStub:
+        return gradient_pb2_grpc.GradientAgentStub(self._channel("gradient"))
+
+    @functools.cached_property
+    def _optimizer(self) -> optimizer_pb2_grpc.OptimizerAgentStub:
+        return optimizer_pb2_grpc.OptimizerAgentStub(self._channel("optimizer"))
+
+    @functools.cached_property
+    def _evaluator(self) -> evaluator_pb2_grpc.EvaluatorAgentStub:
+        return evaluator_pb2_grpc.EvaluatorAgentStub(self._channel("evaluator"))
 
     def _call_options(self, role: Role, request_id: str, run_id: str) -> dict[str, Any]:
         return {
@@ -88,30 +109,33 @@ class AgentClients:
     async def gradient(self, request: gradient_pb2.GradientRequest) -> gradient_pb2.GradientResponse:
         with map_rpc_errors("gradient"):
             options = self._call_options("gradient", request.meta.request_id, request.meta.run_id)
-            reply: gradient_pb2.GradientResponse = await self._gradient.ComputeGradient(request, **options)
+            reply: gradient_pb2.GradientResponse = await gradient_pb2_grpc.GradientAgentStub(
+                self._channel("gradient")
+            ).ComputeGradient(request, **options)
             return reply
 
     async def step(self, request: optimizer_pb2.StepRequest) -> optimizer_pb2.StepResponse:
         with map_rpc_errors("optimizer"):
             options = self._call_options("optimizer", request.meta.request_id, request.meta.run_id)
-            reply: optimizer_pb2.StepResponse = await self._optimizer.Step(request, **options)
+            reply: optimizer_pb2.StepResponse = await optimizer_pb2_grpc.OptimizerAgentStub(
+                self._channel("optimizer")
+            ).Step(request, **options)
             return reply
-
-    def _evaluator_stub(self) -> evaluator_pb2_grpc.EvaluatorAgentStub:
-        if self._evaluator is None:
-            raise ConfigError("no evaluator service address: diagnostics need the evaluator role")
-        return self._evaluator
 
     async def rate_specificity(self, request: evaluator_pb2.SpecificityRequest) -> evaluator_pb2.RatingResponse:
         with map_rpc_errors("evaluator"):
             options = self._call_options("evaluator", request.meta.request_id, request.meta.run_id)
-            reply: evaluator_pb2.RatingResponse = await self._evaluator_stub().RateSpecificity(request, **options)
+            reply: evaluator_pb2.RatingResponse = await evaluator_pb2_grpc.EvaluatorAgentStub(
+                self._channel("evaluator")
+            ).RateSpecificity(request, **options)
             return reply
 
     async def rate_adherence(self, request: evaluator_pb2.AdherenceRequest) -> evaluator_pb2.RatingResponse:
         with map_rpc_errors("evaluator"):
             options = self._call_options("evaluator", request.meta.request_id, request.meta.run_id)
-            reply: evaluator_pb2.RatingResponse = await self._evaluator_stub().RateAdherence(request, **options)
+            reply: evaluator_pb2.RatingResponse = await evaluator_pb2_grpc.EvaluatorAgentStub(
+                self._channel("evaluator")
+            ).RateAdherence(request, **options)
             return reply
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ import structlog
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from agents.config import ALL_ROLES, ROLES, ModelsConfig, Role, describe_validation_error
 from agents.errors import AgentError, ModelConfigError
@@ -43,7 +44,11 @@ def _add_model_flags(parser: argparse.ArgumentParser, roles: Sequence[str]) -> N
 
 
 def _models_from_args(args: argparse.Namespace, roles: Sequence[Role]) -> ModelsConfig:
-    models = load_config(args.config).models
+    return _apply_model_flags(args, load_config(args.config).models, roles)
+
+
+def _apply_model_flags(args: argparse.Namespace, models: ModelsConfig, roles: Sequence[Role]) -> ModelsConfig:
+    """``--endpoint/--model/--api-key-env`` (every role; for `judge`, the judge) and ``--<role>-…`` (one role)."""
     sections: list[tuple[Role | str, str]] = [("default", ""), *((r, f"{r}_") for r in roles)]
     for section, prefix in sections:
         updates = {
@@ -147,12 +152,19 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) 
     group.add_argument(
         "--val-overlaps-train", action="store_true", help="study quirk: draw validation from the training rows"
     )
+    _add_budget_flags(group)
     parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
     if not single_run:
         return
+    parser.add_argument("--dry-run", action="store_true", help="print the calls and tokens per role; make no call")
     parser.add_argument("--run-dir", type=Path, help="where the run is stored (default runs/<timestamp>)")
     for role in ROLES:
         parser.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service (dns:///… balances)")
+
+
+def _add_budget_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--max-calls", type=int, help="budget: stop at the step boundary before exceeding N calls")
+    group.add_argument("--max-tokens", type=int, help="budget: stop at the step boundary before exceeding N tokens")
 
 
 def _run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> RunConfig:
@@ -170,6 +182,8 @@ def _run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig)
         "seed": args.seed,
         "concurrency": args.concurrency,
         "drop_output_format_after_update": args.drop_output_format or None,
+        "max_calls": args.max_calls,
+        "max_tokens": args.max_tokens,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     dataset_flags = {
@@ -233,6 +247,13 @@ def _run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kw
     for table in summary_tables(summary):
         out.print(table)
     out.print(f"run directory: {run_dir}  (summary.json, run.sqlite, services/)")
+    if summary["status"] == "budget_reached":
+        last = summary["steps"][-1]["step"] if summary["steps"] else None
+        out.print(
+            f"stopped at the budget after step {last}: `judgeopt resume {run_dir} --max-calls N` continues with more"
+        )
+    if summary.get("cost"):
+        out.print(f"cost: {summary['cost']['total']:.2f}")
     return 0
 
 
@@ -244,6 +265,9 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     models = _models_from_args(args, ROLES)
     config = _run_config(args, file_config.run, models)
     setup = prepare(config, models, args.data_dir)
+    if args.dry_run:
+        _print_estimate(setup)
+        return 0
     run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     store = start_run(setup, run_dir)
     try:
@@ -252,11 +276,44 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _print_estimate(setup: Any) -> None:
+    from orchestrator.budget import estimate_run
+    from orchestrator.datasets import split_dataset
+    from orchestrator.run import initial_prompt, tracks_for
+
+    config, criteria = setup.config, setup.dataset.criteria
+    tracks = tracks_for(setup.policy, criteria, initial_prompt(config, criteria, setup.dataset))
+    splits = split_dataset(setup.dataset, config.dataset)
+    estimate = estimate_run(
+        setup.policy,
+        [len(t.criteria) for t in tracks],
+        splits,
+        setup.models,
+        steps=config.steps,
+        batch=config.batch_size,
+        test_interval=config.test_interval,
+    )
+    table = Table(title=f"dry run: {setup.policy.name}, {config.steps} steps — no call made")
+    for column in ("role", "calls (at most)", "tokens (estimate)", "cost (estimate)"):
+        table.add_column(column, justify="left" if column == "role" else "right")
+    for role in ROLES:
+        price = setup.models.for_role(role, local_base_url="http://local").price_per_1k_tokens
+        tokens = estimate.tokens.get(role, 0)
+        cost = "—" if price is None else f"{tokens / 1000 * price:.2f}"
+        table.add_row(role, str(estimate.calls.get(role, 0)), str(tokens), cost)
+    table.add_row("total", str(estimate.total_calls), str(estimate.total_tokens), "")
+    Console().print(table)
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.run import open_run
 
     configure_logging(json=False, level=logging.WARNING)
     store = open_run(args.run_dir)
+    budget = {"max_calls": args.max_calls, "max_tokens": args.max_tokens}
+    if any(v is not None for v in budget.values()):  # resuming with a larger budget
+        config = store.get_meta("config")
+        store.set_meta("config", {**config, **{k: v for k, v in budget.items() if v is not None}})
     try:
         return _run_with_progress(store, args.run_dir, args)
     finally:
@@ -317,6 +374,76 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from orchestrator.export import export_judge, write_judge
+
+    configure_logging(json=False, level=logging.WARNING)
+    judge = export_judge(args.run_dir, args.step)
+    write_judge(judge, args.out)
+    source = judge.source
+    print(
+        f"wrote {args.out}: step {source['step']} of run {source['run_id']} (chosen on {source['chosen_on']}; "
+        f"test macro ρ {source['test_macro_rho']})"
+    )
+    return 0
+
+
+def _cmd_judge(args: argparse.Namespace) -> int:
+    from orchestrator.apply import score_file
+    from orchestrator.executor import CallExecutor
+    from orchestrator.export import read_judge
+    from orchestrator.ratelimit import RateLimits
+    from orchestrator.run import LOCAL_CONCURRENCY, REMOTE_CONCURRENCY, agent_clients
+
+    configure_logging(json=False, level=logging.WARNING)
+    judge = read_judge(args.judge)
+    # The exported settings as the default section, so --endpoint/--model/--api-key-env override them.
+    models = _apply_model_flags(args, ModelsConfig(default=judge.model.model_dump(mode="json")), [])
+    routing = args.routing or judge.routing
+    local = models.needs_local_model(("judge",))
+    concurrency = args.concurrency or (LOCAL_CONCURRENCY if local else REMOTE_CONCURRENCY)
+    console = Console(stderr=True)
+
+    async def run() -> Any:
+        limit = asyncio.Semaphore(concurrency)
+        rates = RateLimits(models, ("judge",), window=60.0)
+        addresses: dict[Role, str] | None = {"judge": args.judge_addr} if args.judge_addr else None
+        services = args.out.parent / f"{args.out.name}.state" / "services"
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        async with agent_clients(
+            models, services, addresses=addresses, local_model=args.local_model, roles=("judge",)
+        ) as clients:
+            with Progress(*columns, console=console) as progress:
+                bar = progress.add_task("scoring", total=None)
+
+                def on_progress(done: int, total: int) -> None:
+                    progress.update(bar, completed=done, total=total)
+
+                return await score_file(
+                    judge,
+                    args.data,
+                    args.out,
+                    clients,
+                    lambda store: CallExecutor(store, limit=limit, rate_limits=rates),
+                    routing=routing,
+                    id_field=args.id_field,
+                    on_progress=on_progress,
+                )
+
+    outcome = asyncio.run(run())
+    print(f"{args.out}: {outcome.scored} rows scored, {outcome.skipped} already there, {outcome.failed} failed")
+    if outcome.evaluation is not None:
+        table = Table(title="agreement with the human scores")
+        for column in ("criterion", "Spearman ρ", "Kendall τ", "Pearson r", "MAE", "off-by-one", "n"):
+            table.add_column(column, justify="left" if column == "criterion" else "right")
+        for name, m in outcome.evaluation.per_criterion.items():
+            table.add_row(
+                name, *(f"{v:.3f}" for v in (m.spearman, m.kendall, m.pearson, m.mae, m.off_by_one)), str(m.n)
+            )
+        Console().print(table)
+    return EXIT_FAILURE if outcome.failed else 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from orchestrator.audit import audit_run
 
@@ -358,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", type=Path)
     resume.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
     resume.add_argument("--local-model", type=Path, metavar="GGUF", help="GGUF file for the embedded local model")
+    _add_budget_flags(resume.add_argument_group("budget (replaces the run's)"))
     for role in ROLES:
         resume.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service")
     resume.set_defaults(handler=_cmd_resume)
@@ -374,6 +502,23 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--grid", dest="config", type=Path, metavar="FILE", help="same as --config")
     _add_run_flags(experiment, single_run=False)
     experiment.set_defaults(handler=_cmd_experiment)
+
+    export = commands.add_parser("export", help="write a run's chosen judge to a self-contained file")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--step", default="best", help="best (on validation), best_oracle (on test) or a step number")
+    export.add_argument("--out", type=Path, required=True, help="the judge file to write, e.g. judge.yaml")
+    export.set_defaults(handler=_cmd_export)
+
+    judge = commands.add_parser("judge", help="score a data file with an exported judge (resumable)")
+    judge.add_argument("--judge", type=Path, required=True, help="a file written by `judgeopt export`")
+    judge.add_argument("--data", type=Path, required=True, help="CSV, JSONL or Parquet with the judge's text fields")
+    judge.add_argument("--out", type=Path, required=True, help="scores CSV; an existing one is continued")
+    judge.add_argument("--routing", choices=["joint", "per_criterion"], help="default: how the run judged")
+    judge.add_argument("--id-field", help="column with row ids (default: row-<n>)")
+    judge.add_argument("--concurrency", type=int, help="calls in flight (default: 1 on the local model, else 8)")
+    judge.add_argument("--judge-addr", metavar="HOST:PORT", help="a running judge service instead of starting one")
+    _add_model_flags(judge, [])
+    judge.set_defaults(handler=_cmd_judge)
 
     report = commands.add_parser("report", help="write report.md and report.html for a run or an experiment")
     report.add_argument("directory", type=Path, help="a run directory or an experiment directory")

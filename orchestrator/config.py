@@ -50,6 +50,12 @@ class RunConfig(BaseModel):
     bootstrap_resamples: int = Field(default=200, ge=0)
     drop_output_format_after_update: bool = False
     """Reproduce the study code's quirk: the judge's output-format block vanishes after the first update."""
+    max_calls: int | None = Field(default=None, ge=0)
+    """Budget: LLM calls the run may make (every attempt counts). A step that could exceed it is not started."""
+    max_tokens: int | None = Field(default=None, ge=0)
+    """Budget: prompt + completion tokens; checked with the step's estimate before each step."""
+    rate_window_seconds: float = Field(default=60.0, gt=0)
+    """The window of the models' requests/tokens-per-minute limits (shorter only for tests)."""
 
     @field_validator("gate")
     @classmethod
@@ -82,6 +88,18 @@ class JudgeoptConfig(BaseModel):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
 
 
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Relative file paths in a config file are relative to the file, not to the working directory."""
+    run = raw.get("run")
+    if not isinstance(run, dict):
+        return
+    dataset = run.get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
+        dataset["path"] = str(base / dataset["path"])
+    if isinstance(run.get("policy_file"), str):
+        run["policy_file"] = str(base / run["policy_file"])
+
+
 def load_config(path: Path | None) -> JudgeoptConfig:
     """Read and validate a config file; every problem becomes one ``ConfigError`` line naming the file."""
     if path is None:
@@ -96,6 +114,7 @@ def load_config(path: Path | None) -> JudgeoptConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    _resolve_paths(raw, path.parent)
     try:
         return JudgeoptConfig.model_validate(raw)
     except ValidationError as exc:

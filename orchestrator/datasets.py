@@ -527,21 +527,44 @@ def _load_file(config: DatasetConfig) -> Dataset:
     if path is None or not config.text_fields or not config.criteria:
         missing = [setting for setting in ("path", "text_fields", "criteria") if not getattr(config, setting)]
         raise DataError(f"dataset 'file' needs {', '.join(missing)}")
-    if len(set(config.text_fields)) != len(config.text_fields):
-        raise DataError(f"dataset 'file': text_fields lists a column twice: {', '.join(config.text_fields)}")
+    return _read_file(path, config.text_fields, config.criteria, config.id_field, config.group_field)
+
+
+def _read_file(
+    path: Path,
+    text_fields: tuple[str, ...],
+    criteria: tuple[CriterionSpec, ...],
+    id_field: str | None,
+    group_field: str | None = None,
+) -> Dataset:
+    if len(set(text_fields)) != len(text_fields):
+        raise DataError(f"dataset 'file': text_fields lists a column twice: {', '.join(text_fields)}")
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_READERS)}")
     data = _read_bytes(path)
     layout = _Layout(
-        text_columns=tuple((column, column) for column in config.text_fields),
-        criteria=config.criteria,
-        id_column=config.id_field,
-        group_column=config.group_field,
+        text_columns=tuple((column, column) for column in text_fields),
+        criteria=criteria,
+        id_column=id_field,
+        group_column=group_field,
     )
     origin = str(path)
     rows = (_Row(origin, f"row {n}", f"row-{n}", values) for n, values in reader(origin, data))
     return _dataset(path.name, layout, _build_records(rows, layout, origin), [(path, data)])
+
+
+def load_data_to_score(
+    path: Path, text_fields: tuple[str, ...], criteria: tuple[CriterionSpec, ...], id_field: str | None = None
+) -> tuple[Dataset, bool]:
+    """Rows to judge with an exported judge. Human scores are used (and validated) only when the file has a column
+    for every criterion; the flag says whether it had."""
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_READERS)}")
+    first = next(iter(reader(str(path), _read_bytes(path))), None)
+    labelled = first is not None and all(c.name in first[1] for c in criteria)
+    return _read_file(path, text_fields, criteria if labelled else (), id_field), labelled
 
 
 # --- Splitting ------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from orchestrator.errors import AgentCallError, AgentTimeout, AgentUnavailable
+from orchestrator.ratelimit import RateLimits
 from orchestrator.router import RoutedCall
 from orchestrator.store import CallAttempt, RunStore
 
@@ -33,10 +34,19 @@ class RetryBudget:
 
 
 class CallExecutor:
-    def __init__(self, store: RunStore, *, limit: asyncio.Semaphore, budget: RetryBudget | None = None) -> None:
-        """``limit`` bounds the calls in flight; runs of one experiment share it (one global limit)."""
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        limit: asyncio.Semaphore,
+        budget: RetryBudget | None = None,
+        rate_limits: RateLimits | None = None,
+    ) -> None:
+        """``limit`` bounds the calls in flight and ``rate_limits`` the calls per window of each endpoint; runs of
+        one experiment share both."""
         self._store = store
         self._limit = limit
+        self._rates = rate_limits
         self.budget = budget or RetryBudget()
 
     async def send(
@@ -58,9 +68,15 @@ class CallExecutor:
             attempt_number += 1
             started = time.perf_counter()
             record = CallAttempt(call.request_id, attempt_number, track, step, call.stage, purpose, outcome="ok")
+            limiter = self._rates.for_role(call.stage) if self._rates is not None else None
             try:
                 async with self._limit:
-                    reply = await send(call.request)
+                    slot = await limiter.acquire(_estimated_tokens(call.request)) if limiter else None
+                    try:
+                        reply = await send(call.request)
+                    finally:
+                        if limiter is not None and slot is not None:
+                            await limiter.release(slot, None)
             except AgentCallError as exc:
                 failed = replace(
                     record,
@@ -73,6 +89,8 @@ class CallExecutor:
                 log.warning("call.failed", stage=call.stage, attempt=attempt_number, code=exc.code.name)
                 raise
             usage = getattr(reply, "usage", None)
+            if slot is not None:
+                slot.tokens = getattr(usage, "prompt_tokens", 0) + getattr(usage, "completion_tokens", 0)
             self._store.record_attempt(
                 replace(
                     record,
@@ -96,3 +114,9 @@ class CallExecutor:
             return result
         except (RetryError, AgentCallError):
             return None
+
+
+def _estimated_tokens(request: Any) -> int:
+    """Before a call: about four bytes of request per prompt token (settled with the real count afterwards)."""
+    size: int = request.ByteSize()
+    return size // 4

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -31,12 +32,21 @@ from orchestrator.errors import ConfigError
 from orchestrator.executor import CallExecutor, RetryBudget
 from orchestrator.interference import SelectOn, stitch_and_score
 from orchestrator.policy import PRESETS, resolve_policy
+from orchestrator.ratelimit import RateLimits
 from orchestrator.run import RunSetup, agent_clients, default_concurrency, open_run, run_with_clients, start_run
 
 log = structlog.get_logger(__name__)
 
 EXPERIMENT_FILE = "experiment.json"
 INTERFERENCE_FILE = "interference.json"
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What every call of an experiment shares: the concurrency limit and the endpoints' rate limits."""
+
+    limit: asyncio.Semaphore
+    rates: RateLimits
 
 
 STUDY_RUN = RunConfig(dataset=DatasetConfig(name="summeval-wgc"))
@@ -117,6 +127,7 @@ async def run_experiment(
     dataset = load_dataset(base.dataset, data_dir)
     roles: tuple[Role, ...] = ALL_ROLES if grid.diagnostics else ROLES
     limit = asyncio.Semaphore(default_concurrency(base, models))
+    rates = RateLimits(models, roles, window=base.rate_window_seconds)
     finished = [name for name in cells if _cell_store_status(directory / "cells" / name) == "complete"]
     log.info("experiment.start", cells=len(cells), finished=len(finished))
 
@@ -131,10 +142,18 @@ async def run_experiment(
         try:
             step_hook = (lambda track, step: on_cell_step(name, track, step)) if on_cell_step else None
             await run_with_clients(
-                store, run_dir, clients, data_dir=data_dir, limit=limit, on_step=step_hook, dataset=dataset
+                store,
+                run_dir,
+                clients,
+                data_dir=data_dir,
+                limit=limit,
+                rate_limits=rates,
+                on_step=step_hook,
+                dataset=dataset,
             )
             if grid.diagnostics:
-                executor = CallExecutor(store, limit=limit, budget=RetryBudget(attempts=config.call_attempts))
+                retry = RetryBudget(attempts=config.call_attempts)
+                executor = CallExecutor(store, limit=limit, budget=retry, rate_limits=rates)
                 await rate_run(store, clients, executor)
         finally:
             store.close()
@@ -144,17 +163,17 @@ async def run_experiment(
     ) as clients:
         pending = [run_cell(name, config, clients) for name, config in cells.items() if name not in finished]
         if grid.diagnostics:  # finished cells may still lack ratings (a kill during diagnostics)
-            pending += [_rate_finished(directory / "cells" / name, clients, limit) for name in finished]
+            pending += [_rate_finished(directory / "cells" / name, clients, limit, rates) for name in finished]
         await asyncio.gather(*pending)
         if grid.interference and "single" in grid.modes:
-            await _interference(directory, cells, clients, limit, dataset, grid.select_on)
+            await _interference(directory, cells, clients, CallContext(limit, rates), dataset, grid.select_on)
     return {"cells": len(cells), "skipped": finished}
 
 
-async def _rate_finished(run_dir: Path, clients: Any, limit: asyncio.Semaphore) -> None:
+async def _rate_finished(run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
     store = open_run(run_dir)
     try:
-        await rate_run(store, clients, CallExecutor(store, limit=limit))
+        await rate_run(store, clients, CallExecutor(store, limit=limit, rate_limits=rates))
     finally:
         store.close()
 
@@ -163,7 +182,7 @@ async def _interference(
     directory: Path,
     cells: dict[str, RunConfig],
     clients: Any,
-    limit: asyncio.Semaphore,
+    shared: CallContext,
     dataset: Any,
     select_on: SelectOn,
 ) -> None:
@@ -173,7 +192,8 @@ async def _interference(
             continue
         store = open_run(directory / "cells" / name)
         try:
-            executor = CallExecutor(store, limit=limit, budget=RetryBudget(attempts=config.call_attempts))
+            retry = RetryBudget(attempts=config.call_attempts)
+            executor = CallExecutor(store, limit=shared.limit, budget=retry, rate_limits=shared.rates)
             results[name] = {"gate": config.gate, "seed": config.seed}
             results[name] |= await stitch_and_score(store, clients, executor, dataset, select_on=select_on)
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,6 +19,7 @@ import structlog
 
 from orchestrator.agent_clients import AgentClients
 from orchestrator.artifacts import Critique, Gradient, PromptState, StepArtifacts
+from orchestrator.budget import Budget, StepShape, tests_at
 from orchestrator.datasets import CriterionSpec, Record, Splits
 from orchestrator.executor import CallExecutor
 from orchestrator.metrics import Evaluation
@@ -46,6 +47,9 @@ class LoopSettings:
     drop_output_format_after_update: bool
     judge_key: str
     """Identifies the judge's model settings in the prediction cache."""
+    budget: Budget | None = None
+    shapes: Mapping[str, StepShape] = field(default_factory=dict)
+    """Per track, what the budget check needs to estimate a step's calls."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class OptimizationLoop:
         self.store = store
         self.run_id = run_id
         self._on_step = on_step
+        self.budget_reached = False
         self._routers = {t.name: Router(policy, t.criteria, run_id=run_id, track=t.name) for t in tracks}
         self._scorers = {
             name: Scorer(
@@ -126,9 +131,27 @@ class OptimizationLoop:
     async def _run_track(self, track: Track) -> None:
         last = self.store.last_step(track.name)
         if last is None:
+            if not self._within_budget(track, 0):
+                return
             last = await self._initial_step(track)
         while last.step < self.settings.steps:
+            if not self._within_budget(track, last.step + 1):
+                return
             last = await self._training_step(track, last)
+
+    def _within_budget(self, track: Track, step: int) -> bool:
+        """False (and the run marked as stopped) when the step could take the run past its budget."""
+        budget, settings = self.settings.budget, self.settings
+        if budget is None:
+            return True
+        shape = settings.shapes[track.name]
+        estimate = shape.initial() if step == 0 else shape.training(with_test=self._tests_at(step))
+        calls, tokens = self.store.spent()
+        if budget.allows(calls, tokens, estimate):
+            return True
+        self.budget_reached = True
+        log.warning("budget.reached", track=track.name, step=step, calls=calls, tokens=tokens)
+        return False
 
     def _commit(self, track: Track, outcome: StepOutcome) -> StepRecord:
         self.store.commit_step(outcome.record, outcome.artifacts)
@@ -157,7 +180,7 @@ class OptimizationLoop:
         return evaluation.metric("mae" if self.settings.gate == "none" else self.settings.gate)
 
     def _tests_at(self, step: int) -> bool:
-        return step == 0 or step == self.settings.steps or step % self.settings.test_interval == 0
+        return tests_at(step, self.settings.steps, self.settings.test_interval)
 
     # --- steps -------------------------------------------------------------------------------------------------------
 

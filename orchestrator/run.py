@@ -21,6 +21,7 @@ from agents.config import ROLES, ModelsConfig, Role
 from agents.local_model import LocalModelServer
 from orchestrator.agent_clients import AgentClients
 from orchestrator.artifacts import PromptState, content_id
+from orchestrator.budget import Budget, StepShape, mean_sample_tokens
 from orchestrator.config import RunConfig
 from orchestrator.datasets import CriterionSpec, Dataset, load_dataset, split_dataset
 from orchestrator.errors import ConfigError
@@ -28,6 +29,7 @@ from orchestrator.executor import CallExecutor, RetryBudget
 from orchestrator.fleet import ServiceFleet
 from orchestrator.loop import LoopSettings, OptimizationLoop, Track
 from orchestrator.policy import Policy, policy_from_mapping, resolve_policy
+from orchestrator.ratelimit import RateLimits
 from orchestrator.store import STORE_FILE, RunStore
 from orchestrator.summary import write_summary
 
@@ -130,6 +132,7 @@ def start_run(setup: RunSetup, run_dir: Path) -> RunStore:
     store.set_meta("policy", setup.policy.model_dump(mode="json"))
     store.set_meta("criteria", [c.name for c in criteria])
     store.set_meta("criteria_specs", [c.model_dump(mode="json") for c in criteria])
+    store.set_meta("text_fields", list(setup.dataset.text_fields))
     tracks = tracks_for(setup.policy, criteria, initial_prompt(setup.config, criteria, setup.dataset))
     store.set_meta("tracks", [t.name for t in tracks])
     store.set_meta("data_checksum", setup.dataset.checksum)
@@ -155,11 +158,12 @@ async def run_with_clients(
     *,
     data_dir: Path | None,
     limit: asyncio.Semaphore | None = None,
+    rate_limits: RateLimits | None = None,
     on_step: Callable[[str, int], None] | None = None,
     dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) the run recorded in ``store`` to its last step on running services; returns the summary.
-    ``limit`` is shared by the runs of an experiment; by default the run's own concurrency applies."""
+    ``limit`` and ``rate_limits`` are shared by the runs of an experiment; by default the run's own apply."""
     config = RunConfig.model_validate(store.get_meta("config"))
     models = ModelsConfig.model_validate(store.get_meta("models_config"))
     policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
@@ -169,6 +173,15 @@ async def run_with_clients(
     splits = split_dataset(dataset, config.dataset)
     tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
     limit = limit or asyncio.Semaphore(default_concurrency(config, models))
+    budget = None
+    if config.max_calls is not None or config.max_tokens is not None:
+        budget = Budget(config.max_calls, config.max_tokens)
+    sample_tokens = mean_sample_tokens([*splits.train, *splits.val, *splits.test])
+    batch = min(config.batch_size, len(splits.train))
+    shapes = {
+        t.name: StepShape(policy, len(t.criteria), batch, len(splits.val), len(splits.test), models, sample_tokens)
+        for t in tracks
+    }
     loop = OptimizationLoop(
         policy=policy,
         tracks=tracks,
@@ -184,15 +197,22 @@ async def run_with_clients(
             bootstrap_resamples=config.bootstrap_resamples,
             drop_output_format_after_update=config.drop_output_format_after_update,
             judge_key=judge_key(models),
+            budget=budget,
+            shapes=shapes,
         ),
         clients=clients,
-        executor=CallExecutor(store, limit=limit, budget=RetryBudget(attempts=config.call_attempts)),
+        executor=CallExecutor(
+            store,
+            limit=limit,
+            budget=RetryBudget(attempts=config.call_attempts),
+            rate_limits=rate_limits or RateLimits(models, ROLES, window=config.rate_window_seconds),
+        ),
         store=store,
         run_id=store.get_meta("run_id"),
         on_step=on_step,
     )
     await loop.run()
-    store.set_meta("status", "complete")
+    store.set_meta("status", "budget_reached" if loop.budget_reached else "complete")
     return write_summary(store, run_dir)
 
 

@@ -296,6 +296,12 @@ class RunStore:
             }
         return usage
 
+    def spent(self) -> tuple[int, int]:
+        """Call attempts made so far (each may have reached the model) and tokens used."""
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM calls")
+        calls, tokens = row.fetchone()
+        return int(calls), int(tokens)
+
     def calls(self) -> Iterator[tuple[Any, ...]]:
         yield from self._db.execute("SELECT request_id, attempt, track, step, stage, purpose, outcome FROM calls")
 

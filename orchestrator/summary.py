@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
+from agents.config import ALL_ROLES, ModelsConfig
 from orchestrator.metrics import hypervolume_indicator
 from orchestrator.store import RunStore, StepRecord
 
@@ -89,6 +90,7 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "tokens": {
             stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
         },
+        "cost": _cost(store, usage),
         "provenance": {
             "judgeopt_version": metadata.version("judgeopt"),
             "dataset": config["dataset"]["name"],
@@ -97,6 +99,20 @@ def build_summary(store: RunStore) -> dict[str, Any]:
             "seed": config["seed"],
         },
     }
+
+
+def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] | None:
+    """Spend per role at the models' ``price_per_1k_tokens``, when any is given."""
+    models = ModelsConfig.model_validate(store.get_meta("models_config"))
+    prices = {r: models.for_role(r, local_base_url="http://local").price_per_1k_tokens for r in usage if r in ALL_ROLES}
+    if not any(p is not None for p in prices.values()):
+        return None
+    per_role = {
+        role: (usage[role]["prompt_tokens"] + usage[role]["completion_tokens"]) / 1000 * price
+        for role, price in prices.items()
+        if price is not None
+    }
+    return {"per_role": per_role, "total": sum(per_role.values())}
 
 
 def write_summary(store: RunStore, run_dir: Path) -> dict[str, Any]:

@@ -131,6 +131,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    received_at: float = 0.0
+    """``time.monotonic()`` when the request arrived (for rate-limit checks)."""
 
     @property
     def model(self) -> str:
@@ -396,7 +398,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send_error_json(400, "request body is not a JSON object")
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
-        request = RecordedRequest(path=path, headers=headers, body=body)
+        request = RecordedRequest(path=path, headers=headers, body=body, received_at=time.monotonic())
         self._reply(request, self.server.owner._dispatch(request))
 
     def _other(self) -> None:

@@ -93,6 +93,15 @@ def _schema(request: RecordedRequest) -> dict[str, Any]:
     return schema if isinstance(schema, dict) else {}
 
 
+def _score(spec: dict[str, Any], digest: int, *, lowest: bool) -> float:
+    """A score on the criterion's own scale (its enum, or its min..max), picked by ``digest``."""
+    if "enum" in spec:
+        values: list[float] = spec["enum"]
+        return values[0] if lowest else values[digest % len(values)]
+    low, high = float(spec.get("minimum", 1)), float(spec.get("maximum", 5))
+    return low if lowest else round(low + (digest % 101) / 100 * (high - low), 2)
+
+
 def _rating(text: str) -> int:
     """Specificity 9 when every feedback block is about the target criterion alone, 4 otherwise; adherence 7."""
     if "Target criterion:" not in text:
@@ -114,9 +123,9 @@ def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
         text = request.last_user_text
         role = role_of(request)
         if role == "judge":
-            names = _schema(request).get("required", [])
+            schema = _schema(request)
             bad = worse_marker is not None and worse_marker in text
-            scores = {n: 1 if bad else 1 + _digest(text, n) % 5 for n in names}
+            scores = {n: _score(spec, _digest(text, n), lowest=bad) for n, spec in schema.get("properties", {}).items()}
             return Completion(json.dumps(scores), prompt_tokens=len(text) // 4, completion_tokens=8)
         if role == "loss":
             return Completion(f"Critique {_digest(text) % 997}: the score is off.")

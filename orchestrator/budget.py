@@ -1,0 +1,135 @@
+"""What a run will cost before it runs, and whether the next step still fits the budget.
+
+Calls per step follow from the policy (DESIGN.md §6): per training step, B judge calls (B·K with a per-criterion
+judge), B·K or B loss and gradient calls, K or 1 optimizer calls, then the candidate's validation scoring and, at
+the test interval, the test scoring; step 0 scores validation and test once. These are upper bounds — the
+prediction cache makes re-scoring an unchanged prompt free — and they are exact when every step changes the
+prompt. Tokens are estimated from the texts the calls carry (about four characters per token) plus each role's
+completion limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from statistics import fmean
+
+from agents.config import ModelsConfig, Role
+from orchestrator.datasets import Record, Splits
+from orchestrator.policy import Policy, Stage
+
+_CHARS_PER_TOKEN = 4
+# Fixed prompt text per call (system prompt, task, criteria, instructions), in tokens, measured on the templates.
+_OVERHEAD_TOKENS: dict[str, int] = {"judge": 250, "loss": 200, "gradient": 350, "optimizer": 300}
+
+
+@dataclass
+class CallEstimate:
+    calls: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    def add(self, stage: str, calls: int, tokens_per_call: int) -> None:
+        self.calls[stage] = self.calls.get(stage, 0) + calls
+        self.tokens[stage] = self.tokens.get(stage, 0) + calls * tokens_per_call
+
+    def merge(self, other: CallEstimate) -> None:
+        for stage, calls in other.calls.items():
+            self.calls[stage] = self.calls.get(stage, 0) + calls
+            self.tokens[stage] = self.tokens.get(stage, 0) + other.tokens[stage]
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.tokens.values())
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """Everything the number of calls of a step depends on."""
+
+    policy: Policy
+    criteria: int
+    """Criteria of the track (1 for a Single-Task track)."""
+    batch: int
+    val: int
+    test: int
+    models: ModelsConfig
+    sample_tokens: int
+    """Mean tokens of one sample's text fields."""
+
+    def _per(self, stage: Stage) -> int:
+        return self.criteria if self.policy.stage(stage).routing == "per_criterion" else 1
+
+    def _tokens(self, role: Role, *, sample: bool, extra: int = 0) -> int:
+        completion = self.models.for_role(role, local_base_url="http://local").max_tokens
+        return _OVERHEAD_TOKENS[role] + (self.sample_tokens if sample else 0) + extra + completion
+
+    def initial(self) -> CallEstimate:
+        estimate = CallEstimate()
+        estimate.add("judge", (self.val + self.test) * self._per("judge"), self._tokens("judge", sample=True))
+        return estimate
+
+    def training(self, *, with_test: bool) -> CallEstimate:
+        estimate = CallEstimate()
+        judge_tokens = self._tokens("judge", sample=True)
+        estimate.add("judge", self.batch * self._per("judge"), judge_tokens)
+        estimate.add("loss", self.batch * self._per("loss"), self._tokens("loss", sample=False))
+        estimate.add("gradient", self.batch * self._per("gradient"), self._tokens("gradient", sample=True))
+        gradients_tokens = self.batch * self.criteria * 100
+        estimate.add(
+            "optimizer", self._per("optimizer"), self._tokens("optimizer", sample=False, extra=gradients_tokens)
+        )
+        estimate.add("judge", self.val * self._per("judge"), judge_tokens)
+        if with_test:
+            estimate.add("judge", self.test * self._per("judge"), judge_tokens)
+        return estimate
+
+
+def tests_at(step: int, steps: int, interval: int) -> bool:
+    return step == 0 or step == steps or step % interval == 0
+
+
+def mean_sample_tokens(records: Sequence[Record]) -> int:
+    if not records:
+        return 0
+    return int(fmean(sum(len(text) for _, text in r.fields) for r in records) / _CHARS_PER_TOKEN)
+
+
+def estimate_run(
+    policy: Policy,
+    track_sizes: Sequence[int],
+    splits: Splits,
+    models: ModelsConfig,
+    *,
+    steps: int,
+    batch: int,
+    test_interval: int,
+    from_step: int = 0,
+) -> CallEstimate:
+    """Calls and tokens of steps ``from_step``..``steps`` of every track (``track_sizes``: criteria per track)."""
+    sample_tokens = mean_sample_tokens([*splits.train, *splits.val, *splits.test])
+    total = CallEstimate()
+    for size in track_sizes:
+        shape = StepShape(
+            policy, size, min(batch, len(splits.train)), len(splits.val), len(splits.test), models, sample_tokens
+        )
+        for step in range(from_step, steps + 1):
+            total.merge(
+                shape.initial() if step == 0 else shape.training(with_test=tests_at(step, steps, test_interval))
+            )
+    return total
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_calls: int | None
+    max_tokens: int | None
+
+    def allows(self, spent_calls: int, spent_tokens: int, next_step: CallEstimate) -> bool:
+        """Whether the next step fits: it is not started when it could take the run past either limit."""
+        if self.max_calls is not None and spent_calls + next_step.total_calls > self.max_calls:
+            return False
+        return self.max_tokens is None or spent_tokens + next_step.total_tokens <= self.max_tokens

@@ -1,0 +1,126 @@
+"""A run's chosen judge as a self-contained file, and reading it back.
+
+    judgeopt export RUN_DIR --step best|best_oracle|N --out judge.yaml
+
+The file holds everything needed to judge new data the same way: the prompt (task description, one instruction
+per criterion, the output-format switch), the criteria with their scales, the text fields the samples are made
+of, the judge's model settings (the API key's variable name, never a key), how the run judged (joint or per
+criterion), and where it came from with its validation and test figures. A Single-Task run's tracks are stitched
+into one prompt; judging it per criterion reproduces the run's own one-criterion scoring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agents.config import ModelsConfig, RoleModelConfig, describe_validation_error
+from orchestrator.artifacts import PromptState
+from orchestrator.datasets import CriterionSpec
+from orchestrator.errors import ConfigError
+from orchestrator.policy import policy_from_mapping
+from orchestrator.run import open_run
+from orchestrator.summary import build_summary
+
+EXPORT_FORMAT = 1
+
+
+class ExportedJudge(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    judgeopt_judge: int = EXPORT_FORMAT
+    task_description: str
+    instructions: dict[str, str]
+    omit_output_format: bool = False
+    criteria: tuple[CriterionSpec, ...]
+    text_fields: tuple[str, ...]
+    routing: Literal["joint", "per_criterion"]
+    model: RoleModelConfig
+    source: dict[str, Any]
+
+    def prompt(self) -> PromptState:
+        return PromptState(
+            self.task_description,
+            tuple((c.name, self.instructions[c.name]) for c in self.criteria),
+            self.omit_output_format,
+        )
+
+
+def _chosen_step(summary: dict[str, Any], step: str) -> tuple[int, str]:
+    if step in ("best", "best_oracle"):
+        chosen = summary[step]
+        if chosen is None:
+            raise ConfigError(f"the run has no {step} step yet (no test evaluation)")
+        return int(chosen["step"]), "validation" if step == "best" else "test (oracle)"
+    try:
+        number = int(step)
+    except ValueError:
+        raise ConfigError(f"--step must be best, best_oracle or a step number, got {step!r}") from None
+    if number not in {s["step"] for s in summary["steps"]}:
+        raise ConfigError(f"--step {number}: the run has no such complete step")
+    return number, "given step"
+
+
+def export_judge(run_dir: Path, step: str) -> ExportedJudge:
+    store = open_run(run_dir)
+    try:
+        summary = build_summary(store)
+        number, chosen_on = _chosen_step(summary, step)
+        models = ModelsConfig.model_validate(store.get_meta("models_config"))
+        policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
+        specs = tuple(CriterionSpec.model_validate(c) for c in store.get_meta("criteria_specs"))
+        records = {r.track: r for r in store.steps() if r.step == number}
+        run_id = store.get_meta("run_id")
+        text_fields = tuple(store.get_meta("text_fields"))
+    finally:
+        store.close()
+    instructions = {
+        name: record.prompt.instruction(name) for record in records.values() for name in record.prompt.criteria
+    }
+    first = next(iter(records.values())).prompt
+    figures = next(s for s in summary["steps"] if s["step"] == number)
+    return ExportedJudge(
+        task_description=first.task_description,
+        instructions={c.name: instructions[c.name] for c in specs},
+        omit_output_format=first.omit_output_format,
+        criteria=specs,
+        text_fields=text_fields,
+        routing="per_criterion" if policy.independent_criteria else policy.judge.routing,
+        model=models.for_role("judge"),
+        source={
+            "run_dir": str(run_dir),
+            "run_id": run_id,
+            "mode": policy.name,
+            "step": number,
+            "chosen_on": chosen_on,
+            "val_metric": figures["val_metric"],
+            "test_macro_rho": figures["macro_rho"],
+            "test_rho": figures["rho"],
+        },
+    )
+
+
+def write_judge(judge: ExportedJudge, out: Path) -> None:
+    out.write_text(yaml.safe_dump(judge.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+
+
+def read_judge(path: Path) -> ExportedJudge:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read judge file ({exc.strerror})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict) or data.get("judgeopt_judge") != EXPORT_FORMAT:
+        raise ConfigError(f"{path}: not a judge exported by `judgeopt export` (format {EXPORT_FORMAT})")
+    try:
+        judge = ExportedJudge.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+    missing = [c.name for c in judge.criteria if c.name not in judge.instructions]
+    if missing:
+        raise ConfigError(f"{path}: no instruction for criterion {missing[0]!r}")
+    return judge

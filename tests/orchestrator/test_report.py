@@ -1,0 +1,272 @@
+"""`judgeopt report`: a real small experiment against the scripted endpoint (2 modes × 2 gates × 2 runs, 2 steps),
+reported as markdown and self-contained HTML; the numbers are recomputed here from the cells' summary.json files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import pytest
+import yaml
+from helpers.fake_openai import FakeOpenAI
+from helpers.scripts import deterministic_handler
+
+from orchestrator.cli import main
+from orchestrator.errors import ConfigError
+from orchestrator.report import write_report
+
+MODES = ("SSS", "single")
+GATES = ("mae", "none")
+RUNS = 2
+SECTIONS = (
+    "Table 1: initial and best macro ρ per configuration",
+    "Configurations that never improve over the initial prompt",
+    "Trajectories: test ρ per criterion over steps",
+    "Macro ρ and hypervolume over steps",
+    "Diagnostics: gradient specificity and optimizer adherence",
+    "Instruction interference: stitched vs generic vs separate",
+    "Calls, tokens and wall time per role",
+    "Provenance",
+)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Report:
+    directory: Path
+    markdown: str
+    html: str
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A finished experiment directory, made by `judgeopt experiment` against the scripted endpoint."""
+    root = tmp_path_factory.mktemp("report")
+    with FakeOpenAI(deterministic_handler()) as fake:
+        config = {
+            "models": {
+                "default": {
+                    "base_url": fake.base_url,
+                    "model": "fake-model",
+                    "structured_output": "json_schema",
+                    "max_retries": 0,
+                    "timeout": 10,
+                }
+            },
+            "run": {
+                "steps": 2,
+                "batch_size": 2,
+                "gate": "mae",
+                "bootstrap_resamples": 0,
+                "concurrency": 8,
+                "dataset": {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6},
+            },
+            "grid": {"modes": list(MODES), "gates": list(GATES), "runs": RUNS},
+        }
+        grid = root / "grid.yaml"
+        grid.write_text(yaml.safe_dump(config))
+        directory = root / "experiment"
+        assert main(["experiment", "--grid", str(grid), "--dir", str(directory)]) == 0
+    yield directory
+
+
+@pytest.fixture(scope="module")
+def report(experiment: Path) -> Report:
+    markdown, html = write_report(experiment)
+    return Report(experiment, markdown.read_text(encoding="utf-8"), html.read_text(encoding="utf-8"))
+
+
+def summaries(experiment: Path, mode: str, gate: str) -> list[dict[str, Any]]:
+    return [
+        json.loads((experiment / "cells" / f"{mode}-{gate}-run{k}" / "summary.json").read_text()) for k in range(RUNS)
+    ]
+
+
+def section(markdown: str, number: int) -> str:
+    """The markdown of section ``number`` (up to the next ``## `` heading)."""
+    start = markdown.index(f"\n## {number}. ")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end != -1 else None]
+
+
+def row(text: str, *first: str) -> list[str]:
+    """The cells of the first table row of ``text`` whose leading cells are ``first``."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and tuple(cells[: len(first)]) == first:
+            return cells
+    raise AssertionError(f"no row starting with {first} in:\n{text}")
+
+
+def mean_at(runs: list[dict[str, Any]], step: int, key: str) -> float:
+    return fmean(next(s[key] for s in run["steps"] if s["step"] == step) for run in runs)
+
+
+def best_on_validation(runs: list[dict[str, Any]]) -> int:
+    steps: list[int] = [s["step"] for s in runs[0]["steps"]]
+    return max(steps, key=lambda t: (mean_at(runs, t, "val_metric"), -t))
+
+
+class TestSections:
+    def test_markdown_has_every_section(self, report: Report) -> None:
+        """report.md carries every section heading, numbered in order."""
+        for number, title in enumerate(SECTIONS, 1):
+            assert f"\n## {number}. {title}\n" in report.markdown
+
+    def test_html_has_every_section(self, report: Report) -> None:
+        """report.html carries every section heading as an <h2>."""
+        for number, title in enumerate(SECTIONS, 1):
+            assert f">{number}. {title}</h2>" in report.html
+
+
+class TestSelfContainedHtml:
+    def test_no_external_references(self, report: Report) -> None:
+        """The HTML loads nothing from elsewhere: no remote sources, no stylesheet links, no scripts."""
+        assert 'src="http' not in report.html
+        assert "<link" not in report.html
+        assert "<script" not in report.html
+        assert "href=" not in report.html
+        sources = re.findall(r'src="([^"]*)"', report.html)
+        assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
+
+    def test_embeds_valid_pngs(self, report: Report) -> None:
+        """At least four figures are embedded as base64 PNG data URIs that decode to PNG files."""
+        images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', report.html)
+        assert len(images) >= 4
+        for data in images:
+            assert base64.b64decode(data).startswith(PNG_SIGNATURE)
+
+
+class TestFigureFiles:
+    def test_markdown_links_existing_pngs(self, report: Report) -> None:
+        """Every figure the markdown links is a PNG file in report_files/, linked relatively."""
+        links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.markdown)
+        assert len(links) >= 4
+        for link in links:
+            assert link.startswith("report_files/") and link.endswith(".png")
+            assert (report.directory / link).read_bytes().startswith(PNG_SIGNATURE)
+
+    def test_one_trajectory_figure_per_gate(self, report: Report) -> None:
+        """Trajectories and macro ρ/HVI come as one figure per gate setting."""
+        files = {p.name for p in (report.directory / "report_files").glob("*.png")}
+        for gate in GATES:
+            assert {f"trajectories-gate-{gate}.png", f"macro-hvi-gate-{gate}.png"} <= files
+
+
+class TestTable1:
+    @pytest.mark.parametrize("mode", MODES)
+    @pytest.mark.parametrize("gate", GATES)
+    def test_initial_best_and_hvi_match_the_summaries(self, report: Report, mode: str, gate: str) -> None:
+        """A configuration's row shows the mean initial ρ, the mean ρ at the validation-chosen step and the mean HVI."""
+        runs = summaries(report.directory, mode, gate)
+        initial = fmean(run["initial"]["macro_rho"] for run in runs)
+        best = best_on_validation(runs)
+        best_rho = mean_at(runs, best, "macro_rho")
+        hvi = fmean(run["hvi"] for run in runs)
+        cells = row(section(report.markdown, 1), mode, gate)
+        assert cells[3].startswith(f"{initial:.3f} ± ")
+        assert cells[4].startswith(f"{best_rho:.3f} ± ") and cells[4].endswith(f"(step {best})")
+        assert cells[5] == f"{best_rho - initial:+.3f}"
+        assert cells[6].startswith(f"{hvi:.3f} ± ")
+        assert cells[4] in report.html
+
+    def test_study_column_only_on_mae_rows(self, report: Report) -> None:
+        """The study's published Table 1 values stand beside the MAE-gate rows only."""
+        table = section(report.markdown, 1)
+        assert row(table, "single", "mae")[-1] == "0.274 → 0.305 (step 2)"
+        assert row(table, "SSS", "mae")[-1] == "0.284 → 0.284 (step 0)"
+        assert row(table, "SSS", "none")[-1] == "—"
+
+
+class TestNeverImprove:
+    def test_counts_match_a_recount(self, report: Report) -> None:
+        """The never-improve counts (best-on-test and best-on-validation) equal a count made from the summaries."""
+        on_test = on_val = 0
+        for mode in MODES:
+            for gate in GATES:
+                runs = summaries(report.directory, mode, gate)
+                steps = [s["step"] for s in runs[0]["steps"]]
+                start = mean_at(runs, 0, "macro_rho")
+                on_test += not any(mean_at(runs, t, "macro_rho") > start for t in steps[1:])
+                on_val += not mean_at(runs, best_on_validation(runs), "macro_rho") > start
+        text = section(report.markdown, 2)
+        assert f"best-on-test basis: {on_test} of 4 configurations never improve" in text
+        assert f"best-on-validation basis: {on_val} of 4 configurations never improve" in text
+        assert "6 of 10 configurations never improved" in text
+
+
+class TestDiagnostics:
+    @pytest.mark.parametrize("mode", MODES)
+    def test_scripted_ratings(self, report: Report, mode: str) -> None:
+        """Per-criterion gradients are rated 9 for specificity by the scripted evaluator, and adherence is 7."""
+        cells = row(section(report.markdown, 5), mode)
+        assert cells[1] == "per-criterion"
+        assert cells[2].startswith("9.00")
+        assert cells[3].startswith("7.00")
+        assert cells[-1] == "9.0"
+
+
+class TestInterference:
+    def test_table_shows_the_means(self, report: Report) -> None:
+        """The mean row shows interference.json's separate, stitched and generic means; the study's row follows."""
+        data = json.loads((report.directory / "interference.json").read_text())
+        text = section(report.markdown, 6)
+        mean = data["mean"]
+        cells = row(text, "mean")
+        assert cells[3:6] == [f"{mean['separate']:.3f}", f"{mean['stitched']:.3f}", f"{mean['generic']:.3f}"]
+        assert row(text, "study (arXiv 2605.26046)")[3:6] == ["0.305", "0.220", "0.284"]
+        for name, result in data["cells"].items():
+            assert row(text, name)[4] == f"{result['stitched']['macro_rho']:.3f}"
+
+    def test_token_lengths_per_criterion(self, report: Report) -> None:
+        """Instruction lengths in tokens (stitched / generic) are shown per criterion for every single cell."""
+        data = json.loads((report.directory / "interference.json").read_text())
+        text = section(report.markdown, 6)
+        name, result = next(iter(data["cells"].items()))
+        criterion, tokens = next(iter(result["instruction_tokens"].items()))
+        generic = result["generic_instruction_tokens"][criterion]
+        cells = [c for c in re.split(r"\s*\|\s*", text) if c.startswith(f"{tokens} / {generic} ")]
+        assert cells, f"no '{tokens} / {generic}' cell for {name}/{criterion}"
+
+
+class TestRunDirectory:
+    def test_one_run_gives_every_section(self, experiment: Path, tmp_path: Path) -> None:
+        """A single run directory is reported as an experiment with one cell, every section present."""
+        run_dir = shutil.copytree(experiment / "cells" / "SSS-mae-run0", tmp_path / "run")
+        markdown, html = write_report(run_dir)
+        text = markdown.read_text(encoding="utf-8")
+        for number, title in enumerate(SECTIONS, 1):
+            assert f"\n## {number}. {title}\n" in text
+        assert "No interference experiment" in text
+        initial = json.loads((run_dir / "summary.json").read_text())["initial"]["macro_rho"]
+        assert row(section(text, 1), "SSS", "mae")[3] == f"{initial:.3f}"  # one run: the value, no ± std
+        assert html.read_text(encoding="utf-8").count("data:image/png;base64,") >= 3
+
+
+class TestNotAReport:
+    def test_neither_directory_is_refused(self, tmp_path: Path) -> None:
+        """A directory that is neither an experiment nor a run gives a one-line ConfigError."""
+        with pytest.raises(ConfigError, match="neither an experiment directory") as caught:
+            write_report(tmp_path)
+        assert "\n" not in str(caught.value)
+
+    def test_cell_without_summary_is_named(self, experiment: Path, tmp_path: Path) -> None:
+        """An experiment with a cell that has no summary.json is refused, naming the cell."""
+        copy = shutil.copytree(experiment, tmp_path / "copy", ignore=shutil.ignore_patterns("report*"))
+        (copy / "cells" / "single-none-run1" / "summary.json").unlink()
+        with pytest.raises(ConfigError, match=r"cell single-none-run1 has no summary\.json") as caught:
+            write_report(copy)
+        assert "\n" not in str(caught.value)
+
+    def test_cli_prints_one_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`judgeopt report` on a directory that is neither exits 2 with one `ConfigError:` line."""
+        assert main(["report", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ConfigError: ") and "\n" not in err
