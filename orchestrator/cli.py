@@ -366,7 +366,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from orchestrator.report import write_report
+    from orchestrator.reporting import write_report
 
     configure_logging(json=False, level=logging.WARNING)
     markdown, html = write_report(args.directory)

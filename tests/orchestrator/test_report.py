@@ -20,7 +20,7 @@ from helpers.scripts import deterministic_handler
 
 from orchestrator.cli import main
 from orchestrator.errors import ConfigError
-from orchestrator.report import write_report
+from orchestrator.reporting import write_report
 
 MODES = ("SSS", "single")
 GATES = ("mae", "none")

@@ -1,0 +1,111 @@
+"""Aggregation over a configuration's runs, whether a configuration ever improves on its initial prompt, and the
+evaluator's ratings pooled over runs.
+
+Average the runs' per-step test macro ρ and per-step validation metric; the best step has the highest mean
+validation metric (earliest on ties) and its ρ is the mean ± std over runs of the test macro ρ at that step; the
+oracle step (the study's choice) has the highest mean test macro ρ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Any
+
+from orchestrator.metrics import hypervolume_indicator
+from orchestrator.reporting.inputs import Cell, Configuration
+
+Series = dict[int, list[float]]
+"""Per step, one value per run; only the steps every run has."""
+
+
+def _run_values(summary: Mapping[str, Any], value: Callable[[Mapping[str, Any]], float | None]) -> dict[int, float]:
+    values = {}
+    for step in summary["steps"]:
+        v = value(step)
+        if v is not None:
+            values[int(step["step"])] = float(v)
+    return values
+
+
+def _common(per_run: Sequence[Mapping[int, float]]) -> Series:
+    if not per_run:
+        return {}
+    steps = set(per_run[0]).intersection(*per_run[1:])
+    return {s: [run[s] for run in per_run] for s in sorted(steps)}
+
+
+def _criterion_rho(criterion: str) -> Callable[[Mapping[str, Any]], float | None]:
+    def value(step: Mapping[str, Any]) -> float | None:
+        rho = step["rho"]
+        return None if rho is None else rho.get(criterion)
+
+    return value
+
+
+def hvi_by_step(summary: Mapping[str, Any], criteria: Sequence[str]) -> dict[int, float]:
+    """The hypervolume indicator of the archive of tested steps 0..t, for every tested step t."""
+    archive: list[list[float]] = []
+    curve = {}
+    for step in sorted(summary["steps"], key=lambda s: int(s["step"])):
+        if step["rho"] is None:
+            continue
+        archive.append([step["rho"][c] for c in criteria])
+        curve[int(step["step"])] = hypervolume_indicator(archive)
+    return curve
+
+
+def _argmax_step(series: Series) -> int | None:
+    """The step with the highest mean; the earliest wins a tie."""
+    if not series:
+        return None
+    return max(series, key=lambda s: (fmean(series[s]), -s))
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    config: Configuration
+    macro: Series
+    val: Series
+    rho: dict[str, Series]
+    hvi_curve: Series
+    hvi: list[float]
+
+    @property
+    def best_step(self) -> int | None:
+        """Chosen on validation: the highest mean validation metric among steps tested in every run."""
+        return _argmax_step({s: v for s, v in self.val.items() if s in self.macro})
+
+    @property
+    def oracle_step(self) -> int | None:
+        """Chosen on test (the study's choice): the highest mean test macro ρ."""
+        return _argmax_step(self.macro)
+
+    def mean_macro(self, step: int | None) -> float | None:
+        return None if step is None or step not in self.macro else fmean(self.macro[step])
+
+    def improves_on_test(self) -> bool:
+        start = self.mean_macro(0)
+        return start is not None and any(fmean(v) > start for s, v in self.macro.items() if s != 0)
+
+    def improves_on_val(self) -> bool:
+        start, best = self.mean_macro(0), self.mean_macro(self.best_step)
+        return start is not None and best is not None and best > start
+
+
+def aggregate(config: Configuration, criteria: Sequence[str]) -> Aggregate:
+    summaries = [c.summary for c in config.cells]
+    return Aggregate(
+        config=config,
+        macro=_common([_run_values(s, lambda step: step["macro_rho"]) for s in summaries]),
+        val=_common([_run_values(s, lambda step: step["val_metric"]) for s in summaries]),
+        rho={c: _common([_run_values(s, _criterion_rho(c)) for s in summaries]) for c in criteria},
+        hvi_curve=_common([hvi_by_step(s, criteria) for s in summaries]),
+        hvi=[float(s["hvi"]) for s in summaries if s.get("hvi") is not None],
+    )
+
+
+def ratings(cells: Sequence[Cell], kind: str) -> list[float]:
+    """The evaluator's ratings of one kind (``specificity`` or ``adherence``) over these cells; failed ones left out."""
+    return [d.score for c in cells for d in c.diagnostics if d.kind == kind and d.score is not None]

@@ -1,0 +1,160 @@
+"""Reading what a report covers: an experiment directory (its cells) or a run directory (an experiment with one
+cell), each cell's summary beside what only its store knows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.errors import ConfigError
+from orchestrator.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
+from orchestrator.store import STORE_FILE, Diagnostic, RunStore
+from orchestrator.summary import SUMMARY_FILE
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run directory: its summary and what only its store knows."""
+
+    name: str
+    mode: str
+    gate: str
+    summary: dict[str, Any]
+    diagnostics: tuple[Diagnostic, ...]
+    usage: dict[str, dict[str, int]]
+    call_seconds: dict[str, float]
+    attempts_by_purpose: dict[tuple[str, str], int]
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class Configuration:
+    mode: str
+    gate: str
+    cells: tuple[Cell, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode} (gate {self.gate})"
+
+
+@dataclass(frozen=True)
+class Study:
+    directory: Path
+    kind: str
+    """``experiment`` or ``run``."""
+    modes: tuple[str, ...]
+    gates: tuple[str, ...]
+    runs: int
+    grid: dict[str, Any]
+    run_settings: dict[str, Any]
+    cells: tuple[Cell, ...]
+    interference: dict[str, Any] | None
+
+    @property
+    def criteria(self) -> list[str]:
+        criteria: list[str] = self.cells[0].summary["criteria"]
+        return criteria
+
+    def configurations(self) -> list[Configuration]:
+        """One per mode × gate, in grid order (modes outer), each with its runs."""
+        result = []
+        for mode in self.modes:
+            for gate in self.gates:
+                cells = tuple(c for c in self.cells if c.mode == mode and c.gate == gate)
+                if cells:
+                    result.append(Configuration(mode, gate, cells))
+        return result
+
+
+def _read_summary(run_dir: Path, what: str) -> dict[str, Any]:
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        raise ConfigError(f"{what} has no {SUMMARY_FILE} ({run_dir}): its run has not finished")
+    if not (run_dir / STORE_FILE).is_file():
+        raise ConfigError(f"{what} has no {STORE_FILE} ({run_dir})")
+    try:
+        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
+    return summary
+
+
+def _attempts_by_purpose(store: RunStore) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for _request, _attempt, _track, _step, stage, purpose, _outcome in store.calls():
+        counts[(stage, purpose)] = counts.get((stage, purpose), 0) + 1
+    return counts
+
+
+def read_cell(run_dir: Path, name: str, what: str) -> Cell:
+    summary = _read_summary(run_dir, what)
+    store = RunStore(run_dir)
+    try:
+        return Cell(
+            name=name,
+            mode=summary["mode"],
+            gate=summary["gate"],
+            summary=summary,
+            diagnostics=tuple(store.diagnostics()),
+            usage=store.usage_by_role(),
+            call_seconds=store.call_seconds_by_stage(),
+            attempts_by_purpose=_attempts_by_purpose(store),
+            wall_seconds=store.wall_seconds(),
+        )
+    finally:
+        store.close()
+
+
+def _load_experiment_study(directory: Path) -> Study:
+    try:
+        grid, base, _models = load_experiment(directory)
+    except (ValidationError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{directory / EXPERIMENT_FILE}: not a valid experiment definition ({exc!r:.200})") from None
+    cells = []
+    for mode in grid.modes:
+        for gate in grid.gates:
+            for run in range(grid.runs):
+                name = cell_name(mode, gate, run)
+                cells.append(read_cell(directory / "cells" / name, name, f"cell {name}"))
+    interference_path = directory / INTERFERENCE_FILE
+    interference = json.loads(interference_path.read_text(encoding="utf-8")) if interference_path.is_file() else None
+    return Study(
+        directory=directory,
+        kind="experiment",
+        modes=grid.modes,
+        gates=grid.gates,
+        runs=grid.runs,
+        grid=grid.model_dump(mode="json"),
+        run_settings=base.model_dump(mode="json"),
+        cells=tuple(cells),
+        interference=interference,
+    )
+
+
+def _load_run_study(directory: Path) -> Study:
+    cell = read_cell(directory, directory.name, f"run directory {directory}")
+    store = RunStore(directory)
+    try:
+        settings: dict[str, Any] = store.get_meta("config") or {}
+    finally:
+        store.close()
+    grid = {"modes": [cell.mode], "gates": [cell.gate], "runs": 1, "diagnostics": bool(cell.diagnostics)}
+    return Study(directory, "run", (cell.mode,), (cell.gate,), 1, grid, settings, (cell,), None)
+
+
+def load_study(directory: Path) -> Study:
+    """An experiment directory (``experiment.json``) or a run directory (``summary.json``), else a ConfigError."""
+    if (directory / EXPERIMENT_FILE).is_file():
+        return _load_experiment_study(directory)
+    if (directory / SUMMARY_FILE).is_file():
+        return _load_run_study(directory)
+    if (directory / STORE_FILE).is_file():
+        raise ConfigError(f"{directory} is a run directory with no {SUMMARY_FILE}: its run has not finished")
+    raise ConfigError(
+        f"{directory} is neither an experiment directory (no {EXPERIMENT_FILE}) nor a run directory (no {SUMMARY_FILE})"
+    )
