@@ -67,3 +67,49 @@ class TestLocalModelRun:
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "complete" and len(summary["steps"]) == 2
         assert main(["audit", str(run_dir)]) == 0
+
+
+class TestLocalModelExperiment:
+    @pytest.mark.timeout(900)
+    def test_tiny_experiment_produces_a_report(self, local_llm: LocalModelServer, tmp_path: Path) -> None:
+        """A one-cell experiment (CCC, no gate, one step) with diagnostics rated by the local evaluator, then a
+        report with every section and embedded figures."""
+        grid = tmp_path / "grid.yaml"
+        base = {
+            "base_url": local_llm.base_url,
+            "model": local_llm.model_name,
+            "structured_output": "json_object_schema",
+        }
+        grid.write_text(
+            yaml.safe_dump(
+                {
+                    "models": {
+                        "default": base,
+                        "loss": {"max_tokens": 64},
+                        "gradient": {"max_tokens": 128},
+                        "optimizer": {"max_tokens": 96},
+                        "judge": {"max_tokens": 48},
+                        "evaluator": {"max_tokens": 64},
+                    },
+                    "run": {
+                        "steps": 1,
+                        "batch_size": 1,
+                        "concurrency": 1,
+                        "bootstrap_resamples": 0,
+                        "dataset": {"name": "summeval", "train_size": 8, "val_size": 2, "test_size": 3},
+                    },
+                    "grid": {"modes": ["CCC"], "gates": ["none"], "runs": 1},
+                }
+            )
+        )
+        directory = tmp_path / "exp"
+        assert main(["experiment", "--grid", str(grid), "--dir", str(directory)]) == 0
+        assert main(["report", str(directory)]) == 0
+        html = (directory / "report.html").read_text()
+        markdown = (directory / "report.md").read_text()
+        for heading in ("Table 1", "Diagnostics", "interference", "Calls, tokens and wall time"):
+            assert heading in markdown and heading in html
+        assert html.count("data:image/png;base64,") >= 3
+        with sqlite3.connect(directory / "cells" / "CCC-none-run0" / "run.sqlite") as db:
+            ratings = db.execute("SELECT COUNT(*) FROM diagnostics").fetchone()[0]
+        assert ratings >= 1  # the evaluator rated the step's gradients
