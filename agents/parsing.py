@@ -54,6 +54,56 @@ def find_json_object(text: str) -> JsonReading | None:
     return None
 
 
+def _json_objects(text: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every top-level JSON object in ``text`` with its offset, in order (objects nested in one are not listed)."""
+    found: list[tuple[int, dict[str, Any]]] = []
+    start = text.find("{")
+    for _ in range(_MAX_OBJECT_STARTS):
+        if start < 0:
+            break
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            found.append((start, value))
+        start = text.find("{", end)
+    return found
+
+
+def _fenced_spans(text: str) -> list[tuple[int, int]]:
+    return [match.span(1) for match in _FENCE.finditer(text)]
+
+
+def find_answer_object(text: str, keys: Sequence[str]) -> JsonReading | None:
+    """The JSON object in ``text`` that answers with ``keys``, when the reply may also quote other JSON.
+
+    The whole reply when it is one object; else, among the top-level objects, the one holding the most of ``keys``,
+    then one inside a code fence, then the last one: a model that quotes JSON found in a sample (text trying to
+    dictate its answer) before giving its own answer is read for its own answer.
+    """
+    try:
+        whole = json.loads(text.strip())
+    except (ValueError, RecursionError):
+        pass
+    else:
+        if isinstance(whole, dict):
+            return JsonReading(whole, repaired=False)
+    candidates = _json_objects(text)
+    if not candidates:
+        return None
+    fences = _fenced_spans(text)
+
+    def rank(candidate: tuple[int, dict[str, Any]]) -> tuple[int, bool, int]:
+        offset, value = candidate
+        held = sum(lookup_key(value, key) is not None for key in keys)
+        return held, any(low <= offset < high for low, high in fences), offset
+
+    _, value = max(candidates, key=rank)
+    return JsonReading(value, repaired=True)
+
+
 def _normalise_key(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
@@ -113,7 +163,8 @@ def parse_scores(text: str, criteria: Sequence[Criterion]) -> tuple[CriterionSco
     """Read one score per criterion from a judge reply (JSON object, fenced, or as a last resort prose)."""
     if not text.strip():
         return tuple(CriterionScore(c.name, None, ParseStatus.INVALID) for c in criteria)
-    reading = find_json_object(text)
+    keys = [c.name for c in criteria] + (["score"] if len(criteria) == 1 else [])
+    reading = find_answer_object(text, keys)
     scores: list[CriterionScore] = []
     for criterion in criteria:
         found: tuple[float, bool] | None = None

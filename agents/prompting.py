@@ -2,12 +2,15 @@
 
 Every user message runs from the most shared text to the least shared (task description, criteria and
 instructions, then source text, then candidate text) so that endpoint prefix caches are reused across calls.
-Sample text is always fenced in tags and its closing tags escaped: text inside a sample stays data.
+Sample text is always fenced in tags, and every text that did not come from a template (samples, field names,
+instructions, answers, critiques, feedback) has the closing tags of the prompts' own tags escaped (``</sample>``
+becomes ``<\\/sample>``, in any case and spacing): such text cannot end its tag early, so it stays data.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -22,8 +25,20 @@ def template(name: str) -> Template:
     return Template(resources.files("agents").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8"))
 
 
+# Placeholders that receive plain text (not a fragment built here) and sit inside a tag of their template: render
+# fences them, so that the agents may pass such text as it is.
+_TEXT_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "optimizer_user_per_criterion": frozenset({"instruction"}),
+    "evaluator_adherence": frozenset({"old_instruction", "new_instruction"}),
+}
+
+
 def render(name: str, **values: str) -> str:
-    return template(name).substitute(values).strip() + "\n"
+    """The template ``name`` filled with ``values`` (plain-text placeholders fenced; values are not re-scanned, so a
+    ``$name`` inside a value stays as it is)."""
+    text_placeholders = _TEXT_PLACEHOLDERS.get(name, frozenset())
+    filled = {key: _fence(value) if key in text_placeholders else value for key, value in values.items()}
+    return template(name).substitute(filled).strip() + "\n"
 
 
 def routed(name: str, routing: Routing) -> str:
@@ -31,15 +46,25 @@ def routed(name: str, routing: Routing) -> str:
     return f"{name}_{routing.value}"
 
 
-def _fence(tag: str, text: str) -> str:
-    return text.replace(f"</{tag}", f"<\\/{tag}")
+TAGS = ("sample", "field", "instruction", "task", "answer", "feedback")
+"""The tags the prompts delimit text with."""
+
+_CLOSING_TAG = re.compile(r"<(\s*)/(?=\s*(?:" + "|".join(TAGS) + r")(?![\w-]))", re.IGNORECASE)
+
+
+def _fence(text: str) -> str:
+    """``text`` unable to close any of the prompts' tags: the slash of each such closing tag is escaped (``<\\/``),
+    whatever the tag's case or spacing. Idempotent."""
+    return _CLOSING_TAG.sub(r"<\1\\/", text)
+
+
+def _attribute(text: str) -> str:
+    """Text for a double-quoted tag attribute."""
+    return _fence(text).replace('"', "&quot;")
 
 
 def format_sample(sample: Sample) -> str:
-    return "\n".join(
-        f'<field name="{_fence("field", name)}">\n{_fence("field", _fence("sample", text))}\n</field>'
-        for name, text in sample.fields
-    )
+    return "\n".join(f'<field name="{_attribute(name)}">\n{_fence(text)}\n</field>' for name, text in sample.fields)
 
 
 def scale(criterion: Criterion) -> str:
@@ -72,7 +97,7 @@ def format_judge_criteria(criteria: Sequence[Criterion], prompt: JudgePrompt) ->
     blocks = []
     for c in criteria:
         described = f" {c.description}" if c.description else ""
-        blocks.append(f"## {c.name} ({scale(c)}).{described}\n{prompt.instruction_for(c.name) or ''}")
+        blocks.append(f"## {c.name} ({scale(c)}).{described}\n{_fence(prompt.instruction_for(c.name) or '')}")
     return "\n\n".join(blocks)
 
 
@@ -80,9 +105,9 @@ def format_prompt(prompt: JudgePrompt) -> str:
     """The judge prompt as another agent is shown it: task description and instructions."""
     parts = ["\nThe judge's prompt:"]
     if prompt.task_description:
-        parts.append(f"<task>\n{prompt.task_description}\n</task>")
+        parts.append(f"<task>\n{_fence(prompt.task_description)}\n</task>")
     parts.extend(
-        f'<instruction criterion="{i.criterion}">\n{_fence("instruction", i.text)}\n</instruction>'
+        f'<instruction criterion="{_attribute(i.criterion)}">\n{_fence(i.text)}\n</instruction>'
         for i in prompt.instructions
     )
     return "\n".join(parts)
@@ -94,7 +119,7 @@ def format_context(sample: Sample | None, judge_output: str | None) -> str:
     if sample is not None:
         parts.append(f"\nThe judged sample:\n<sample>\n{format_sample(sample)}\n</sample>")
     if judge_output is not None:
-        parts.append(f"\nThe judge's answer:\n<answer>\n{_fence('answer', judge_output)}\n</answer>")
+        parts.append(f"\nThe judge's answer:\n<answer>\n{_fence(judge_output)}\n</answer>")
     return "\n".join(parts)
 
 
@@ -104,15 +129,15 @@ def format_evidence(evidence: Sequence[CriterionEvidence]) -> str:
     for e in evidence:
         lines = [f"[{e.criterion}]"]
         if e.instruction is not None:
-            lines.append(f"Instruction: {e.instruction}")
+            lines.append(f"Instruction: {_fence(e.instruction)}")
         if e.prediction is not None:
             lines.append(f"Predicted score: {e.prediction:g}")
         if e.ground_truth is not None:
             lines.append(f"Correct score: {e.ground_truth:g}")
         if e.verdict is not None:
-            lines.append(f"Verdict: {e.verdict}")
+            lines.append(f"Verdict: {_fence(e.verdict)}")
         if e.critique is not None:
-            lines.append(f"Critique: {e.critique}")
+            lines.append(f"Critique: {_fence(e.critique)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -130,7 +155,7 @@ def format_gradients(gradients: Sequence[Gradient]) -> str:
         parts = [f'<feedback n={n} criteria="{", ".join(g.criteria)}">']
         for label, text in (("Keep", g.keep), ("Problem", g.problem), ("Fix", g.fix)):
             if text:
-                parts.append(f"{label}: {_fence('feedback', text)}")
+                parts.append(f"{label}: {_fence(text)}")
         parts.append("</feedback>")
         blocks.append("\n".join(parts))
     return "\n\n".join(blocks)
@@ -138,7 +163,6 @@ def format_gradients(gradients: Sequence[Gradient]) -> str:
 
 def format_instructions(prompt: JudgePrompt, criteria: Sequence[Criterion]) -> str:
     return "\n\n".join(
-        f"## {c.name} ({scale(c)})\n<instruction>\n{_fence('instruction', prompt.instruction_for(c.name) or '')}"
-        "\n</instruction>"
+        f"## {c.name} ({scale(c)})\n<instruction>\n{_fence(prompt.instruction_for(c.name) or '')}\n</instruction>"
         for c in criteria
     )

@@ -3,6 +3,11 @@
 Addresses may be ``host:port`` or ``dns:///name:port``; channels balance over every resolved address with
 client-side round-robin. Retries are not declared here: the model hop retries inside the service (the openai
 client), and failed calls are retried by the loop within its budget, so retry layers never stack.
+
+Channels are plaintext unless ``ClientSettings.tls_ca`` is set: then TLS, verifying the services' certificates
+against that CA, and presenting a client certificate when ``tls_cert``/``tls_key`` are given (mutual TLS). With
+``token_env`` every call carries ``authorization: Bearer <token>``: as call credentials on TLS channels, as plain
+metadata on plaintext ones (gRPC sends call credentials only over secure channels).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -30,6 +36,7 @@ from protos.judgeopt.v1 import (
     optimizer_pb2,
     optimizer_pb2_grpc,
 )
+from services.config import CredentialError, check_key_pair, read_pem, read_token
 
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
@@ -47,6 +54,65 @@ class ClientSettings:
     )
     """Per-role deadline of one RPC; generous by default because the local model serves one call at a time."""
     max_message_bytes: int = 16 * 1024 * 1024
+    """Largest request sent or reply accepted, set explicitly on both directions (the services' default too)."""
+    tls_ca: Path | None = None
+    """PEM root certificate(s) that verify the services (``--tls-ca``); set → TLS on every channel."""
+    tls_cert: Path | None = None
+    """PEM client certificate chain for mutual TLS (``--tls-cert``), with ``tls_key``."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert`` (``--tls-key``)."""
+    server_name_override: str | None = None
+    """Name to verify the services' certificates against instead of the address's host (``--tls-server-name``)."""
+    token_env: str | None = None
+    """Name of the environment variable holding the bearer token stamped on every call (``--token-env``)."""
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key must be given together")
+        if self.tls_ca is None and (self.tls_cert is not None or self.server_name_override is not None):
+            which = "--tls-cert" if self.tls_cert is not None else "--tls-server-name"
+            raise ConfigError(f"{which} needs --tls-ca (the CA that verifies the services)")
+        if self.token_env is not None and not (self.token_env.replace("_", "").isalnum() and self.token_env.isascii()):
+            raise ConfigError(f"--token-env must name an environment variable, got {self.token_env!r}")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None
+
+    def token(self) -> str | None:
+        """The bearer token from ``token_env`` (``ConfigError`` naming the variable if it is unset)."""
+        if self.token_env is None:
+            return None
+        try:
+            return read_token(self.token_env)
+        except CredentialError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials (with the token as call credentials, if any), or ``None`` for plaintext.
+
+        Reads and checks every file now, so a bad path is one ``ConfigError`` naming the flag and the path."""
+        if self.tls_ca is None:
+            return None
+        try:
+            root = read_pem(self.tls_ca, flag="--tls-ca", kind="certificate")
+            chain = key = None
+            if self.tls_cert is not None and self.tls_key is not None:
+                chain = read_pem(self.tls_cert, flag="--tls-cert", kind="certificate")
+                key = read_pem(self.tls_key, flag="--tls-key", kind="private key")
+                check_key_pair(self.tls_cert, self.tls_key, cert_flag="--tls-cert", key_flag="--tls-key")
+        except CredentialError as exc:
+            raise ConfigError(str(exc)) from None
+        credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+        token = self.token()
+        if token is not None:
+            credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+        return credentials
+
+    def check(self) -> None:
+        """Read every file and the token once, so problems surface before a run starts."""
+        self.channel_credentials()
+        self.token()
 
 
 class AgentClients:
@@ -59,7 +125,18 @@ class AgentClients:
             ("grpc.max_receive_message_length", self.settings.max_message_bytes),
             ("grpc.max_send_message_length", self.settings.max_message_bytes),
         ]
-        self._channels = {role: grpc.aio.insecure_channel(addr, options=options) for role, addr in addresses.items()}
+        credentials = self.settings.channel_credentials()
+        # On plaintext the token travels as metadata; on TLS it is inside the channel's call credentials.
+        token = self.settings.token() if credentials is None else None
+        self._auth: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        if credentials is None:
+            self._channels = {role: grpc.aio.insecure_channel(a, options=options) for role, a in addresses.items()}
+        else:
+            if self.settings.server_name_override is not None:
+                options.append(("grpc.ssl_target_name_override", self.settings.server_name_override))
+            self._channels = {
+                role: grpc.aio.secure_channel(a, credentials, options=options) for role, a in addresses.items()
+            }
 
     def _channel(self, role: Role) -> grpc.aio.Channel:
         channel = self._channels.get(role)
@@ -90,7 +167,7 @@ class AgentClients:
     def _call_options(self, role: Role, request_id: str, run_id: str) -> dict[str, Any]:
         return {
             "timeout": self.settings.deadline_seconds[role],
-            "metadata": (("x-request-id", request_id), ("x-run-id", run_id)),
+            "metadata": (("x-request-id", request_id), ("x-run-id", run_id), *self._auth),
             "wait_for_ready": True,
         }
 

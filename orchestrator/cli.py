@@ -9,9 +9,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
@@ -25,6 +25,10 @@ from agents.local_model import LocalModelError, LocalModelServer
 from orchestrator.config import GridConfig, RunConfig, load_config
 from orchestrator.errors import ConfigError, JudgeoptError
 from orchestrator.log_setup import configure_logging
+from services.config import CredentialError, ServiceConfig, server_tls, service_token
+
+if TYPE_CHECKING:
+    from orchestrator.agent_clients import ClientSettings
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -78,14 +82,38 @@ def _local_model_if_needed(models: ModelsConfig, roles: tuple[Role, ...], gguf: 
 # --- serve ------------------------------------------------------------------------------------------------------
 
 
+def _service_config(args: argparse.Namespace, base: ServiceConfig) -> ServiceConfig:
+    """The config file's ``service:`` section with the flags applied, its TLS files and token checked now."""
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "ledger_path": args.ledger,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
+        "token_env": args.token_env,
+    }
+    try:
+        service = ServiceConfig.model_validate(
+            {**base.model_dump(), **{k: v for k, v in flags.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"service settings: {describe_validation_error(exc)}") from None
+    try:
+        server_tls(service)
+        service_token(service)
+    except CredentialError as exc:
+        raise ConfigError(str(exc)) from None
+    return service
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from services.server import serve  # the serving stack loads only for this command
 
     configure_logging(json=True)
     role: Role = args.role
     file_config = load_config(args.config)
-    flags = {"host": args.host, "port": args.port, "ledger_path": args.ledger}
-    service = file_config.service.model_copy(update={k: v for k, v in flags.items() if v is not None})
+    service = _service_config(args, file_config.service)
     models = _models_from_args(args, [])
 
     def announce(port: int) -> None:
@@ -205,6 +233,38 @@ def _run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig)
         raise ConfigError(f"run settings: {describe_validation_error(exc)}") from None
 
 
+def _add_client_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("security of the calls to the services")
+    group.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="CA certificate that verifies the services given by --…-addr: TLS"
+    )
+    group.add_argument("--tls-cert", type=Path, metavar="PEM", help="client certificate, for mutual TLS")
+    group.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    group.add_argument("--tls-server-name", metavar="NAME", help="name the services' certificates are checked against")
+    group.add_argument(
+        "--token-env", metavar="VAR", help="env variable holding the services' bearer token (sent on every call)"
+    )
+
+
+def _client_settings(args: argparse.Namespace, addresses: Mapping[Role, str] | None) -> ClientSettings:
+    """The client's TLS and token settings, every file and the token read once now (before a run starts)."""
+    from orchestrator.agent_clients import ClientSettings
+
+    settings = ClientSettings(
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        server_name_override=args.tls_server_name,
+        token_env=args.token_env,
+    )
+    if settings.tls and addresses is None:
+        raise ConfigError(
+            "--tls-ca applies to running services given by --<role>-addr; services started here are on loopback"
+        )
+    settings.check()
+    return settings
+
+
 def _addresses(args: argparse.Namespace) -> dict[Role, str] | None:
     given: dict[Role, str] = {role: getattr(args, f"{role}_addr") for role in ROLES}
     if not any(given.values()):
@@ -264,6 +324,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     file_config = load_config(args.config)
     models = _models_from_args(args, ROLES)
     config = _run_config(args, file_config.run, models)
+    client_settings = _client_settings(args, _addresses(args))
     setup = prepare(config, models, args.data_dir)
     if args.dry_run:
         _print_estimate(setup)
@@ -271,7 +332,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     store = start_run(setup, run_dir)
     try:
-        return _run_with_progress(store, run_dir, args, dataset=setup.dataset)
+        return _run_with_progress(store, run_dir, args, dataset=setup.dataset, client_settings=client_settings)
     finally:
         store.close()
 
@@ -309,13 +370,14 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.run import open_run
 
     configure_logging(json=False, level=logging.WARNING)
+    client_settings = _client_settings(args, _addresses(args))
     store = open_run(args.run_dir)
     budget = {"max_calls": args.max_calls, "max_tokens": args.max_tokens}
     if any(v is not None for v in budget.values()):  # resuming with a larger budget
         config = store.get_meta("config")
         store.set_meta("config", {**config, **{k: v for k, v in budget.items() if v is not None}})
     try:
-        return _run_with_progress(store, args.run_dir, args)
+        return _run_with_progress(store, args.run_dir, args, client_settings=client_settings)
     finally:
         store.close()
 
@@ -403,15 +465,21 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     local = models.needs_local_model(("judge",))
     concurrency = args.concurrency or (LOCAL_CONCURRENCY if local else REMOTE_CONCURRENCY)
     console = Console(stderr=True)
+    addresses: dict[Role, str] | None = {"judge": args.judge_addr} if args.judge_addr else None
+    client_settings = _client_settings(args, addresses)
 
     async def run() -> Any:
         limit = asyncio.Semaphore(concurrency)
         rates = RateLimits(models, ("judge",), window=60.0)
-        addresses: dict[Role, str] | None = {"judge": args.judge_addr} if args.judge_addr else None
         services = args.out.parent / f"{args.out.name}.state" / "services"
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         async with agent_clients(
-            models, services, addresses=addresses, local_model=args.local_model, roles=("judge",)
+            models,
+            services,
+            addresses=addresses,
+            local_model=args.local_model,
+            roles=("judge",),
+            settings=client_settings,
         ) as clients:
             with Progress(*columns, console=console) as progress:
                 bar = progress.add_task("scoring", total=None)
@@ -468,6 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind; 0 picks a free one and prints it")
     serve.add_argument("--ledger", type=Path, help="append what each request carried to this JSON-lines file")
+    security = serve.add_argument_group("security (override the config file's service section)")
+    security.add_argument("--tls-cert", type=Path, metavar="PEM", help="server certificate chain: serve TLS only")
+    security.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    security.add_argument(
+        "--tls-client-ca", type=Path, metavar="PEM", help="require client certificates from this CA (mutual TLS)"
+    )
+    security.add_argument(
+        "--token-env", metavar="VAR", help="env variable holding the bearer token every agent RPC must carry"
+    )
     _add_model_flags(serve, [])
     serve.set_defaults(handler=_cmd_serve)
 
@@ -479,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize = commands.add_parser("optimize", help="run an optimization (default: a quick run on the local model)")
     _add_model_flags(optimize, ROLES)
     _add_run_flags(optimize)
+    _add_client_flags(optimize)
     optimize.set_defaults(handler=_cmd_optimize)
 
     resume = commands.add_parser("resume", help="continue a stopped run from its last complete step")
@@ -488,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_budget_flags(resume.add_argument_group("budget (replaces the run's)"))
     for role in ROLES:
         resume.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service")
+    _add_client_flags(resume)
     resume.set_defaults(handler=_cmd_resume)
 
     experiment = commands.add_parser("experiment", help="run a grid of modes × gates × repeated runs")
@@ -518,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--concurrency", type=int, help="calls in flight (default: 1 on the local model, else 8)")
     judge.add_argument("--judge-addr", metavar="HOST:PORT", help="a running judge service instead of starting one")
     _add_model_flags(judge, [])
+    _add_client_flags(judge)
     judge.set_defaults(handler=_cmd_judge)
 
     report = commands.add_parser("report", help="write report.md and report.html for a run or an experiment")

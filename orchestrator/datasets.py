@@ -37,7 +37,7 @@ from typing import Any, Literal, Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.config import describe_validation_error
 from orchestrator.errors import DataError
@@ -47,6 +47,16 @@ log = structlog.get_logger(__name__)
 SUMMEVAL_FILE = "summeval.jsonl"
 WGC_FILES = ("wgc-summeval-split/train.parquet", "wgc-summeval-split/test.parquet")
 DOWNLOAD_TIMEOUT_S = 30.0
+MAX_TEXT_CHARS = 1_000_000
+"""Default longest text field: about 250,000 tokens, more than nearly any model's context, and well inside the agent
+services' 16 MiB message limit. A longer text could never be judged, so it is refused when the data is loaded."""
+
+
+def _not_a_boolean(value: object) -> object:
+    """Refuse ``true``/``false`` where a number is expected (pydantic would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
 
 
 class CriterionSpec(BaseModel):
@@ -60,6 +70,8 @@ class CriterionSpec(BaseModel):
     max_score: float = Field(default=5.0, allow_inf_nan=False)
     integer_scores: bool = True
     tolerance: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+
+    _no_booleans = field_validator("min_score", "max_score", "tolerance", mode="before")(_not_a_boolean)
 
     @model_validator(mode="after")
     def _check_range(self) -> Self:
@@ -138,6 +150,12 @@ class DatasetConfig(BaseModel):
     seed: int = 0
     val_overlaps_train: bool = False
     download_url: str | None = None
+    max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
+    """Longest text field accepted, in characters; raise it for a model whose context holds longer texts."""
+
+    _no_booleans = field_validator("train_size", "val_size", "test_size", "seed", "max_text_chars", mode="before")(
+        _not_a_boolean
+    )
 
 
 # --- Finding data files ---------------------------------------------------------------------------------------------
@@ -241,7 +259,9 @@ def _decode(origin: str, data: bytes) -> str:
 
 
 def _csv_rows(origin: str, data: bytes) -> _RawRows:
-    reader = csv.reader(io.StringIO(_decode(origin, data), newline=""))
+    _decode(origin, data)  # validates the whole file first, so that an encoding error names its line
+    # Decoded as it is read: an io.StringIO of the whole text would hold a 4-byte-per-character copy of it.
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
     row_number = 0
     try:
         header = next(reader, None)
@@ -259,15 +279,32 @@ def _csv_rows(origin: str, data: bytes) -> _RawRows:
         raise DataError(f"{origin}: row {row_number + 1}: malformed CSV ({exc})") from None
 
 
+def _lines(text: str) -> Iterator[tuple[str, bool]]:
+    """Each line of ``text`` without its "\\n", one at a time, and whether it was the last one (unterminated).
+
+    Split on "\\n" only: str.splitlines() would also split inside strings holding U+2028 and the like.
+    """
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end], False
+        start = end + 1
+    yield text[start:], True
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    """``Expecting ',' delimiter at column 9`` / ``Unterminated string starting at column 9``."""
+    return f"{exc.msg} column {exc.colno}" if exc.msg.endswith(" at") else f"{exc.msg} at column {exc.colno}"
+
+
 def _jsonl_rows(origin: str, data: bytes) -> _RawRows:
-    # Split on "\n" only: str.splitlines() would also split inside strings holding U+2028 and the like.
-    for line_number, line in enumerate(_decode(origin, data).split("\n"), start=1):
+    for line_number, (line, last) in enumerate(_lines(_decode(origin, data)), start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{origin}: line {line_number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            cut = "; the file ends in the middle of this line (truncated?)" if last else ""
+            raise DataError(f"{origin}: line {line_number}: not valid JSON ({_json_error(exc)}){cut}") from None
         yield line_number, _json_object(origin, f"line {line_number}", value)
 
 
@@ -327,6 +364,7 @@ class _Layout:
     criteria: tuple[CriterionSpec, ...]  # each criterion's label is in the column of its name
     id_column: str | None = None
     group_column: str | None = None
+    max_text_chars: int = MAX_TEXT_CHARS
 
 
 def _value(row: _Row, column: str) -> object:
@@ -339,13 +377,24 @@ def _is_blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _text(row: _Row, column: str) -> str:
+def _text(row: _Row, column: str, max_chars: int) -> str:
     value = _value(row, column)
     if _is_blank(value):
         raise row.error(f"column {column!r}: empty text")
     if not isinstance(value, str):
-        raise row.error(f"column {column!r}: expected text, got {type(value).__name__} {value!r}")
+        raise row.error(f"column {column!r}: expected text, got {type(value).__name__} {_shown(value)}")
+    if len(value) > max_chars:
+        raise row.error(
+            f"column {column!r}: text of {len(value):,} characters is longer than max_text_chars ({max_chars:,}): "
+            "no judge prompt could hold it (raise max_text_chars in the dataset config for a larger model context)"
+        )
     return value
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _key(row: _Row, column: str, kind: str) -> str:
@@ -380,7 +429,7 @@ def _label(row: _Row, criterion: CriterionSpec) -> float:
 
 
 def _record(row: _Row, layout: _Layout) -> Record:
-    fields = tuple((name, _text(row, column)) for name, column in layout.text_columns)
+    fields = tuple((name, _text(row, column, layout.max_text_chars)) for name, column in layout.text_columns)
     labels = {criterion.name: _label(row, criterion) for criterion in layout.criteria}
     record_id = row.default_id if layout.id_column is None else _key(row, layout.id_column, "id")
     group = record_id if layout.group_column is None else _key(row, layout.group_column, "group")
@@ -497,6 +546,7 @@ def _load_summeval(config: DatasetConfig, data_dir: Path | None) -> Dataset:
         text_columns=(("article", "source"), ("summary", "summary")),
         criteria=_select_criteria(config, SUMMEVAL_CRITERIA),
         group_column="doc_id",
+        max_text_chars=config.max_text_chars,
     )
     records = _build_records(_summeval_rows(str(path), data), layout, str(path))
     return _dataset("summeval", layout, records, [(path, data)])
@@ -511,6 +561,7 @@ def _load_wgc(config: DatasetConfig, data_dir: Path | None) -> Dataset:
     layout = _Layout(
         text_columns=(("article", "text"), ("summary", "machine_summary")),
         criteria=_select_criteria(config, _WGC_CRITERIA),
+        max_text_chars=config.max_text_chars,
     )
     rows = (
         _Row(str(path), f"row {row_number}", f"{path.stem}-{row_number - 1}", values)
@@ -527,7 +578,9 @@ def _load_file(config: DatasetConfig) -> Dataset:
     if path is None or not config.text_fields or not config.criteria:
         missing = [setting for setting in ("path", "text_fields", "criteria") if not getattr(config, setting)]
         raise DataError(f"dataset 'file' needs {', '.join(missing)}")
-    return _read_file(path, config.text_fields, config.criteria, config.id_field, config.group_field)
+    return _read_file(
+        path, config.text_fields, config.criteria, config.id_field, config.group_field, config.max_text_chars
+    )
 
 
 def _read_file(
@@ -536,6 +589,7 @@ def _read_file(
     criteria: tuple[CriterionSpec, ...],
     id_field: str | None,
     group_field: str | None = None,
+    max_text_chars: int = MAX_TEXT_CHARS,
 ) -> Dataset:
     if len(set(text_fields)) != len(text_fields):
         raise DataError(f"dataset 'file': text_fields lists a column twice: {', '.join(text_fields)}")
@@ -548,6 +602,7 @@ def _read_file(
         criteria=criteria,
         id_column=id_field,
         group_column=group_field,
+        max_text_chars=max_text_chars,
     )
     origin = str(path)
     rows = (_Row(origin, f"row {n}", f"row-{n}", values) for n, values in reader(origin, data))

@@ -3,6 +3,10 @@
 Used by ``judgeopt`` commands that run everything on one machine and by the end-to-end tests. Each service gets
 the same config file, writes its JSON logs to ``<log_dir>/<role>.log``, and counts as up once its health service
 answers SERVING.
+
+The services listen on plaintext 127.0.0.1 (no TLS: the traffic never leaves the machine). With ``token_env``
+each is started with ``--token-env`` and inherits the variable, so it refuses calls without the bearer token
+(other local users cannot use the run's services); only the variable's name appears on a command line or in a file.
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ class ServiceFleet:
         *,
         roles: tuple[Role, ...] = ROLES,
         startup_timeout: float = 60.0,
+        token_env: str | None = None,
     ) -> None:
         self.models = models
+        self.token_env = token_env
         self.log_dir = log_dir
         self.roles = roles
         self.startup_timeout = startup_timeout
@@ -63,6 +69,7 @@ class ServiceFleet:
                 [
                     *(sys.executable, "-m", "orchestrator", "serve", role, "--port", "0", "--config", str(config)),
                     *("--ledger", str(self.ledger_path(role))),
+                    *(("--token-env", self.token_env) if self.token_env else ()),
                 ],
                 stdout=output,
                 stderr=subprocess.STDOUT,

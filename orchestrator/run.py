@@ -19,7 +19,7 @@ import structlog
 
 from agents.config import ROLES, ModelsConfig, Role
 from agents.local_model import LocalModelServer
-from orchestrator.agent_clients import AgentClients
+from orchestrator.agent_clients import AgentClients, ClientSettings
 from orchestrator.artifacts import PromptState, content_id
 from orchestrator.budget import Budget, StepShape, mean_sample_tokens
 from orchestrator.config import RunConfig
@@ -92,13 +92,21 @@ async def agent_clients(
     addresses: Mapping[Role, str] | None,
     local_model: Path | None,
     roles: tuple[Role, ...] = ROLES,
+    settings: ClientSettings | None = None,
 ) -> AsyncIterator[AgentClients]:
     """Clients of running services at ``addresses``, or of ``roles`` started here as subprocesses (sharing one
-    local model server when a role has no endpoint)."""
+    local model server when a role has no endpoint).
+
+    ``settings`` carry TLS and the token. Services started here listen on plaintext 127.0.0.1, so TLS settings
+    apply only to given ``addresses``; a token (``settings.token_env``) is passed on to the started services,
+    which then require it, as remote ones do."""
+    settings = settings or ClientSettings()
     if addresses is not None:
-        async with AgentClients(addresses) as clients:
+        async with AgentClients(addresses, settings) as clients:
             yield clients
         return
+    if settings.tls:
+        raise ConfigError("--tls-ca applies to services given by --<role>-addr; services started here are on loopback")
     with contextlib.ExitStack() as stack:
         local_url = None
         if models.needs_local_model(roles):
@@ -107,8 +115,8 @@ async def agent_clients(
         resolved = ModelsConfig(
             **{role: models.for_role(role, local_base_url=local_url).model_dump(mode="json") for role in roles}
         )
-        fleet = ServiceFleet(resolved, services_dir, roles=roles)
-        async with fleet, AgentClients(fleet.addresses) as clients:
+        fleet = ServiceFleet(resolved, services_dir, roles=roles, token_env=settings.token_env)
+        async with fleet, AgentClients(fleet.addresses, settings) as clients:
             yield clients
 
 
@@ -225,9 +233,13 @@ async def execute(
     local_model: Path | None = None,
     on_step: Callable[[str, int], None] | None = None,
     dataset: Dataset | None = None,
+    client_settings: ClientSettings | None = None,
 ) -> dict[str, Any]:
-    """Run (or continue) one run, starting its services here unless ``addresses`` are given."""
+    """Run (or continue) one run, starting its services here unless ``addresses`` are given; ``client_settings``
+    carry TLS and the token (never stored with the run: they belong to the invocation)."""
     models = ModelsConfig.model_validate(store.get_meta("models_config"))
     services = run_dir / "services"
-    async with agent_clients(models, services, addresses=addresses, local_model=local_model) as clients:
+    async with agent_clients(
+        models, services, addresses=addresses, local_model=local_model, settings=client_settings
+    ) as clients:
         return await run_with_clients(store, run_dir, clients, data_dir=data_dir, on_step=on_step, dataset=dataset)

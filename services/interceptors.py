@@ -1,16 +1,28 @@
-"""Server interceptors, one concern each: request ids into structlog's context, one access-log line per RPC, and
-the ledger of what each request carried."""
+"""Server interceptors, one concern each: request ids into structlog's context, one access-log line per RPC, the
+bearer-token check, the ledger of what each request carried, and the replay of answered request ids.
+
+A service's chain, outermost first: request context → access log → bearer token → ledger → replay → servicer.
+So a refused call is still logged with its request id and code, the ledger holds only authenticated requests, and
+a replayed answer never reaches the servicer (no second model call).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import grpc
 import structlog
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
 
 from protos.manifest import manifest
 
@@ -125,3 +137,187 @@ class LedgerInterceptor(grpc.aio.ServerInterceptor):
 
     def close(self) -> None:
         self._file.close()
+
+
+# --- bearer token ---------------------------------------------------------------------------------------------
+
+OPEN_SERVICES = frozenset(
+    {
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+"""Services every caller may use without a token: health probes (kubelets, load balancers) and reflection."""
+
+
+def _service_of(method: str) -> str:
+    """``/pkg.Service/Method`` → ``pkg.Service``."""
+    return method.lstrip("/").split("/", 1)[0]
+
+
+def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same shape (and serializers, so outer interceptors see a normal call) that refuses."""
+
+    async def deny(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+    async def deny_stream(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        yield  # pragma: no cover - abort raises; the yield makes this a streaming handler
+
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(deny, **serializers)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(deny, **serializers)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(deny_stream, **serializers)
+    return grpc.stream_stream_rpc_method_handler(deny_stream, **serializers)
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses with ``UNAUTHENTICATED`` every RPC whose ``authorization`` metadata is not ``Bearer <token>``,
+    except the health and reflection services. Compared in constant time; the token and the header are never
+    logged."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def __repr__(self) -> str:
+        return "BearerTokenInterceptor(<token hidden>)"
+
+    def _reason_refused(self, metadata: tuple[tuple[str, str | bytes], ...]) -> str | None:
+        values = [value for key, value in metadata if key == "authorization"]
+        if not values:
+            return "no authorization metadata"
+        if len(values) > 1:
+            return "several authorization entries"
+        value = values[0]
+        presented = value.encode() if isinstance(value, str) else value
+        return None if hmac.compare_digest(presented, self._expected) else "wrong bearer token"
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or _service_of(handler_call_details.method) in OPEN_SERVICES:
+            return handler
+        reason = self._reason_refused(tuple(handler_call_details.invocation_metadata or ()))
+        if reason is None:
+            return handler
+        log.warning("rpc.unauthenticated", rpc=handler_call_details.method, reason=reason)
+        return _denied(handler)
+
+
+# --- replay of answered request ids ---------------------------------------------------------------------------
+
+ReplayKey = tuple[str, str]
+"""``(rpc, request_id)``."""
+
+
+class ReplayConflictError(Exception):
+    """A known request id arrived with a different request: a client bug, never answered from the cache."""
+
+
+@dataclass
+class _Pending:
+    fingerprint: bytes
+    reply: asyncio.Future[Any]
+    """Resolves to the reply, or to ``None`` when the call failed (and was forgotten)."""
+
+
+class ReplayCache:
+    """The last ``capacity`` successful replies by ``(rpc, request_id)``, least recently used evicted first.
+
+    ``run(key, fingerprint, work)`` calls ``work()`` once per key: a later call with the key gets the recorded
+    reply, and a concurrent one waits for the first (one future per key) instead of calling the model too. Only
+    successes are recorded: when ``work()`` fails or is cancelled the key is forgotten, so a retry (or a caller
+    that was waiting) calls for real. The cache lives in memory: a restarted service, or another replica behind
+    ``dns:///`` round-robin, does not know the ids, and calls the model again. The orchestrator's run store, which
+    records every attempt, is the durable record.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[ReplayKey, _Pending] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def run(self, key: ReplayKey, fingerprint: bytes, work: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
+        """``(reply, replayed)``; raises :class:`ReplayConflictError` if ``key`` is known with another request."""
+        while (entry := self._entries.get(key)) is not None:
+            if not hmac.compare_digest(entry.fingerprint, fingerprint):
+                raise ReplayConflictError(f"request id {key[1]} was already used for a different {key[0]} request")
+            reply = await asyncio.shield(entry.reply)  # a waiter's cancellation must not cancel the shared future
+            if reply is not None:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                return reply, True
+            # The first call failed and was forgotten: loop, and run it for real unless another waiter already is.
+        entry = _Pending(fingerprint, asyncio.get_running_loop().create_future())
+        self._entries[key] = entry
+        try:
+            reply = await work()
+        except BaseException:
+            if self._entries.get(key) is entry:
+                del self._entries[key]
+            entry.reply.set_result(None)
+            raise
+        entry.reply.set_result(reply)
+        self._evict()
+        return reply, False
+
+    def _evict(self) -> None:
+        """Drop the least recently used answered entries beyond capacity (calls in flight are never dropped)."""
+        while len(self._entries) > self.capacity:
+            oldest = next((k for k, e in self._entries.items() if e.reply.done()), None)
+            if oldest is None:
+                return
+            del self._entries[oldest]
+
+
+def _fingerprint(request: Any) -> bytes:
+    return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=16).digest()
+
+
+class ReplayInterceptor(grpc.aio.ServerInterceptor):
+    """Answers a request id seen before (a retried call keeps its id) from a :class:`ReplayCache`, so a retry
+    after a lost reply costs no second model call. Requests without ``meta.request_id`` (health) pass through."""
+
+    def __init__(self, capacity: int) -> None:
+        self.cache = ReplayCache(capacity)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+
+        def wrap(inner: UnaryHandler) -> UnaryHandler:
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                request_id = getattr(getattr(request, "meta", None), "request_id", "")
+                if not request_id:
+                    return await inner(request, context)
+                try:
+                    reply, replayed = await self.cache.run(
+                        (method, request_id), _fingerprint(request), lambda: inner(request, context)
+                    )
+                except ReplayConflictError as exc:
+                    log.warning("rpc.replay_conflict")
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                    raise AssertionError("unreachable: abort raises") from exc
+                if replayed:
+                    log.info("rpc.replayed")
+                return reply
+
+            return handle
+
+        return _wrap_unary(await continuation(handler_call_details), wrap)

@@ -1,5 +1,6 @@
 """One grpc.aio server per role: the servicer, standard health checking and reflection, explicit message-size
-limits, a maximum connection age, and SIGTERM → NOT_SERVING → ``stop(grace)``.
+limits, a maximum connection age, optional TLS or mutual TLS, an optional bearer token, the replay of answered
+request ids, and SIGTERM → NOT_SERVING → ``stop(grace)``.
 """
 
 from __future__ import annotations
@@ -35,8 +36,14 @@ from protos.judgeopt.v1 import (
     optimizer_pb2,
     optimizer_pb2_grpc,
 )
-from services.config import ServiceConfig
-from services.interceptors import AccessLogInterceptor, LedgerInterceptor, RequestContextInterceptor
+from services.config import ServerTLS, ServiceConfig, server_tls, service_token
+from services.interceptors import (
+    AccessLogInterceptor,
+    BearerTokenInterceptor,
+    LedgerInterceptor,
+    ReplayInterceptor,
+    RequestContextInterceptor,
+)
 from services.servicers import (
     EvaluatorServicer,
     GradientServicer,
@@ -100,7 +107,7 @@ def channel_options(config: ServiceConfig) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
-        ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(config.max_connection_age_grace_seconds * 1000)),
     ]
 
 
@@ -112,13 +119,35 @@ class BuiltServer:
     port: int
 
 
-async def build_server(role: Role, runner: ModelRunner, config: ServiceConfig) -> BuiltServer:
-    """Create and bind (not start) the server of ``role``; ``port`` is the bound port (``config.port`` 0 = free)."""
-    binding = ROLE_BINDINGS[role]
-    interceptors: list[grpc.aio.ServerInterceptor] = [RequestContextInterceptor(), AccessLogInterceptor()]
+def server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
+    """TLS with the service's certificate; with a client CA, client certificates are required and verified."""
+    return grpc.ssl_server_credentials(
+        [(tls.private_key, tls.cert_chain)],
+        root_certificates=tls.client_ca,
+        require_client_auth=tls.client_ca is not None,
+    )
+
+
+def interceptors_for(config: ServiceConfig) -> list[grpc.aio.ServerInterceptor]:
+    """The chain, outermost first (see ``services.interceptors``); reads the token from its variable."""
+    chain: list[grpc.aio.ServerInterceptor] = [RequestContextInterceptor(), AccessLogInterceptor()]
+    token = service_token(config)
+    if token is not None:
+        chain.append(BearerTokenInterceptor(token))
     if config.ledger_path is not None:
-        interceptors.append(LedgerInterceptor(config.ledger_path))
-    server = grpc.aio.server(interceptors=interceptors, options=channel_options(config))
+        chain.append(LedgerInterceptor(config.ledger_path))
+    if config.replay_entries > 0:
+        chain.append(ReplayInterceptor(config.replay_entries))
+    return chain
+
+
+async def build_server(role: Role, runner: ModelRunner, config: ServiceConfig) -> BuiltServer:
+    """Create and bind (not start) the server of ``role``; ``port`` is the bound port (``config.port`` 0 = free).
+
+    Raises ``services.config.CredentialError`` when a TLS file or the token variable cannot be used."""
+    binding = ROLE_BINDINGS[role]
+    tls = server_tls(config)
+    server = grpc.aio.server(interceptors=interceptors_for(config), options=channel_options(config))
     binding.register(runner, server, config.deadline_margin_seconds)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -126,7 +155,11 @@ async def build_server(role: Role, runner: ModelRunner, config: ServiceConfig) -
         (binding.service_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(tls))
     if port == 0:
         raise RuntimeError(f"could not bind {config.host}:{config.port}")
     return BuiltServer(server, health_servicer, binding.service_name, port)
@@ -149,7 +182,15 @@ async def serve(
     await built.server.start()
     for name in ("", built.service_name):
         await built.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("service.ready", role=role, port=built.port, model=model.model, endpoint=str(model.base_url))
+    log.info(
+        "service.ready",
+        role=role,
+        port=built.port,
+        model=model.model,
+        endpoint=str(model.base_url),
+        tls="mutual" if config.tls_client_ca else "server" if config.tls_cert else "off",
+        token_auth=config.token_env is not None,
+    )
     if on_ready is not None:
         on_ready(built.port)
     try:

@@ -10,6 +10,7 @@ import pytest
 
 from agents import prompting
 from agents.config import RoleModelConfig
+from agents.evaluator import AdherenceTask, EvaluatorAgent, SpecificityTask
 from agents.gradient import GradientAgent
 from agents.judge import JudgeAgent
 from agents.loss import LossAgent
@@ -247,6 +248,9 @@ async def drive_every_agent() -> None:
         await OptimizerAgent(as_runner(RecordingRunner('{"instruction": "New."}'))).step(
             StepTask(routing, criteria, prompt, (gradient,))
         )
+    evaluator = EvaluatorAgent(as_runner(RecordingRunner('{"score": 8, "rationale": "focused"}')))
+    await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,)))
+    await evaluator.adherence(AdherenceTask(FLUENCY, "Rate fluency.", "Rate grammar and flow.", (gradient,)))
 
 
 class TestTemplates:

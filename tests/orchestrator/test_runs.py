@@ -164,8 +164,12 @@ class TestResume:
             def in_step_two() -> bool:
                 if not (killed / "run.sqlite").exists():
                     return False
-                with sqlite3.connect(f"file:{killed / 'run.sqlite'}?mode=ro", uri=True) as db:
-                    return db.execute("SELECT COUNT(*) FROM calls WHERE step = 2 AND stage = 'loss'").fetchone()[0] > 0
+                try:
+                    with sqlite3.connect(f"file:{killed / 'run.sqlite'}?mode=ro", uri=True) as db:
+                        query = "SELECT COUNT(*) FROM calls WHERE step = 2 AND stage = 'loss'"
+                        return bool(db.execute(query).fetchone()[0] > 0)
+                except sqlite3.OperationalError:  # the store's tables are being created
+                    return False
 
             wait_until(in_step_two, timeout=120, interval=0.01, message="the run never reached step 2")
         finally:

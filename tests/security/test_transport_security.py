@@ -1,0 +1,529 @@
+"""TLS, mutual TLS, the bearer token and message-size limits, against `judgeopt serve` running as its own process.
+
+Certificates come from a throwaway CA made here with the ``openssl`` command line (the ``cryptography`` package is
+not among judgeopt's dependencies): a server certificate for 127.0.0.1 and localhost, a client certificate, and a
+second, unrelated CA with its own client certificate for the "wrong CA" cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from helpers.eventually import wait_until
+from helpers.fake_openai import FakeOpenAI
+from helpers.messages import criteria, meta
+
+from orchestrator.agent_clients import AgentClients, ClientSettings
+from orchestrator.cli import main
+from orchestrator.errors import AgentCallError, ConfigError
+from protos.judgeopt.v1 import common_pb2, loss_pb2, loss_pb2_grpc
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command line")
+
+TOKEN_ENV = "JUDGEOPT_TEST_SERVICE_TOKEN"
+TOKEN = f"tok-{secrets.token_hex(16)}"
+SMALL_LIMIT = 64 * 1024
+
+
+# --- a throwaway PKI ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+    other_client_cert: Path
+    other_client_key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def _make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    _openssl(
+        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"),
+        *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}"),
+        *("-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"),
+        cwd=folder,
+    )
+    return cert, key
+
+
+def _issue(folder: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
+    cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
+    ext.write_text(extensions)
+    _openssl(
+        *("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"),
+        *("-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"),
+        cwd=folder,
+    )
+    _openssl(
+        *("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial"),
+        *("-days", "2", "-out", str(cert), "-extfile", str(ext)),
+        cwd=folder,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("pki")
+    ca = _make_ca(folder, "judgeopt-test-ca")
+    server = _issue(
+        folder,
+        "server",
+        ca,
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    client = _issue(folder, "orchestrator", ca, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    other_ca = _make_ca(folder, "unrelated-ca")
+    other_client = _issue(folder, "stranger", other_ca, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    return Pki(ca[0], *server, *client, other_ca[0], *other_client)
+
+
+# --- `judgeopt serve` as a process ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Served:
+    address: str
+    log: Path
+
+
+@contextlib.contextmanager
+def served(log: Path, *flags: str, endpoint: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """`judgeopt serve loss --port 0 FLAGS` until the block ends (SIGTERM, then kill if it lingers)."""
+    command = [sys.executable, "-m", "orchestrator", "serve", "loss", "--port", "0"]
+    command += ["--endpoint", endpoint, "--model", "fake-model", *flags]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+        )
+    try:
+        wait_until(
+            lambda: "listening on" in log.read_text() or process.poll() is not None,
+            timeout=60,
+            message=f"the service never printed its port: {log.read_text()[-500:]}",
+        )
+        assert process.poll() is None, log.read_text()[-500:]
+        line = next(x for x in log.read_text().splitlines() if x.startswith("listening on"))
+        yield Served(f"127.0.0.1:{int(line.rsplit(':', 1)[1])}", log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def tls_loss(pki: Pki, fake_endpoint: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The loss service with a server certificate: TLS only, no client certificate asked for."""
+    log = tmp_path_factory.mktemp("tls") / "loss.log"
+    flags = ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
+    with served(log, *flags, endpoint=fake_endpoint.base_url) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def mtls_loss(pki: Pki, fake_endpoint: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The loss service requiring client certificates from the test CA, and the bearer token."""
+    log = tmp_path_factory.mktemp("mtls") / "loss.log"
+    flags = ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key), "--tls-client-ca", str(pki.ca))
+    with served(
+        log, *flags, "--token-env", TOKEN_ENV, endpoint=fake_endpoint.base_url, env={TOKEN_ENV: TOKEN}
+    ) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def token_loss(fake_endpoint: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The loss service on plaintext, requiring the bearer token."""
+    log = tmp_path_factory.mktemp("token") / "loss.log"
+    with served(log, "--token-env", TOKEN_ENV, endpoint=fake_endpoint.base_url, env={TOKEN_ENV: TOKEN}) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def small_loss(fake_endpoint: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The loss service accepting messages up to 64 KiB (set in the config file's service section)."""
+    folder = tmp_path_factory.mktemp("small")
+    config = folder / "judgeopt.yaml"
+    config.write_text(yaml.safe_dump({"service": {"max_message_bytes": SMALL_LIMIT}}))
+    with served(folder / "loss.log", "--config", str(config), endpoint=fake_endpoint.base_url) as service:
+        yield service
+
+
+@pytest.fixture
+def token_in_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The orchestrator side's copy of the token, in the variable ``--token-env`` names."""
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    return TOKEN_ENV
+
+
+def critique_request(verdict: str = "INCORRECT (difference: +2)") -> loss_pb2.CritiqueRequest:
+    return loss_pb2.CritiqueRequest(
+        meta=meta(),
+        routing=common_pb2.ROUTING_PER_CRITERION,
+        criteria=criteria(["fluency"]),
+        sample_id="s1",
+        evidence=[common_pb2.CriterionEvidence(criterion="fluency", prediction=4, ground_truth=2, verdict=verdict)],
+    )
+
+
+async def raw_critique(
+    channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = ()
+) -> loss_pb2.CritiqueResponse:
+    """One call without the orchestrator's client (no wait_for_ready, so a failed handshake fails at once)."""
+    reply: loss_pb2.CritiqueResponse = await loss_pb2_grpc.LossAgentStub(channel).Critique(
+        critique_request(), timeout=10, metadata=metadata
+    )
+    return reply
+
+
+def credentials(root: Path | None, cert: Path | None = None, key: Path | None = None) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=root.read_bytes() if root else None,
+        private_key=key.read_bytes() if key else None,
+        certificate_chain=cert.read_bytes() if cert else None,
+    )
+
+
+# --- TLS ------------------------------------------------------------------------------------------------------
+
+
+class TestTls:
+    async def test_client_with_the_right_ca_gets_its_answer(
+        self, tls_loss: Served, pki: Pki, endpoint: FakeOpenAI
+    ) -> None:
+        """The orchestrator's client, given the CA (--tls-ca), reaches the TLS service and gets the critique."""
+        async with AgentClients({"loss": tls_loss.address}, ClientSettings(tls_ca=pki.ca)) as clients:
+            reply = await clients.critique(critique_request())
+        assert reply.critique.status == common_pb2.PARSE_STATUS_OK and reply.critique.text
+        assert len(endpoint.requests) == 1
+
+    @pytest.mark.parametrize("root", ["plaintext", "system-roots", "unrelated-ca"])
+    async def test_client_without_the_ca_is_refused_unavailable(
+        self, tls_loss: Served, pki: Pki, endpoint: FakeOpenAI, root: str
+    ) -> None:
+        """A plaintext client, a TLS client trusting only the system roots, and one trusting another CA all fail
+        the handshake: UNAVAILABLE, and no model call is made."""
+        if root == "plaintext":
+            channel = grpc.aio.insecure_channel(tls_loss.address)
+        else:
+            ca = None if root == "system-roots" else pki.other_ca
+            channel = grpc.aio.secure_channel(tls_loss.address, credentials(ca))
+        async with channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw_critique(channel)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert endpoint.requests == []
+
+    async def test_server_name_override_is_what_the_certificate_is_checked_against(
+        self, tls_loss: Served, pki: Pki, endpoint: FakeOpenAI
+    ) -> None:
+        """--tls-server-name replaces the address's host in the check: a name the certificate holds passes, one
+        it does not hold never connects (the call runs into its deadline)."""
+        good = ClientSettings(tls_ca=pki.ca, server_name_override="localhost")
+        async with AgentClients({"loss": tls_loss.address}, good) as clients:
+            assert (await clients.critique(critique_request())).critique.text
+        bad = ClientSettings(
+            deadline_seconds={"loss": 1.0}, tls_ca=pki.ca, server_name_override="loss.elsewhere.example"
+        )
+        async with AgentClients({"loss": tls_loss.address}, bad) as clients:
+            with pytest.raises(AgentCallError) as caught:
+                await clients.critique(critique_request())
+        assert caught.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+        assert len(endpoint.requests) == 1
+
+    async def test_health_is_served_over_tls(self, tls_loss: Served, pki: Pki) -> None:
+        """A TLS service answers the standard health check to a client that trusts its CA."""
+        async with grpc.aio.secure_channel(tls_loss.address, credentials(pki.ca)) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class TestMutualTls:
+    async def test_client_certificate_and_token_get_the_answer(
+        self, mtls_loss: Served, pki: Pki, endpoint: FakeOpenAI, token_in_env: str
+    ) -> None:
+        """With --tls-ca, --tls-cert/--tls-key and --token-env, the client passes both checks (the token rides
+        as call credentials on the TLS channel)."""
+        settings = ClientSettings(
+            tls_ca=pki.ca, tls_cert=pki.client_cert, tls_key=pki.client_key, token_env=token_in_env
+        )
+        async with AgentClients({"loss": mtls_loss.address}, settings) as clients:
+            reply = await clients.critique(critique_request())
+        assert reply.critique.text
+        assert len(endpoint.requests) == 1
+
+    @pytest.mark.parametrize("client", ["no-certificate", "certificate-from-another-ca"])
+    async def test_client_without_an_accepted_certificate_is_refused(
+        self, mtls_loss: Served, pki: Pki, endpoint: FakeOpenAI, client: str
+    ) -> None:
+        """Without a client certificate, or with one the client CA did not issue, the handshake fails."""
+        cert, key = (None, None) if client == "no-certificate" else (pki.other_client_cert, pki.other_client_key)
+        token = (("authorization", f"Bearer {TOKEN}"),)
+        async with grpc.aio.secure_channel(mtls_loss.address, credentials(pki.ca, cert, key)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw_critique(channel, token)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert endpoint.requests == []
+
+    async def test_client_certificate_alone_is_not_enough_when_a_token_is_required(
+        self, mtls_loss: Served, pki: Pki, endpoint: FakeOpenAI
+    ) -> None:
+        """TLS and the token are separate checks: a valid client certificate without the token is UNAUTHENTICATED."""
+        creds = credentials(pki.ca, pki.client_cert, pki.client_key)
+        async with grpc.aio.secure_channel(mtls_loss.address, creds) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw_critique(channel)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert endpoint.requests == []
+
+
+# --- bearer token ---------------------------------------------------------------------------------------------
+
+
+class TestBearerToken:
+    @pytest.mark.parametrize(
+        "metadata",
+        [(), (("authorization", "Bearer tok-wrong"),), (("authorization", TOKEN),), (("x-token", TOKEN),)],
+        ids=["none", "wrong-token", "no-bearer-scheme", "other-header"],
+    )
+    async def test_call_without_the_right_token_is_unauthenticated(
+        self, token_loss: Served, endpoint: FakeOpenAI, metadata: tuple[tuple[str, str], ...]
+    ) -> None:
+        """Anything but `authorization: Bearer <token>` is refused with UNAUTHENTICATED before any model call."""
+        async with grpc.aio.insecure_channel(token_loss.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw_critique(channel, metadata)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert endpoint.requests == []
+
+    async def test_client_with_the_token_gets_the_answer(
+        self, token_loss: Served, endpoint: FakeOpenAI, token_in_env: str
+    ) -> None:
+        """The orchestrator's client reads the token from the variable --token-env names and stamps every call."""
+        async with AgentClients({"loss": token_loss.address}, ClientSettings(token_env=token_in_env)) as clients:
+            first = await clients.critique(critique_request())
+            second = await clients.critique(critique_request())
+        assert first.critique.text and second.critique.text
+        assert len(endpoint.requests) == 2
+
+    async def test_health_and_reflection_answer_without_a_token(self, token_loss: Served) -> None:
+        """Probes keep working: health says SERVING and reflection lists the services, with no token at all."""
+        async with grpc.aio.insecure_channel(token_loss.address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            listing = await call.read()
+        assert "judgeopt.v1.LossAgent" in {s.name for s in listing.list_services_response.service}
+
+    async def test_refused_calls_are_logged_without_the_token(self, token_loss: Served, token_in_env: str) -> None:
+        """A refused call leaves an access-log line with code UNAUTHENTICATED and its request id; the token
+        (sent right or wrong) never appears in the service's log."""
+        request = critique_request()
+        async with grpc.aio.insecure_channel(token_loss.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await loss_pb2_grpc.LossAgentStub(channel).Critique(
+                    request, timeout=5, metadata=(("authorization", f"Bearer {TOKEN}x"),)
+                )
+        async with AgentClients({"loss": token_loss.address}, ClientSettings(token_env=token_in_env)) as clients:
+            await clients.critique(critique_request())
+
+        def refused_line_logged() -> bool:
+            events = [json.loads(x) for x in token_loss.log.read_text().splitlines() if x.startswith("{")]
+            return any(
+                e.get("event") == "rpc"
+                and e.get("request_id") == request.meta.request_id
+                and e.get("code") == "UNAUTHENTICATED"
+                for e in events
+            )
+
+        wait_until(refused_line_logged, timeout=10, message="no access-log line for the refused call")
+        assert TOKEN not in token_loss.log.read_text()
+
+
+# --- message-size limits --------------------------------------------------------------------------------------
+
+
+class TestMessageSize:
+    async def test_oversize_request_is_resource_exhausted_and_the_service_keeps_serving(
+        self, small_loss: Served, endpoint: FakeOpenAI
+    ) -> None:
+        """A request over the service's max_message_bytes is refused with RESOURCE_EXHAUSTED before reaching the
+        servicer; the next, normal call on the same service succeeds."""
+        async with AgentClients({"loss": small_loss.address}) as clients:
+            with pytest.raises(AgentCallError) as caught:
+                await clients.critique(critique_request(verdict="x" * (2 * SMALL_LIMIT)))
+            assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert endpoint.requests == []
+            reply = await clients.critique(critique_request())
+        assert reply.critique.text
+        assert len(endpoint.requests) == 1
+
+    async def test_the_client_limit_stops_an_oversize_request_before_it_is_sent(
+        self, small_loss: Served, endpoint: FakeOpenAI
+    ) -> None:
+        """The orchestrator's own max_message_bytes applies to what it sends: RESOURCE_EXHAUSTED, nothing sent."""
+        settings = ClientSettings(max_message_bytes=SMALL_LIMIT // 2)
+        async with AgentClients({"loss": small_loss.address}, settings) as clients:
+            with pytest.raises(AgentCallError) as caught:
+                await clients.critique(critique_request(verdict="x" * SMALL_LIMIT))
+            assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert (await clients.critique(critique_request())).critique.text
+        assert len(endpoint.requests) == 1
+
+
+# --- refused settings -----------------------------------------------------------------------------------------
+
+
+class TestCredentialErrors:
+    @pytest.mark.parametrize(
+        ("flags", "fragment"),
+        [
+            (["--tls-cert", "{missing}", "--tls-key", "{server_key}"], "--tls-cert: cannot read {missing}"),
+            (["--tls-cert", "{server_cert}", "--tls-key", "{missing}"], "--tls-key: cannot read {missing}"),
+            (
+                ["--tls-cert", "{not_pem}", "--tls-key", "{server_key}"],
+                "--tls-cert: {not_pem} holds no PEM certificate",
+            ),
+            (
+                ["--tls-cert", "{server_cert}", "--tls-key", "{not_pem}"],
+                "--tls-key: {not_pem} holds no PEM private key",
+            ),
+            (
+                ["--tls-cert", "{server_cert}", "--tls-key", "{client_key}"],
+                "--tls-key: {client_key} is not the private",
+            ),
+            (
+                ["--tls-cert", "{server_cert}", "--tls-key", "{server_key}", "--tls-client-ca", "{missing}"],
+                "--tls-client-ca: cannot read {missing}",
+            ),
+            (["--tls-cert", "{server_cert}"], "must be given together"),
+            (["--tls-client-ca", "{ca}"], "needs tls_cert and tls_key"),
+            (
+                ["--token-env", "JUDGEOPT_TEST_UNSET_TOKEN"],
+                "--token-env: environment variable JUDGEOPT_TEST_UNSET_TOKEN",
+            ),
+        ],
+        ids=[
+            "missing-cert",
+            "missing-key",
+            "cert-not-pem",
+            "key-not-pem",
+            "key-of-another-cert",
+            "missing-client-ca",
+            "cert-without-key",
+            "client-ca-without-cert",
+            "token-variable-unset",
+        ],
+    )
+    def test_serve_refuses_unusable_security_settings_in_one_line(
+        self,
+        pki: Pki,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        flags: list[str],
+        fragment: str,
+    ) -> None:
+        """`serve` checks its TLS files and token variable before starting: one `ConfigError:` line naming the
+        flag and the path, exit 2."""
+        monkeypatch.delenv("JUDGEOPT_TEST_UNSET_TOKEN", raising=False)
+        (tmp_path / "not.pem").write_text("just some text\n")
+        names = {
+            "missing": str(tmp_path / "missing.pem"),
+            "not_pem": str(tmp_path / "not.pem"),
+            "server_cert": str(pki.server_cert),
+            "server_key": str(pki.server_key),
+            "client_key": str(pki.client_key),
+            "ca": str(pki.ca),
+        }
+        code = main(["serve", "loss", "--endpoint", "http://127.0.0.1:9/v1", *(f.format(**names) for f in flags)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2
+        assert len(err.splitlines()) == 1
+        assert err.startswith("ConfigError: ") and fragment.format(**names) in err
+
+    @pytest.mark.parametrize(
+        ("flags", "fragment"),
+        [
+            (["--tls-ca", "{missing}"], "--tls-ca: cannot read {missing}"),
+            (["--tls-ca", "{ca}", "--tls-cert", "{client_cert}"], "--tls-cert and --tls-key must be given together"),
+            (["--tls-ca", "{ca}", "--tls-cert", "{client_cert}", "--tls-key", "{missing}"], "--tls-key: cannot read"),
+            (["--tls-cert", "{client_cert}", "--tls-key", "{client_key}"], "--tls-cert needs --tls-ca"),
+            (["--token-env", "JUDGEOPT_TEST_UNSET_TOKEN"], "--token-env: environment variable JUDGEOPT_TEST_UNSET"),
+        ],
+        ids=["missing-ca", "cert-without-key", "missing-key", "cert-without-ca", "token-variable-unset"],
+    )
+    def test_orchestrator_refuses_unusable_security_settings_before_any_call(
+        self,
+        pki: Pki,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        flags: list[str],
+        fragment: str,
+    ) -> None:
+        """`optimize` with --<role>-addr checks --tls-ca/--tls-cert/--tls-key and the token first: one line, exit 2,
+        and no run directory is created."""
+        monkeypatch.delenv("JUDGEOPT_TEST_UNSET_TOKEN", raising=False)
+        names = {
+            "missing": str(tmp_path / "missing.pem"),
+            "ca": str(pki.ca),
+            "client_cert": str(pki.client_cert),
+            "client_key": str(pki.client_key),
+        }
+        roles = ("judge", "loss", "gradient", "optimizer")
+        addresses = [flag for role in roles for flag in (f"--{role}-addr", "127.0.0.1:9")]
+        run_dir = tmp_path / "run"
+        argv = ["optimize", "--endpoint", "http://127.0.0.1:9/v1", "--run-dir", str(run_dir), *addresses]
+        code = main([*argv, *(f.format(**names) for f in flags)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2
+        assert len(err.splitlines()) == 1
+        assert err.startswith("ConfigError: ") and fragment.format(**names) in err
+        assert not run_dir.exists()
+
+    def test_tls_needs_services_given_by_address(self, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+        """Services the orchestrator starts itself listen on plaintext loopback, so --tls-ca without --<role>-addr
+        is refused rather than silently ignored."""
+        code = main(["optimize", "--endpoint", "http://127.0.0.1:9/v1", "--tls-ca", str(pki.ca)])
+        assert code == 2
+        assert "--tls-ca applies to running services given by --<role>-addr" in capsys.readouterr().err
+
+    def test_client_settings_are_checked_when_built(self) -> None:
+        """ClientSettings refuses a client certificate without its key, or without a CA, at construction."""
+        with pytest.raises(ConfigError, match="--tls-cert and --tls-key must be given together"):
+            ClientSettings(tls_ca=Path("ca.pem"), tls_cert=Path("c.pem"))
+        with pytest.raises(ConfigError, match="--tls-server-name needs --tls-ca"):
+            ClientSettings(server_name_override="judge.internal")
+        with pytest.raises(ConfigError, match="--token-env must name an environment variable"):
+            ClientSettings(token_env="not a name")
