@@ -8,8 +8,10 @@ endpoint needs it as much as the CLI does.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +45,17 @@ def default_model_path() -> Path:
     if not path.is_file():
         raise LocalModelError(f"the embedded model file is missing: {path}")
     return path
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def terminate_with_parent() -> None:
+    """``preexec_fn`` for child servers: on Linux they get SIGTERM when the process that started them dies, even by
+    SIGKILL, so no model server or agent service outlives a killed orchestrator. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -109,7 +122,9 @@ class LocalModelServer:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         try:
-            self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=terminate_with_parent
+            )
         finally:
             if self.log_file and not isinstance(output, int):
                 output.close()

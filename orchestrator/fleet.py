@@ -28,6 +28,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agents.config import ROLES, ModelsConfig, Role
+from agents.local_model import terminate_with_parent
 from orchestrator.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
@@ -74,6 +75,7 @@ class ServiceFleet:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=terminate_with_parent,
             )
 
     async def _wait_listening(self, role: Role) -> int:
