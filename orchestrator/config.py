@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from agents.config import ModelsConfig, describe_validation_error
 from orchestrator.datasets import DatasetConfig
@@ -22,7 +22,9 @@ from services.config import ServiceConfig
 
 
 class RunConfig(BaseModel):
-    """Everything that defines an optimization run (stored with the run, so ``resume`` needs nothing else)."""
+    """Everything that defines an optimization run (stored with the run, so ``resume`` needs nothing else).
+
+    Counts are strict integers: YAML's ``yes``/``true`` is refused rather than read as 1."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,28 +33,28 @@ class RunConfig(BaseModel):
     policy_file: Path | None = None
     gate: str = "mae"
     """Validation metric a candidate must not get worse on (``mae``, ``spearman``, …), or ``none``."""
-    steps: int = Field(default=12, ge=0)
-    batch_size: int = Field(default=3, ge=1)
-    test_interval: int = Field(default=1, ge=1)
+    steps: StrictInt = Field(default=12, ge=0)
+    batch_size: StrictInt = Field(default=3, ge=1)
+    test_interval: StrictInt = Field(default=1, ge=1)
     """Evaluate on the test set every this many steps (and always at step 0 and the last step)."""
-    seed: int = 0
-    concurrency: int | None = Field(default=None, ge=1)
+    seed: StrictInt = 0
+    concurrency: StrictInt | None = Field(default=None, ge=1)
     """Calls in flight at once; default 1 against the embedded model (it serves one at a time), else 8."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     task_description: str | None = None
     """The judge prompt's fixed part; default: the agents' generic one."""
     initial_instructions: dict[str, str] = Field(default_factory=dict)
     """Per criterion; a criterion not listed starts from "Rate from <min> to <max>." as in the study."""
-    call_attempts: int = Field(default=3, ge=1)
-    step_retries: int = Field(default=1, ge=0)
+    call_attempts: StrictInt = Field(default=3, ge=1)
+    step_retries: StrictInt = Field(default=1, ge=0)
     max_failure_share: float = Field(default=0.2, ge=0.0, le=1.0)
     """A step whose share of failed calls exceeds this is retried, then recorded as failed and rolled back."""
-    bootstrap_resamples: int = Field(default=200, ge=0)
+    bootstrap_resamples: StrictInt = Field(default=200, ge=0)
     drop_output_format_after_update: bool = False
     """Reproduce the study code's quirk: the judge's output-format block vanishes after the first update."""
-    max_calls: int | None = Field(default=None, ge=0)
+    max_calls: StrictInt | None = Field(default=None, ge=0)
     """Budget: LLM calls the run may make (every attempt counts). A step that could exceed it is not started."""
-    max_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: StrictInt | None = Field(default=None, ge=0)
     """Budget: prompt + completion tokens; checked with the step's estimate before each step."""
     rate_window_seconds: float = Field(default=60.0, gt=0)
     """The window of the models' requests/tokens-per-minute limits (shorter only for tests)."""

@@ -5,6 +5,7 @@
     │   └── PolicyError            a policy is invalid (names the stage)
     ├── DataError              a dataset is missing or malformed
     ├── ServiceStartError      an agent service did not come up
+    ├── RunFailed              a run cannot go on (every judge call of its first evaluation failed)
     └── AgentCallError         an agent RPC failed (carries the gRPC status code)
         ├── AgentTimeout           DEADLINE_EXCEEDED
         ├── AgentUnavailable       UNAVAILABLE
@@ -38,6 +39,10 @@ class DataError(JudgeoptError):
 
 
 class ServiceStartError(JudgeoptError):
+    pass
+
+
+class RunFailed(JudgeoptError):
     pass
 
 

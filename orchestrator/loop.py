@@ -21,6 +21,7 @@ from orchestrator.agent_clients import AgentClients
 from orchestrator.artifacts import Critique, Gradient, PromptState, StepArtifacts
 from orchestrator.budget import Budget, StepShape, tests_at
 from orchestrator.datasets import CriterionSpec, Record, Splits
+from orchestrator.errors import RunFailed
 from orchestrator.executor import CallExecutor
 from orchestrator.metrics import Evaluation
 from orchestrator.policy import Policy
@@ -187,6 +188,12 @@ class OptimizationLoop:
     async def _initial_step(self, track: Track) -> StepRecord:
         val, val_json = await self._evaluate(track, track.initial, self.splits.val, step=0, purpose="val")
         _, test_json = await self._evaluate(track, track.initial, self.splits.test, step=0, purpose="test")
+        evaluated = val_json["n"] + test_json["n"]
+        if evaluated and val_json["failed_calls"] + test_json["failed_calls"] == evaluated:
+            raise RunFailed(
+                f"track {track.name}, step 0: every judge call failed after its retries (see the calls table of "
+                "run.sqlite); check the judge endpoint, then `judgeopt resume` the run"
+            )
         record = StepRecord(
             track=track.name,
             step=0,

@@ -127,11 +127,10 @@ def judge_key(models: ModelsConfig) -> str:
 
 def start_run(setup: RunSetup, run_dir: Path) -> RunStore:
     """Create the run directory and record the configuration (refuses a directory that already holds a run)."""
-    store = RunStore(run_dir)
-    if store.get_meta("run_id") is not None:
-        store.close()
+    if (run_dir / STORE_FILE).is_file():
         raise ConfigError(f"{run_dir} already holds a run; use `judgeopt resume {run_dir}` or another --run-dir")
-    splits = split_dataset(setup.dataset, setup.config.dataset)
+    splits = split_dataset(setup.dataset, setup.config.dataset)  # refuse impossible sizes before creating anything
+    store = RunStore(run_dir)
     criteria = setup.dataset.criteria
     store.set_meta("run_id", uuid.uuid4().hex[:12])
     store.set_meta("config", setup.config.model_dump(mode="json"))

@@ -122,4 +122,5 @@ def evaluation_json(evaluation: Evaluation, scored: Sequence[ScoredSample | None
         "off_by_one": {n: m.off_by_one for n, m in evaluation.per_criterion.items()},
         "parsed_share": parsed / expected if expected else 0.0,
         "n": len(scored),
+        "failed_calls": sum(s is None for s in scored),
     }

@@ -1,0 +1,200 @@
+"""Invalid configs, policies and criteria given to `judgeopt optimize`: each is one `Type: message` line on stderr, a
+non-zero exit, and no run directory. None of these cases reaches a model (the endpoint is a closed port)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.cli import main
+
+CLOSED = "http://127.0.0.1:9/v1"
+MODELS = {"default": {"base_url": CLOSED, "model": "fake-model", "max_retries": 0}}
+SMALL_DATA = {"name": "summeval", "train_size": 4, "val_size": 2, "test_size": 2}
+SSS_POLICY: dict[str, Any] = {
+    "judge": {"routing": "joint", "fields": ["task_description", "instruction", "sample"]},
+    "loss": {"routing": "per_criterion", "fields": ["prediction", "ground_truth", "verdict"]},
+    "gradient": {"routing": "per_criterion", "fields": ["task_description", "instruction", "sample", "critique"]},
+    "optimizer": {"routing": "per_criterion", "fields": ["instruction", "gradient"]},
+}
+
+
+def run_section(**settings: Any) -> dict[str, Any]:
+    return {"models": MODELS, "run": {"dataset": SMALL_DATA, **settings}}
+
+
+def refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], *, error: str, names: tuple[str, ...] = ()
+) -> str:
+    """Run `judgeopt optimize ARGV --run-dir DIR`; assert one `error:` line naming ``names``, a non-zero exit and
+    no run directory; return the line."""
+    run_dir = tmp_path / "run"
+    code = main(["optimize", *argv, "--run-dir", str(run_dir)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code != 0, "accepted"
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{error}: "), lines[0]
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    assert not run_dir.exists()
+    return lines[0]
+
+
+def config_file(tmp_path: Path, content: Any) -> str:
+    path = tmp_path / "judgeopt.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    return str(path)
+
+
+def policy_file(tmp_path: Path, content: Any) -> str:
+    path = tmp_path / "policy.yaml"
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    return str(path)
+
+
+CONFIG_CASES: dict[str, tuple[Any, tuple[str, ...]]] = {
+    # name: (config file content, what the message must name)
+    "unknown-top-level-key": ({**run_section(), "runs": {"steps": 3}}, ("runs",)),
+    "unknown-run-key": (run_section(stepz=3), ("run.stepz",)),
+    "unknown-dataset-key": (run_section(dataset={**SMALL_DATA, "train": 4}), ("run.dataset.train",)),
+    "steps-not-a-number": (run_section(steps="many"), ("run.steps",)),
+    "batch-size-a-list": (run_section(batch_size=[2]), ("run.batch_size",)),
+    "steps-a-fraction": (run_section(steps=2.5), ("run.steps",)),
+    "dataset-a-string": (run_section(dataset="summeval"), ("run.dataset",)),
+    "run-null": ({"models": MODELS, "run": None}, ("run",)),
+    "train-size-a-boolean": (run_section(dataset={**SMALL_DATA, "train_size": True}), ("run.dataset.train_size",)),
+    "temperature-a-word": ({"models": {"default": {**MODELS["default"], "temperature": "hot"}}}, ("temperature",)),
+    "negative-train-size": (run_section(dataset={**SMALL_DATA, "train_size": -1}), ("run.dataset.train_size",)),
+    "negative-test-size": (run_section(dataset={**SMALL_DATA, "test_size": -5}), ("run.dataset.test_size",)),
+    "negative-concurrency": (run_section(concurrency=-4), ("run.concurrency",)),
+    "negative-max-calls": (run_section(max_calls=-1), ("run.max_calls",)),
+    "steps-below-zero": (run_section(steps=-1), ("run.steps",)),
+    "batch-zero": (run_section(batch_size=0), ("run.batch_size",)),
+    "unknown-gate": (run_section(gate="accuracy"), ("accuracy", "mae")),
+    "inverted-criterion-range": (
+        run_section(dataset={**SMALL_DATA, "criteria": [{"name": "fluency", "min_score": 5, "max_score": 1}]}),
+        ("criteria",),
+    ),
+    "top-level-a-list": ("- run\n- models\n", ("mapping",)),
+    "not-yaml": ("run: [steps: 2\n", ("YAML",)),
+    "not-utf8": (b"run:\n  steps: 2  # caf\xe9\n", ("judgeopt.yaml",)),
+}
+
+
+class TestInvalidConfig:
+    @pytest.mark.parametrize("case", list(CONFIG_CASES))
+    def test_invalid_config_file_is_one_line(
+        self, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Unknown keys, wrong types, negative sizes, steps < 0, batch 0, an unknown gate, a bad range, a file that is
+        not a YAML mapping: `ConfigError:` naming the file and the setting."""
+        content, names = CONFIG_CASES[case]
+        path = config_file(tmp_path, content)
+        refused(tmp_path, capsys, ["--config", path], error="ConfigError", names=(path, *names))
+
+    @pytest.mark.parametrize(
+        ("flags", "names"),
+        [
+            (["--steps", "-1"], ("steps",)),
+            (["--batch-size", "0"], ("batch_size",)),
+            (["--train-size", "-5"], ("train_size",)),
+            (["--concurrency", "0"], ("concurrency",)),
+            (["--gate", "accuracy"], ("accuracy",)),
+        ],
+        ids=["steps", "batch", "train-size", "concurrency", "gate"],
+    )
+    def test_invalid_flags_are_one_line(
+        self, flags: list[str], names: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The same settings given as flags are refused the same way."""
+        refused(tmp_path, capsys, ["--endpoint", CLOSED, *flags], error="ConfigError", names=names)
+
+    @pytest.mark.parametrize("where", ["flag", "config"])
+    def test_unknown_mode(self, where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An unknown mode is a `PolicyError` listing the presets."""
+        argv = (
+            ["--endpoint", CLOSED, "--mode", "XYZ"]
+            if where == "flag"
+            else ["--config", config_file(tmp_path, run_section(mode="XYZ"))]
+        )
+        refused(tmp_path, capsys, argv, error="PolicyError", names=("'XYZ'", "SSS"))
+
+    @pytest.mark.parametrize("setting", ["steps", "batch_size"])
+    def test_boolean_for_a_run_count_is_refused(
+        self, setting: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`steps: yes` is a typo, not one step: refused like any other wrong type (checked with --dry-run, so that
+        an accepting build starts no run)."""
+        path = config_file(tmp_path, run_section(**{setting: True}))
+        refused(tmp_path, capsys, ["--config", path, "--dry-run"], error="ConfigError", names=(f"run.{setting}",))
+
+    def test_split_larger_than_the_data_leaves_no_run_directory(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Asking for more training rows than SummEval has is refused before anything is created."""
+        path = config_file(tmp_path, run_section(dataset={**SMALL_DATA, "train_size": 100_000}))
+        refused(tmp_path, capsys, ["--config", path], error="DataError", names=("train 100000", "1600"))
+
+
+class TestInvalidPolicy:
+    @pytest.mark.parametrize(
+        "content",
+        ["- judge\n- loss\n- gradient\n- optimizer\n", "SSS\n", "", "42\n"],
+        ids=["list", "string", "empty", "number"],
+    )
+    def test_policy_that_is_yaml_but_not_a_mapping(
+        self, content: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A policy file that parses but is not a mapping of stages: `PolicyError` naming the file."""
+        path = policy_file(tmp_path, content)
+        refused(tmp_path, capsys, ["--endpoint", CLOSED, "--policy", path], error="PolicyError", names=(path,))
+
+    @pytest.mark.parametrize(
+        ("change", "names"),
+        [
+            ({"judge": "joint"}, ("judge",)),
+            ({"judge": {"routing": "sideways", "fields": ["instruction", "sample"]}}, ("judge.routing",)),
+            ({"loss": {"routing": "per_criterion", "fields": ["prediction", "password"]}}, ("'loss'", "'password'")),
+            ({"critic": SSS_POLICY["loss"]}, ("'critic'",)),
+        ],
+        ids=["stage-not-a-mapping", "unknown-routing", "unknown-field", "unknown-stage"],
+    )
+    def test_malformed_policy_names_the_stage(
+        self, change: dict[str, Any], names: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A stage that is not a mapping, an unknown routing, field or stage: `PolicyError` naming it."""
+        path = policy_file(tmp_path, {**SSS_POLICY, **change})
+        refused(tmp_path, capsys, ["--endpoint", CLOSED, "--policy", path], error="PolicyError", names=names)
+
+    def test_policy_naming_an_unknown_criterion_in_a_scope_list(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A per-criterion stage whose scope lists a criterion the dataset does not have: `PolicyError` naming
+        the stage and the criterion (checked against SummEval's criteria before any service starts)."""
+        gradient = {**SSS_POLICY["gradient"], "scope": ["fluency", "humour"]}
+        path = policy_file(tmp_path, {**SSS_POLICY, "gradient": gradient})
+        argv = ["--config", config_file(tmp_path, run_section()), "--policy", path]
+        refused(tmp_path, capsys, argv, error="PolicyError", names=("'gradient'", "'humour'"))
+
+
+class TestUnknownCriteria:
+    def test_unknown_criterion_on_summeval_names_it(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`--criteria fluency,humour` on SummEval: one line naming 'humour' and the valid criteria."""
+        argv = ["--config", config_file(tmp_path, run_section()), "--criteria", "fluency,humour"]
+        refused(tmp_path, capsys, argv, error="DataError", names=("'humour'", "fluency"))
+
+    @pytest.mark.parametrize("criteria", ["flu ency", ",", "fluency,fluency"], ids=["space", "empty", "twice"])
+    def test_malformed_criteria_list(self, criteria: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A criterion name that cannot be one, an empty list or a repeated name: one line, no run."""
+        argv = ["--config", config_file(tmp_path, run_section()), "--criteria", criteria]
+        run_dir = tmp_path / "run"
+        code = main(["optimize", *argv, "--run-dir", str(run_dir)])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code != 0 and len(lines) == 1 and not run_dir.exists()
+        assert lines[0].split(":", 1)[0] in ("ConfigError", "DataError")
