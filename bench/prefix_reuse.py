@@ -1,0 +1,319 @@
+"""Prefix reuse on the embedded local model: time per judged item with prompts ordered most-shared-first and calls
+grouped by source text, against the reverse order.
+
+    .venv/bin/python bench/prefix_reuse.py [--articles 3] [--summaries 4] [--repeats 1] [--what-if-logits-off]
+
+The embedded llama.cpp server (``agents.local_model.LocalModelServer()``, SmolLM2-135M, exactly as judgeopt starts
+it) judges N = articles × summaries SummEval items, one request at a time, in three arms:
+
+forward, grouped      the judge's real prompt through ``agents.judge.JudgeAgent`` (joint routing, the four
+                      criteria): system text, task description, criteria and instructions, output format, then the
+                      article, then the summary; the summaries of one article in a row (as the evaluation schedule
+                      of judgeopt groups calls by source text);
+forward, interleaved  the same prompts, the articles taken in turn (a1s1, a2s1, a3s1, a1s2, …): ordering without
+                      grouping;
+reverse               the same content reordered least-shared-first and sent with the openai client directly
+                      (built here from the same prompt pieces the judge agent uses): the summary, then the article,
+                      then the output format, the criteria and instructions, the task description and, last, the
+                      system text (no system message: SmolLM2's chat template then adds its short default one), in
+                      the grouped order. Same model settings as the judge role (temperature, max_tokens, the
+                      ``json_object`` + schema constraint).
+
+The reverse and forward-grouped arms alternate article by article (the four summaries of an article reversed, then
+the same four forward), so that both meet the same load on the machine; the interleaved arm runs last.
+
+What the server can reuse: ``LocalModelServer`` starts ``python -m llama_cpp.server`` without ``--cache``, so
+llama-cpp-python's prompt cache (``LlamaCache``, off by default) is off; what remains is the KV state of the
+previous request, whose longest common token prefix with the next prompt is kept ("prefix-match hit" in the
+server log, parsed per request below). ``LocalModelServer`` passes ``--logits_all`` only with logprobs, and the
+server's own default is ``logits_all=True``: ``--what-if-logits-off`` repeats the arms on the same server command
+plus ``--logits_all false``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+from _support import DATA_DIR, console, exit_on_sigterm, machine_load, median, verdict
+from rich.table import Table
+
+from agents import prompting
+from agents.config import local_role_config
+from agents.judge import JudgeAgent, score_schema
+from agents.local_model import LocalModelServer, free_port
+from agents.model_client import ModelRunner
+from agents.types import Criterion, Instruction, JudgePrompt, Routing, Sample, ScoreTask
+from orchestrator.datasets import DatasetConfig, Record, load_dataset
+from orchestrator.run import SUMMEVAL_TASK
+
+PREFIX_HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit")
+PROMPT_EVAL = re.compile(r"prompt eval time =\s+([\d.]+) ms /\s+(\d+) tokens")
+GENERATION = re.compile(r"\beval time =\s+([\d.]+) ms /\s+(\d+) runs")
+REQUEST_DONE = re.compile(r'"POST /v1/chat/completions HTTP/1\.1" \d+')
+
+
+@dataclass(frozen=True)
+class ServerSide:
+    """What the llama.cpp server logged for one request."""
+
+    reused: int
+    evaluated: int
+    prompt_ms: float
+    generation_ms: float
+
+
+@dataclass(frozen=True)
+class Item:
+    arm: str
+    record: str
+    seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def pick_items(articles: int, summaries: int) -> list[list[Record]]:
+    """The first ``articles`` articles (by id) with their first ``summaries`` summaries each."""
+    data = load_dataset(DatasetConfig(name="summeval"), DATA_DIR)
+    by_article: dict[str, list[Record]] = defaultdict(list)
+    for record in data.records:
+        by_article[record.group].append(record)
+    chosen = sorted(g for g, rs in by_article.items() if len(rs) >= summaries)[:articles]
+    return [by_article[g][:summaries] for g in chosen]
+
+
+def judge_inputs(dataset_criteria: Any) -> tuple[tuple[Criterion, ...], JudgePrompt]:
+    criteria = tuple(
+        Criterion(c.name, c.description, c.min_score, c.max_score, c.integer_scores) for c in dataset_criteria
+    )
+    prompt = JudgePrompt(
+        instructions=tuple(Instruction(c.name, f"Rate from {c.min_score:g} to {c.max_score:g}.") for c in criteria),
+        task_description=SUMMEVAL_TASK,
+    )
+    return criteria, prompt
+
+
+def sample_of(record: Record, *, reverse: bool = False) -> Sample:
+    fields = tuple(reversed(record.fields)) if reverse else record.fields
+    return Sample(id=record.id, fields=fields)
+
+
+def reversed_user_message(criteria: tuple[Criterion, ...], prompt: JudgePrompt, record: Record) -> str:
+    """The judge's content, least shared first: sample (summary, then article), output format, criteria and
+    instructions, task description, system text."""
+    return "\n\n".join(
+        [
+            f"<sample>\n{prompting.format_sample(sample_of(record, reverse=True))}\n</sample>",
+            prompting.render("judge_output_format", example=prompting.judge_output_example(criteria)).strip(),
+            "Criteria:\n" + prompting.format_judge_criteria(criteria, prompt),
+            prompt.task_description,
+            prompting.render("judge_system").strip(),
+        ]
+    )
+
+
+async def run_arms(base_url: str, groups: list[list[Record]], repeats: int) -> list[Item]:
+    dataset_criteria = load_dataset(DatasetConfig(name="summeval"), DATA_DIR).criteria
+    criteria, prompt = judge_inputs(dataset_criteria)
+    config = local_role_config("judge", base_url)
+    runner = ModelRunner("judge", config)
+    agent = JudgeAgent(runner)
+    client = openai.AsyncOpenAI(
+        base_url=base_url, api_key="not-needed", max_retries=config.max_retries, timeout=config.timeout
+    )
+    response_format = {"type": "json_object", "schema": score_schema(criteria)}
+    grouped = [r for group in groups for r in group]
+    interleaved = [group[i] for i in range(len(groups[0])) for group in groups]
+    items: list[Item] = []
+
+    async def forward(arm: str, records: list[Record]) -> None:
+        for record in records:
+            task = ScoreTask(routing=Routing.JOINT, criteria=criteria, prompt=prompt, sample=sample_of(record))
+            started = time.perf_counter()
+            _, usage = await agent.score(task)
+            seconds = time.perf_counter() - started
+            items.append(Item(arm, record.id, seconds, usage.prompt_tokens, usage.completion_tokens))
+
+    async def reverse(arm: str, records: list[Record]) -> None:
+        for record in records:
+            started = time.perf_counter()
+            body: dict[str, Any] = {
+                "model": config.model,
+                "messages": [{"role": "user", "content": reversed_user_message(criteria, prompt, record)}],
+                "temperature": config.temperature,
+                "max_tokens": config.max_tokens,
+                "response_format": response_format,  # llama.cpp's json_object + schema, as the judge role sends
+            }
+            reply = await client.chat.completions.create(**body)
+            seconds = time.perf_counter() - started
+            usage = reply.usage
+            prompt_tokens = usage.prompt_tokens if usage else 0
+            completion_tokens = usage.completion_tokens if usage else 0
+            items.append(Item(arm, record.id, seconds, prompt_tokens, completion_tokens))
+
+    await forward("warm-up", grouped[:1])
+    for _ in range(repeats):
+        for group in groups:  # the two main arms alternate article by article, so both see the same machine load
+            await reverse("reverse (least shared first), grouped", group)
+            await forward("forward (most shared first), grouped", group)
+        await forward("forward, interleaved articles", interleaved)
+    await runner.close()
+    await client.close()
+    return items
+
+
+def server_side(log_text: str) -> list[ServerSide]:
+    """One entry per chat request, from the server log (uvicorn logs the POST line once the reply is sent)."""
+    entries = []
+    for segment in REQUEST_DONE.split(log_text)[:-1]:
+        hit = PREFIX_HIT.search(segment)
+        prompt = PROMPT_EVAL.search(segment)
+        generation = GENERATION.search(segment)
+        entries.append(
+            ServerSide(
+                reused=int(hit.group(1)) if hit else 0,
+                evaluated=int(prompt.group(2)) if prompt else 0,
+                prompt_ms=float(prompt.group(1)) if prompt else 0.0,
+                generation_ms=float(generation.group(1)) if generation else 0.0,
+            )
+        )
+    return entries
+
+
+@contextlib.contextmanager
+def llama_server_without_logits_all(log_file: Path) -> Iterator[str]:
+    """What-if: the same llama.cpp server command as ``LocalModelServer`` builds, plus ``--logits_all false``."""
+    probe = LocalModelServer()
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(probe.model_path)]
+    command += ["--model_alias", probe.model_name, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--n_ctx", str(probe.context_tokens), "--n_threads", str(max(1, os.cpu_count() or 1))]
+    command += ["--logits_all", "false"]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    with log_file.open("ab") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(1200):
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{base_url}/models", timeout=2) as reply,
+            ):
+                if reply.status == 200:
+                    break
+            time.sleep(0.1)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def report(title: str, items: list[Item], log_text: str) -> float:
+    """Print the tables of one server; returns the grouped-forward / reverse ratio of medians."""
+    logged = server_side(log_text)
+    arms = [a for a in dict.fromkeys(i.arm for i in items) if a != "warm-up"]
+    table = Table(title=title)
+    for column in ("arm", "items", "median s / item", "mean s / item", "prompt tokens (median)", "completion tokens"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    table.add_column("ratio to reverse", justify="right")
+    medians = {arm: median([i.seconds for i in items if i.arm == arm]) for arm in arms}
+    reverse_arm = arms[0]
+    for arm in arms:
+        mine = [i for i in items if i.arm == arm]
+        table.add_row(
+            arm,
+            str(len(mine)),
+            f"{medians[arm]:.2f}",
+            f"{sum(i.seconds for i in mine) / len(mine):.2f}",
+            f"{median([float(i.prompt_tokens) for i in mine]):.0f}",
+            f"{median([float(i.completion_tokens) for i in mine]):.0f}",
+            f"{medians[arm] / medians[reverse_arm]:.2f}×",
+        )
+    console.print(table)
+    reused = Table(title="Server side, per request (llama.cpp log): prompt tokens reused from the previous request")
+    for column in ("arm", "requests reusing > 100 tokens", "median reused", "median evaluated"):
+        reused.add_column(column, justify="left" if column == "arm" else "right")
+    reused.add_column("median prompt-eval ms", justify="right")
+    reused.add_column("median generation ms", justify="right")
+    if len(logged) == len(items):
+        for arm in arms:
+            sides = [side for side, item in zip(logged, items, strict=True) if item.arm == arm]
+            reused.add_row(
+                arm,
+                f"{sum(1 for side in sides if side.reused > 100)}/{len(sides)}",
+                f"{median([float(side.reused) for side in sides]):.0f}",
+                f"{median([float(side.evaluated) for side in sides]):.0f}",
+                f"{median([side.prompt_ms for side in sides]):.0f}",
+                f"{median([side.generation_ms for side in sides]):.0f}",
+            )
+        console.print(reused)
+    else:
+        console.print(f"(the server log shows {len(logged)} requests for {len(items)} sent: not attributed)")
+    return medians[arms[1]] / medians[reverse_arm]
+
+
+def main() -> None:
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--articles", type=int, default=3)
+    parser.add_argument("--summaries", type=int, default=4, help="summaries per article")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over the three arms")
+    parser.add_argument(
+        "--what-if-logits-off", action="store_true", help="also run on a server started with --logits_all false"
+    )
+    args = parser.parse_args()
+    console.print(machine_load(), style="dim")
+    groups = pick_items(args.articles, args.summaries)
+    title = (
+        f"Local model (SmolLM2-135M, llama.cpp) as LocalModelServer starts it, {args.articles} articles × "
+        f"{args.summaries} summaries, {args.repeats} pass(es)"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-prefix-") as tmp:
+        log_file = Path(tmp) / "local-model.log"
+        with LocalModelServer(log_file=log_file) as server:
+            items = asyncio.run(run_arms(server.base_url, groups, args.repeats))
+        log_text = log_file.read_text(errors="replace")
+        what_if: tuple[list[Item], str] | None = None
+        if args.what_if_logits_off:
+            other_log = Path(tmp) / "what-if.log"
+            with llama_server_without_logits_all(other_log) as base_url:
+                what_if = asyncio.run(run_arms(base_url, groups, args.repeats)), other_log.read_text(errors="replace")
+    ratio = report(title, items, log_text)
+    cache_flag = re.search(r"'cache': (\w+)|cache=(\w+)", log_text)
+    console.print(
+        "Server cache: LocalModelServer passes no --cache, so llama-cpp-python's prompt cache (LlamaCache) is "
+        f"{'on' if cache_flag and 'True' in cache_flag.group(0) else 'off'}; only the previous request's KV prefix "
+        "is reused. It passes --logits_all only with logprobs, and the server's own default is logits_all=True: "
+        "logits of every prompt token are computed and copied (an n_ctx × vocab float array)."
+    )
+    if what_if is not None:
+        other_ratio = report(title.replace("as LocalModelServer starts it", "what-if: --logits_all false"), *what_if)
+        console.print(f"what-if --logits_all false: grouped-forward / reverse = {other_ratio:.2f}×")
+    console.print(
+        verdict(
+            ratio <= 0.5,
+            f"most-shared-first + grouped takes {ratio:.2f}× the time per item of the reverse order "
+            "(DESIGN.md §6: about half)",
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
