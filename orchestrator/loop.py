@@ -174,7 +174,9 @@ class OptimizationLoop:
     ) -> tuple[Evaluation, dict[str, Any]]:
         scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
         names = [c.name for c in track.criteria]
-        evaluation = evaluation_of(names, records, scored, self.settings.bootstrap_resamples, self.settings.seed)
+        # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
+        resamples = self.settings.bootstrap_resamples if purpose == "test" else 0
+        evaluation = evaluation_of(names, records, scored, resamples, self.settings.seed)
         return evaluation, evaluation_json(evaluation, scored)
 
     def _gate_metric(self, evaluation: Evaluation) -> float:
