@@ -116,8 +116,9 @@ class LocalModelServer:
             "--n_threads",
             str(max(1, os.cpu_count() or 1)),
         ]
-        if self.logprobs:
-            command += ["--logits_all", "true"]
+        # The server's own default keeps logits for every prompt token (an n_ctx by vocabulary array); only
+        # logprob scoring needs them.
+        command += ["--logits_all", "true" if self.logprobs else "false"]
         if self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL

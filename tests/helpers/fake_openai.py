@@ -348,6 +348,8 @@ class _Server(ThreadingHTTPServer):
 class _RequestHandler(BaseHTTPRequestHandler):
     """Routes requests to the owning ``FakeOpenAI``."""
 
+    disable_nagle_algorithm = True  # headers and body go out in two writes; don't wait for a delayed ACK
+
     protocol_version = "HTTP/1.1"
     server: _Server
 
