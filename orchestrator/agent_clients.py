@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -37,6 +37,8 @@ from protos.judgeopt.v1 import (
     optimizer_pb2_grpc,
 )
 from services.config import CredentialError, check_key_pair, read_pem, read_token
+
+ReplyT = TypeVar("ReplyT")
 
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
@@ -171,49 +173,30 @@ class AgentClients:
             "wait_for_ready": True,
         }
 
-    async def score(self, request: judge_pb2.ScoreRequest) -> judge_pb2.ScoreResponse:
-        with map_rpc_errors("judge"):
-            options = self._call_options("judge", request.meta.request_id, request.meta.run_id)
-            reply: judge_pb2.ScoreResponse = await self._judge.Score(request, **options)
+    async def _call(self, role: Role, method: Callable[..., Awaitable[ReplyT]], request: Any) -> ReplyT:
+        """The one funnel of every RPC: deadline, ids and token in the call options, gRPC errors mapped."""
+        options = self._call_options(role, request.meta.request_id, request.meta.run_id)
+        with map_rpc_errors(role):
+            reply: ReplyT = await method(request, **options)
             return reply
+
+    async def score(self, request: judge_pb2.ScoreRequest) -> judge_pb2.ScoreResponse:
+        return await self._call("judge", self._judge.Score, request)
 
     async def critique(self, request: loss_pb2.CritiqueRequest) -> loss_pb2.CritiqueResponse:
-        with map_rpc_errors("loss"):
-            options = self._call_options("loss", request.meta.request_id, request.meta.run_id)
-            reply: loss_pb2.CritiqueResponse = await self._loss.Critique(request, **options)
-            return reply
+        return await self._call("loss", self._loss.Critique, request)
 
     async def gradient(self, request: gradient_pb2.GradientRequest) -> gradient_pb2.GradientResponse:
-        with map_rpc_errors("gradient"):
-            options = self._call_options("gradient", request.meta.request_id, request.meta.run_id)
-            reply: gradient_pb2.GradientResponse = await gradient_pb2_grpc.GradientAgentStub(
-                self._channel("gradient")
-            ).ComputeGradient(request, **options)
-            return reply
+        return await self._call("gradient", self._gradient.ComputeGradient, request)
 
     async def step(self, request: optimizer_pb2.StepRequest) -> optimizer_pb2.StepResponse:
-        with map_rpc_errors("optimizer"):
-            options = self._call_options("optimizer", request.meta.request_id, request.meta.run_id)
-            reply: optimizer_pb2.StepResponse = await optimizer_pb2_grpc.OptimizerAgentStub(
-                self._channel("optimizer")
-            ).Step(request, **options)
-            return reply
+        return await self._call("optimizer", self._optimizer.Step, request)
 
     async def rate_specificity(self, request: evaluator_pb2.SpecificityRequest) -> evaluator_pb2.RatingResponse:
-        with map_rpc_errors("evaluator"):
-            options = self._call_options("evaluator", request.meta.request_id, request.meta.run_id)
-            reply: evaluator_pb2.RatingResponse = await evaluator_pb2_grpc.EvaluatorAgentStub(
-                self._channel("evaluator")
-            ).RateSpecificity(request, **options)
-            return reply
+        return await self._call("evaluator", self._evaluator.RateSpecificity, request)
 
     async def rate_adherence(self, request: evaluator_pb2.AdherenceRequest) -> evaluator_pb2.RatingResponse:
-        with map_rpc_errors("evaluator"):
-            options = self._call_options("evaluator", request.meta.request_id, request.meta.run_id)
-            reply: evaluator_pb2.RatingResponse = await evaluator_pb2_grpc.EvaluatorAgentStub(
-                self._channel("evaluator")
-            ).RateAdherence(request, **options)
-            return reply
+        return await self._call("evaluator", self._evaluator.RateAdherence, request)
 
     async def close(self) -> None:
         for channel in self._channels.values():
