@@ -41,8 +41,9 @@ class RoleModelConfig(BaseModel):
     max_tokens: int = Field(default=512, gt=0)
     timeout: float = Field(default=120.0, gt=0)
     """Seconds for one HTTP request to the endpoint (a gRPC deadline may cut it shorter)."""
-    max_retries: int = Field(default=2, ge=0, le=10)
-    """Retries done by the openai client; the only retry layer on the agent→model hop."""
+    max_retries: int = Field(default=0, ge=0, le=10)
+    """Retries inside the service by the openai client. Leave 0 under the orchestrator: it retries every failed call
+    within its own budget (honouring ``Retry-After``), and retries here would multiply that budget."""
     api_key_env: str | None = None
     """Name of the environment variable that holds the API key (never the key itself)."""
     structured_output: StructuredOutput = StructuredOutput.NONE

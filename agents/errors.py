@@ -26,9 +26,13 @@ class InvalidRequestError(AgentError):
 class ModelEndpointError(AgentError):
     """The model endpoint did not produce a reply."""
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after_seconds: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after_seconds = retry_after_seconds
+        """How long the endpoint asked callers to wait (its ``Retry-After``), if it said."""
 
 
 class ModelTimeoutError(ModelEndpointError):

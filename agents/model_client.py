@@ -8,12 +8,15 @@ the full ``CreateResult`` (logprobs are not kept on agent messages) pass through
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import json
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import httpx
 import openai
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage
@@ -139,17 +142,47 @@ def _response_format(dialect: StructuredOutput, name: str, schema: dict[str, Any
             raise AssertionError(f"unhandled structured-output dialect {dialect!r}")
 
 
+class NotJsonReplyError(Exception):
+    """A successful HTTP status with a body that is not JSON (an HTML error page from a proxy, say)."""
+
+
+async def _require_json_body(response: httpx.Response) -> None:
+    """httpx response hook: the openai client would hand a non-JSON body on as a string, which nothing can read."""
+    content_type = response.headers.get("content-type", "")
+    if response.is_success and "json" not in content_type:
+        raise NotJsonReplyError(f"model endpoint answered {response.status_code} with {content_type or 'no'} content")
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait an endpoint asked for: ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
+    if (millis := headers.get("retry-after-ms")) is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(millis) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
 def _map_endpoint_error(exc: Exception) -> ModelEndpointError:
-    """Translate what the openai client raises (after its own retries) into the agent error tree."""
+    """Translate what the openai client raises into the agent error tree, keeping any ``Retry-After``."""
     match exc:
         case openai.APITimeoutError():
             return ModelTimeoutError(f"model endpoint timed out: {exc}")
+        case openai.APIConnectionError() if isinstance(exc.__cause__, NotJsonReplyError):
+            return ModelUnavailableError(str(exc.__cause__))
         case openai.APIConnectionError():
             return ModelUnavailableError(f"model endpoint unreachable: {exc}")
-        case openai.RateLimitError() | openai.InternalServerError():
-            return ModelUnavailableError(f"model endpoint failed: {exc}", status_code=exc.status_code)
-        case openai.APIStatusError() if exc.status_code >= 500:
-            return ModelUnavailableError(f"model endpoint failed: {exc}", status_code=exc.status_code)
+        case openai.APIStatusError() if exc.status_code == 429 or exc.status_code >= 500:
+            return ModelUnavailableError(
+                f"model endpoint failed: {exc}",
+                status_code=exc.status_code,
+                retry_after_seconds=retry_after_seconds(exc.response.headers),
+            )
         case openai.APIStatusError():
             return ModelRequestError(f"model endpoint refused the request: {exc}", status_code=exc.status_code)
         case openai.APIError():
@@ -171,6 +204,10 @@ class ModelRunner:
             create_args["seed"] = config.seed
         if config.extra_body:
             create_args["extra_body"] = dict(config.extra_body)
+        # Passed through to AsyncOpenAI (autogen forwards its init arguments).
+        client_args: dict[str, Any] = {
+            "http_client": openai.DefaultAsyncHttpxClient(event_hooks={"response": [_require_json_body]})
+        }
         self._client = OpenAIChatCompletionClient(
             model=config.model,
             base_url=str(config.base_url),
@@ -178,6 +215,7 @@ class ModelRunner:
             timeout=config.timeout,
             max_retries=config.max_retries,
             model_info=_UNKNOWN_MODEL_INFO,
+            **client_args,
             **create_args,
         )
 
@@ -212,6 +250,9 @@ class ModelRunner:
             raise ModelUnavailableError("model endpoint returned no completion")
         final = result.messages[-1]
         text = final.content if isinstance(final, TextMessage) else ""
+        if not text.strip() and created.finish_reason != "length":
+            # Nothing to parse and no sign the model ran out of room: a failed reply, retried like a 500.
+            raise ModelUnavailableError("model endpoint returned an empty reply")
         usage = Usage(
             prompt_tokens=created.usage.prompt_tokens,
             completion_tokens=created.usage.completion_tokens,

@@ -126,6 +126,9 @@ class AgentClients:
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.max_receive_message_length", self.settings.max_message_bytes),
             ("grpc.max_send_message_length", self.settings.max_message_bytes),
+            # A replica that restarts is found again within seconds, not gRPC's default of up to two minutes.
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 4000),
         ]
         credentials = self.settings.channel_credentials()
         # On plaintext the token travels as metadata; on TLS it is inside the channel's call credentials.

@@ -187,8 +187,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) 
         return
     parser.add_argument("--dry-run", action="store_true", help="print the calls and tokens per role; make no call")
     parser.add_argument("--run-dir", type=Path, help="where the run is stored (default runs/<timestamp>)")
-    for role in ROLES:
-        parser.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service (dns:///… balances)")
+    _add_address_flags(parser, ROLES)
 
 
 def _add_budget_flags(group: argparse._ArgumentGroup) -> None:
@@ -266,8 +265,13 @@ def _client_settings(args: argparse.Namespace, addresses: Mapping[Role, str] | N
     return settings
 
 
-def _addresses(args: argparse.Namespace) -> dict[Role, str] | None:
-    given: dict[Role, str] = {role: getattr(args, f"{role}_addr") for role in ROLES}
+def _add_address_flags(parser: argparse.ArgumentParser, roles: Sequence[Role]) -> None:
+    for role in roles:
+        parser.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service (dns:///… balances)")
+
+
+def _addresses(args: argparse.Namespace, roles: Sequence[Role] = ROLES) -> dict[Role, str] | None:
+    given: dict[Role, str] = {role: getattr(args, f"{role}_addr") for role in roles}
     if not any(given.values()):
         return None
     missing = [role for role, addr in given.items() if not addr]
@@ -410,6 +414,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     else:
         directory = args.resume
     grid, base, _ = load_experiment(directory)
+    addresses = _addresses(args, ALL_ROLES if grid.diagnostics else ROLES)
+    client_settings = _client_settings(args, addresses)
     cells = len(grid.modes) * len(grid.gates) * grid.runs
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
@@ -421,7 +427,14 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             progress.update(bar, completed=sum(s + 1 for s in reached.values()))
 
         overview = asyncio.run(
-            run_experiment(directory, data_dir=args.data_dir, local_model=args.local_model, on_cell_step=on_cell_step)
+            run_experiment(
+                directory,
+                data_dir=args.data_dir,
+                local_model=args.local_model,
+                on_cell_step=on_cell_step,
+                addresses=addresses,
+                client_settings=client_settings,
+            )
         )
     print(f"experiment {directory}: {overview['cells']} cells ({len(overview['skipped'])} were already finished)")
     print(f"report: judgeopt report {directory}")
@@ -565,8 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
     resume.add_argument("--local-model", type=Path, metavar="GGUF", help="GGUF file for the embedded local model")
     _add_budget_flags(resume.add_argument_group("budget (replaces the run's)"))
-    for role in ROLES:
-        resume.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service")
+    _add_address_flags(resume, ROLES)
     _add_client_flags(resume)
     resume.set_defaults(handler=_cmd_resume)
 
@@ -581,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(experiment, ALL_ROLES)
     experiment.add_argument("--grid", dest="config", type=Path, metavar="FILE", help="same as --config")
     _add_run_flags(experiment, single_run=False)
+    _add_address_flags(experiment, ALL_ROLES)
+    _add_client_flags(experiment)
     experiment.set_defaults(handler=_cmd_experiment)
 
     export = commands.add_parser("export", help="write a run's chosen judge to a self-contained file")

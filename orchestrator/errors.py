@@ -21,6 +21,8 @@ from collections.abc import Iterator
 
 import grpc
 
+from services.status import RETRY_AFTER_KEY
+
 
 class JudgeoptError(Exception):
     """Root of judgeopt's errors."""
@@ -47,10 +49,14 @@ class RunFailed(JudgeoptError):
 
 
 class AgentCallError(JudgeoptError):
-    def __init__(self, message: str, *, role: str, code: grpc.StatusCode) -> None:
+    def __init__(
+        self, message: str, *, role: str, code: grpc.StatusCode, retry_after_seconds: float | None = None
+    ) -> None:
         super().__init__(message)
         self.role = role
         self.code = code
+        self.retry_after_seconds = retry_after_seconds
+        """The model endpoint's ``Retry-After``, when the service passed one back."""
 
 
 class AgentTimeout(AgentCallError):
@@ -79,6 +85,15 @@ def map_rpc_errors(role: str) -> Iterator[None]:
             case grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise AgentTimeout(message, role=role, code=code) from exc
             case grpc.StatusCode.UNAVAILABLE:
-                raise AgentUnavailable(message, role=role, code=code) from exc
+                pushback = _retry_after(exc) if isinstance(exc, grpc.aio.AioRpcError) else None
+                raise AgentUnavailable(message, role=role, code=code, retry_after_seconds=pushback) from exc
             case _:
                 raise AgentRejected(message, role=role, code=code) from exc
+
+
+def _retry_after(exc: grpc.aio.AioRpcError) -> float | None:
+    for key, value in exc.trailing_metadata() or ():
+        if key == RETRY_AFTER_KEY:
+            with contextlib.suppress(ValueError):
+                return max(0.0, int(value) / 1000)
+    return None

@@ -14,7 +14,14 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from orchestrator.errors import AgentCallError, AgentTimeout, AgentUnavailable
 from orchestrator.ratelimit import RateLimits
@@ -31,6 +38,19 @@ class RetryBudget:
     """Attempts per call, the first included."""
     initial_backoff_seconds: float = 0.5
     max_backoff_seconds: float = 10.0
+    max_retry_after_seconds: float = 120.0
+    """The longest ``Retry-After`` honoured; an endpoint asking for more waits this long."""
+
+    def wait(self) -> Callable[[RetryCallState], float]:
+        """Exponential backoff, or the endpoint's ``Retry-After`` when it asked for longer."""
+        backoff = wait_exponential(multiplier=self.initial_backoff_seconds, max=self.max_backoff_seconds)
+
+        def seconds(state: RetryCallState) -> float:
+            failure = state.outcome.exception() if state.outcome is not None else None
+            asked = getattr(failure, "retry_after_seconds", None) or 0.0
+            return max(backoff(state), min(asked, self.max_retry_after_seconds))
+
+        return seconds
 
 
 class CallExecutor:
@@ -105,7 +125,7 @@ class CallExecutor:
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.budget.attempts),
-            wait=wait_exponential(multiplier=self.budget.initial_backoff_seconds, max=self.budget.max_backoff_seconds),
+            wait=self.budget.wait(),
             retry=retry_if_exception_type((AgentTimeout, AgentUnavailable)),
             reraise=False,
         )

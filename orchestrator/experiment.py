@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
@@ -25,6 +25,7 @@ import structlog
 from pydantic import ValidationError
 
 from agents.config import ALL_ROLES, ROLES, ModelsConfig, Role, describe_validation_error
+from orchestrator.agent_clients import ClientSettings
 from orchestrator.config import GridConfig, RunConfig
 from orchestrator.datasets import DatasetConfig, load_dataset
 from orchestrator.diagnostics import rate_run
@@ -120,8 +121,11 @@ async def run_experiment(
     data_dir: Path | None,
     local_model: Path | None = None,
     on_cell_step: Callable[[str, str, int], None] | None = None,
+    addresses: Mapping[Role, str] | None = None,
+    client_settings: ClientSettings | None = None,
 ) -> dict[str, Any]:
-    """Run or resume the experiment in ``directory``; returns a small overview (cells run, skipped)."""
+    """Run or resume the experiment in ``directory``, on services started here or running at ``addresses`` (one
+    per role the grid needs); returns a small overview (cells run, skipped)."""
     grid, base, models = load_experiment(directory)
     cells = cell_configs(grid, base)
     dataset = load_dataset(base.dataset, data_dir)
@@ -159,7 +163,12 @@ async def run_experiment(
             store.close()
 
     async with agent_clients(
-        models, directory / "services", addresses=None, local_model=local_model, roles=roles
+        models,
+        directory / "services",
+        addresses=addresses,
+        local_model=local_model,
+        roles=roles,
+        settings=client_settings,
     ) as clients:
         pending = [run_cell(name, config, clients) for name, config in cells.items() if name not in finished]
         if grid.diagnostics:  # finished cells may still lack ratings (a kill during diagnostics)

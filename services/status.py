@@ -5,6 +5,8 @@ ModelTimeoutError       → DEADLINE_EXCEEDED
 ModelUnavailableError   → UNAVAILABLE
 ModelRequestError       → FAILED_PRECONDITION (the endpoint refused the request, e.g. context overflow)
 TimeoutError            → DEADLINE_EXCEEDED (the caller's deadline ran out while waiting for the model)
+
+An endpoint's ``Retry-After`` travels back as the ``retry-after-ms`` trailer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import structlog
 from agents.errors import (
     AgentError,
     InvalidRequestError,
+    ModelEndpointError,
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
@@ -26,6 +29,9 @@ from agents.errors import (
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+RETRY_AFTER_KEY = "retry-after-ms"
+"""Trailing metadata on a failed RPC: the model endpoint's ``Retry-After``, passed back to the caller's retry loop."""
 
 
 def status_for(exc: AgentError | TimeoutError) -> grpc.StatusCode:
@@ -57,5 +63,11 @@ async def run_within_deadline(
     except (AgentError, TimeoutError) as exc:
         code = status_for(exc)
         log.warning("rpc.failed", code=code.name, error=str(exc)[:300])
+        if isinstance(exc, ModelEndpointError) and exc.retry_after_seconds is not None:
+            context.set_trailing_metadata(((RETRY_AFTER_KEY, str(round(exc.retry_after_seconds * 1000))),))
         await context.abort(code, str(exc) or code.name)
+        raise AssertionError("unreachable: abort raises") from exc
+    except Exception as exc:  # a bug, not a model failure: keep the traceback, do not invite retries
+        log.exception("rpc.crashed", error_type=type(exc).__name__)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in the agent: {type(exc).__name__}")
         raise AssertionError("unreachable: abort raises") from exc

@@ -16,7 +16,9 @@ import pytest
 import yaml
 from helpers.eventually import wait_until
 from helpers.fake_openai import FakeOpenAI
+from helpers.runs import run_settings, scripted_model
 from helpers.scripts import DILUTED_RATING, SPECIFIC_RATING, deterministic_handler, role_of
+from helpers.services import served_agents
 
 from orchestrator.cli import main
 
@@ -29,22 +31,8 @@ def scripted() -> Iterator[FakeOpenAI]:
 
 def grid_file(path: Path, base_url: str, **grid: Any) -> Path:
     config = {
-        "models": {
-            "default": {
-                "base_url": base_url,
-                "model": "fake-model",
-                "structured_output": "json_schema",
-                "max_retries": 0,
-                "timeout": 10,
-            }
-        },
-        "run": {
-            "steps": 2,
-            "batch_size": 2,
-            "bootstrap_resamples": 0,
-            "concurrency": 4,
-            "dataset": {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6},
-        },
+        "models": {"default": scripted_model(base_url)},
+        "run": run_settings(),
         "grid": {"modes": ["SSS", "CCC"], "gates": ["mae", "none"], "runs": 2, **grid},
     }
     path.write_text(yaml.safe_dump(config))
@@ -106,6 +94,25 @@ class TestExperimentGrid:
             rated = db.execute("SELECT COUNT(DISTINCT step || criterion) FROM diagnostics").fetchone()[0]
         assert sss == {SPECIFIC_RATING} and ccc == {DILUTED_RATING}  # per-criterion vs joint gradients
         assert rated == 2 * 4  # every (step, criterion) of the two training steps
+
+    def test_grid_on_running_services_behind_a_bearer_token(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
+        """`--<role>-addr` for the five roles and `--token-env`: the cells run on those services (no service is
+        started here), and every call carried the token (the services refuse calls without it)."""
+        grid = grid_file(tmp_path / "g.yaml", scripted.base_url, modes=["SSS"], gates=["none"], runs=1)
+        env = {"EXPERIMENT_TOKEN": "t0ken-for-the-agents"}
+        roles = ("judge", "loss", "gradient", "optimizer", "evaluator")
+        directory = tmp_path / "exp"
+        with served_agents(grid, tmp_path, roles, flags=("--token-env", "EXPERIMENT_TOKEN"), env=env) as agents:
+            flags = ["experiment", "--grid", str(grid), "--dir", str(directory), *agents.address_flags()]
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("EXPERIMENT_TOKEN", env["EXPERIMENT_TOKEN"])
+                assert main([*flags, "--token-env", "EXPERIMENT_TOKEN"]) == 0
+            assert main([*flags[:3], "--dir", str(tmp_path / "no-token"), *agents.address_flags()]) != 0
+        assert cell_status(directory / "cells" / "SSS-none-run0") == "complete"
+        assert not (directory / "services").exists()
+        with sqlite3.connect(directory / "cells" / "SSS-none-run0" / "run.sqlite") as db:
+            assert db.execute("SELECT COUNT(*) FROM calls WHERE outcome != 'ok'").fetchone()[0] == 0
+            assert db.execute("SELECT COUNT(*) FROM diagnostics").fetchone()[0] > 0
 
     def test_killed_experiment_resumes_without_rerunning_finished_cells(
         self, scripted: FakeOpenAI, tmp_path: Path

@@ -14,7 +14,7 @@ from helpers.messages import criteria, meta, prompt, sample
 from helpers.scripts import JUDGE_SCORES, SUMMEVAL
 
 from orchestrator.agent_clients import AgentClients
-from orchestrator.errors import AgentCallError
+from orchestrator.errors import AgentCallError, AgentUnavailable
 from orchestrator.fleet import ServiceFleet
 from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
 
@@ -108,11 +108,10 @@ class TestJudgeService:
         ("content", "expected"),
         [
             ("lorem ipsum dolor", [common_pb2.PARSE_STATUS_INVALID] * 4),
-            ("", [common_pb2.PARSE_STATUS_INVALID] * 4),
             ('{"coherence": 4, "consistency": 9, "fluency": 3}', [OK, common_pb2.PARSE_STATUS_OUT_OF_RANGE, OK, 4]),
             ('Sure!\n```json\n{"coherence": 4, "consistency": 5, "fluency": 3, "relevance": 2}\n```', [2] * 4),
         ],
-        ids=["garbage", "empty", "out-of-range-and-missing", "fenced-with-preamble"],
+        ids=["garbage", "out-of-range-and-missing", "fenced-with-preamble"],
     )
     async def test_bad_model_output_becomes_typed_parse_statuses(
         self, clients: AgentClients, endpoint: FakeOpenAI, content: str, expected: list[int]
@@ -124,6 +123,14 @@ class TestJudgeService:
         assert reply.prediction.raw_output == content
         for score in reply.prediction.scores:
             assert score.HasField("value") == (score.status in (OK, common_pb2.PARSE_STATUS_REPAIRED))
+
+    async def test_an_empty_reply_is_an_endpoint_failure_the_caller_retries(
+        self, clients: AgentClients, endpoint: FakeOpenAI
+    ) -> None:
+        """No text at all, and not cut off by max_tokens: UNAVAILABLE (retried), never an all-missing prediction."""
+        endpoint.set_handler(static(""))
+        with pytest.raises(AgentUnavailable, match="empty reply"):
+            await clients.score(score_request())
 
     async def test_truncated_json_keeps_what_was_written(self, clients: AgentClients, endpoint: FakeOpenAI) -> None:
         """A reply cut off mid-JSON yields the scores it contains and marks the rest as not parsed."""
@@ -330,7 +337,7 @@ class TestEndpointFailures:
 
 class TestServiceLogs:
     async def test_json_log_line_per_rpc_carries_the_request_id_and_no_document(
-        self, clients: AgentClients, fleet: ServiceFleet
+        self, clients: AgentClients, fleet: ServiceFleet, endpoint: FakeOpenAI
     ) -> None:
         """Each RPC logs one JSON line with its request id, code and latency; sample text never appears."""
         request = score_request()

@@ -1,0 +1,198 @@
+"""Fault injection: endpoint faults of every kind, agent services killed and restarted mid-run, the orchestrator
+SIGKILLed at random points and resumed. Every run ends complete, equal to the undisturbed run, with every store
+row present exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.eventually import wait_until
+from helpers.fake_openai import FakeOpenAI
+from helpers.faults import FAULTS, HANG_SECONDS, FaultSchedule
+from helpers.runs import outcome, write_config
+from helpers.scripts import deterministic_handler
+from helpers.services import served_agents
+
+from orchestrator.cli import main
+
+MODEL = {"timeout": HANG_SECONDS / 2}
+"""The model timeout is shorter than a scripted hang, so a hang is a timeout."""
+RUN = {"mode": "SSC", "steps": 3, "concurrency": 4}
+ROLES = ("judge", "loss", "gradient", "optimizer")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The undisturbed run every disturbed one must equal."""
+    folder = tmp_path_factory.mktemp("reference")
+    with FakeOpenAI(deterministic_handler()) as server:
+        config = write_config(folder / "run.yaml", server.base_url, model=MODEL, **RUN)
+        assert main(["optimize", "--config", str(config), "--run-dir", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+def _rows(run_dir: Path, query: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        return db.execute(query).fetchall()
+
+
+def assert_store_is_whole(run_dir: Path, reference: Path) -> None:
+    """The same steps, artifacts and predictions as the reference, each once; every call's attempts numbered 1..n
+    with no gap, one success at most and only as the last attempt; every call routed through the audit log."""
+    for query in (
+        "SELECT track, step, status, prompt_id, candidate_id FROM steps ORDER BY track, step",
+        "SELECT track, step, kind, COUNT(*) FROM artifacts GROUP BY track, step, kind ORDER BY track, step, kind",
+        "SELECT prompt_id, sample_id, scores FROM predictions ORDER BY prompt_id, sample_id",
+    ):
+        assert _rows(run_dir, query) == _rows(reference, query), query
+    attempts: dict[str, list[tuple[int, str]]] = {}
+    for request_id, attempt, outcome_ in _rows(run_dir, "SELECT request_id, attempt, outcome FROM calls ORDER BY id"):
+        attempts.setdefault(request_id, []).append((attempt, outcome_))
+    for request_id, tries in attempts.items():
+        assert [n for n, _ in sorted(tries)] == list(range(1, len(tries) + 1)), request_id
+        assert all(o == "failed" for _, o in sorted(tries)[:-1]), request_id
+    audited = {r for (r,) in _rows(run_dir, "SELECT request_id FROM audit")}
+    assert set(attempts) <= audited
+
+
+def _recorded_calls(run_dir: Path) -> int:
+    if not (run_dir / "run.sqlite").exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{run_dir / 'run.sqlite'}?mode=ro", uri=True) as db:
+            count: int = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+            return count
+    except sqlite3.OperationalError:  # the store's tables are being created
+        return 0
+
+
+class TestEndpointFaults:
+    def test_faults_of_every_kind_within_the_retry_budget_leave_the_run_unchanged(
+        self, reference: Path, tmp_path: Path
+    ) -> None:
+        """About 20% of model requests fail — 429 with Retry-After, 500, 503, timeout, connection reset, empty
+        reply, HTML and truncated JSON bodies — each at most once, under a budget of three attempts per call."""
+        schedule = FaultSchedule(deterministic_handler(), share=0.25, failures=1)
+        with FakeOpenAI(schedule) as faulty:
+            config = write_config(tmp_path / "run.yaml", faulty.base_url, model=MODEL, call_attempts=3, **RUN)
+            assert main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+            assert not faulty.handler_errors
+        assert outcome(tmp_path / "run") == outcome(reference)
+        assert_store_is_whole(tmp_path / "run", reference)
+        assert set(schedule.injected) == set(FAULTS)
+        assert 0.12 <= schedule.failed_share <= 0.30
+        failed = _rows(tmp_path / "run", "SELECT COUNT(*) FROM calls WHERE outcome = 'failed'")[0][0]
+        assert failed == sum(schedule.injected.values())  # one model request per attempt, every attempt stored
+
+    def test_a_rate_limited_call_waits_as_long_as_the_endpoint_asked(self, tmp_path: Path) -> None:
+        """Every first request answers 429 with Retry-After: 1; the retry of each comes at least a second later."""
+        schedule = FaultSchedule(deterministic_handler(), share=1.0, kinds=("rate-limited",))
+        with FakeOpenAI(schedule) as limited:
+            config = write_config(tmp_path / "run.yaml", limited.base_url, model=MODEL, steps=1, mode="CCC")
+            assert main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+        rows = _rows(
+            tmp_path / "run",
+            "SELECT a.at, b.at - b.seconds FROM calls a JOIN calls b ON a.request_id = b.request_id "
+            "AND b.attempt = a.attempt + 1 WHERE a.outcome = 'failed'",
+        )
+        assert rows
+        assert all(retried - failed_at >= 0.95 for failed_at, retried in rows)
+
+
+class TestServiceRestarts:
+    def test_every_agent_service_killed_and_restarted_mid_run_leaves_the_run_unchanged(
+        self, reference: Path, tmp_path: Path
+    ) -> None:
+        """The run goes on through each service's SIGKILL and restart on the same port (the orchestrator
+        reconnects; calls cut off retry), and every role's service answers calls again after its restart."""
+        run_dir = tmp_path / "run"
+        with FakeOpenAI(deterministic_handler()) as server:
+            config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, call_attempts=5, **RUN)
+            with served_agents(config, tmp_path, ROLES) as services:
+                with (tmp_path / "orchestrator.log").open("wb") as log:
+                    process = subprocess.Popen(
+                        [
+                            *(sys.executable, "-m", "orchestrator", "optimize", "--config", str(config)),
+                            *("--run-dir", str(run_dir), *services.address_flags()),
+                        ],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                try:
+                    restarted_at = {}
+                    for step, role in ((1, "judge"), (1, "optimizer"), (2, "loss"), (2, "gradient")):
+                        query = f"SELECT COUNT(*) FROM calls WHERE step = {step} AND stage = '{role}'"
+                        wait_until(
+                            lambda query=query: _recorded_calls(run_dir) > 0 and _rows(run_dir, query)[0][0] > 0,
+                            timeout=120,
+                            interval=0.02,
+                            message=f"the run never called the {role} service in step {step}",
+                        )
+                        services.kill(role)
+                        services.start(role)
+                        restarted_at[role] = time.time()
+                    assert process.wait(timeout=300) == 0, (tmp_path / "orchestrator.log").read_text()[-2000:]
+                finally:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+        assert outcome(run_dir) == outcome(reference)
+        assert_store_is_whole(run_dir, reference)
+        for role, at in restarted_at.items():
+            query = f"SELECT COUNT(*) FROM calls WHERE stage = '{role}' AND outcome = 'ok' AND at > {at}"
+            assert _rows(run_dir, query)[0][0] > 0, f"no {role} call succeeded after its service restarted"
+
+
+class TestOrchestratorKills:
+    def test_sigkill_at_random_points_then_resume_ends_equal_to_the_undisturbed_run(
+        self, reference: Path, tmp_path: Path
+    ) -> None:
+        """The orchestrator (and the services it started) is SIGKILLed four times, each after a random number of
+        new calls, and resumed each time; the last resume completes the run."""
+        rng = random.Random(2605)
+        run_dir = tmp_path / "run"
+        kills = 0
+        with FakeOpenAI(deterministic_handler()) as server:
+            config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, **RUN)
+            command = ["optimize", "--config", str(config), "--run-dir", str(run_dir)]
+            while True:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "orchestrator", *command],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                target = _recorded_calls(run_dir) + rng.randint(1, 30)
+
+                def progressed(target: int = target, process: subprocess.Popen[bytes] = process) -> bool:
+                    return _recorded_calls(run_dir) >= target or process.poll() is not None
+
+                try:
+                    wait_until(
+                        progressed,
+                        timeout=120,
+                        interval=0.01,
+                        message="the run made no progress",
+                    )
+                finally:
+                    if process.poll() is None and kills < 4:
+                        os.killpg(process.pid, signal.SIGKILL)
+                        kills += 1
+                process.wait(timeout=120)
+                if process.returncode == 0:
+                    break
+                assert process.returncode == -signal.SIGKILL
+                command = ["resume", str(run_dir)]
+        assert kills == 4
+        assert outcome(run_dir) == outcome(reference)
+        assert_store_is_whole(run_dir, reference)

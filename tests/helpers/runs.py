@@ -1,0 +1,77 @@
+"""Run configurations against the scripted endpoint, and what tests read back from a finished run directory."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BATCH = 2
+DATASET = {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6}
+
+
+def scripted_model(base_url: str, **overrides: Any) -> dict[str, Any]:
+    """The default role model on the scripted endpoint: no openai-client retries (the orchestrator retries)."""
+    return {
+        "base_url": base_url,
+        "model": "fake-model",
+        "structured_output": "json_schema",
+        "max_retries": 0,
+        "timeout": 10,
+        **overrides,
+    }
+
+
+def run_settings(**run: Any) -> dict[str, Any]:
+    return {
+        "steps": 2,
+        "batch_size": BATCH,
+        "gate": "none",
+        "bootstrap_resamples": 0,
+        "concurrency": 4,
+        "dataset": DATASET,
+        **run,
+    }
+
+
+def write_config(path: Path, base_url: str, *, model: dict[str, Any] | None = None, **run: Any) -> Path:
+    """A run config file: every role on ``base_url`` (with ``model`` overrides), ``run`` over the test defaults."""
+    config = {"models": {"default": scripted_model(base_url, **(model or {}))}, "run": run_settings(**run)}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_calls(run_dir: Path) -> dict[tuple[int, str], int]:
+    """Distinct training RPCs per (step, stage), from the store."""
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        rows = db.execute(
+            "SELECT step, stage, COUNT(DISTINCT request_id) FROM calls WHERE purpose = 'train' GROUP BY step, stage"
+        ).fetchall()
+    return {(step, stage): n for step, stage, n in rows}
+
+
+def final_prompts(run_dir: Path) -> dict[str, str]:
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        rows = db.execute(
+            "SELECT s.track, p.body FROM steps s JOIN prompts p ON p.id = s.prompt_id "
+            "WHERE s.step = (SELECT MAX(step) FROM steps) ORDER BY s.track"
+        ).fetchall()
+    return {track: body for track, body in rows}
+
+
+OUTCOME_KEYS = ("initial", "best", "best_oracle", "hvi")
+STEP_KEYS = ("step", "accepted", "val_metric", "macro_rho", "rho")
+
+
+def outcome(run_dir: Path) -> dict[str, Any]:
+    """What must not change when a run is disturbed: its headline figures, every step's figures, final prompts."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {
+        "status": summary["status"],
+        **{key: summary[key] for key in OUTCOME_KEYS},
+        "steps": [{k: s[k] for k in STEP_KEYS} for s in summary["steps"]],
+        "prompts": final_prompts(run_dir),
+    }
