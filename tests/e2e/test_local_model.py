@@ -86,14 +86,14 @@ class TestLocalModelExperiment:
                     "models": {
                         "default": base,
                         "loss": {"max_tokens": 64},
-                        "gradient": {"max_tokens": 128},
+                        "gradient": {"max_tokens": 192},
                         "optimizer": {"max_tokens": 96},
                         "judge": {"max_tokens": 48},
                         "evaluator": {"max_tokens": 64},
                     },
                     "run": {
                         "steps": 1,
-                        "batch_size": 1,
+                        "batch_size": 2,  # two gradients: one that does not parse must not leave nothing to rate
                         "concurrency": 1,
                         "bootstrap_resamples": 0,
                         "dataset": {"name": "summeval", "train_size": 8, "val_size": 2, "test_size": 3},
@@ -104,12 +104,16 @@ class TestLocalModelExperiment:
         )
         directory = tmp_path / "exp"
         assert main(["experiment", "--grid", str(grid), "--dir", str(directory)]) == 0
+        with sqlite3.connect(directory / "cells" / "CCC-none-run0" / "run.sqlite") as db:
+            ratings = db.execute("SELECT COUNT(*) FROM diagnostics").fetchone()[0]
+            seen = db.execute(
+                "SELECT stage || ':' || outcome, COUNT(*) FROM calls GROUP BY 1 UNION ALL "
+                "SELECT kind || ':' || status, COUNT(*) FROM artifacts GROUP BY 1"
+            ).fetchall()
+        assert ratings >= 1, f"the evaluator rated no gradient; calls and artifacts: {seen}"
         assert main(["report", str(directory)]) == 0
         html = (directory / "report.html").read_text()
         markdown = (directory / "report.md").read_text()
         for heading in ("Table 1", "Diagnostics", "interference", "Calls, tokens and wall time"):
             assert heading in markdown and heading in html
-        assert html.count("data:image/png;base64,") >= 3
-        with sqlite3.connect(directory / "cells" / "CCC-none-run0" / "run.sqlite") as db:
-            ratings = db.execute("SELECT COUNT(*) FROM diagnostics").fetchone()[0]
-        assert ratings >= 1  # the evaluator rated the step's gradients
+        assert html.count("data:image/png;base64,") >= 3  # trajectories, macro rho and HVI, diagnostics
