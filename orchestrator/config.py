@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 from agents.config import ModelsConfig, describe_validation_error
 from orchestrator.datasets import DatasetConfig
 from orchestrator.errors import ConfigError
-from orchestrator.metrics import GATE_METRICS
 from services.config import ServiceConfig
+
+GATE_METRICS: tuple[str, ...] = ("mae", "spearman", "kendall", "pearson", "off_by_one")
+"""The metrics a gate may compare (``Evaluation.metric`` accepts them); ``none`` turns the gate off."""
 
 
 class RunConfig(BaseModel):

@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -326,6 +324,9 @@ def _json_object(origin: str, where: str, value: object) -> Mapping[str, Any]:
 
 
 def _parquet_rows(origin: str, data: bytes) -> _RawRows:
+    import pyarrow as pa  # only Parquet files need it, and it is large: not on every `judgeopt` start
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as exc:

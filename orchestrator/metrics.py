@@ -16,10 +16,10 @@ import structlog
 from numpy.typing import NDArray
 from scipy import stats
 
+from orchestrator.config import GATE_METRICS
+
 log = structlog.get_logger(__name__)
 
-GATE_METRICS: tuple[str, ...] = ("mae", "spearman", "kendall", "pearson", "off_by_one")
-"""The names ``Evaluation.metric`` accepts."""
 
 _Point = tuple[float, ...]
 
