@@ -93,6 +93,7 @@ def _service_config(args: argparse.Namespace, base: ServiceConfig) -> ServiceCon
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,
         "token_env": args.token_env,
+        "metrics_port": args.metrics_port,
     }
     try:
         service = ServiceConfig.model_validate(
@@ -550,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind; 0 picks a free one and prints it")
     serve.add_argument("--ledger", type=Path, help="append what each request carried to this JSON-lines file")
+    serve.add_argument(
+        "--metrics-port", type=int, metavar="N", help="serve Prometheus metrics at http://HOST:N/metrics (0: any free)"
+    )
     security = serve.add_argument_group("security (override the config file's service section)")
     security.add_argument("--tls-cert", type=Path, metavar="PEM", help="server certificate chain: serve TLS only")
     security.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")

@@ -53,6 +53,9 @@ class ServiceConfig(BaseModel):
     replay_entries: int = Field(default=10_000, ge=0)
     """Successful replies remembered by (rpc, request id), so a retried call is answered without a second model
     call; 0 turns this off."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the Prometheus endpoint ``http://host:PORT/metrics`` (``--metrics-port``; 0 picks a free one, logged
+    at start-up), plain HTTP on the gRPC server's host; ``None`` serves no metrics."""
 
     @field_validator("token_env")
     @classmethod
@@ -67,6 +70,8 @@ class ServiceConfig(BaseModel):
             raise ValueError("tls_cert and tls_key (--tls-cert, --tls-key) must be given together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (--tls-client-ca) needs tls_cert and tls_key: mutual TLS is TLS first")
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError(f"metrics_port (--metrics-port) and port are both {self.port}: they need a port each")
         return self
 
 

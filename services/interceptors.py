@@ -1,9 +1,10 @@
 """Server interceptors, one concern each: request ids into structlog's context, one access-log line per RPC, the
 bearer-token check, the ledger of what each request carried, and the replay of answered request ids.
 
-A service's chain, outermost first: request context → access log → bearer token → ledger → replay → servicer.
-So a refused call is still logged with its request id and code, the ledger holds only authenticated requests, and
-a replayed answer never reaches the servicer (no second model call).
+A service's chain, outermost first: metrics (``services.metrics``, with a metrics port) → request context → access
+log → bearer token → ledger → replay → servicer. So a refused call is still counted and logged with its request id
+and code, the ledger holds only authenticated requests, and a replayed answer never reaches the servicer (no second
+model call).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ log = structlog.get_logger("judgeopt.rpc")
 UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
-def _wrap_unary(
+def wrap_unary(
     handler: grpc.RpcMethodHandler | None, wrap: Callable[[UnaryHandler], UnaryHandler]
 ) -> grpc.RpcMethodHandler | None:
+    """``handler`` with its unary-unary behaviour wrapped by ``wrap`` (every agent RPC is unary-unary)."""
     if handler is None or handler.unary_unary is None:
         return handler  # health and reflection streams pass through untouched
     return grpc.unary_unary_rpc_method_handler(
@@ -71,7 +73,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 
             return handle
 
-        return _wrap_unary(await continuation(handler_call_details), wrap)
+        return wrap_unary(await continuation(handler_call_details), wrap)
 
 
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
@@ -107,7 +109,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
 
             return handle
 
-        return _wrap_unary(await continuation(handler_call_details), wrap)
+        return wrap_unary(await continuation(handler_call_details), wrap)
 
 
 class LedgerInterceptor(grpc.aio.ServerInterceptor):
@@ -133,7 +135,7 @@ class LedgerInterceptor(grpc.aio.ServerInterceptor):
 
             return handle
 
-        return _wrap_unary(await continuation(handler_call_details), wrap)
+        return wrap_unary(await continuation(handler_call_details), wrap)
 
     def close(self) -> None:
         self._file.close()
@@ -151,7 +153,7 @@ OPEN_SERVICES = frozenset(
 """Services every caller may use without a token: health probes (kubelets, load balancers) and reflection."""
 
 
-def _service_of(method: str) -> str:
+def service_of(method: str) -> str:
     """``/pkg.Service/Method`` → ``pkg.Service``."""
     return method.lstrip("/").split("/", 1)[0]
 
@@ -206,7 +208,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or _service_of(handler_call_details.method) in OPEN_SERVICES:
+        if handler is None or service_of(handler_call_details.method) in OPEN_SERVICES:
             return handler
         reason = self._reason_refused(tuple(handler_call_details.invocation_metadata or ()))
         if reason is None:
@@ -320,4 +322,4 @@ class ReplayInterceptor(grpc.aio.ServerInterceptor):
 
             return handle
 
-        return _wrap_unary(await continuation(handler_call_details), wrap)
+        return wrap_unary(await continuation(handler_call_details), wrap)

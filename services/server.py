@@ -1,6 +1,6 @@
 """One grpc.aio server per role: the servicer, standard health checking and reflection, explicit message-size
 limits, a maximum connection age, optional TLS or mutual TLS, an optional bearer token, the replay of answered
-request ids, and SIGTERM → NOT_SERVING → ``stop(grace)``.
+request ids, optional Prometheus metrics over HTTP, and SIGTERM → NOT_SERVING → ``stop(grace)``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from services.interceptors import (
     ReplayInterceptor,
     RequestContextInterceptor,
 )
+from services.metrics import MetricsInterceptor, ServiceMetrics, metrics_endpoint
 from services.servicers import (
     EvaluatorServicer,
     GradientServicer,
@@ -128,9 +129,11 @@ def server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
     )
 
 
-def interceptors_for(config: ServiceConfig) -> list[grpc.aio.ServerInterceptor]:
-    """The chain, outermost first (see ``services.interceptors``); reads the token from its variable."""
-    chain: list[grpc.aio.ServerInterceptor] = [RequestContextInterceptor(), AccessLogInterceptor()]
+def interceptors_for(config: ServiceConfig, metrics: ServiceMetrics | None = None) -> list[grpc.aio.ServerInterceptor]:
+    """The chain, outermost first (see ``services.interceptors``); reads the token from its variable. Metrics
+    come first, so their latency is the whole call's and refused calls are counted too."""
+    chain: list[grpc.aio.ServerInterceptor] = [] if metrics is None else [MetricsInterceptor(metrics)]
+    chain += [RequestContextInterceptor(), AccessLogInterceptor()]
     token = service_token(config)
     if token is not None:
         chain.append(BearerTokenInterceptor(token))
@@ -141,13 +144,16 @@ def interceptors_for(config: ServiceConfig) -> list[grpc.aio.ServerInterceptor]:
     return chain
 
 
-async def build_server(role: Role, runner: ModelRunner, config: ServiceConfig) -> BuiltServer:
+async def build_server(
+    role: Role, runner: ModelRunner, config: ServiceConfig, metrics: ServiceMetrics | None = None
+) -> BuiltServer:
     """Create and bind (not start) the server of ``role``; ``port`` is the bound port (``config.port`` 0 = free).
+    With ``metrics``, every agent RPC is counted there.
 
     Raises ``services.config.CredentialError`` when a TLS file or the token variable cannot be used."""
     binding = ROLE_BINDINGS[role]
     tls = server_tls(config)
-    server = grpc.aio.server(interceptors=interceptors_for(config), options=channel_options(config))
+    server = grpc.aio.server(interceptors=interceptors_for(config, metrics), options=channel_options(config))
     binding.register(runner, server, config.deadline_margin_seconds)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -172,33 +178,40 @@ async def serve(
     *,
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve ``role`` until SIGTERM or SIGINT; ``on_ready(port)`` runs once the service answers SERVING."""
-    runner = ModelRunner(role, model)
-    built = await build_server(role, runner, config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await built.server.start()
-    for name in ("", built.service_name):
-        await built.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "service.ready",
-        role=role,
-        port=built.port,
-        model=model.model,
-        endpoint=str(model.base_url),
-        tls="mutual" if config.tls_client_ca else "server" if config.tls_cert else "off",
-        token_auth=config.token_env is not None,
-    )
-    if on_ready is not None:
-        on_ready(built.port)
-    try:
-        await stop.wait()
-    finally:
-        log.info("service.stopping", role=role, grace_seconds=config.grace_seconds)
-        await built.health.enter_graceful_shutdown()
-        await built.server.stop(config.grace_seconds)
-        with contextlib.suppress(Exception):
-            await runner.close()
-        log.info("service.stopped", role=role)
+    """Serve ``role`` until SIGTERM or SIGINT; ``on_ready(port)`` runs once the service answers SERVING. With
+    ``config.metrics_port``, ``/metrics`` is served on the same host until the gRPC server has stopped, so the
+    calls finishing during the grace period are still seen."""
+    with contextlib.ExitStack() as exits:
+        metrics = None
+        if config.metrics_port is not None:
+            metrics = ServiceMetrics(role)
+            exits.enter_context(metrics_endpoint(metrics, config.host, config.metrics_port))
+        runner = ModelRunner(role, model)
+        built = await build_server(role, runner, config, metrics)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await built.server.start()
+        for name in ("", built.service_name):
+            await built.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "service.ready",
+            role=role,
+            port=built.port,
+            model=model.model,
+            endpoint=str(model.base_url),
+            tls="mutual" if config.tls_client_ca else "server" if config.tls_cert else "off",
+            token_auth=config.token_env is not None,
+        )
+        if on_ready is not None:
+            on_ready(built.port)
+        try:
+            await stop.wait()
+        finally:
+            log.info("service.stopping", role=role, grace_seconds=config.grace_seconds)
+            await built.health.enter_graceful_shutdown()
+            await built.server.stop(config.grace_seconds)
+            with contextlib.suppress(Exception):
+                await runner.close()
+            log.info("service.stopped", role=role)

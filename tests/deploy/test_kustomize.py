@@ -31,9 +31,16 @@ TARGETS = {
 KUBERNETES_VERSION = "1.30.0"
 NAMESPACE = "judgeopt"
 PORT = 50051
+METRICS_PORT = 9464
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 ORCHESTRATOR_LABELS = {NAME_LABEL: "judgeopt", COMPONENT_LABEL: "orchestrator"}
+PROMETHEUS_LABELS = {NAME_LABEL: "prometheus"}
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 CLUSTER_SCOPED = {"Namespace"}
 
 Obj = dict[str, Any]
@@ -159,10 +166,11 @@ def test_the_validator_works_offline_and_rejects_a_broken_object() -> None:
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_each_role_has_a_hardened_deployment_behind_a_headless_service(target: str, tmp_path: Path) -> None:
-    """Per role: a Deployment running `serve <role>` on 0.0.0.0:50051 with its config file from the role's
-    ConfigMap, native gRPC readiness (the role's service name) and liveness probes, requests and limits, non-root
-    with a read-only root filesystem and no capabilities, the API key from a Secret (optional); a headless
-    Service with port 50051 named grpc selecting exactly those pods; a PodDisruptionBudget."""
+    """Per role: a Deployment running `serve <role>` on 0.0.0.0:50051 with its metrics on 9464 (a container port
+    named metrics, and the pod annotated for Prometheus to scrape /metrics there) and its config file from the
+    role's ConfigMap, native gRPC readiness (the role's service name) and liveness probes, requests and limits,
+    non-root with a read-only root filesystem and no capabilities, the API key from a Secret (optional); a
+    headless Service with port 50051 named grpc selecting exactly those pods; a PodDisruptionBudget."""
     objs = render(target)
     for role in ROLES:
         deployment = find(objs, "Deployment", role)
@@ -172,11 +180,14 @@ def test_each_role_has_a_hardened_deployment_behind_a_headless_service(target: s
         assert selector_matches(deployment["spec"]["selector"], labels)
         c = container(deployment)
         assert c["args"] == [
-            *("serve", role, "--host", "0.0.0.0", "--port", str(PORT)),
+            *("serve", role, "--host", "0.0.0.0", "--port", str(PORT), "--metrics-port", str(METRICS_PORT)),
             *("--config", "/etc/judgeopt/models.yaml"),
         ]
         assert "command" not in c  # the image's ENTRYPOINT (judgeopt) runs
         assert {"name": "grpc", "containerPort": PORT, "protocol": "TCP"} in c["ports"]
+        assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in c["ports"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations.items() >= SCRAPE_ANNOTATIONS.items(), f"{role}: not annotated for scraping"
 
         readiness, liveness = c["readinessProbe"], c["livenessProbe"]
         assert readiness["grpc"] == {"port": PORT, "service": ROLE_BINDINGS[role].service_name}
@@ -215,14 +226,18 @@ def test_each_role_has_a_hardened_deployment_behind_a_headless_service(target: s
 
 def test_thin_roles_autoscale_on_in_flight_requests_not_cpu() -> None:
     """The base's HPAs target agent Deployments on the per-pod metric judgeopt_inflight_requests (autoscaling/v2,
-    type Pods); none of them scales a thin agent on CPU."""
+    type Pods), which those Deployments' pods export on their scraped metrics port; none of them scales a thin
+    agent on CPU."""
     objs = render("base")
     hpas = kinds(objs, "HorizontalPodAutoscaler")
     assert {h["metadata"]["name"] for h in hpas} >= {"judge", "loss"}
     for hpa in hpas:
         target = hpa["spec"]["scaleTargetRef"]
         assert target["kind"] == "Deployment" and target["name"] in ROLES
-        find(objs, "Deployment", target["name"])
+        deployment = find(objs, "Deployment", target["name"])
+        args = container(deployment)["args"]
+        assert args[args.index("--metrics-port") + 1] == str(METRICS_PORT)
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(METRICS_PORT)
         (metric,) = hpa["spec"]["metrics"]
         assert metric["type"] == "Pods"
         assert metric["pods"]["metric"]["name"] == "judgeopt_inflight_requests"
@@ -241,14 +256,17 @@ def _workload_pods(objs: list[Obj]) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_network_policy_admits_only_the_orchestrator_to_the_agents(target: str) -> None:
+def test_network_policy_admits_only_the_orchestrator_to_grpc_and_prometheus_to_metrics(target: str) -> None:
     """Every agent pod is isolated for ingress (a default-deny selects it) and the only ingress any policy grants
-    it is TCP 50051 from pods with the orchestrator's labels, in the namespace: no namespaceSelector, no ipBlock.
-    The orchestrator Job's pods carry those labels and no other workload's do."""
+    it is TCP 50051 from pods with the orchestrator's labels, in the namespace (no namespaceSelector, no ipBlock),
+    and TCP 9464 (metrics, nothing else) from pods that must be labelled as Prometheus (any namespace may be
+    allowed, never a whole namespace or an ipBlock). The orchestrator Job's pods carry the orchestrator's
+    labels and no other workload's do; no workload of the render passes for Prometheus."""
     objs = render(target)
     policies = kinds(objs, "NetworkPolicy")
     pods = _workload_pods(objs)
     peers: list[Obj] = []
+    scrapers: list[Obj] = []
     for role in ROLES:
         labels = pods[f"Deployment/{role}"]
         selecting = [p for p in policies if selector_matches(p["spec"]["podSelector"], labels)]
@@ -257,17 +275,31 @@ def test_network_policy_admits_only_the_orchestrator_to_the_agents(target: str) 
         assert any(not p["spec"].get("ingress") for p in ingress_policies), f"no default-deny selects {role}"
         rules = [rule for p in ingress_policies for rule in p["spec"].get("ingress", [])]
         assert rules, f"nothing may reach {role}"
+        role_scrapers: list[Obj] = []
         for rule in rules:
             assert rule.get("from"), f"{role}: a rule without `from` admits everyone"
-            assert rule.get("ports") == [{"protocol": "TCP", "port": PORT}]
+            if rule.get("ports") == [{"protocol": "TCP", "port": METRICS_PORT}]:
+                for peer in rule["from"]:
+                    assert "podSelector" in peer and set(peer) <= {"namespaceSelector", "podSelector"}, peer
+                    required = peer["podSelector"].get("matchLabels") or {}
+                    assert required.items() >= PROMETHEUS_LABELS.items(), f"{role}: the metrics port admits {peer}"
+                    role_scrapers.append(peer["podSelector"])
+                continue
+            # Any other rule (a rule with no ports opens every port, 50051 included) must be the orchestrator's.
+            assert rule.get("ports") == [{"protocol": "TCP", "port": PORT}], f"{role}: a rule opens {rule.get('ports')}"
             for peer in rule["from"]:
                 assert set(peer) == {"podSelector"}, f"{role}: only pod selectors may be admitted, got {peer}"
                 peers.append(peer["podSelector"])
+        assert role_scrapers, f"Prometheus cannot scrape {role}"
+        scrapers += role_scrapers
     orchestrator = pods["Job/orchestrator"]
     assert orchestrator.items() >= ORCHESTRATOR_LABELS.items()
     for selector in peers:
         admitted = sorted(name for name, labels in pods.items() if selector_matches(selector, labels))
         assert admitted == ["Job/orchestrator"], f"the agents admit {admitted}"
+    for selector in scrapers:
+        admitted = sorted(name for name, labels in pods.items() if selector_matches(selector, labels))
+        assert admitted == [], f"the metrics port admits {admitted}"
 
 
 # --- the orchestrator Job resumes from its volume ----------------------------------------------------------------
