@@ -81,7 +81,7 @@ class CallExecutor:
         """The reply, or ``None`` once the budget is spent (or the service refused the request as malformed)."""
         if call.audit is not None:
             self._store.record_audit(call.audit)
-        attempt_number = 0
+        attempt_number = self._store.attempts_made(call.request_id)
 
         async def attempt() -> ResponseT:
             nonlocal attempt_number

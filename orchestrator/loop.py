@@ -221,6 +221,7 @@ class OptimizationLoop:
         attempts = 0
         while True:
             attempts += 1
+            self._routers[track.name].attempt = attempts
             artifacts, tally, updates = await self._learn(track, current, batch, step)
             too_many = tally.total > 0 and tally.failed / tally.total > self.settings.max_failure_share
             if not too_many or attempts > self.settings.step_retries:

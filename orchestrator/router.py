@@ -7,10 +7,11 @@ services' own ledgers of what they received are checked against the policy by ``
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
 from orchestrator.datasets import CriterionSpec, Record
@@ -18,7 +19,15 @@ from orchestrator.policy import Policy, RoutingName, Stage
 from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
 from protos.manifest import received_fields
 
-RequestT = TypeVar("RequestT")
+
+class _AgentRequest(Protocol):
+    @property
+    def meta(self) -> common_pb2.RequestMeta: ...
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+RequestT = TypeVar("RequestT", bound=_AgentRequest)
 
 _ROUTING = {"per_criterion": common_pb2.ROUTING_PER_CRITERION, "joint": common_pb2.ROUTING_JOINT}
 
@@ -73,6 +82,9 @@ class Router:
         self.run_id = run_id
         self.track = track
         self.step = 0
+        self.attempt = 1
+        """The step's attempt (a step with too many failed calls is tried again with fresh request ids)."""
+        self._issued: Counter[str] = Counter()
 
     # --- shared machinery --------------------------------------------------------------------------------------
 
@@ -104,6 +116,16 @@ class Router:
             request_id=request_id, run_id=self.run_id, call_label=f"step-{self.step}/{self.track}/{stage}"
         )
 
+    def _request_id(self, stage: Stage, request: _AgentRequest) -> str:
+        """Derived from the run, track, step, attempt, stage and the request's content, so a resumed run asks a
+        call it already asked with the same id, and a service that answered it replays the answer instead of
+        calling the model again. A repeat of identical content in one step gets a numbered suffix."""
+        where = f"{self.run_id}\x1f{self.track}\x1f{self.step}\x1f{self.attempt}\x1f{stage}\x1f".encode()
+        digest = hashlib.blake2b(where + request.SerializeToString(deterministic=True), digest_size=16).hexdigest()
+        self._issued[digest] += 1
+        seen = self._issued[digest]
+        return digest if seen == 1 else f"{digest}-{seen}"
+
     def _prompt_proto(self, stage: Stage, prompt: PromptState, names: Sequence[str]) -> common_pb2.JudgePrompt:
         return common_pb2.JudgePrompt(
             task_description=prompt.task_description if self._can_see(stage, "task_description") else "",
@@ -120,8 +142,8 @@ class Router:
         artifacts: Sequence[str] = (),
         sample_id: str | None = None,
     ) -> RoutedCall[RequestT]:
-        request_id = uuid.uuid4().hex
-        request = build(self._meta(stage, request_id))
+        request = build(self._meta(stage, ""))
+        request.meta.request_id = request_id = self._request_id(stage, request)
         fields = tuple(sorted(f"{c}:{f}" for c, f in received_fields(request)))
         audit = AuditEntry(request_id, self.step, self.track, stage, focus, visible, tuple(artifacts), fields)
         return RoutedCall(request_id, stage, focus, request, audit, sample_id)

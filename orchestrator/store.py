@@ -140,6 +140,11 @@ class RunStore:
         marks = ", ".join("?" for _ in fields) + ", ?"
         self._db.execute(f"INSERT OR REPLACE INTO calls ({columns}) VALUES ({marks})", (*fields.values(), time.time()))
 
+    def attempts_made(self, request_id: str) -> int:
+        """Attempts already stored for a request id (a resumed run asks again under the same id)."""
+        row = self._db.execute("SELECT MAX(attempt) FROM calls WHERE request_id = ?", (request_id,)).fetchone()
+        return int(row[0] or 0)
+
     def record_audit(self, entry: AuditEntry) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

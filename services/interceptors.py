@@ -285,6 +285,17 @@ class ReplayCache:
             del self._entries[oldest]
 
 
+def _free_of_charge(reply: Any) -> Any:
+    """A replayed answer with its usage cleared: it cost no model call, and the caller's spend must not count the
+    recorded call twice."""
+    if "usage" not in type(reply).DESCRIPTOR.fields_by_name:
+        return reply
+    free = type(reply)()
+    free.CopyFrom(reply)
+    free.ClearField("usage")
+    return free
+
+
 def _fingerprint(request: Any) -> bytes:
     return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=16).digest()
 
@@ -318,6 +329,7 @@ class ReplayInterceptor(grpc.aio.ServerInterceptor):
                     raise AssertionError("unreachable: abort raises") from exc
                 if replayed:
                     log.info("rpc.replayed")
+                    return _free_of_charge(reply)
                 return reply
 
             return handle

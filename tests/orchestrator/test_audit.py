@@ -212,6 +212,7 @@ class TestBreaches:
         """A request a service received but the router never logged is a breach, even if it is harmless."""
         calls = make_run(tmp_path, PRESETS["SSS"])
         router = Router(PRESETS["SSS"], [spec(n) for n in CRITERIA], run_id=RUN_ID, track="all")
+        router.step = 99  # a step the run never had: the request id is one the router never logged
         prompt = PromptState("TASK", tuple((n, f"instruction for {n}") for n in CRITERIA))
         (unlogged,) = router.judge(prompt, RECORDS[0], "joint")
         write_ledgers(tmp_path, [unlogged])

@@ -52,15 +52,16 @@ class TestReplayOverGrpc:
     async def test_same_request_id_twice_makes_one_model_call_and_two_identical_replies(
         self, clients: AgentClients, endpoint: FakeOpenAI
     ) -> None:
-        """A retried call (same request, same id) gets the recorded reply, byte for byte; the model is called
-        once."""
+        """A retried call (same request, same id) gets the recorded answer; the model is called once, and the
+        replay reports no usage, so the caller's spend counts the one model call once."""
         endpoint.set_handler(numbered_critiques())  # type: ignore[arg-type]
         request = critique_request()
         first = await clients.critique(request)
         second = await clients.critique(request)
         assert len(endpoint.requests) == 1
-        assert second.SerializeToString() == first.SerializeToString()
+        assert second.critique.SerializeToString() == first.critique.SerializeToString()
         assert first.critique.text == "Critique number 1."
+        assert first.usage.llm_calls == 1 and not second.HasField("usage")
 
     async def test_concurrent_duplicates_make_one_model_call(self, clients: AgentClients, endpoint: FakeOpenAI) -> None:
         """Two calls with the same id in flight at once: the second waits for the first instead of calling the
@@ -69,7 +70,8 @@ class TestReplayOverGrpc:
         request = critique_request()
         first, second = await asyncio.gather(clients.critique(request), clients.critique(request))
         assert len(endpoint.requests) == 1
-        assert first.SerializeToString() == second.SerializeToString()
+        assert first.critique.SerializeToString() == second.critique.SerializeToString()
+        assert first.usage.llm_calls + second.usage.llm_calls == 1
 
     async def test_a_different_request_id_is_a_new_model_call(
         self, clients: AgentClients, endpoint: FakeOpenAI
