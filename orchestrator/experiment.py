@@ -35,6 +35,8 @@ from orchestrator.interference import SelectOn, stitch_and_score
 from orchestrator.policy import PRESETS, resolve_policy
 from orchestrator.ratelimit import RateLimits
 from orchestrator.run import RunSetup, agent_clients, default_concurrency, open_run, run_with_clients, start_run
+from orchestrator.store import RunStore
+from orchestrator.summary import write_summary
 
 log = structlog.get_logger(__name__)
 
@@ -156,9 +158,7 @@ async def run_experiment(
                 dataset=dataset,
             )
             if grid.diagnostics:
-                retry = RetryBudget(attempts=config.call_attempts)
-                executor = CallExecutor(store, limit=limit, budget=retry, rate_limits=rates)
-                await rate_run(store, clients, executor)
+                await _rate(store, run_dir, clients, limit, rates)
         finally:
             store.close()
 
@@ -179,10 +179,18 @@ async def run_experiment(
     return {"cells": len(cells), "skipped": finished}
 
 
+async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
+    """The evaluator's diagnostics of a finished cell, then its summary again, so that its spend includes them."""
+    config = RunConfig.model_validate(store.get_meta("config"))
+    executor = CallExecutor(store, limit=limit, budget=RetryBudget(attempts=config.call_attempts), rate_limits=rates)
+    await rate_run(store, clients, executor)
+    write_summary(store, run_dir)
+
+
 async def _rate_finished(run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
     store = open_run(run_dir)
     try:
-        await rate_run(store, clients, CallExecutor(store, limit=limit, rate_limits=rates))
+        await _rate(store, run_dir, clients, limit, rates)
     finally:
         store.close()
 

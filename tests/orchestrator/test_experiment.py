@@ -92,8 +92,11 @@ class TestExperimentGrid:
         with sqlite3.connect(directory / "cells" / "CCC-mae-run0" / "run.sqlite") as db:
             ccc = {s for (s,) in db.execute("SELECT score FROM diagnostics WHERE kind = 'specificity'")}
             rated = db.execute("SELECT COUNT(DISTINCT step || criterion) FROM diagnostics").fetchone()[0]
+            evaluator_calls = db.execute("SELECT COUNT(*) FROM calls WHERE stage = 'evaluator'").fetchone()[0]
         assert sss == {SPECIFIC_RATING} and ccc == {DILUTED_RATING}  # per-criterion vs joint gradients
         assert rated == 2 * 4  # every (step, criterion) of the two training steps
+        summary = json.loads((directory / "cells" / "CCC-mae-run0" / "summary.json").read_text())
+        assert summary["llm_calls"]["evaluator"] == evaluator_calls > 0  # the spend includes the diagnostics
 
     def test_grid_on_running_services_behind_a_bearer_token(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
         """`--<role>-addr` for the five roles and `--token-env`: the cells run on those services (no service is
