@@ -239,3 +239,53 @@ class TestOrchestratorKills:
         assert asked - RUN["concurrency"] <= recorded <= asked  # replies lost with the killed process are missing
         assert outcome(run_dir) == outcome(reference)
         assert_store_is_whole(run_dir, reference)
+
+
+class TestAllAtOnce:
+    def test_endpoint_faults_service_restarts_and_orchestrator_kills_in_one_run(
+        self, reference: Path, tmp_path: Path
+    ) -> None:
+        """One run through all of it: a fifth of model requests fail (every kind), and three times, at random
+        points, an agent service is killed and restarted and then the orchestrator is SIGKILLed and resumed."""
+        rng = random.Random(46)
+        run_dir = tmp_path / "run"
+        schedule = FaultSchedule(deterministic_handler(), share=0.25, failures=1, seed="all-at-once")
+        restarts = kills = 0
+        with FakeOpenAI(schedule) as faulty:
+            config = write_config(tmp_path / "run.yaml", faulty.base_url, model=MODEL, call_attempts=5, **RUN)
+            with served_agents(config, tmp_path, ROLES) as agents:
+                command = ["optimize", "--config", str(config), "--run-dir", str(run_dir)]
+                for _ in range(3):
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "orchestrator", *command, *agents.address_flags()],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                    try:
+                        for _ in range(2):  # a service restart, then the orchestrator's kill
+                            target = _recorded_calls(run_dir) + rng.randint(3, 20)
+
+                            def progressed(target: int = target, process: subprocess.Popen[bytes] = process) -> bool:
+                                return _recorded_calls(run_dir) >= target or process.poll() is not None
+
+                            wait_until(progressed, timeout=120, interval=0.01, message="the run made no progress")
+                            if process.poll() is not None:
+                                break
+                            role = rng.choice(ROLES)
+                            agents.kill(role)
+                            agents.start(role)
+                            restarts += 1
+                    finally:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(process.pid, signal.SIGKILL)
+                        process.wait(timeout=30)
+                    if process.returncode == 0:
+                        break
+                    kills += 1
+                    command = ["resume", str(run_dir)]
+                else:
+                    assert main([*command, *agents.address_flags()]) == 0
+        assert sum(schedule.injected.values()) > 0 and restarts >= 2 and kills >= 2
+        assert outcome(run_dir) == outcome(reference)
+        assert_store_is_whole(run_dir, reference)
