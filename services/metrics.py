@@ -98,9 +98,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 except BaseException:
                     code = _code_name(context, "UNKNOWN")
                     raise
-                finally:
-                    metrics.inflight.dec()
+                finally:  # counted before the gauge drops: a scrape that sees the call gone sees it counted
                     metrics.record(method, code, time.perf_counter() - started)
+                    metrics.inflight.dec()
 
             return handle
 

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from helpers.scripts import SUMMEVAL
-from protos.judgeopt.v1 import common_pb2
+from protos.judgeopt.v1 import common_pb2, loss_pb2
 
 
 def meta(label: str = "test") -> common_pb2.RequestMeta:
@@ -35,4 +35,21 @@ def prompt(names: Sequence[str] = SUMMEVAL, text: str = "Rate from 1 to 5.") -> 
     return common_pb2.JudgePrompt(
         task_description="Evaluate the summary.",
         instructions=[common_pb2.Instruction(criterion=n, text=f"{text} [{n}]") for n in names],
+    )
+
+
+def critique_request(
+    names: Sequence[str] = ("fluency",), *, prediction: float = 4, verdict: str = "INCORRECT (difference: +2)"
+) -> loss_pb2.CritiqueRequest:
+    """A loss request about ``names`` (per criterion for one name, joint for several), truth 2 for each."""
+    routing = common_pb2.ROUTING_PER_CRITERION if len(names) == 1 else common_pb2.ROUTING_JOINT
+    return loss_pb2.CritiqueRequest(
+        meta=meta(),
+        routing=routing,
+        criteria=criteria(names),
+        sample_id="s1",
+        evidence=[
+            common_pb2.CriterionEvidence(criterion=n, prediction=prediction, ground_truth=2, verdict=verdict)
+            for n in names
+        ],
     )

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.eventually import wait_until
@@ -93,3 +94,39 @@ def served_agents(
     finally:
         for role in services.processes:
             services.kill(role)
+
+
+@dataclass(frozen=True)
+class Served:
+    address: str
+    log: Path
+
+
+@contextlib.contextmanager
+def served(
+    log: Path, *flags: str, endpoint: str, role: str = "loss", env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """`judgeopt serve ROLE --port 0 FLAGS` until the block ends (SIGTERM, then kill if it lingers)."""
+    command = [sys.executable, "-m", "orchestrator", "serve", role, "--port", "0"]
+    command += ["--endpoint", endpoint, "--model", "fake-model", *flags]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+        )
+    try:
+        wait_until(
+            lambda: "listening on" in log.read_text() or process.poll() is not None,
+            timeout=60,
+            message=f"the service never printed its port: {log.read_text()[-500:]}",
+        )
+        assert process.poll() is None, log.read_text()[-500:]
+        line = next(x for x in log.read_text().splitlines() if x.startswith("listening on"))
+        yield Served(f"127.0.0.1:{int(line.rsplit(':', 1)[1])}", log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -7,14 +7,10 @@ second, unrelated CA with its own client certificate for the "wrong CA" cases.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers.eventually import wait_until
 from helpers.fake_openai import FakeOpenAI
-from helpers.messages import criteria, meta
+from helpers.messages import critique_request
+from helpers.services import Served, served
 
 from orchestrator.agent_clients import AgentClients, ClientSettings
 from orchestrator.cli import main
@@ -105,40 +102,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 # --- `judgeopt serve` as a process ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Served:
-    address: str
-    log: Path
-
-
-@contextlib.contextmanager
-def served(log: Path, *flags: str, endpoint: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    """`judgeopt serve loss --port 0 FLAGS` until the block ends (SIGTERM, then kill if it lingers)."""
-    command = [sys.executable, "-m", "orchestrator", "serve", "loss", "--port", "0"]
-    command += ["--endpoint", endpoint, "--model", "fake-model", *flags]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
-        )
-    try:
-        wait_until(
-            lambda: "listening on" in log.read_text() or process.poll() is not None,
-            timeout=60,
-            message=f"the service never printed its port: {log.read_text()[-500:]}",
-        )
-        assert process.poll() is None, log.read_text()[-500:]
-        line = next(x for x in log.read_text().splitlines() if x.startswith("listening on"))
-        yield Served(f"127.0.0.1:{int(line.rsplit(':', 1)[1])}", log)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def tls_loss(pki: Pki, fake_endpoint: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The loss service with a server certificate: TLS only, no client certificate asked for."""
@@ -182,16 +145,6 @@ def token_in_env(monkeypatch: pytest.MonkeyPatch) -> str:
     """The orchestrator side's copy of the token, in the variable ``--token-env`` names."""
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     return TOKEN_ENV
-
-
-def critique_request(verdict: str = "INCORRECT (difference: +2)") -> loss_pb2.CritiqueRequest:
-    return loss_pb2.CritiqueRequest(
-        meta=meta(),
-        routing=common_pb2.ROUTING_PER_CRITERION,
-        criteria=criteria(["fluency"]),
-        sample_id="s1",
-        evidence=[common_pb2.CriterionEvidence(criterion="fluency", prediction=4, ground_truth=2, verdict=verdict)],
-    )
 
 
 async def raw_critique(

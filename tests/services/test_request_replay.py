@@ -13,27 +13,13 @@ import grpc
 import pytest
 from helpers.eventually import assert_eventually
 from helpers.fake_openai import Completion, FakeOpenAI, HttpError, static
-from helpers.messages import criteria, meta
+from helpers.messages import critique_request
 
 from orchestrator.agent_clients import AgentClients
 from orchestrator.errors import AgentCallError
 from orchestrator.fleet import ServiceFleet
-from protos.judgeopt.v1 import common_pb2, loss_pb2
+from protos.judgeopt.v1 import loss_pb2
 from services.interceptors import ReplayCache, ReplayConflictError
-
-
-def critique_request(prediction: int = 4) -> loss_pb2.CritiqueRequest:
-    return loss_pb2.CritiqueRequest(
-        meta=meta(),
-        routing=common_pb2.ROUTING_PER_CRITERION,
-        criteria=criteria(["fluency"]),
-        sample_id="s1",
-        evidence=[
-            common_pb2.CriterionEvidence(
-                criterion="fluency", prediction=prediction, ground_truth=2, verdict="INCORRECT"
-            )
-        ],
-    )
 
 
 def numbered_critiques() -> object:

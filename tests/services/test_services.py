@@ -10,35 +10,19 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers.fake_openai import Completion, FakeOpenAI, Garbage, Hang, HttpError, Reset, TokenLogprob, static
-from helpers.messages import criteria, meta, prompt, sample
+from helpers.messages import criteria, critique_request, meta, prompt, sample
 from helpers.scripts import JUDGE_SCORES, SUMMEVAL
 
 from orchestrator.agent_clients import AgentClients
 from orchestrator.errors import AgentCallError, AgentUnavailable
 from orchestrator.fleet import ServiceFleet
-from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
+from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, optimizer_pb2
 
 OK = common_pb2.PARSE_STATUS_OK
 
 
 def score_request(routing: common_pb2.Routing.ValueType = common_pb2.ROUTING_JOINT) -> judge_pb2.ScoreRequest:
     return judge_pb2.ScoreRequest(meta=meta(), routing=routing, criteria=criteria(), prompt=prompt(), sample=sample())
-
-
-def loss_request(names: tuple[str, ...] = ("fluency",)) -> loss_pb2.CritiqueRequest:
-    routing = common_pb2.ROUTING_PER_CRITERION if len(names) == 1 else common_pb2.ROUTING_JOINT
-    return loss_pb2.CritiqueRequest(
-        meta=meta(),
-        routing=routing,
-        criteria=criteria(names),
-        sample_id="s1",
-        evidence=[
-            common_pb2.CriterionEvidence(
-                criterion=n, prediction=4, ground_truth=2, verdict="INCORRECT (difference: +2)"
-            )
-            for n in names
-        ],
-    )
 
 
 class TestHealthAndReflection:
@@ -166,7 +150,7 @@ class TestLossGradientOptimizer:
         self, clients: AgentClients, endpoint: FakeOpenAI
     ) -> None:
         """The loss prompt holds the prediction, truth and verdict, and no sample text or instruction."""
-        reply = await clients.critique(loss_request())
+        reply = await clients.critique(critique_request())
         assert reply.critique.status == OK
         assert reply.critique.text
         assert list(reply.critique.criteria) == ["fluency"]
@@ -176,7 +160,7 @@ class TestLossGradientOptimizer:
 
     async def test_joint_critique_covers_all_criteria(self, clients: AgentClients, endpoint: FakeOpenAI) -> None:
         """A joint loss call covers every criterion in one critique."""
-        reply = await clients.critique(loss_request(SUMMEVAL))
+        reply = await clients.critique(critique_request(SUMMEVAL))
         assert list(reply.critique.criteria) == list(SUMMEVAL)
         assert len(endpoint.requests) == 1
         assert all(f"[{n}]" in endpoint.requests[0].last_user_text for n in SUMMEVAL)
@@ -264,7 +248,7 @@ class TestBadRequests:
         self, clients: AgentClients, endpoint: FakeOpenAI, mutate: object, message: str
     ) -> None:
         """A malformed request is refused with INVALID_ARGUMENT naming the problem, before any model call."""
-        request = loss_request()
+        request = critique_request()
         mutate(request)  # type: ignore[operator]
         with pytest.raises(AgentCallError) as caught:
             await clients.critique(request)
@@ -317,10 +301,10 @@ class TestEndpointFailures:
         """An endpoint failure becomes the documented status code; the next call on the service succeeds."""
         endpoint.set_handler(lambda _r: reply)  # type: ignore[arg-type, return-value]
         with pytest.raises(AgentCallError) as caught:
-            await clients.critique(loss_request())
+            await clients.critique(critique_request())
         assert caught.value.code == code
         endpoint.set_handler(static("A fine critique."))
-        recovered = await clients.critique(loss_request())
+        recovered = await clients.critique(critique_request())
         assert recovered.critique.text == "A fine critique."
 
     async def test_caller_deadline_is_honoured(self, fleet: ServiceFleet, endpoint: FakeOpenAI) -> None:
@@ -331,7 +315,7 @@ class TestEndpointFailures:
 
             stub = loss_pb2_grpc.LossAgentStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Critique(loss_request(), timeout=0.3)
+                await stub.Critique(critique_request(), timeout=0.3)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
