@@ -206,6 +206,8 @@ class AgentClients:
             await channel.close()
 
     async def __aenter__(self) -> Self:
+        for channel in self._channels.values():  # connect in the background now, not on each role's first call
+            channel.get_state(try_to_connect=True)
         return self
 
     async def __aexit__(
