@@ -28,7 +28,7 @@ from orchestrator.policy import Policy
 from orchestrator.router import RoutedCall, Router
 from orchestrator.scoring import Scorer, evaluation_json, evaluation_of
 from orchestrator.store import RunStore, StepRecord
-from protos.judgeopt.v1 import common_pb2, gradient_pb2
+from protos.judgeopt.v1 import common_pb2
 
 log = structlog.get_logger(__name__)
 
@@ -266,12 +266,18 @@ class OptimizationLoop:
     async def _learn(
         self, track: Track, prompt: PromptState, batch: Sequence[Record], step: int
     ) -> tuple[StepArtifacts, _Tally, dict[str, str]]:
-        """One pass of judge → loss → gradient → optimizer; returns the artifacts, the failures and the updates."""
+        """One pass of judge → loss → gradient → optimizer; returns the artifacts, the failures and the updates.
+
+        Each sample's judge → loss → gradient chain depends on that sample alone, so the chains run side by side:
+        a sample's loss calls start when its own judge answer arrives, not when the whole batch's has. The
+        artifacts are assembled in batch order afterwards, so the optimizer's request does not depend on timing."""
         router = self._routers[track.name]
         router.step = step
         state = _StepState(step)
-        artifacts = StepArtifacts()
         tally = _Tally()
+        names = [c.name for c in track.criteria]
+        loss_routing = self.policy.routing_at("loss", state)
+        gradient_routing = self.policy.routing_at("gradient", state)
 
         async def send_all(calls: Sequence[RoutedCall[Any]], send: Callable[[Any], Awaitable[Any]]) -> list[Any]:
             replies = await asyncio.gather(
@@ -280,44 +286,41 @@ class OptimizationLoop:
             tally.add(replies)
             return list(replies)
 
-        scored = await self._scorers[track.name].score(prompt, batch, step=step, purpose="train")
-        tally.add(scored)
-        judged = [(r, s) for r, s in zip(batch, scored, strict=True) if s is not None]
-        artifacts.predictions.extend(s for _, s in judged)
-
-        loss_routing = self.policy.routing_at("loss", state)
-        loss_calls = [(r, c) for r, s in judged for c in router.loss(r, s, prompt, loss_routing)]
-        for (record, call), reply in zip(
-            loss_calls, await send_all([c for _, c in loss_calls], self.clients.critique), strict=True
-        ):
-            if reply is not None and reply.critique.status in _USABLE:
-                artifacts.critiques.append(
-                    Critique(call.request_id, record.id, call.criteria, reply.critique.text, reply.critique.status)
-                )
-
-        gradient_routing = self.policy.routing_at("gradient", state)
-        gradient_calls: list[RoutedCall[gradient_pb2.GradientRequest]] = []
-        for record, prediction in judged:
-            critiques = artifacts.critiques_for(record.id, [c.name for c in track.criteria])
-            critiqued = {n for c in critiques for n in c.criteria}
-            calls = router.gradient(record, prediction, critiques, prompt, gradient_routing)
-            gradient_calls.extend(c for c in calls if set(c.criteria) & critiqued)
-        for gradient_call, reply in zip(
-            gradient_calls, await send_all(gradient_calls, self.clients.gradient), strict=True
-        ):
-            if reply is not None and reply.gradient.status in _USABLE:
-                g = reply.gradient
-                artifacts.gradients.append(
-                    Gradient(
-                        gradient_call.request_id,
-                        g.sample_id,
-                        gradient_call.criteria,
-                        g.keep,
-                        g.problem,
-                        g.fix,
-                        g.status,
+        async def chain(record: Record) -> StepArtifacts:
+            """The judge, loss and gradient work of one sample."""
+            own = StepArtifacts()
+            (scored,) = await self._scorers[track.name].score(prompt, [record], step=step, purpose="train")
+            tally.add([scored])
+            if scored is None:
+                return own
+            own.predictions.append(scored)
+            loss_calls = router.loss(record, scored, prompt, loss_routing)
+            for loss_call, reply in zip(loss_calls, await send_all(loss_calls, self.clients.critique), strict=True):
+                if reply is not None and reply.critique.status in _USABLE:
+                    critique = reply.critique
+                    own.critiques.append(
+                        Critique(loss_call.request_id, record.id, loss_call.criteria, critique.text, critique.status)
                     )
-                )
+            critiques = own.critiques_for(record.id, names)
+            critiqued = {n for c in critiques for n in c.criteria}
+            gradient_calls = [
+                c
+                for c in router.gradient(record, scored, critiques, prompt, gradient_routing)
+                if set(c.criteria) & critiqued
+            ]
+            for call, reply in zip(gradient_calls, await send_all(gradient_calls, self.clients.gradient), strict=True):
+                if reply is not None and reply.gradient.status in _USABLE:
+                    g = reply.gradient
+                    own.gradients.append(
+                        Gradient(call.request_id, g.sample_id, call.criteria, g.keep, g.problem, g.fix, g.status)
+                    )
+            return own
+
+        artifacts = StepArtifacts()
+        for own in await asyncio.gather(*(chain(record) for record in batch)):
+            artifacts.predictions.extend(own.predictions)
+            artifacts.critiques.extend(own.critiques)
+            artifacts.gradients.extend(own.gradients)
 
         optimizer_routing = self.policy.routing_at("optimizer", state)
         optimizer_calls = router.optimizer(prompt, artifacts.gradients, optimizer_routing)
