@@ -3,19 +3,21 @@ OpenAI-compatible endpoint whose replies are pure functions of the request, a re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers.eventually import wait_until
-from helpers.fake_openai import FakeOpenAI
+from helpers.fake_openai import Completion, FakeOpenAI, RecordedRequest, Reply
 from helpers.runs import BATCH as B
 from helpers.runs import final_prompts, outcome, train_calls, write_config
 from helpers.scripts import deterministic_handler, fail_first_time, failing_role, role_of
@@ -99,6 +101,35 @@ class TestGate:
         assert all(s["val_metric"] is not None for s in summary["steps"])
         assert "ZZWORSE" in final_prompts(run_dir)["all"]
         assert summary["best"]["step"] == 0
+
+
+class TestOverlap:
+    def test_a_samples_loss_calls_do_not_wait_for_another_samples_judge_answer(self, tmp_path: Path) -> None:
+        """Step 1's two training samples: the judge answer of one is held back 1.5 s, and the other sample's loss
+        calls reach the endpoint before it is answered (each sample's chain goes on as soon as it can)."""
+        held: list[float] = []
+        handler = deterministic_handler()
+        judge_requests = 0
+        lock = threading.Lock()
+
+        def hold_first_training_judge(request: RecordedRequest) -> Reply:
+            nonlocal judge_requests
+            reply = handler(request)
+            if role_of(request) == "judge" and isinstance(reply, Completion):
+                with lock:
+                    judge_requests += 1
+                    first_training = judge_requests == 4 + 6 + 1  # after step 0's validation and test calls
+                if first_training:
+                    held.append(request.received_at + 1.5)
+                    return dataclasses.replace(reply, delay=1.5)
+            return reply
+
+        with FakeOpenAI(hold_first_training_judge) as endpoint:
+            config = write_config(tmp_path / "run.yaml", endpoint.base_url, mode="SSS", steps=1)
+            assert main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+            losses = sorted(r.received_at for r in endpoint.requests if role_of(r) == "loss")
+        assert len(held) == 1 and len(losses) == B * K
+        assert sum(at < held[0] for at in losses) == K  # the other sample's four critiques, while the judge waits
 
 
 class TestResume:
