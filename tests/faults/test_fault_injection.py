@@ -21,7 +21,7 @@ from helpers.eventually import wait_until
 from helpers.fake_openai import FakeOpenAI
 from helpers.faults import FAULTS, HANG_SECONDS, FaultSchedule
 from helpers.runs import outcome, write_config
-from helpers.scripts import deterministic_handler
+from helpers.scripts import deterministic_handler, with_latency
 from helpers.services import served_agents
 
 from orchestrator.cli import main
@@ -117,7 +117,8 @@ class TestServiceRestarts:
         """The run goes on through each service's SIGKILL and restart on the same port (the orchestrator
         reconnects; calls cut off retry), and every role's service answers calls again after its restart."""
         run_dir = tmp_path / "run"
-        with FakeOpenAI(deterministic_handler()) as server:
+        # 50 ms a reply: the run cannot finish its last step between a stage's first call and the kill it triggers
+        with FakeOpenAI(with_latency(deterministic_handler(), 0.05)) as server:
             config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, call_attempts=5, **RUN)
             with served_agents(config, tmp_path, ROLES) as services:
                 with (tmp_path / "orchestrator.log").open("wb") as log:
@@ -206,7 +207,7 @@ class TestOrchestratorKills:
         what they already answered: the endpoint answers no more requests than the undisturbed run made, but for
         the few in flight at the kill, and the run's recorded spend is what the endpoint saw but for those."""
         run_dir = tmp_path / "run"
-        with FakeOpenAI(deterministic_handler()) as server:
+        with FakeOpenAI(with_latency(deterministic_handler(), 0.05)) as server:  # step 2 still runs at the kill
             config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, **RUN)
             with served_agents(config, tmp_path, ROLES) as agents:
                 process = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -170,5 +171,15 @@ def failing_role(handler: Handler, role: str) -> Handler:
 
     def handle(request: RecordedRequest) -> Reply:
         return HttpError(500, f"{role} is down") if role_of(request) == role else handler(request)
+
+    return handle
+
+
+def with_latency(handler: Handler, seconds: float) -> Handler:
+    """Every completion ``handler`` answers comes ``seconds`` late, as from a real model."""
+
+    def handle(request: RecordedRequest) -> Reply:
+        reply = handler(request)
+        return dataclasses.replace(reply, delay=seconds) if isinstance(reply, Completion) else reply
 
     return handle
