@@ -2,7 +2,8 @@
 
 Used by ``judgeopt`` commands that run everything on one machine and by the end-to-end tests. Each service gets
 the same config file, writes its JSON logs to ``<log_dir>/<role>.log``, and counts as up once its health service
-answers SERVING.
+answers SERVING. A service that exits while the fleet runs (a crash, the OOM killer) is started again on its port,
+so the clients' channels reconnect to it and the run's retries carry on, as they would with a Kubernetes restart.
 
 The services listen on plaintext 127.0.0.1 (no TLS: the traffic never leaves the machine). With ``token_env``
 each is started with ``--token-env`` and inherits the variable, so it refuses calls without the bearer token
@@ -46,14 +47,20 @@ class ServiceFleet:
         roles: tuple[Role, ...] = ROLES,
         startup_timeout: float = 60.0,
         token_env: str | None = None,
+        max_restarts: int = 5,
     ) -> None:
         self.models = models
         self.token_env = token_env
         self.log_dir = log_dir
         self.roles = roles
         self.startup_timeout = startup_timeout
+        self.max_restarts = max_restarts
+        """Restarts per role; a service that keeps dying is left down (its calls then fail and are recorded)."""
         self.addresses: dict[Role, str] = {}
         self.processes: dict[Role, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[Role, int] = dict.fromkeys(roles, 0)
+        self._config: Path | None = None
+        self._supervisor: asyncio.Task[None] | None = None
 
     def ledger_path(self, role: Role) -> Path:
         return self.log_dir / f"{role}.ledger.jsonl"
@@ -63,12 +70,14 @@ class ServiceFleet:
         path.write_text(yaml.safe_dump({"models": self.models.model_dump(mode="json")}, sort_keys=False))
         return path
 
-    def _spawn(self, role: Role, config: Path) -> None:
+    def _spawn(self, role: Role, config: Path, port: int = 0) -> None:
+        """Start ``role`` on ``port`` (0: a free one); a restart appends to the first start's log."""
         log_path = self.log_dir / f"{role}.log"
-        with log_path.open("wb") as output:
+        with log_path.open("ab" if port else "wb") as output:
             self.processes[role] = subprocess.Popen(
                 [
-                    *(sys.executable, "-m", "orchestrator", "serve", role, "--port", "0", "--config", str(config)),
+                    *(sys.executable, "-m", "orchestrator", "serve", role, "--port", str(port)),
+                    *("--config", str(config)),
                     *("--ledger", str(self.ledger_path(role))),
                     *(("--token-env", self.token_env) if self.token_env else ()),
                 ],
@@ -93,13 +102,36 @@ class ServiceFleet:
     async def _wait_serving(self, role: Role, address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=self.startup_timeout)
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=self.startup_timeout, wait_for_ready=True
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise ServiceStartError(f"{role} service at {address} did not answer: {exc.code().name}") from None
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise ServiceStartError(f"{role} service at {address} is not SERVING")
 
+    async def _supervise(self, interval: float = 0.25) -> None:
+        """Start again, on its port, every service that exits while the fleet runs (at most ``max_restarts``)."""
+        assert self._config is not None
+        while True:
+            await asyncio.sleep(interval)
+            for role, process in list(self.processes.items()):
+                if process.poll() is None or self.restarts[role] >= self.max_restarts:
+                    continue
+                self.restarts[role] += 1
+                log.warning("service.exited", role=role, code=process.returncode, restart=self.restarts[role])
+                self._spawn(role, self._config, port=int(self.addresses[role].rsplit(":", 1)[1]))
+                try:
+                    await self._wait_serving(role, self.addresses[role])
+                except ServiceStartError as exc:
+                    log.error("service.restart_failed", role=role, error=str(exc))
+                else:
+                    log.info("service.restarted", role=role, address=self.addresses[role])
+
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        config = self._config_file()
+        config = self._config = self._config_file()
         for role in self.roles:
             self._spawn(role, config)
         try:
@@ -111,9 +143,11 @@ class ServiceFleet:
             self.stop()
             raise
         log.info("fleet.ready", addresses=self.addresses)
+        self._supervisor = asyncio.create_task(self._supervise())
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM every service (graceful shutdown), then kill what has not exited in time."""
+        """SIGTERM every service (graceful shutdown), then kill what has not exited in time. Supervision must be
+        over (``__aexit__`` ends it first), or a stopped service would be started again."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -133,4 +167,9 @@ class ServiceFleet:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
         await asyncio.to_thread(self.stop)

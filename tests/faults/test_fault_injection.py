@@ -155,6 +155,65 @@ class TestServiceRestarts:
             assert _rows(run_dir, query)[0][0] > 0, f"no {role} call succeeded after its service restarted"
 
 
+def _child_serving(parent: int, role: str) -> int:
+    """The pid of the `judgeopt serve ROLE` process that ``parent`` started."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if ppid == parent and b"serve" in command and role.encode() in command:
+            return int(proc.name)
+    raise AssertionError(f"no {role} service under process {parent}")
+
+
+class TestSupervision:
+    def test_a_service_the_orchestrator_started_is_started_again_when_it_dies(
+        self, reference: Path, tmp_path: Path
+    ) -> None:
+        """`judgeopt optimize` starts its own services; its loss service SIGKILLed mid-run (as by the OOM killer)
+        is started again on its port, and the run ends equal to the undisturbed one."""
+        run_dir = tmp_path / "run"
+        with FakeOpenAI(with_latency(deterministic_handler(), 0.05)) as server:
+            config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, call_attempts=5, **RUN)
+            with (tmp_path / "orchestrator.log").open("wb") as log:
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "orchestrator",
+                        "optimize",
+                        "--config",
+                        str(config),
+                        "--run-dir",
+                        str(run_dir),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            query = "SELECT COUNT(*) FROM calls WHERE step = 1 AND stage = 'loss'"
+            try:
+                wait_until(
+                    lambda: _recorded_calls(run_dir) > 0 and _rows(run_dir, query)[0][0] > 0,
+                    timeout=120,
+                    interval=0.02,
+                    message="the run never called the loss service in step 1",
+                )
+                os.kill(_child_serving(process.pid, "loss"), signal.SIGKILL)
+                assert process.wait(timeout=300) == 0, (tmp_path / "orchestrator.log").read_text()[-2000:]
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+        assert (run_dir / "services" / "loss.log").read_text().count("listening on") == 2
+        assert "service.exited" in (tmp_path / "orchestrator.log").read_text()  # the CLI shows warnings
+        assert outcome(run_dir) == outcome(reference)
+        assert_store_is_whole(run_dir, reference)
+
+
 class TestOrchestratorKills:
     def test_sigkill_at_random_points_then_resume_ends_equal_to_the_undisturbed_run(
         self, reference: Path, tmp_path: Path
