@@ -116,6 +116,7 @@ def evaluation_json(evaluation: Evaluation, scored: Sequence[ScoredSample | None
         "macro_mae": evaluation.macro_mae,
         "rho": {n: m.spearman for n, m in evaluation.per_criterion.items()},
         "rho_ci": {n: m.spearman_ci for n, m in evaluation.per_criterion.items()},
+        "constant": sorted(n for n, m in evaluation.per_criterion.items() if m.constant),
         "kendall": {n: m.kendall for n, m in evaluation.per_criterion.items()},
         "pearson": {n: m.pearson for n, m in evaluation.per_criterion.items()},
         "mae": {n: m.mae for n, m in evaluation.per_criterion.items()},

@@ -36,10 +36,12 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
         ordered = [records[t] for t in tracks]
         tested = all(r.test is not None for r in ordered)
         rho: dict[str, float] = {}
+        constant: list[str] = []
         if tested:
             for r in ordered:
                 assert r.test is not None
                 rho.update(r.test["rho"])
+                constant += r.test.get("constant", [])
         metrics = [r.val_metric for r in ordered if r.val_metric is not None]
         steps.append(
             {
@@ -49,6 +51,7 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
                 "val_metric": fmean(metrics) if metrics else None,
                 "macro_rho": fmean(rho[c] for c in criteria) if tested else None,
                 "rho": {c: rho[c] for c in criteria} if tested else None,
+                "constant": sorted(constant) if tested else None,
                 "failed_calls": sum(r.failed_calls for r in ordered),
             }
         )
@@ -61,7 +64,8 @@ def _pick(steps: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
     if not tested:
         return None
     best = max(tested, key=lambda s: (s[key], -s["step"]))
-    return {"step": best["step"], "macro_rho": best["macro_rho"], "rho": best["rho"], "val_metric": best["val_metric"]}
+    keys = ("step", "macro_rho", "rho", "val_metric", "constant")
+    return {k: best.get(k) for k in keys}
 
 
 def build_summary(store: RunStore) -> dict[str, Any]:
@@ -129,9 +133,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
     """Table 1 of the study for this run (per-criterion and macro ρ), and calls and tokens per role."""
     initial, best, oracle = summary["initial"], summary["best"], summary["best_oracle"]
     title = f"{summary['mode']} · gate {summary['gate']} · HVI {_fmt(summary['hvi'])}"
-    table = Table(title=title)
-    for column in ("criterion", "initial ρ", "best ρ (step, on val)", "Δ", "oracle ρ (step, on test)"):
-        table.add_column(column, justify="right" if column != "criterion" else "left")
+    marked = False
 
     def value(point: dict[str, Any] | None, name: str) -> float | None:
         if point is None:
@@ -139,17 +141,37 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
         result: float = point["macro_rho"] if name == "macro" else point["rho"][name]
         return result
 
+    def shown(point: dict[str, Any] | None, name: str) -> str:
+        """The value, with † where ρ was undefined (constant scores) and counted as 0."""
+        nonlocal marked
+        undefined = set((point or {}).get("constant") or ())
+        if name in undefined or (name == "macro" and undefined):
+            marked = True
+            return f"{_fmt(value(point, name))}†"
+        return _fmt(value(point, name))
+
+    rows = []
     for name in [*summary["criteria"], "macro"]:
         start = value(initial, name)
         chosen = value(best, name)
         delta = chosen - start if chosen is not None and start is not None else None
-        table.add_row(
-            name,
-            _fmt(start),
-            f"{_fmt(chosen)} ({best['step']})" if best else "—",
-            _fmt(delta),
-            f"{_fmt(value(oracle, name))} ({oracle['step']})" if oracle else "—",
+        rows.append(
+            (
+                name,
+                shown(initial, name),
+                f"{shown(best, name)} ({best['step']})" if best else "—",
+                _fmt(delta),
+                f"{shown(oracle, name)} ({oracle['step']})" if oracle else "—",
+            )
         )
+    caption = (
+        "† the judge's test scores (or the truths) were all equal: ρ is undefined, counted as 0" if marked else None
+    )
+    table = Table(title=title, caption=caption)
+    for column in ("criterion", "initial ρ", "best ρ (step, on val)", "Δ", "oracle ρ (step, on test)"):
+        table.add_column(column, justify="right" if column != "criterion" else "left")
+    for row in rows:
+        table.add_row(*row)
     spend = Table(title="calls and tokens per role")
     for column in ("role", "LLM calls", "RPC attempts", "failed", "prompt tokens", "completion tokens"):
         spend.add_column(column, justify="right" if column != "role" else "left")
