@@ -85,6 +85,8 @@ class Router:
         self.attempt = 1
         """The step's attempt (a step with too many failed calls is tried again with fresh request ids)."""
         self._issued: Counter[str] = Counter()
+        """Ids issued in the current (step, attempt): ids of other steps cannot collide, so it is cleared."""
+        self._issued_in = (self.step, self.attempt)
 
     # --- shared machinery --------------------------------------------------------------------------------------
 
@@ -122,6 +124,9 @@ class Router:
         calling the model again. A repeat of identical content in one step gets a numbered suffix."""
         where = f"{self.run_id}\x1f{self.track}\x1f{self.step}\x1f{self.attempt}\x1f{stage}\x1f".encode()
         digest = hashlib.blake2b(where + request.SerializeToString(deterministic=True), digest_size=16).hexdigest()
+        if self._issued_in != (self.step, self.attempt):
+            self._issued.clear()
+            self._issued_in = (self.step, self.attempt)
         self._issued[digest] += 1
         seen = self._issued[digest]
         return digest if seen == 1 else f"{digest}-{seen}"
