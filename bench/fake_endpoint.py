@@ -13,7 +13,6 @@ and with ``--log-bodies`` the whole request body).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import threading
@@ -67,14 +66,19 @@ def main() -> None:
     lock = threading.Lock()
     log_file = args.log.open("a", encoding="utf-8") if args.log else None
 
+    def role_of(request: Any) -> str:
+        role: str = scripts.role_of(request)
+        return textgrad_kind(request) if args.textgrad and role == "unknown" else role
+
+    def answer(request: Any) -> Any:
+        return _textgrad_reply(request, fake.Completion) if role_of(request).startswith("textgrad") else inner(request)
+
+    delayed = scripts.with_latency(answer, args.delay)
+
     def handle(request: Any) -> Any:
         arrived = time.time()
-        role = scripts.role_of(request)
-        if args.textgrad and role == "unknown":
-            role = textgrad_kind(request)
-        reply = _textgrad_reply(request, fake.Completion) if role.startswith("textgrad") else inner(request)
-        if isinstance(reply, fake.Completion):
-            reply = dataclasses.replace(reply, delay=args.delay)
+        role = role_of(request)
+        reply = delayed(request)
         if log_file is not None:
             entry: dict[str, Any] = {"role": role, "at": arrived}
             if args.log_bodies:

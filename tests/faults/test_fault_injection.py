@@ -66,15 +66,49 @@ def assert_store_is_whole(run_dir: Path, reference: Path) -> None:
     assert set(attempts) <= audited
 
 
-def _recorded_calls(run_dir: Path) -> int:
+def _recorded_calls(run_dir: Path, where: str = "1") -> int:
+    """Calls the run has stored so far that match ``where``; 0 while its store does not exist yet."""
     if not (run_dir / "run.sqlite").exists():
         return 0
     try:
         with sqlite3.connect(f"file:{run_dir / 'run.sqlite'}?mode=ro", uri=True) as db:
-            count: int = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+            count: int = db.execute(f"SELECT COUNT(*) FROM calls WHERE {where}").fetchone()[0]
             return count
     except sqlite3.OperationalError:  # the store's tables are being created
         return 0
+
+
+def _orchestrator(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`judgeopt ARGS` in a session of its own (so a kill takes the services it starts), output to ``log``."""
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(log.open("wb")) if log is not None else subprocess.DEVNULL
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", *args],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait_for_calls(run_dir: Path, step: int, stage: str) -> None:
+    """Until the run has stored a ``stage`` call of ``step``."""
+    wait_until(
+        lambda: _recorded_calls(run_dir, f"step = {step} AND stage = '{stage}'") > 0,
+        timeout=120,
+        interval=0.01,
+        message=f"the run never called the {stage} service in step {step}",
+    )
+
+
+def _wait_for_progress(run_dir: Path, process: subprocess.Popen[bytes], calls: int) -> None:
+    """Until the run has stored ``calls`` more calls, or ``process`` has exited."""
+    target = _recorded_calls(run_dir) + calls
+    wait_until(
+        lambda: _recorded_calls(run_dir) >= target or process.poll() is not None,
+        timeout=120,
+        interval=0.01,
+        message="the run made no progress",
+    )
 
 
 class TestEndpointFaults:
@@ -121,26 +155,14 @@ class TestServiceRestarts:
         with FakeOpenAI(with_latency(deterministic_handler(), 0.05)) as server:
             config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, call_attempts=5, **RUN)
             with served_agents(config, tmp_path, ROLES) as services:
-                with (tmp_path / "orchestrator.log").open("wb") as log:
-                    process = subprocess.Popen(
-                        [
-                            *(sys.executable, "-m", "orchestrator", "optimize", "--config", str(config)),
-                            *("--run-dir", str(run_dir), *services.address_flags()),
-                        ],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
+                process = _orchestrator(
+                    *("optimize", "--config", str(config), "--run-dir", str(run_dir), *services.address_flags()),
+                    log=tmp_path / "orchestrator.log",
+                )
                 try:
                     killed_at = {}
                     for step, role in ((1, "judge"), (1, "optimizer"), (2, "loss"), (2, "gradient")):
-                        query = f"SELECT COUNT(*) FROM calls WHERE step = {step} AND stage = '{role}'"
-                        wait_until(
-                            lambda query=query: _recorded_calls(run_dir) > 0 and _rows(run_dir, query)[0][0] > 0,
-                            timeout=120,
-                            interval=0.02,
-                            message=f"the run never called the {role} service in step {step}",
-                        )
+                        _wait_for_calls(run_dir, step, role)
                         services.kill(role)
                         killed_at[role] = time.time()  # a call that succeeds after this reached the new process
                         services.start(role)
@@ -151,8 +173,8 @@ class TestServiceRestarts:
         assert outcome(run_dir) == outcome(reference)
         assert_store_is_whole(run_dir, reference)
         for role, at in killed_at.items():
-            query = f"SELECT COUNT(*) FROM calls WHERE stage = '{role}' AND outcome = 'ok' AND at > {at}"
-            assert _rows(run_dir, query)[0][0] > 0, f"no {role} call succeeded after its service restarted"
+            answered = _recorded_calls(run_dir, f"stage = '{role}' AND outcome = 'ok' AND at > {at}")
+            assert answered > 0, f"no {role} call succeeded after its service restarted"
 
 
 def _child_serving(parent: int, role: str) -> int:
@@ -179,30 +201,11 @@ class TestSupervision:
         run_dir = tmp_path / "run"
         with FakeOpenAI(with_latency(deterministic_handler(), 0.05)) as server:
             config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, call_attempts=5, **RUN)
-            with (tmp_path / "orchestrator.log").open("wb") as log:
-                process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "orchestrator",
-                        "optimize",
-                        "--config",
-                        str(config),
-                        "--run-dir",
-                        str(run_dir),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            query = "SELECT COUNT(*) FROM calls WHERE step = 1 AND stage = 'loss'"
+            process = _orchestrator(
+                *("optimize", "--config", str(config), "--run-dir", str(run_dir)), log=tmp_path / "orchestrator.log"
+            )
             try:
-                wait_until(
-                    lambda: _recorded_calls(run_dir) > 0 and _rows(run_dir, query)[0][0] > 0,
-                    timeout=120,
-                    interval=0.02,
-                    message="the run never called the loss service in step 1",
-                )
+                _wait_for_calls(run_dir, 1, "loss")
                 os.kill(_child_serving(process.pid, "loss"), signal.SIGKILL)
                 assert process.wait(timeout=300) == 0, (tmp_path / "orchestrator.log").read_text()[-2000:]
             finally:
@@ -227,24 +230,9 @@ class TestOrchestratorKills:
             config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, **RUN)
             command = ["optimize", "--config", str(config), "--run-dir", str(run_dir)]
             while True:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "orchestrator", *command],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                target = _recorded_calls(run_dir) + rng.randint(1, 30)
-
-                def progressed(target: int = target, process: subprocess.Popen[bytes] = process) -> bool:
-                    return _recorded_calls(run_dir) >= target or process.poll() is not None
-
+                process = _orchestrator(*command)
                 try:
-                    wait_until(
-                        progressed,
-                        timeout=120,
-                        interval=0.01,
-                        message="the run made no progress",
-                    )
+                    _wait_for_progress(run_dir, process, rng.randint(1, 30))
                 finally:
                     if process.poll() is None and kills < 4:
                         os.killpg(process.pid, signal.SIGKILL)
@@ -269,23 +257,11 @@ class TestOrchestratorKills:
         with FakeOpenAI(with_latency(deterministic_handler(), 0.05)) as server:  # step 2 still runs at the kill
             config = write_config(tmp_path / "run.yaml", server.base_url, model=MODEL, **RUN)
             with served_agents(config, tmp_path, ROLES) as agents:
-                process = subprocess.Popen(
-                    [
-                        *(sys.executable, "-m", "orchestrator", "optimize", "--config", str(config)),
-                        *("--run-dir", str(run_dir), *agents.address_flags()),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
+                process = _orchestrator(
+                    *("optimize", "--config", str(config), "--run-dir", str(run_dir), *agents.address_flags())
                 )
-                query = "SELECT COUNT(*) FROM calls WHERE step = 2 AND stage = 'gradient'"
                 try:
-                    wait_until(
-                        lambda: _recorded_calls(run_dir) > 0 and _rows(run_dir, query)[0][0] > 0,
-                        timeout=120,
-                        interval=0.01,
-                        message="the run never reached step 2's gradients",
-                    )
+                    _wait_for_calls(run_dir, 2, "gradient")
                 finally:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=30)
@@ -316,20 +292,10 @@ class TestAllAtOnce:
             with served_agents(config, tmp_path, ROLES) as agents:
                 command = ["optimize", "--config", str(config), "--run-dir", str(run_dir)]
                 for _ in range(3):
-                    process = subprocess.Popen(
-                        [sys.executable, "-m", "orchestrator", *command, *agents.address_flags()],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
+                    process = _orchestrator(*command, *agents.address_flags())
                     try:
                         for _ in range(2):  # a service restart, then the orchestrator's kill
-                            target = _recorded_calls(run_dir) + rng.randint(3, 20)
-
-                            def progressed(target: int = target, process: subprocess.Popen[bytes] = process) -> bool:
-                                return _recorded_calls(run_dir) >= target or process.poll() is not None
-
-                            wait_until(progressed, timeout=120, interval=0.01, message="the run made no progress")
+                            _wait_for_progress(run_dir, process, rng.randint(3, 20))
                             if process.poll() is not None:
                                 break
                             role = rng.choice(ROLES)
