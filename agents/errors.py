@@ -1,6 +1,6 @@
 """Errors raised by the agents. Model *output* problems are never errors: they are typed parse statuses.
 
-AgentError
+AgentError                   (a judgeopt.core.errors.JudgeoptError)
 ├── InvalidRequestError      the request itself is malformed (unknown criterion, empty instruction, …)
 └── ModelEndpointError       the model endpoint failed after the client's own retries
     ├── ModelTimeoutError        no reply within the deadline
@@ -10,13 +10,11 @@ AgentError
 
 from __future__ import annotations
 
+from judgeopt.core.errors import JudgeoptError
 
-class AgentError(Exception):
+
+class AgentError(JudgeoptError):
     """Root of the errors an agent raises."""
-
-
-class ModelConfigError(AgentError):
-    """A role's model configuration cannot be used; the message names the setting."""
 
 
 class InvalidRequestError(AgentError):

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents import prompting
-from agents.errors import InvalidRequestError
-from agents.model_client import ModelRunner
-from agents.parsing import find_json_object, lookup_key, parse_scores
-from agents.types import Criterion, Gradient, ParseStatus, Usage
+from judgeopt.agents import prompting
+from judgeopt.agents.errors import InvalidRequestError
+from judgeopt.agents.model_client import ModelRunner
+from judgeopt.agents.parsing import find_json_object, lookup_key, parse_scores
+from judgeopt.agents.types import Criterion, Gradient, ParseStatus, Usage
 
 RATING = Criterion("score", "", 1.0, 10.0, integer_scores=True)
 RATING_SCHEMA: dict[str, Any] = {

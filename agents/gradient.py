@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import prompting
-from agents.model_client import ModelRunner
-from agents.parsing import parse_feedback
-from agents.types import Gradient, GradientTask, Usage, focus_criteria
+from judgeopt.agents import prompting
+from judgeopt.agents.model_client import ModelRunner
+from judgeopt.agents.parsing import parse_feedback
+from judgeopt.agents.types import Gradient, GradientTask, Usage, focus_criteria
 
 FEEDBACK_SCHEMA: dict[str, Any] = {
     "type": "object",

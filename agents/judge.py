@@ -14,10 +14,10 @@ from typing import Any
 
 from autogen_core.models import ChatCompletionTokenLogprob
 
-from agents import prompting
-from agents.model_client import Completion, ModelRunner
-from agents.parsing import parse_scores
-from agents.types import (
+from judgeopt.agents import prompting
+from judgeopt.agents.model_client import Completion, ModelRunner
+from judgeopt.agents.parsing import parse_scores
+from judgeopt.agents.types import (
     Criterion,
     CriterionScore,
     JudgePrompt,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agents import prompting
-from agents.model_client import ModelRunner
-from agents.parsing import strip_wrapping
-from agents.types import Critique, CritiqueTask, ParseStatus, Usage, focus_criteria
+from judgeopt.agents import prompting
+from judgeopt.agents.model_client import ModelRunner
+from judgeopt.agents.parsing import strip_wrapping
+from judgeopt.agents.types import Critique, CritiqueTask, ParseStatus, Usage, focus_criteria
 
 
 class LossAgent:

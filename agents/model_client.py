@@ -36,15 +36,15 @@ from autogen_core.tools import Tool, ToolSchema
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
-from agents.config import RoleModelConfig, StructuredOutput
-from agents.errors import (
-    ModelConfigError,
+from judgeopt.agents.errors import (
     ModelEndpointError,
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
 )
-from agents.types import Usage
+from judgeopt.agents.types import Usage
+from judgeopt.core.errors import ModelConfigError
+from judgeopt.core.models import RoleModelConfig, StructuredOutput
 
 # Local and unknown models: autogen needs to be told what they can do.
 _UNKNOWN_MODEL_INFO = ModelInfo(

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import prompting
-from agents.model_client import ModelRunner
-from agents.parsing import find_json_object, find_text_field, is_placeholder, lookup_key, strip_wrapping
-from agents.types import Criterion, Instruction, ParseStatus, Routing, StepResult, StepTask, Usage
+from judgeopt.agents import prompting
+from judgeopt.agents.model_client import ModelRunner
+from judgeopt.agents.parsing import find_json_object, find_text_field, is_placeholder, lookup_key, strip_wrapping
+from judgeopt.agents.types import Criterion, Instruction, ParseStatus, Routing, StepResult, StepTask, Usage
 
 
 def instruction_schema(criteria: tuple[Criterion, ...], routing: Routing) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.types import Criterion, CriterionScore, ParseStatus
+from judgeopt.agents.types import Criterion, CriterionScore, ParseStatus
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _NUMBER = r"-?\d+(?:\.\d+)?"

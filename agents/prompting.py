@@ -16,13 +16,13 @@ from functools import cache
 from importlib import resources
 from string import Template
 
-from agents.types import Criterion, CriterionEvidence, Gradient, JudgePrompt, Routing, Sample
+from judgeopt.agents.types import Criterion, CriterionEvidence, Gradient, JudgePrompt, Routing, Sample
 
 
 @cache
 def template(name: str) -> Template:
     """The template ``agents/prompts/<name>.txt``."""
-    return Template(resources.files("agents").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8"))
+    return Template(resources.files("judgeopt.agents").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8"))
 
 
 # Placeholders that receive plain text (not a fragment built here) and sit inside a tag of their template: render

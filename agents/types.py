@@ -2,7 +2,7 @@
 
 These mirror the ``judgeopt.v1`` contract but carry no protobuf: services translate at their border
 (``services/convert.py``). Every task validates itself on construction, so a malformed request is refused
-with an :class:`~agents.errors.InvalidRequestError` naming the offending field before any model call.
+with an :class:`~judgeopt.agents.errors.InvalidRequestError` naming the offending field before any model call.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agents.errors import InvalidRequestError
+from judgeopt.agents.errors import InvalidRequestError
 
 
 class Routing(enum.Enum):

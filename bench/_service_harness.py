@@ -6,7 +6,7 @@
 ``--profile OUT`` runs cProfile from the moment the service is ready until it stops (so start-up imports are left
 out) and writes the stats to OUT. ``--log-level warning`` drops the per-RPC access-log lines (what-if: the access
 log off); leaving out ``--ledger`` leaves out the ledger interceptor, as a service started without one does.
-Nothing of the product is changed: this calls ``services.server.serve`` with the same arguments the CLI builds.
+Nothing of the product is changed: this calls ``judgeopt.services.server.serve`` with the same arguments the CLI builds.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import cProfile
 import logging
 from pathlib import Path
 
-from orchestrator.config import load_config
-from orchestrator.log_setup import configure_logging
-from services.server import serve
+from judgeopt.core.log_setup import configure_logging
+from judgeopt.orchestrator.config import load_config
+from judgeopt.services.server import serve
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ Three ways to make the same loss-agent call against the scripted endpoint (its o
 (b) service  ``AgentClients.critique`` → gRPC → the LossAgent service (``judgeopt serve loss`` started by
              ``ServiceFleet``, a subprocess with its interceptors, access log and ledger) → LossAgent → autogen →
              openai client → endpoint;
-(c) wrapper  ``agents.loss.LossAgent(ModelRunner("loss", RoleModelConfig(...)))`` in-process: the agent wrapper
+(c) wrapper  ``judgeopt.agents.loss.LossAgent(ModelRunner("loss", RoleModelConfig(...)))`` in-process: the agent wrapper
              (prompt rendering, a fresh autogen AssistantAgent, parsing) without the service hop.
 
 Calls are made one at a time, after a warm-up, in short interleaved rounds (each round runs every variant in a
@@ -49,14 +49,15 @@ from _support import BENCH, console, endpoint, exit_on_sigterm, machine_load, me
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
-from agents.config import ROLES, ModelsConfig
-from agents.loss import LossAgent
-from agents.model_client import ModelRunner
-from agents.types import CritiqueTask
-from orchestrator.agent_clients import AgentClients
-from orchestrator.fleet import ServiceFleet
-from protos.judgeopt.v1 import common_pb2, loss_pb2
-from services.convert import critique_task_from_proto
+from judgeopt.agents.loss import LossAgent
+from judgeopt.agents.model_client import ModelRunner
+from judgeopt.agents.types import CritiqueTask
+from judgeopt.core.models import ModelsConfig
+from judgeopt.core.roles import ROLES
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.fleet import ServiceFleet
+from judgeopt.services.convert import critique_task_from_proto
+from judgeopt.v1 import common_pb2, loss_pb2
 
 TARGET_MS = 3.0
 Call = Callable[[], Awaitable[Any]]

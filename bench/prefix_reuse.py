@@ -3,10 +3,10 @@ grouped by source text, against the reverse order.
 
     .venv/bin/python bench/prefix_reuse.py [--articles 3] [--summaries 4] [--repeats 1] [--what-if-logits-off]
 
-The embedded llama.cpp server (``agents.local_model.LocalModelServer()``, SmolLM2-135M, exactly as judgeopt starts
-it) judges N = articles × summaries SummEval items, one request at a time, in three arms:
+The embedded llama.cpp server (``judgeopt.core.local_model.LocalModelServer()``, SmolLM2-135M, exactly as
+judgeopt starts it) judges N = articles × summaries SummEval items, one request at a time, in three arms:
 
-forward, grouped      the judge's real prompt through ``agents.judge.JudgeAgent`` (joint routing, the four
+forward, grouped      the judge's real prompt through ``judgeopt.agents.judge.JudgeAgent`` (joint routing, the four
                       criteria): system text, task description, criteria and instructions, output format, then the
                       article, then the summary; the summaries of one article in a row (as the evaluation schedule
                       of judgeopt groups calls by source text);
@@ -52,14 +52,14 @@ import openai
 from _support import DATA_DIR, console, exit_on_sigterm, machine_load, median, verdict
 from rich.table import Table
 
-from agents import prompting
-from agents.config import local_role_config
-from agents.judge import JudgeAgent, score_schema
-from agents.local_model import LocalModelServer, free_port
-from agents.model_client import ModelRunner
-from agents.types import Criterion, Instruction, JudgePrompt, Routing, Sample, ScoreTask
-from orchestrator.datasets import DatasetConfig, Record, load_dataset
-from orchestrator.run import SUMMEVAL_TASK
+from judgeopt.agents import prompting
+from judgeopt.agents.judge import JudgeAgent, score_schema
+from judgeopt.agents.model_client import ModelRunner
+from judgeopt.agents.types import Criterion, Instruction, JudgePrompt, Routing, Sample, ScoreTask
+from judgeopt.core.local_model import LocalModelServer, free_port
+from judgeopt.core.models import local_role_config
+from judgeopt.orchestrator.datasets import DatasetConfig, Record, load_dataset
+from judgeopt.orchestrator.run import SUMMEVAL_TASK
 
 PREFIX_HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit")
 PROMPT_EVAL = re.compile(r"prompt eval time =\s+([\d.]+) ms /\s+(\d+) tokens")

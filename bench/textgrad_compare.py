@@ -48,7 +48,7 @@ from _support import (
 )
 from rich.table import Table
 
-from orchestrator.datasets import DatasetConfig, Record, load_dataset
+from judgeopt.orchestrator.datasets import DatasetConfig, Record, load_dataset
 
 CRITERION = "coherence"
 TEXTGRAD_VENV = BENCH / ".venv-textgrad"

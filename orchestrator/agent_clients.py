@@ -22,9 +22,11 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
-from agents.config import Role
-from orchestrator.errors import ConfigError, map_rpc_errors
-from protos.judgeopt.v1 import (
+from judgeopt.core.credentials import check_key_pair, read_pem, read_token
+from judgeopt.core.errors import ConfigError, CredentialError
+from judgeopt.core.roles import Role
+from judgeopt.orchestrator.errors import map_rpc_errors
+from judgeopt.v1 import (
     evaluator_pb2,
     evaluator_pb2_grpc,
     gradient_pb2,
@@ -36,7 +38,6 @@ from protos.judgeopt.v1 import (
     optimizer_pb2,
     optimizer_pb2_grpc,
 )
-from services.config import CredentialError, check_key_pair, read_pem, read_token
 
 ReplyT = TypeVar("ReplyT")
 

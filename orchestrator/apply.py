@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.agent_clients import AgentClients
-from orchestrator.artifacts import content_id
-from orchestrator.datasets import Record, load_data_to_score
-from orchestrator.errors import ConfigError
-from orchestrator.executor import CallExecutor
-from orchestrator.export import ExportedJudge
-from orchestrator.metrics import Evaluation, evaluate
-from orchestrator.policy import PRESETS, Policy, StagePolicy
-from orchestrator.router import Router
-from orchestrator.scoring import Scorer
-from orchestrator.store import RunStore
-from protos.judgeopt.v1 import common_pb2
+from judgeopt.core.errors import ConfigError
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.artifacts import content_id
+from judgeopt.orchestrator.datasets import Record, load_data_to_score
+from judgeopt.orchestrator.executor import CallExecutor
+from judgeopt.orchestrator.export import ExportedJudge
+from judgeopt.orchestrator.metrics import Evaluation, evaluate
+from judgeopt.orchestrator.policy import PRESETS, Policy, StagePolicy
+from judgeopt.orchestrator.router import Router
+from judgeopt.orchestrator.scoring import Scorer
+from judgeopt.orchestrator.store import RunStore
+from judgeopt.v1 import common_pb2
 
 Routing = Literal["joint", "per_criterion"]
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import structlog
 
-from orchestrator.errors import ConfigError
-from orchestrator.policy import PER_CRITERION_FIELDS, SHARED_FIELDS, Policy, Stage, policy_from_mapping
-from orchestrator.router import AuditEntry
-from orchestrator.store import RunStore
+from judgeopt.core.errors import ConfigError
+from judgeopt.orchestrator.policy import PER_CRITERION_FIELDS, SHARED_FIELDS, Policy, Stage, policy_from_mapping
+from judgeopt.orchestrator.router import AuditEntry
+from judgeopt.orchestrator.store import RunStore
 
 log = structlog.get_logger(__name__)
 

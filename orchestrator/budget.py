@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
 
-from agents.config import ModelsConfig, Role
-from orchestrator.datasets import Record, Splits
-from orchestrator.policy import Policy, Stage
+from judgeopt.core.models import ModelsConfig
+from judgeopt.core.roles import Role
+from judgeopt.orchestrator.datasets import Record, Splits
+from judgeopt.orchestrator.policy import Policy, Stage
 
 _CHARS_PER_TOKEN = 4
 # Fixed prompt text per call (system prompt, task, criteria, instructions), in tokens, measured on the templates.

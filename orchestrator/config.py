@@ -1,23 +1,18 @@
-"""The judgeopt config file (YAML): per-role models and service transport settings.
-
-models:            # agents.config.ModelsConfig: default + per-role overrides
-  default: {...}
-  gradient: {...}
-service: {...}     # services.config.ServiceConfig (for `judgeopt serve`)
-"""
+"""The judgeopt config file (YAML) as the orchestrator reads it: the base layer's ``models`` and ``service``
+sections (see ``judgeopt.core.config_file``) plus ``run`` (one optimization) and ``grid`` (an experiment)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from agents.config import ModelsConfig, describe_validation_error
-from orchestrator.datasets import DatasetConfig
-from orchestrator.errors import ConfigError
-from services.config import ServiceConfig
+from judgeopt.core.errors import ConfigError, describe_validation_error
+from judgeopt.core.models import ModelsConfig
+from judgeopt.core.service_config import ServiceConfig
+from judgeopt.core.yaml_files import read_yaml_mapping
+from judgeopt.orchestrator.datasets import DatasetConfig
 
 GATE_METRICS: tuple[str, ...] = ("mae", "spearman", "kendall", "pearson", "off_by_one")
 """The metrics a gate may compare (``Evaluation.metric`` accepts them); ``none`` turns the gate off."""
@@ -108,16 +103,7 @@ def load_config(path: Path | None) -> JudgeoptConfig:
     """Read and validate a config file; every problem becomes one ``ConfigError`` line naming the file."""
     if path is None:
         return JudgeoptConfig()
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, what="config file")
     _resolve_paths(raw, path.parent)
     try:
         return JudgeoptConfig.model_validate(raw)

@@ -37,8 +37,8 @@ from typing import Any, Literal, Self
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agents.config import describe_validation_error
-from orchestrator.errors import DataError
+from judgeopt.core.errors import describe_validation_error
+from judgeopt.orchestrator.errors import DataError
 
 log = structlog.get_logger(__name__)
 

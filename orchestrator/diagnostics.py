@@ -17,13 +17,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from orchestrator.agent_clients import AgentClients
-from orchestrator.artifacts import Gradient
-from orchestrator.datasets import CriterionSpec
-from orchestrator.executor import CallExecutor
-from orchestrator.router import RoutedCall
-from orchestrator.store import Diagnostic, RunStore
-from protos.judgeopt.v1 import common_pb2, evaluator_pb2
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.artifacts import Gradient
+from judgeopt.orchestrator.datasets import CriterionSpec
+from judgeopt.orchestrator.executor import CallExecutor
+from judgeopt.orchestrator.router import RoutedCall
+from judgeopt.orchestrator.store import Diagnostic, RunStore
+from judgeopt.v1 import common_pb2, evaluator_pb2
 
 
 def _criterion_proto(spec: CriterionSpec) -> common_pb2.Criterion:

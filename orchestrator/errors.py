@@ -21,15 +21,8 @@ from collections.abc import Iterator
 
 import grpc
 
-from services.status import RETRY_AFTER_KEY
-
-
-class JudgeoptError(Exception):
-    """Root of judgeopt's errors."""
-
-
-class ConfigError(JudgeoptError):
-    pass
+from judgeopt.core.errors import ConfigError, JudgeoptError
+from judgeopt.core.wire import RETRY_AFTER_KEY
 
 
 class PolicyError(ConfigError):

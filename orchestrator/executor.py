@@ -23,10 +23,10 @@ from tenacity import (
     wait_exponential,
 )
 
-from orchestrator.errors import AgentCallError, AgentTimeout, AgentUnavailable
-from orchestrator.ratelimit import RateLimits
-from orchestrator.router import RoutedCall
-from orchestrator.store import CallAttempt, RunStore
+from judgeopt.orchestrator.errors import AgentCallError, AgentTimeout, AgentUnavailable
+from judgeopt.orchestrator.ratelimit import RateLimits
+from judgeopt.orchestrator.router import RoutedCall
+from judgeopt.orchestrator.store import CallAttempt, RunStore
 
 log = structlog.get_logger(__name__)
 ResponseT = TypeVar("ResponseT")

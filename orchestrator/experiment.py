@@ -24,19 +24,27 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from agents.config import ALL_ROLES, ROLES, ModelsConfig, Role, describe_validation_error
-from orchestrator.agent_clients import ClientSettings
-from orchestrator.config import GridConfig, RunConfig
-from orchestrator.datasets import DatasetConfig, load_dataset
-from orchestrator.diagnostics import rate_run
-from orchestrator.errors import ConfigError
-from orchestrator.executor import CallExecutor, RetryBudget
-from orchestrator.interference import SelectOn, stitch_and_score
-from orchestrator.policy import PRESETS, resolve_policy
-from orchestrator.ratelimit import RateLimits
-from orchestrator.run import RunSetup, agent_clients, default_concurrency, open_run, run_with_clients, start_run
-from orchestrator.store import RunStore
-from orchestrator.summary import write_summary
+from judgeopt.core.errors import ConfigError, describe_validation_error
+from judgeopt.core.models import ModelsConfig
+from judgeopt.core.roles import ALL_ROLES, ROLES, Role
+from judgeopt.orchestrator.agent_clients import ClientSettings
+from judgeopt.orchestrator.config import GridConfig, RunConfig
+from judgeopt.orchestrator.datasets import DatasetConfig, load_dataset
+from judgeopt.orchestrator.diagnostics import rate_run
+from judgeopt.orchestrator.executor import CallExecutor, RetryBudget
+from judgeopt.orchestrator.interference import SelectOn, stitch_and_score
+from judgeopt.orchestrator.policy import PRESETS, resolve_policy
+from judgeopt.orchestrator.ratelimit import RateLimits
+from judgeopt.orchestrator.run import (
+    RunSetup,
+    agent_clients,
+    default_concurrency,
+    open_run,
+    run_with_clients,
+    start_run,
+)
+from judgeopt.orchestrator.store import RunStore
+from judgeopt.orchestrator.summary import write_summary
 
 log = structlog.get_logger(__name__)
 

@@ -17,13 +17,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agents.config import ModelsConfig, RoleModelConfig, describe_validation_error
-from orchestrator.artifacts import PromptState
-from orchestrator.datasets import CriterionSpec
-from orchestrator.errors import ConfigError
-from orchestrator.policy import policy_from_mapping
-from orchestrator.run import open_run
-from orchestrator.summary import build_summary
+from judgeopt.core.errors import ConfigError, describe_validation_error
+from judgeopt.core.models import ModelsConfig, RoleModelConfig
+from judgeopt.core.yaml_files import read_yaml_mapping
+from judgeopt.orchestrator.artifacts import PromptState
+from judgeopt.orchestrator.datasets import CriterionSpec
+from judgeopt.orchestrator.policy import policy_from_mapping
+from judgeopt.orchestrator.run import open_run
+from judgeopt.orchestrator.summary import build_summary
 
 EXPORT_FORMAT = 1
 
@@ -108,13 +109,8 @@ def write_judge(judge: ExportedJudge, out: Path) -> None:
 
 
 def read_judge(path: Path) -> ExportedJudge:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read judge file ({exc.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict) or data.get("judgeopt_judge") != EXPORT_FORMAT:
+    data = read_yaml_mapping(path, what="judge file")
+    if data.get("judgeopt_judge") != EXPORT_FORMAT:
         raise ConfigError(f"{path}: not a judge exported by `judgeopt export` (format {EXPORT_FORMAT})")
     try:
         judge = ExportedJudge.model_validate(data)

@@ -28,9 +28,10 @@ import structlog
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agents.config import ROLES, ModelsConfig, Role
-from agents.local_model import terminate_with_parent
-from orchestrator.errors import ServiceStartError
+from judgeopt.core.local_model import terminate_with_parent
+from judgeopt.core.models import ModelsConfig
+from judgeopt.core.roles import ROLES, Role
+from judgeopt.orchestrator.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
 _LISTENING = re.compile(r"listening on [^\s:]+:(\d+)")
@@ -76,7 +77,7 @@ class ServiceFleet:
         with log_path.open("ab" if port else "wb") as output:
             self.processes[role] = subprocess.Popen(
                 [
-                    *(sys.executable, "-m", "orchestrator", "serve", role, "--port", str(port)),
+                    *(sys.executable, "-m", "judgeopt", "serve", role, "--port", str(port)),
                     *("--config", str(config)),
                     *("--ledger", str(self.ledger_path(role))),
                     *(("--token-env", self.token_env) if self.token_env else ()),

@@ -12,17 +12,17 @@ import re
 from statistics import fmean
 from typing import Any, Literal
 
-from agents.config import ModelsConfig
-from orchestrator.agent_clients import AgentClients
-from orchestrator.artifacts import PromptState
-from orchestrator.config import RunConfig
-from orchestrator.datasets import Dataset, split_dataset
-from orchestrator.executor import CallExecutor
-from orchestrator.policy import PRESETS
-from orchestrator.router import Router
-from orchestrator.run import initial_prompt, judge_key
-from orchestrator.scoring import Scorer, evaluation_of
-from orchestrator.store import RunStore, StepRecord
+from judgeopt.core.models import ModelsConfig
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.artifacts import PromptState
+from judgeopt.orchestrator.config import RunConfig
+from judgeopt.orchestrator.datasets import Dataset, split_dataset
+from judgeopt.orchestrator.executor import CallExecutor
+from judgeopt.orchestrator.policy import PRESETS
+from judgeopt.orchestrator.router import Router
+from judgeopt.orchestrator.run import initial_prompt, judge_key
+from judgeopt.orchestrator.scoring import Scorer, evaluation_of
+from judgeopt.orchestrator.store import RunStore, StepRecord
 
 SelectOn = Literal["val", "test"]
 SELECTION_LABELS = {

@@ -17,18 +17,18 @@ from typing import Any
 
 import structlog
 
-from orchestrator.agent_clients import AgentClients
-from orchestrator.artifacts import Critique, Gradient, PromptState, StepArtifacts
-from orchestrator.budget import Budget, StepShape, tests_at
-from orchestrator.datasets import CriterionSpec, Record, Splits
-from orchestrator.errors import RunFailed
-from orchestrator.executor import CallExecutor
-from orchestrator.metrics import Evaluation
-from orchestrator.policy import Policy
-from orchestrator.router import RoutedCall, Router
-from orchestrator.scoring import Scorer, evaluation_json, evaluation_of
-from orchestrator.store import RunStore, StepRecord
-from protos.judgeopt.v1 import common_pb2
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.artifacts import Critique, Gradient, PromptState, StepArtifacts
+from judgeopt.orchestrator.budget import Budget, StepShape, tests_at
+from judgeopt.orchestrator.datasets import CriterionSpec, Record, Splits
+from judgeopt.orchestrator.errors import RunFailed
+from judgeopt.orchestrator.executor import CallExecutor
+from judgeopt.orchestrator.metrics import Evaluation
+from judgeopt.orchestrator.policy import Policy
+from judgeopt.orchestrator.router import RoutedCall, Router
+from judgeopt.orchestrator.scoring import Scorer, evaluation_json, evaluation_of
+from judgeopt.orchestrator.store import RunStore, StepRecord
+from judgeopt.v1 import common_pb2
 
 log = structlog.get_logger(__name__)
 

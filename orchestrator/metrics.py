@@ -16,7 +16,7 @@ import structlog
 from numpy.typing import NDArray
 from scipy import stats
 
-from orchestrator.config import GATE_METRICS
+from judgeopt.orchestrator.config import GATE_METRICS
 
 log = structlog.get_logger(__name__)
 

@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from agents.config import describe_validation_error
-from orchestrator.errors import PolicyError
+from judgeopt.core.errors import describe_validation_error
+from judgeopt.core.yaml_files import read_yaml_mapping
+from judgeopt.orchestrator.errors import PolicyError
 
 Stage = Literal["judge", "loss", "gradient", "optimizer"]
 STAGES: tuple[Stage, ...] = ("judge", "loss", "gradient", "optimizer")
@@ -194,16 +194,10 @@ def policy_from_mapping(data: Mapping[str, Any], *, origin: str) -> Policy:
 
 def load_policy(path: Path) -> Policy:
     """A policy from YAML; every problem becomes one ``PolicyError`` line naming the file and the stage."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read policy file ({exc.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, Mapping):
-        raise PolicyError(f"{path}: a policy must be a mapping of stages")
-    data = {"name": path.stem, **data}
-    return policy_from_mapping(data, origin=str(path))
+    data = read_yaml_mapping(path, what="policy file", error=PolicyError)
+    if not data:
+        raise PolicyError(f"{path}: a policy must be a mapping of stages, and this one is empty")
+    return policy_from_mapping({"name": path.stem, **data}, origin=str(path))
 
 
 def resolve_policy(mode: str | None, path: Path | None) -> Policy:

@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from agents.config import ModelsConfig, Role
+from judgeopt.core.models import ModelsConfig
+from judgeopt.core.roles import Role
 
 
 @dataclass

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
-from orchestrator.datasets import CriterionSpec, Record
-from orchestrator.policy import Policy, RoutingName, Stage
-from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
-from protos.manifest import received_fields
+from judgeopt.core.manifest import received_fields
+from judgeopt.orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
+from judgeopt.orchestrator.datasets import CriterionSpec, Record
+from judgeopt.orchestrator.policy import Policy, RoutingName, Stage
+from judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
 
 
 class _AgentRequest(Protocol):

@@ -17,21 +17,22 @@ from typing import Any
 
 import structlog
 
-from agents.config import ROLES, ModelsConfig, Role
-from agents.local_model import LocalModelServer
-from orchestrator.agent_clients import AgentClients, ClientSettings
-from orchestrator.artifacts import PromptState, content_id
-from orchestrator.budget import Budget, StepShape, mean_sample_tokens
-from orchestrator.config import RunConfig
-from orchestrator.datasets import CriterionSpec, Dataset, load_dataset, split_dataset
-from orchestrator.errors import ConfigError
-from orchestrator.executor import CallExecutor, RetryBudget
-from orchestrator.fleet import ServiceFleet
-from orchestrator.loop import LoopSettings, OptimizationLoop, Track
-from orchestrator.policy import Policy, policy_from_mapping, resolve_policy
-from orchestrator.ratelimit import RateLimits
-from orchestrator.store import STORE_FILE, RunStore
-from orchestrator.summary import write_summary
+from judgeopt.core.errors import ConfigError
+from judgeopt.core.local_model import LocalModelServer
+from judgeopt.core.models import ModelsConfig
+from judgeopt.core.roles import ROLES, Role
+from judgeopt.orchestrator.agent_clients import AgentClients, ClientSettings
+from judgeopt.orchestrator.artifacts import PromptState, content_id
+from judgeopt.orchestrator.budget import Budget, StepShape, mean_sample_tokens
+from judgeopt.orchestrator.config import RunConfig
+from judgeopt.orchestrator.datasets import CriterionSpec, Dataset, load_dataset, split_dataset
+from judgeopt.orchestrator.executor import CallExecutor, RetryBudget
+from judgeopt.orchestrator.fleet import ServiceFleet
+from judgeopt.orchestrator.loop import LoopSettings, OptimizationLoop, Track
+from judgeopt.orchestrator.policy import Policy, policy_from_mapping, resolve_policy
+from judgeopt.orchestrator.ratelimit import RateLimits
+from judgeopt.orchestrator.store import STORE_FILE, RunStore
+from judgeopt.orchestrator.summary import write_summary
 
 log = structlog.get_logger(__name__)
 

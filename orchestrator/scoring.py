@@ -11,15 +11,15 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from orchestrator.agent_clients import AgentClients
-from orchestrator.artifacts import PromptState, ScoredSample, content_id
-from orchestrator.datasets import Record
-from orchestrator.executor import CallExecutor
-from orchestrator.metrics import Evaluation, evaluate
-from orchestrator.policy import RoutingName
-from orchestrator.router import RoutedCall, Router
-from orchestrator.store import RunStore
-from protos.judgeopt.v1 import common_pb2, judge_pb2
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.artifacts import PromptState, ScoredSample, content_id
+from judgeopt.orchestrator.datasets import Record
+from judgeopt.orchestrator.executor import CallExecutor
+from judgeopt.orchestrator.metrics import Evaluation, evaluate
+from judgeopt.orchestrator.policy import RoutingName
+from judgeopt.orchestrator.router import RoutedCall, Router
+from judgeopt.orchestrator.store import RunStore
+from judgeopt.v1 import common_pb2, judge_pb2
 
 
 class Scorer:

@@ -16,9 +16,10 @@ from typing import Any
 
 from rich.table import Table
 
-from agents.config import ALL_ROLES, ModelsConfig
-from orchestrator.metrics import hypervolume_indicator
-from orchestrator.store import RunStore, StepRecord
+from judgeopt.core.models import ModelsConfig
+from judgeopt.core.roles import ALL_ROLES
+from judgeopt.orchestrator.metrics import hypervolume_indicator
+from judgeopt.orchestrator.store import RunStore, StepRecord
 
 SUMMARY_FILE = "summary.json"
 ORACLE_LABEL = "chosen on the test set (the study's choice; an oracle, optimistic)"

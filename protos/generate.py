@@ -3,15 +3,14 @@
     python protos/generate.py           # regenerate protos/judgeopt/v1/*_pb2*.py(i)
     python protos/generate.py --check   # exit 1 if the committed stubs differ from a fresh generation
 
-protoc runs with ``-I protos`` so the .proto import paths stay ``judgeopt/v1/…`` (what other languages see); the
-generated ``from judgeopt.v1 import …`` lines are then rewritten to the package path ``protos.judgeopt.v1``.
+protoc runs with ``-I protos`` so the .proto import paths stay ``judgeopt/v1/…`` (what other languages see), and the
+generated ``from judgeopt.v1 import …`` lines are already the installed package path (``judgeopt/v1`` links here).
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -21,12 +20,10 @@ from grpc_tools import protoc
 PROTO_ROOT = Path(__file__).resolve().parent
 PACKAGE_DIR = PROTO_ROOT / "judgeopt" / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
-_IMPORT_LINE = re.compile(r"^from judgeopt\.v1 import ", re.MULTILINE)
-_PYI_QUALIFIED = re.compile(r"(?<![\w.])judgeopt\.v1\.(\w+_pb2)\b")
 
 
 def generate(out_root: Path) -> list[Path]:
-    """Run protoc for every .proto file into ``out_root/judgeopt/v1`` and fix imports; returns the files."""
+    """Run protoc for every .proto file into ``out_root/judgeopt/v1``; returns the generated files."""
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PACKAGE_DIR.glob("*.proto"))
     scripts = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside the interpreter, PATH or not
     args = [
@@ -42,12 +39,7 @@ def generate(out_root: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    generated = sorted(p for p in (out_root / "judgeopt" / "v1").iterdir() if p.name.endswith(GENERATED_SUFFIXES))
-    for path in generated:
-        text = _IMPORT_LINE.sub("from protos.judgeopt.v1 import ", path.read_text())
-        text = _PYI_QUALIFIED.sub(r"protos.judgeopt.v1.\1", text)
-        path.write_text(text)
-    return generated
+    return sorted(p for p in (out_root / "judgeopt" / "v1").iterdir() if p.name.endswith(GENERATED_SUFFIXES))
 
 
 def main() -> int:

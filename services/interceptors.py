@@ -1,9 +1,9 @@
 """Server interceptors, one concern each: request ids into structlog's context, one access-log line per RPC, the
 bearer-token check, the ledger of what each request carried, and the replay of answered request ids.
 
-A service's chain, outermost first: metrics (``services.metrics``, with a metrics port) → request context → access
-log → bearer token → ledger → replay → servicer. So a refused call is still counted and logged with its request id
-and code, the ledger holds only authenticated requests, and a replayed answer never reaches the servicer (no second
+A service's chain, outermost first: metrics (``judgeopt.services.metrics``, with a metrics port) → request context →
+access log → bearer token → ledger → replay → servicer. So a refused call is still counted and logged with its request
+id and code, the ledger holds only authenticated requests, and a replayed answer never reaches the servicer (no second
 model call).
 """
 
@@ -25,7 +25,7 @@ import structlog
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
-from protos.manifest import manifest
+from judgeopt.core.manifest import manifest
 
 log = structlog.get_logger("judgeopt.rpc")
 

@@ -17,7 +17,7 @@ import grpc
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from services.interceptors import OPEN_SERVICES, UnaryHandler, service_of, wrap_unary
+from judgeopt.services.interceptors import OPEN_SERVICES, UnaryHandler, service_of, wrap_unary
 
 log = structlog.get_logger(__name__)
 

@@ -17,14 +17,32 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agents.config import Role, RoleModelConfig
-from agents.evaluator import EvaluatorAgent
-from agents.gradient import GradientAgent
-from agents.judge import JudgeAgent
-from agents.loss import LossAgent
-from agents.model_client import ModelRunner
-from agents.optimizer import OptimizerAgent
-from protos.judgeopt.v1 import (
+from judgeopt.agents.evaluator import EvaluatorAgent
+from judgeopt.agents.gradient import GradientAgent
+from judgeopt.agents.judge import JudgeAgent
+from judgeopt.agents.loss import LossAgent
+from judgeopt.agents.model_client import ModelRunner
+from judgeopt.agents.optimizer import OptimizerAgent
+from judgeopt.core.credentials import ServerTLS, server_tls, service_token
+from judgeopt.core.models import RoleModelConfig
+from judgeopt.core.roles import Role
+from judgeopt.core.service_config import ServiceConfig
+from judgeopt.services.interceptors import (
+    AccessLogInterceptor,
+    BearerTokenInterceptor,
+    LedgerInterceptor,
+    ReplayInterceptor,
+    RequestContextInterceptor,
+)
+from judgeopt.services.metrics import MetricsInterceptor, ServiceMetrics, metrics_endpoint
+from judgeopt.services.servicers import (
+    EvaluatorServicer,
+    GradientServicer,
+    JudgeServicer,
+    LossServicer,
+    OptimizerServicer,
+)
+from judgeopt.v1 import (
     evaluator_pb2,
     evaluator_pb2_grpc,
     gradient_pb2,
@@ -35,22 +53,6 @@ from protos.judgeopt.v1 import (
     loss_pb2_grpc,
     optimizer_pb2,
     optimizer_pb2_grpc,
-)
-from services.config import ServerTLS, ServiceConfig, server_tls, service_token
-from services.interceptors import (
-    AccessLogInterceptor,
-    BearerTokenInterceptor,
-    LedgerInterceptor,
-    ReplayInterceptor,
-    RequestContextInterceptor,
-)
-from services.metrics import MetricsInterceptor, ServiceMetrics, metrics_endpoint
-from services.servicers import (
-    EvaluatorServicer,
-    GradientServicer,
-    JudgeServicer,
-    LossServicer,
-    OptimizerServicer,
 )
 
 log = structlog.get_logger(__name__)
@@ -130,7 +132,7 @@ def server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
 
 
 def interceptors_for(config: ServiceConfig, metrics: ServiceMetrics | None = None) -> list[grpc.aio.ServerInterceptor]:
-    """The chain, outermost first (see ``services.interceptors``); reads the token from its variable. Metrics
+    """The chain, outermost first (see ``judgeopt.services.interceptors``); reads the token from its variable. Metrics
     come first, so their latency is the whole call's and refused calls are counted too."""
     chain: list[grpc.aio.ServerInterceptor] = [] if metrics is None else [MetricsInterceptor(metrics)]
     chain += [RequestContextInterceptor(), AccessLogInterceptor()]
@@ -150,7 +152,7 @@ async def build_server(
     """Create and bind (not start) the server of ``role``; ``port`` is the bound port (``config.port`` 0 = free).
     With ``metrics``, every agent RPC is counted there.
 
-    Raises ``services.config.CredentialError`` when a TLS file or the token variable cannot be used."""
+    Raises ``judgeopt.core.service_config.CredentialError`` when a TLS file or the token variable cannot be used."""
     binding = ROLE_BINDINGS[role]
     tls = server_tls(config)
     server = grpc.aio.server(interceptors=interceptors_for(config, metrics), options=channel_options(config))

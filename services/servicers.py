@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import grpc
 
-from agents.evaluator import EvaluatorAgent
-from agents.gradient import GradientAgent
-from agents.judge import JudgeAgent
-from agents.loss import LossAgent
-from agents.optimizer import OptimizerAgent
-from protos.judgeopt.v1 import (
+from judgeopt.agents.evaluator import EvaluatorAgent
+from judgeopt.agents.gradient import GradientAgent
+from judgeopt.agents.judge import JudgeAgent
+from judgeopt.agents.loss import LossAgent
+from judgeopt.agents.optimizer import OptimizerAgent
+from judgeopt.services import convert
+from judgeopt.services.status import run_within_deadline
+from judgeopt.v1 import (
     evaluator_pb2,
     evaluator_pb2_grpc,
     gradient_pb2,
@@ -21,8 +23,6 @@ from protos.judgeopt.v1 import (
     optimizer_pb2,
     optimizer_pb2_grpc,
 )
-from services import convert
-from services.status import run_within_deadline
 
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):

@@ -18,7 +18,7 @@ from typing import TypeVar
 import grpc
 import structlog
 
-from agents.errors import (
+from judgeopt.agents.errors import (
     AgentError,
     InvalidRequestError,
     ModelEndpointError,
@@ -26,12 +26,10 @@ from agents.errors import (
     ModelTimeoutError,
     ModelUnavailableError,
 )
+from judgeopt.core.wire import RETRY_AFTER_KEY
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-RETRY_AFTER_KEY = "retry-after-ms"
-"""Trailing metadata on a failed RPC: the model endpoint's ``Retry-After``, passed back to the caller's retry loop."""
 
 
 def status_for(exc: AgentError | TimeoutError) -> grpc.StatusCode:

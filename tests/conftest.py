@@ -10,9 +10,9 @@ import structlog
 from helpers.fake_openai import FakeOpenAI
 from helpers.scripts import agent_roles_handler, fake_models
 
-from agents.local_model import LocalModelServer
-from orchestrator.agent_clients import AgentClients
-from orchestrator.fleet import ServiceFleet
+from judgeopt.core.local_model import LocalModelServer
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.fleet import ServiceFleet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

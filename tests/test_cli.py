@@ -14,12 +14,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers.eventually import wait_until
 
-from orchestrator.cli import main
+from judgeopt.cli import main
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+        [sys.executable, "-m", "judgeopt", *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
     )
 
 
@@ -80,7 +80,7 @@ class TestServeProcess:
                 [
                     sys.executable,
                     "-m",
-                    "orchestrator",
+                    "judgeopt",
                     "serve",
                     "optimizer",
                     "--port",

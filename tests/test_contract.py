@@ -1,10 +1,13 @@
-"""The generated contract stays in step with the .proto files, and the packages are the repository's own."""
+"""The generated contract stays in step with the .proto files; the distribution installs one import name,
+``judgeopt``, whose layers import each other only one way."""
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,10 @@ class TestGeneratedStubs:
 
     def test_check_fails_on_drift(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """The drift check is not vacuous: a stub that differs from generation is reported."""
-        generate = importlib.import_module("protos.generate")
+        spec = importlib.util.spec_from_file_location("generate", REPO_ROOT / "protos" / "generate.py")
+        assert spec is not None and spec.loader is not None
+        generate = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(generate)
         copy = tmp_path / "judgeopt" / "v1"
         copy.mkdir(parents=True)
         for proto in (REPO_ROOT / "protos" / "judgeopt" / "v1").glob("*"):
@@ -38,26 +44,114 @@ class TestGeneratedStubs:
         assert generate.main() == 1
 
 
-class TestPackages:
-    @pytest.mark.parametrize("name", ["agents", "services", "orchestrator", "protos"])
-    def test_top_level_packages_come_from_this_repository(self, name: str) -> None:
-        """`agents` (and the other generic names) resolve to this checkout, not to e.g. openai-agents."""
-        module = importlib.import_module(name)
-        assert module.__file__ is not None
-        assert Path(module.__file__).resolve().is_relative_to(REPO_ROOT)
+LINKED_FOLDERS = {
+    "agents": "agents",
+    "services": "services",
+    "orchestrator": "orchestrator",
+    "v1": "protos/judgeopt/v1",
+}
+"""judgeopt/<name> -> the specified top-level folder it stands for."""
 
-    @pytest.mark.parametrize("name", ["agents", "services"])
-    def test_public_surface_is_sorted_and_complete(self, name: str) -> None:
-        """`__all__` is sorted and names exactly what the package exports."""
-        module = importlib.import_module(name)
-        exported = module.__all__
-        assert exported == sorted(exported)
-        public = {n for n, v in vars(module).items() if not n.startswith("_") and not isinstance(v, type(module))}
-        assert set(exported) == public
 
-    def test_agents_import_nothing_of_ours_but_agents(self) -> None:
-        """Dependencies run one way: agents/ imports neither services/, orchestrator/ nor the generated contract."""
-        for path in (REPO_ROOT / "agents").glob("*.py"):
-            text = path.read_text()
-            for forbidden in ("from services", "import services", "from orchestrator", "from protos"):
-                assert forbidden not in text, f"{path.name} imports {forbidden}"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(REPO_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (path,) = out.glob("judgeopt-*.whl")
+    return zipfile.ZipFile(path)
+
+
+class TestDistribution:
+    def test_the_wheel_installs_one_top_level_name(self, wheel: zipfile.ZipFile) -> None:
+        """Nothing but ``judgeopt`` (and its metadata) lands at the top of site-packages."""
+        names = {name.split("/")[0] for name in wheel.namelist()}
+        packages = {n for n in names if not n.endswith(".dist-info")}
+        assert packages == {"judgeopt"}, packages
+
+    @pytest.mark.parametrize("name", sorted(LINKED_FOLDERS))
+    def test_every_module_of_the_linked_folders_is_in_the_wheel(self, wheel: zipfile.ZipFile, name: str) -> None:
+        """Each folder's Python files (and prompts, .proto files) ship under ``judgeopt/<name>/``."""
+        folder = REPO_ROOT / LINKED_FOLDERS[name]
+        expected = {
+            f"judgeopt/{name}/{p.relative_to(folder).as_posix()}"
+            for p in folder.rglob("*")
+            if p.suffix in (".py", ".txt", ".proto", ".pyi") and "__pycache__" not in p.parts
+        }
+        assert len(expected) >= 5
+        missing = expected - set(wheel.namelist())
+        assert not missing, sorted(missing)
+
+    def test_every_module_imports_outside_the_checkout(self, tmp_path: Path) -> None:
+        """From another working directory (where ``agents`` & co. are not importable as top-level names) every
+        module imports and every prompt template loads: nothing refers to the folders by their own names."""
+        script = (
+            "import importlib, pkgutil, judgeopt\n"
+            "names = [m.name for m in pkgutil.walk_packages(judgeopt.__path__, 'judgeopt.')]\n"
+            "for name in names:\n    if not name.endswith('__main__'): importlib.import_module(name)\n"
+            "from judgeopt.agents import prompting\n"
+            "from importlib import resources\n"
+            "templates = [p.name[:-4] for p in resources.files('judgeopt.agents').joinpath('prompts').iterdir()]\n"
+            "for t in templates: prompting.template(t)\n"
+            "print(len(names), len(templates))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        modules, templates = map(int, result.stdout.split())
+        assert modules >= 80 and templates >= 10
+
+    def test_the_links_point_at_the_specified_folders(self) -> None:
+        for name, target in LINKED_FOLDERS.items():
+            link = REPO_ROOT / "judgeopt" / name
+            assert link.is_symlink() and link.resolve() == (REPO_ROOT / target).resolve(), name
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": str(Path(sys.executable).parent)},
+        timeout=120,
+        check=False,
+    )
+
+
+class TestLayering:
+    def test_the_layering_contracts_hold(self) -> None:
+        result = _lint_imports(REPO_ROOT)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert "5 kept, 0 broken" in result.stdout
+
+    @pytest.mark.parametrize(
+        ("folder", "planted", "contract"),
+        [
+            ("orchestrator", "from judgeopt.agents import judge", "The orchestrator reaches agents only over gRPC"),
+            ("orchestrator", "import openai", "The orchestrator reaches agents only over gRPC"),
+            ("agents", "from judgeopt.services import server", "Agents never import services or the orchestrator"),
+            ("services", "from judgeopt.orchestrator import loop", "Services never import the orchestrator"),
+            ("judgeopt/core", "from judgeopt.agents import errors", "The base layer (judgeopt.core) imports only"),
+        ],
+    )
+    def test_a_planted_violation_breaks_its_contract(
+        self, tmp_path: Path, folder: str, planted: str, contract: str
+    ) -> None:
+        """The contracts have teeth: one forbidden import, planted in a copy of the tree, is reported."""
+        for name in ("agents", "services", "orchestrator", "protos", "judgeopt"):
+            shutil.copytree(
+                REPO_ROOT / name, tmp_path / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path)
+        (tmp_path / folder / "planted.py").write_text(f"{planted}\n")
+        result = _lint_imports(tmp_path)
+        assert result.returncode != 0
+        assert "1 broken" in result.stdout and contract in result.stdout.split("Broken contracts")[1]

@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.errors import ConfigError
-from orchestrator.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
-from orchestrator.store import STORE_FILE, Diagnostic, RunStore
-from orchestrator.summary import SUMMARY_FILE
+from judgeopt.core.errors import ConfigError
+from judgeopt.orchestrator.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
+from judgeopt.orchestrator.store import STORE_FILE, Diagnostic, RunStore
+from judgeopt.orchestrator.summary import SUMMARY_FILE
 
 
 @dataclass(frozen=True)

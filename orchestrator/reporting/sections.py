@@ -8,13 +8,18 @@ from collections.abc import Mapping, Sequence
 from statistics import fmean
 from typing import Any
 
-from orchestrator.policy import PRESETS
-from orchestrator.reporting.aggregate import Aggregate, ratings
-from orchestrator.reporting.document import Bullets, Paragraph, Section, Subheading, Table
-from orchestrator.reporting.figures import diagnostics_figure, macro_hvi_figure, trajectory_figure
-from orchestrator.reporting.formatting import at_step, mean_std, number
-from orchestrator.reporting.inputs import Study
-from orchestrator.reporting.study import STUDY_INTERFERENCE, STUDY_NEVER_IMPROVED, STUDY_SPECIFICITY, STUDY_TABLE1
+from judgeopt.orchestrator.policy import PRESETS
+from judgeopt.orchestrator.reporting.aggregate import Aggregate, ratings
+from judgeopt.orchestrator.reporting.document import Bullets, Paragraph, Section, Subheading, Table
+from judgeopt.orchestrator.reporting.figures import diagnostics_figure, macro_hvi_figure, trajectory_figure
+from judgeopt.orchestrator.reporting.formatting import at_step, mean_std, number
+from judgeopt.orchestrator.reporting.inputs import Study
+from judgeopt.orchestrator.reporting.study import (
+    STUDY_INTERFERENCE,
+    STUDY_NEVER_IMPROVED,
+    STUDY_SPECIFICITY,
+    STUDY_TABLE1,
+)
 
 AGGREGATION_RULE = (
     "Aggregation: for each configuration, the runs' per-step test macro ρ and per-step validation metric are "

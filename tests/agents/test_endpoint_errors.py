@@ -8,9 +8,9 @@ import time
 import pytest
 from helpers.fake_openai import Completion, FakeOpenAI, Garbage, HttpError, Reply
 
-from agents.config import RoleModelConfig
-from agents.errors import ModelRequestError, ModelUnavailableError
-from agents.model_client import ModelRunner, retry_after_seconds
+from judgeopt.agents.errors import ModelRequestError, ModelUnavailableError
+from judgeopt.agents.model_client import ModelRunner, retry_after_seconds
+from judgeopt.core.models import RoleModelConfig
 
 
 class TestRetryAfter:

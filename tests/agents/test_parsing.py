@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.parsing import find_json_object, find_text_field, parse_feedback, parse_scores, strip_wrapping
-from agents.types import Criterion, CriterionScore, ParseStatus
+from judgeopt.agents.parsing import find_json_object, find_text_field, parse_feedback, parse_scores, strip_wrapping
+from judgeopt.agents.types import Criterion, CriterionScore, ParseStatus
 
 FLUENCY = Criterion("fluency")
 COHERENCE = Criterion("coherence")

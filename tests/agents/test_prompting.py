@@ -8,15 +8,14 @@ from typing import Any, cast
 
 import pytest
 
-from agents import prompting
-from agents.config import RoleModelConfig
-from agents.evaluator import AdherenceTask, EvaluatorAgent, SpecificityTask
-from agents.gradient import GradientAgent
-from agents.judge import JudgeAgent
-from agents.loss import LossAgent
-from agents.model_client import Completion, ModelRunner
-from agents.optimizer import OptimizerAgent
-from agents.types import (
+from judgeopt.agents import prompting
+from judgeopt.agents.evaluator import AdherenceTask, EvaluatorAgent, SpecificityTask
+from judgeopt.agents.gradient import GradientAgent
+from judgeopt.agents.judge import JudgeAgent
+from judgeopt.agents.loss import LossAgent
+from judgeopt.agents.model_client import Completion, ModelRunner
+from judgeopt.agents.optimizer import OptimizerAgent
+from judgeopt.agents.types import (
     Criterion,
     CriterionEvidence,
     CritiqueTask,
@@ -31,6 +30,7 @@ from agents.types import (
     StepTask,
     Usage,
 )
+from judgeopt.core.models import RoleModelConfig
 
 FLUENCY = Criterion("fluency", "How naturally the text reads.")
 COHERENCE = Criterion("coherence", "How well the ideas hang together.")
@@ -223,7 +223,7 @@ def renders(monkeypatch: pytest.MonkeyPatch) -> list[RenderCall]:
 
 
 def template_names() -> set[str]:
-    folder = resources.files("agents").joinpath("prompts")
+    folder = resources.files("judgeopt.agents").joinpath("prompts")
     return {entry.name.removesuffix(".txt") for entry in folder.iterdir() if entry.name.endswith(".txt")}
 
 

@@ -7,9 +7,9 @@ import math
 import pytest
 from autogen_core.models import ChatCompletionTokenLogprob, TopLogprob
 
-from agents.judge import logprob_weighted_scores, score_schema
-from agents.optimizer import _parse_joint, _parse_single, instruction_schema
-from agents.types import Criterion, Instruction, JudgePrompt, ParseStatus, Routing, StepTask
+from judgeopt.agents.judge import logprob_weighted_scores, score_schema
+from judgeopt.agents.optimizer import _parse_joint, _parse_single, instruction_schema
+from judgeopt.agents.types import Criterion, Instruction, JudgePrompt, ParseStatus, Routing, StepTask
 
 FLUENCY = Criterion("fluency")
 COHERENCE = Criterion("coherence")

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from agents.errors import InvalidRequestError
-from agents.types import (
+from judgeopt.agents.errors import InvalidRequestError
+from judgeopt.agents.types import (
     Criterion,
     CriterionEvidence,
     CriterionScore,

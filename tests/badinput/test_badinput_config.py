@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.cli import main
+from judgeopt.cli import main
 
 CLOSED = "http://127.0.0.1:9/v1"
 MODELS = {"default": {"base_url": CLOSED, "model": "fake-model", "max_retries": 0}}

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.cli import main
-from orchestrator.datasets import MAX_TEXT_CHARS, DatasetConfig, load_dataset
-from orchestrator.errors import DataError
+from judgeopt.cli import main
+from judgeopt.orchestrator.datasets import MAX_TEXT_CHARS, DatasetConfig, load_dataset
+from judgeopt.orchestrator.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRITERIA = [{"name": "fluency"}, {"name": "coherence"}]
@@ -163,7 +163,7 @@ _MEASURE = """
 import json, logging, resource, sys, time
 import structlog
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-from orchestrator.datasets import DatasetConfig, load_dataset, split_dataset
+from judgeopt.orchestrator.datasets import DatasetConfig, load_dataset, split_dataset
 config = DatasetConfig.model_validate_json(sys.argv[1])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()

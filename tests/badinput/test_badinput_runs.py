@@ -23,7 +23,7 @@ import yaml
 from helpers.fake_openai import FakeOpenAI, Handler, HttpError, RecordedRequest, Reply
 from helpers.scripts import SUMMEVAL, deterministic_handler, role_of
 
-from orchestrator.cli import main
+from judgeopt.cli import main
 
 FAKE_JSON = json.dumps(dict.fromkeys(SUMMEVAL, 5))
 HOSTILE = (

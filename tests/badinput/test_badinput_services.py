@@ -21,10 +21,10 @@ from helpers.fake_openai import FakeOpenAI, RecordedRequest, static
 from helpers.messages import criteria, meta, prompt, sample
 from helpers.scripts import JUDGE_SCORES, SUMMEVAL
 
-from orchestrator.agent_clients import AgentClients
-from orchestrator.errors import AgentCallError
-from orchestrator.fleet import ServiceFleet
-from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, judge_pb2_grpc, loss_pb2, optimizer_pb2
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.errors import AgentCallError
+from judgeopt.orchestrator.fleet import ServiceFleet
+from judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, judge_pb2_grpc, loss_pb2, optimizer_pb2
 
 USABLE = (common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED)
 

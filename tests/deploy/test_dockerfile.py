@@ -138,7 +138,7 @@ class TestShape:
         (user,) = [args for instruction, args in final if instruction == "USER"]
         uid = user.split(":")[0]
         assert uid.isdigit() and int(uid) != 0
-        assert healthcheck_command(final)[:3] == ["python", "-m", "services.healthcheck"]
+        assert healthcheck_command(final)[:3] == ["python", "-m", "judgeopt.services.healthcheck"]
         assert exec_form(final, "ENTRYPOINT") == ["judgeopt"]
         command = exec_form(final, "CMD")
         assert command[:2] == ["serve", "judge"]

@@ -16,9 +16,9 @@ import kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import yaml
 
-from agents.config import ROLES
-from orchestrator.config import load_config
-from services.server import ROLE_BINDINGS
+from judgeopt.core.roles import ROLES
+from judgeopt.orchestrator.config import load_config
+from judgeopt.services.server import ROLE_BINDINGS
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

@@ -33,7 +33,7 @@ from helpers.eventually import wait_until  # type: ignore[import-not-found,unuse
 from helpers.fake_openai import FakeOpenAI  # type: ignore[import-not-found,unused-ignore]
 from helpers.scripts import deterministic_handler  # type: ignore[import-not-found,unused-ignore]
 
-from services.healthcheck import check
+from judgeopt.services.healthcheck import check
 
 REPO = Path(__file__).resolve().parents[2]
 JUDGEOPT = REPO / ".venv" / "bin" / "judgeopt"

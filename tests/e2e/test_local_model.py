@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.local_model import LocalModelServer
-from orchestrator.cli import main
-from protos.judgeopt.v1 import common_pb2
+from judgeopt.cli import main
+from judgeopt.core.local_model import LocalModelServer
+from judgeopt.v1 import common_pb2
 
 USABLE = (common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED)
 

@@ -24,7 +24,7 @@ from helpers.runs import outcome, write_config
 from helpers.scripts import deterministic_handler, with_latency
 from helpers.services import served_agents
 
-from orchestrator.cli import main
+from judgeopt.cli import main
 
 MODEL = {"timeout": HANG_SECONDS / 2}
 """The model timeout is shorter than a scripted hang, so a hang is a timeout."""
@@ -83,7 +83,7 @@ def _orchestrator(*args: str, log: Path | None = None) -> subprocess.Popen[bytes
     with contextlib.ExitStack() as stack:
         output = stack.enter_context(log.open("wb")) if log is not None else subprocess.DEVNULL
         return subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
+            [sys.executable, "-m", "judgeopt", *args],
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,

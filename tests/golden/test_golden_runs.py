@@ -18,7 +18,7 @@ from helpers.fake_openai import FakeOpenAI
 from helpers.runs import write_config
 from helpers.scripts import deterministic_handler, role_of
 
-from orchestrator.cli import main
+from judgeopt.cli import main
 
 GOLDEN_DIR = Path(__file__).parent / "recordings"
 PRESETS = ("SSS", "SSC", "SCC", "CCC", "single")

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from helpers.scripts import SUMMEVAL
-from protos.judgeopt.v1 import common_pb2, loss_pb2
+from judgeopt.v1 import common_pb2, loss_pb2
 
 
 def meta(label: str = "test") -> common_pb2.RequestMeta:

@@ -9,8 +9,8 @@ import re
 import threading
 from typing import Any
 
-from agents.config import ModelsConfig
 from helpers.fake_openai import Completion, Handler, HttpError, RecordedRequest, Reply, by_system_prompt
+from judgeopt.core.models import ModelsConfig
 
 SUMMEVAL = ("coherence", "consistency", "fluency", "relevance")
 JUDGE_SCORES = {"coherence": 4, "consistency": 5, "fluency": 3, "relevance": 2}

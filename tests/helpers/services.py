@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.eventually import wait_until
-from services.healthcheck import check
+from judgeopt.services.healthcheck import check
 
 
 def free_port() -> int:
@@ -50,7 +50,7 @@ class AgentServices:
         return [flag for role in self.ports for flag in (f"--{role}-addr", self.address(role))]
 
     def start(self, role: str) -> None:
-        command = [sys.executable, "-m", "orchestrator", "serve", role, "--port", str(self.ports[role])]
+        command = [sys.executable, "-m", "judgeopt", "serve", role, "--port", str(self.ports[role])]
         with (self._logs / f"{role}.log").open("ab") as log:
             self.processes[role] = subprocess.Popen(
                 [*command, "--config", str(self._config), *self._flags],
@@ -107,7 +107,7 @@ def served(
     log: Path, *flags: str, endpoint: str, role: str = "loss", env: dict[str, str] | None = None
 ) -> Iterator[Served]:
     """`judgeopt serve ROLE --port 0 FLAGS` until the block ends (SIGTERM, then kill if it lingers)."""
-    command = [sys.executable, "-m", "orchestrator", "serve", role, "--port", "0"]
+    command = [sys.executable, "-m", "judgeopt", "serve", role, "--port", "0"]
     command += ["--endpoint", endpoint, "--model", "fake-model", *flags]
     with log.open("w") as out:
         process = subprocess.Popen(

@@ -1,7 +1,7 @@
 """``judgeopt audit``: the services' ledgers of what they received, checked against the run's policy.
 
 Run directories are synthetic: a real ``Router`` builds the requests and its audit entries go to a real
-``RunStore``; the ledgers hold exactly what ``LedgerInterceptor`` writes (``protos.manifest.manifest``).
+``RunStore``; the ledgers hold exactly what ``LedgerInterceptor`` writes (``judgeopt.core.manifest.manifest``).
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
-from orchestrator.audit import AuditReport, allowed_fields, audit_run
-from orchestrator.cli import main
-from orchestrator.datasets import CriterionSpec, Record
-from orchestrator.errors import ConfigError
-from orchestrator.policy import PRESETS, Policy
-from orchestrator.router import RoutedCall, Router
-from orchestrator.store import RunStore
-from protos.judgeopt.v1 import common_pb2, gradient_pb2
-from protos.manifest import manifest
+from judgeopt.cli import main
+from judgeopt.core.errors import ConfigError
+from judgeopt.core.manifest import manifest
+from judgeopt.orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
+from judgeopt.orchestrator.audit import AuditReport, allowed_fields, audit_run
+from judgeopt.orchestrator.datasets import CriterionSpec, Record
+from judgeopt.orchestrator.policy import PRESETS, Policy
+from judgeopt.orchestrator.router import RoutedCall, Router
+from judgeopt.orchestrator.store import RunStore
+from judgeopt.v1 import common_pb2, gradient_pb2
 
 RUN_ID = "r1"
 CRITERIA = ("coherence", "fluency")

@@ -19,7 +19,7 @@ from helpers.eventually import wait_until
 from helpers.fake_openai import Completion, FakeOpenAI, RecordedRequest, Reply
 from helpers.scripts import deterministic_handler, role_of
 
-from orchestrator.cli import main
+from judgeopt.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "code_review"
@@ -137,7 +137,7 @@ class TestExportAndJudge:
                 == 0
             )
             out = tmp_path / "scores.csv"
-            command = [sys.executable, "-m", "orchestrator", "judge", "--judge", str(judge), "--data", str(data)]
+            command = [sys.executable, "-m", "judgeopt", "judge", "--judge", str(judge), "--data", str(data)]
             command += ["--out", str(out), "--id-field", "id", "--concurrency", "1"]
             process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

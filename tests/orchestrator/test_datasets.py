@@ -19,8 +19,8 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from orchestrator import datasets
-from orchestrator.datasets import (
+from judgeopt.orchestrator import datasets
+from judgeopt.orchestrator.datasets import (
     SUMMEVAL_CRITERIA,
     CriterionSpec,
     Dataset,
@@ -31,7 +31,7 @@ from orchestrator.datasets import (
     locate_data_file,
     split_dataset,
 )
-from orchestrator.errors import DataError
+from judgeopt.orchestrator.errors import DataError
 
 SUMMEVAL_SHA256 = "b4f52322882d9c4567a5f8ed59e965646548bdf1313f1564609e69e42227bf79"  # from SOURCES.md
 SUMMEVAL_MEANS = {"coherence": 3.413, "consistency": 4.660, "fluency": 4.673, "relevance": 3.777}  # from SOURCES.md

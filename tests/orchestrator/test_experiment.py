@@ -20,7 +20,7 @@ from helpers.runs import run_settings, scripted_model
 from helpers.scripts import DILUTED_RATING, SPECIFIC_RATING, deterministic_handler, role_of
 from helpers.services import served_agents
 
-from orchestrator.cli import main
+from judgeopt.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ class TestExperimentGrid:
             tmp_path / "g.yaml", scripted.base_url, modes=["SSS"], gates=["mae"], runs=3, diagnostics=False
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "experiment", "--grid", str(grid), "--dir", str(directory)],
+            [sys.executable, "-m", "judgeopt", "experiment", "--grid", str(grid), "--dir", str(directory)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

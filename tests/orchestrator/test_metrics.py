@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from structlog.testing import capture_logs
 
-from orchestrator.metrics import (
+from judgeopt.orchestrator.metrics import (
     GATE_METRICS,
     Evaluation,
     criterion_metrics,

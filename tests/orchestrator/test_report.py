@@ -18,9 +18,9 @@ import yaml
 from helpers.fake_openai import FakeOpenAI
 from helpers.scripts import deterministic_handler
 
-from orchestrator.cli import main
-from orchestrator.errors import ConfigError
-from orchestrator.reporting import write_report
+from judgeopt.cli import main
+from judgeopt.core.errors import ConfigError
+from judgeopt.orchestrator.reporting import write_report
 
 MODES = ("SSS", "single")
 GATES = ("mae", "none")

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
-from orchestrator.audit import allowed_fields
-from orchestrator.datasets import CriterionSpec, Record
-from orchestrator.policy import (
+from judgeopt.core.manifest import received_fields
+from judgeopt.orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
+from judgeopt.orchestrator.audit import allowed_fields
+from judgeopt.orchestrator.datasets import CriterionSpec, Record
+from judgeopt.orchestrator.policy import (
     LEARNING_STAGES,
     PER_CRITERION_FIELDS,
     PRESETS,
@@ -33,9 +34,8 @@ from orchestrator.policy import (
     Stage,
     StagePolicy,
 )
-from orchestrator.router import RoutedCall, Router, verdict
-from protos.judgeopt.v1 import common_pb2
-from protos.manifest import received_fields
+from judgeopt.orchestrator.router import RoutedCall, Router, verdict
+from judgeopt.v1 import common_pb2
 
 TASK = "TASK DESCRIPTION TEXT"
 LEARNING_PATTERNS = ("SSS", "SSC", "SCC", "CCC")

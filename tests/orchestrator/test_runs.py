@@ -22,7 +22,7 @@ from helpers.runs import BATCH as B
 from helpers.runs import final_prompts, outcome, train_calls, write_config
 from helpers.scripts import deterministic_handler, fail_first_time, failing_role, role_of
 
-from orchestrator.cli import main
+from judgeopt.cli import main
 
 K = 4  # SummEval criteria
 
@@ -142,7 +142,7 @@ class TestResume:
 
         killed = tmp_path / "killed"
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "optimize", "--config", str(config), "--run-dir", str(killed)],
+            [sys.executable, "-m", "judgeopt", "optimize", "--config", str(config), "--run-dir", str(killed)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -57,7 +57,7 @@ def planted_run(scripted: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) 
     scripted.clear()
     completed = subprocess.run(
         [
-            *(sys.executable, "-m", "orchestrator", "optimize", "--config", str(config), "--run-dir", str(run_dir)),
+            *(sys.executable, "-m", "judgeopt", "optimize", "--config", str(config), "--run-dir", str(run_dir)),
             *("--api-key-env", KEY_ENV, "--token-env", TOKEN_ENV),
         ],
         env={**os.environ, KEY_ENV: KEY, TOKEN_ENV: TOKEN},

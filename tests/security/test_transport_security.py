@@ -25,10 +25,11 @@ from helpers.fake_openai import FakeOpenAI
 from helpers.messages import critique_request
 from helpers.services import Served, served
 
-from orchestrator.agent_clients import AgentClients, ClientSettings
-from orchestrator.cli import main
-from orchestrator.errors import AgentCallError, ConfigError
-from protos.judgeopt.v1 import common_pb2, loss_pb2, loss_pb2_grpc
+from judgeopt.cli import main
+from judgeopt.core.errors import ConfigError
+from judgeopt.orchestrator.agent_clients import AgentClients, ClientSettings
+from judgeopt.orchestrator.errors import AgentCallError
+from judgeopt.v1 import common_pb2, loss_pb2, loss_pb2_grpc
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command line")
 

@@ -22,11 +22,11 @@ from helpers.services import free_port, served
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from orchestrator.agent_clients import AgentClients
-from orchestrator.errors import AgentUnavailable
-from protos.judgeopt.v1 import common_pb2
-from services.config import ServiceConfig
-from services.metrics import ServiceMetrics
+from judgeopt.core.service_config import ServiceConfig
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.errors import AgentUnavailable
+from judgeopt.services.metrics import ServiceMetrics
+from judgeopt.v1 import common_pb2
 
 CRITIQUE = "/judgeopt.v1.LossAgent/Critique"
 INFLIGHT = "judgeopt_inflight_requests"

@@ -15,11 +15,11 @@ from helpers.eventually import assert_eventually
 from helpers.fake_openai import Completion, FakeOpenAI, HttpError, static
 from helpers.messages import critique_request
 
-from orchestrator.agent_clients import AgentClients
-from orchestrator.errors import AgentCallError
-from orchestrator.fleet import ServiceFleet
-from protos.judgeopt.v1 import loss_pb2
-from services.interceptors import ReplayCache, ReplayConflictError
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.errors import AgentCallError
+from judgeopt.orchestrator.fleet import ServiceFleet
+from judgeopt.services.interceptors import ReplayCache, ReplayConflictError
+from judgeopt.v1 import loss_pb2
 
 
 def numbered_critiques() -> object:

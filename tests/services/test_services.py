@@ -13,10 +13,10 @@ from helpers.fake_openai import Completion, FakeOpenAI, Garbage, Hang, HttpError
 from helpers.messages import criteria, critique_request, meta, prompt, sample
 from helpers.scripts import JUDGE_SCORES, SUMMEVAL
 
-from orchestrator.agent_clients import AgentClients
-from orchestrator.errors import AgentCallError, AgentUnavailable
-from orchestrator.fleet import ServiceFleet
-from protos.judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, optimizer_pb2
+from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.errors import AgentCallError, AgentUnavailable
+from judgeopt.orchestrator.fleet import ServiceFleet
+from judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, optimizer_pb2
 
 OK = common_pb2.PARSE_STATUS_OK
 
@@ -311,7 +311,7 @@ class TestEndpointFailures:
         """A call whose gRPC deadline is shorter than the model's answer ends in DEADLINE_EXCEEDED on time."""
         endpoint.set_handler(lambda _r: Hang(1.5))
         async with grpc.aio.insecure_channel(fleet.addresses["loss"]) as channel:
-            from protos.judgeopt.v1 import loss_pb2_grpc
+            from judgeopt.v1 import loss_pb2_grpc
 
             stub = loss_pb2_grpc.LossAgentStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:

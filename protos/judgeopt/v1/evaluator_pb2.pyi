@@ -8,7 +8,7 @@ import collections.abc
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.message
-import protos.judgeopt.v1.common_pb2
+import judgeopt.v1.common_pb2
 import typing
 
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
@@ -22,24 +22,24 @@ class SpecificityRequest(google.protobuf.message.Message):
     OTHER_CRITERIA_FIELD_NUMBER: builtins.int
     GRADIENTS_FIELD_NUMBER: builtins.int
     @property
-    def meta(self) -> protos.judgeopt.v1.common_pb2.RequestMeta: ...
+    def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
     @property
-    def criterion(self) -> protos.judgeopt.v1.common_pb2.Criterion:
+    def criterion(self) -> judgeopt.v1.common_pb2.Criterion:
         """The criterion the gradients are meant to be about."""
 
     @property
-    def other_criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Criterion]:
+    def other_criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Criterion]:
         """The other criteria of the task, so the evaluator can recognise feedback that drifts to them."""
 
     @property
-    def gradients(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Gradient]: ...
+    def gradients(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Gradient]: ...
     def __init__(
         self,
         *,
-        meta: protos.judgeopt.v1.common_pb2.RequestMeta | None = ...,
-        criterion: protos.judgeopt.v1.common_pb2.Criterion | None = ...,
-        other_criteria: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Criterion] | None = ...,
-        gradients: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Gradient] | None = ...,
+        meta: judgeopt.v1.common_pb2.RequestMeta | None = ...,
+        criterion: judgeopt.v1.common_pb2.Criterion | None = ...,
+        other_criteria: collections.abc.Iterable[judgeopt.v1.common_pb2.Criterion] | None = ...,
+        gradients: collections.abc.Iterable[judgeopt.v1.common_pb2.Gradient] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["criterion", b"criterion", "meta", b"meta"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["criterion", b"criterion", "gradients", b"gradients", "meta", b"meta", "other_criteria", b"other_criteria"]) -> None: ...
@@ -58,19 +58,19 @@ class AdherenceRequest(google.protobuf.message.Message):
     old_instruction: builtins.str
     new_instruction: builtins.str
     @property
-    def meta(self) -> protos.judgeopt.v1.common_pb2.RequestMeta: ...
+    def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
     @property
-    def criterion(self) -> protos.judgeopt.v1.common_pb2.Criterion: ...
+    def criterion(self) -> judgeopt.v1.common_pb2.Criterion: ...
     @property
-    def gradients(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Gradient]: ...
+    def gradients(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Gradient]: ...
     def __init__(
         self,
         *,
-        meta: protos.judgeopt.v1.common_pb2.RequestMeta | None = ...,
-        criterion: protos.judgeopt.v1.common_pb2.Criterion | None = ...,
+        meta: judgeopt.v1.common_pb2.RequestMeta | None = ...,
+        criterion: judgeopt.v1.common_pb2.Criterion | None = ...,
         old_instruction: builtins.str = ...,
         new_instruction: builtins.str = ...,
-        gradients: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Gradient] | None = ...,
+        gradients: collections.abc.Iterable[judgeopt.v1.common_pb2.Gradient] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["criterion", b"criterion", "meta", b"meta"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["criterion", b"criterion", "gradients", b"gradients", "meta", b"meta", "new_instruction", b"new_instruction", "old_instruction", b"old_instruction"]) -> None: ...
@@ -88,19 +88,19 @@ class RatingResponse(google.protobuf.message.Message):
     USAGE_FIELD_NUMBER: builtins.int
     score: builtins.float
     """Absent when the evaluator's reply could not be read."""
-    status: protos.judgeopt.v1.common_pb2.ParseStatus.ValueType
+    status: judgeopt.v1.common_pb2.ParseStatus.ValueType
     rationale: builtins.str
     raw_output: builtins.str
     @property
-    def usage(self) -> protos.judgeopt.v1.common_pb2.Usage: ...
+    def usage(self) -> judgeopt.v1.common_pb2.Usage: ...
     def __init__(
         self,
         *,
         score: builtins.float | None = ...,
-        status: protos.judgeopt.v1.common_pb2.ParseStatus.ValueType = ...,
+        status: judgeopt.v1.common_pb2.ParseStatus.ValueType = ...,
         rationale: builtins.str = ...,
         raw_output: builtins.str = ...,
-        usage: protos.judgeopt.v1.common_pb2.Usage | None = ...,
+        usage: judgeopt.v1.common_pb2.Usage | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["_score", b"_score", "score", b"score", "usage", b"usage"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["_score", b"_score", "rationale", b"rationale", "raw_output", b"raw_output", "score", b"score", "status", b"status", "usage", b"usage"]) -> None: ...

@@ -7,7 +7,7 @@ import abc
 import collections.abc
 import grpc
 import grpc.aio
-import protos.judgeopt.v1.evaluator_pb2
+import judgeopt.v1.evaluator_pb2
 import typing
 
 _T = typing.TypeVar("_T")
@@ -20,31 +20,31 @@ class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type:
 class EvaluatorAgentStub:
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     RateSpecificity: grpc.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.evaluator_pb2.SpecificityRequest,
-        protos.judgeopt.v1.evaluator_pb2.RatingResponse,
+        judgeopt.v1.evaluator_pb2.SpecificityRequest,
+        judgeopt.v1.evaluator_pb2.RatingResponse,
     ]
     """How focused the gradients of one criterion at one step are on that criterion (1-10). All the criterion's
     gradients of the step are rated together, as in the study.
     """
 
     RateAdherence: grpc.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.evaluator_pb2.AdherenceRequest,
-        protos.judgeopt.v1.evaluator_pb2.RatingResponse,
+        judgeopt.v1.evaluator_pb2.AdherenceRequest,
+        judgeopt.v1.evaluator_pb2.RatingResponse,
     ]
     """How faithfully a new instruction follows the gradients it was written from (1-10)."""
 
 class EvaluatorAgentAsyncStub:
     RateSpecificity: grpc.aio.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.evaluator_pb2.SpecificityRequest,
-        protos.judgeopt.v1.evaluator_pb2.RatingResponse,
+        judgeopt.v1.evaluator_pb2.SpecificityRequest,
+        judgeopt.v1.evaluator_pb2.RatingResponse,
     ]
     """How focused the gradients of one criterion at one step are on that criterion (1-10). All the criterion's
     gradients of the step are rated together, as in the study.
     """
 
     RateAdherence: grpc.aio.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.evaluator_pb2.AdherenceRequest,
-        protos.judgeopt.v1.evaluator_pb2.RatingResponse,
+        judgeopt.v1.evaluator_pb2.AdherenceRequest,
+        judgeopt.v1.evaluator_pb2.RatingResponse,
     ]
     """How faithfully a new instruction follows the gradients it was written from (1-10)."""
 
@@ -52,9 +52,9 @@ class EvaluatorAgentServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def RateSpecificity(
         self,
-        request: protos.judgeopt.v1.evaluator_pb2.SpecificityRequest,
+        request: judgeopt.v1.evaluator_pb2.SpecificityRequest,
         context: _ServicerContext,
-    ) -> typing.Union[protos.judgeopt.v1.evaluator_pb2.RatingResponse, collections.abc.Awaitable[protos.judgeopt.v1.evaluator_pb2.RatingResponse]]:
+    ) -> typing.Union[judgeopt.v1.evaluator_pb2.RatingResponse, collections.abc.Awaitable[judgeopt.v1.evaluator_pb2.RatingResponse]]:
         """How focused the gradients of one criterion at one step are on that criterion (1-10). All the criterion's
         gradients of the step are rated together, as in the study.
         """
@@ -62,9 +62,9 @@ class EvaluatorAgentServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def RateAdherence(
         self,
-        request: protos.judgeopt.v1.evaluator_pb2.AdherenceRequest,
+        request: judgeopt.v1.evaluator_pb2.AdherenceRequest,
         context: _ServicerContext,
-    ) -> typing.Union[protos.judgeopt.v1.evaluator_pb2.RatingResponse, collections.abc.Awaitable[protos.judgeopt.v1.evaluator_pb2.RatingResponse]]:
+    ) -> typing.Union[judgeopt.v1.evaluator_pb2.RatingResponse, collections.abc.Awaitable[judgeopt.v1.evaluator_pb2.RatingResponse]]:
         """How faithfully a new instruction follows the gradients it was written from (1-10)."""
 
 def add_EvaluatorAgentServicer_to_server(servicer: EvaluatorAgentServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

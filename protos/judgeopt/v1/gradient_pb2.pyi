@@ -8,7 +8,7 @@ import collections.abc
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.message
-import protos.judgeopt.v1.common_pb2
+import judgeopt.v1.common_pb2
 import typing
 
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
@@ -25,36 +25,36 @@ class GradientRequest(google.protobuf.message.Message):
     JUDGE_OUTPUT_FIELD_NUMBER: builtins.int
     EVIDENCE_FIELD_NUMBER: builtins.int
     SAMPLE_ID_FIELD_NUMBER: builtins.int
-    routing: protos.judgeopt.v1.common_pb2.Routing.ValueType
+    routing: judgeopt.v1.common_pb2.Routing.ValueType
     """PER_CRITERION: feedback on one criterion's instruction. JOINT: one feedback text on all instructions."""
     judge_output: builtins.str
     """The judge's raw reply, if visible."""
     sample_id: builtins.str
     """Id of the judged sample, sent even when its text is hidden, so the gradient can be traced."""
     @property
-    def meta(self) -> protos.judgeopt.v1.common_pb2.RequestMeta: ...
+    def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
     @property
-    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Criterion]: ...
+    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Criterion]: ...
     @property
-    def prompt(self) -> protos.judgeopt.v1.common_pb2.JudgePrompt:
+    def prompt(self) -> judgeopt.v1.common_pb2.JudgePrompt:
         """The judge prompt as far as this call may see it (per-criterion calls usually get it filtered)."""
 
     @property
-    def sample(self) -> protos.judgeopt.v1.common_pb2.Sample: ...
+    def sample(self) -> judgeopt.v1.common_pb2.Sample: ...
     @property
-    def evidence(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.CriterionEvidence]:
+    def evidence(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.CriterionEvidence]:
         """Per-criterion evidence: prediction, truth, verdict, critique, as visible."""
 
     def __init__(
         self,
         *,
-        meta: protos.judgeopt.v1.common_pb2.RequestMeta | None = ...,
-        routing: protos.judgeopt.v1.common_pb2.Routing.ValueType = ...,
-        criteria: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Criterion] | None = ...,
-        prompt: protos.judgeopt.v1.common_pb2.JudgePrompt | None = ...,
-        sample: protos.judgeopt.v1.common_pb2.Sample | None = ...,
+        meta: judgeopt.v1.common_pb2.RequestMeta | None = ...,
+        routing: judgeopt.v1.common_pb2.Routing.ValueType = ...,
+        criteria: collections.abc.Iterable[judgeopt.v1.common_pb2.Criterion] | None = ...,
+        prompt: judgeopt.v1.common_pb2.JudgePrompt | None = ...,
+        sample: judgeopt.v1.common_pb2.Sample | None = ...,
         judge_output: builtins.str | None = ...,
-        evidence: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.CriterionEvidence] | None = ...,
+        evidence: collections.abc.Iterable[judgeopt.v1.common_pb2.CriterionEvidence] | None = ...,
         sample_id: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["_judge_output", b"_judge_output", "_prompt", b"_prompt", "_sample", b"_sample", "judge_output", b"judge_output", "meta", b"meta", "prompt", b"prompt", "sample", b"sample"]) -> builtins.bool: ...
@@ -75,14 +75,14 @@ class GradientResponse(google.protobuf.message.Message):
     GRADIENT_FIELD_NUMBER: builtins.int
     USAGE_FIELD_NUMBER: builtins.int
     @property
-    def gradient(self) -> protos.judgeopt.v1.common_pb2.Gradient: ...
+    def gradient(self) -> judgeopt.v1.common_pb2.Gradient: ...
     @property
-    def usage(self) -> protos.judgeopt.v1.common_pb2.Usage: ...
+    def usage(self) -> judgeopt.v1.common_pb2.Usage: ...
     def __init__(
         self,
         *,
-        gradient: protos.judgeopt.v1.common_pb2.Gradient | None = ...,
-        usage: protos.judgeopt.v1.common_pb2.Usage | None = ...,
+        gradient: judgeopt.v1.common_pb2.Gradient | None = ...,
+        usage: judgeopt.v1.common_pb2.Usage | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["gradient", b"gradient", "usage", b"usage"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["gradient", b"gradient", "usage", b"usage"]) -> None: ...

@@ -7,7 +7,7 @@ import abc
 import collections.abc
 import grpc
 import grpc.aio
-import protos.judgeopt.v1.gradient_pb2
+import judgeopt.v1.gradient_pb2
 import typing
 
 _T = typing.TypeVar("_T")
@@ -20,22 +20,22 @@ class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type:
 class GradientAgentStub:
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     ComputeGradient: grpc.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.gradient_pb2.GradientRequest,
-        protos.judgeopt.v1.gradient_pb2.GradientResponse,
+        judgeopt.v1.gradient_pb2.GradientRequest,
+        judgeopt.v1.gradient_pb2.GradientResponse,
     ]
 
 class GradientAgentAsyncStub:
     ComputeGradient: grpc.aio.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.gradient_pb2.GradientRequest,
-        protos.judgeopt.v1.gradient_pb2.GradientResponse,
+        judgeopt.v1.gradient_pb2.GradientRequest,
+        judgeopt.v1.gradient_pb2.GradientResponse,
     ]
 
 class GradientAgentServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def ComputeGradient(
         self,
-        request: protos.judgeopt.v1.gradient_pb2.GradientRequest,
+        request: judgeopt.v1.gradient_pb2.GradientRequest,
         context: _ServicerContext,
-    ) -> typing.Union[protos.judgeopt.v1.gradient_pb2.GradientResponse, collections.abc.Awaitable[protos.judgeopt.v1.gradient_pb2.GradientResponse]]: ...
+    ) -> typing.Union[judgeopt.v1.gradient_pb2.GradientResponse, collections.abc.Awaitable[judgeopt.v1.gradient_pb2.GradientResponse]]: ...
 
 def add_GradientAgentServicer_to_server(servicer: GradientAgentServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

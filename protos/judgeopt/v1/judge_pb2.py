@@ -22,14 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from protos.judgeopt.v1 import common_pb2 as judgeopt_dot_v1_dot_common__pb2
+from judgeopt.v1 import common_pb2 as judgeopt_dot_v1_dot_common__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17judgeopt/v1/judge.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xd6\x01\n\x0cScoreRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\x06prompt\x18\x04 \x01(\x0b\x32\x18.judgeopt.v1.JudgePrompt\x12#\n\x06sample\x18\x05 \x01(\x0b\x32\x13.judgeopt.v1.Sample\"_\n\rScoreResponse\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.judgeopt.v1.Prediction\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.judgeopt.v1.Usage2N\n\x0cJudgeService\x12>\n\x05Score\x12\x19.judgeopt.v1.ScoreRequest\x1a\x1a.judgeopt.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.judgeopt.v1.judge_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'judgeopt.v1.judge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCOREREQUEST']._serialized_start=67

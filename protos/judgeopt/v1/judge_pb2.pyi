@@ -8,7 +8,7 @@ import collections.abc
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.message
-import protos.judgeopt.v1.common_pb2
+import judgeopt.v1.common_pb2
 import typing
 
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
@@ -22,23 +22,23 @@ class ScoreRequest(google.protobuf.message.Message):
     CRITERIA_FIELD_NUMBER: builtins.int
     PROMPT_FIELD_NUMBER: builtins.int
     SAMPLE_FIELD_NUMBER: builtins.int
-    routing: protos.judgeopt.v1.common_pb2.Routing.ValueType
+    routing: judgeopt.v1.common_pb2.Routing.ValueType
     @property
-    def meta(self) -> protos.judgeopt.v1.common_pb2.RequestMeta: ...
+    def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
     @property
-    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Criterion]: ...
+    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Criterion]: ...
     @property
-    def prompt(self) -> protos.judgeopt.v1.common_pb2.JudgePrompt: ...
+    def prompt(self) -> judgeopt.v1.common_pb2.JudgePrompt: ...
     @property
-    def sample(self) -> protos.judgeopt.v1.common_pb2.Sample: ...
+    def sample(self) -> judgeopt.v1.common_pb2.Sample: ...
     def __init__(
         self,
         *,
-        meta: protos.judgeopt.v1.common_pb2.RequestMeta | None = ...,
-        routing: protos.judgeopt.v1.common_pb2.Routing.ValueType = ...,
-        criteria: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Criterion] | None = ...,
-        prompt: protos.judgeopt.v1.common_pb2.JudgePrompt | None = ...,
-        sample: protos.judgeopt.v1.common_pb2.Sample | None = ...,
+        meta: judgeopt.v1.common_pb2.RequestMeta | None = ...,
+        routing: judgeopt.v1.common_pb2.Routing.ValueType = ...,
+        criteria: collections.abc.Iterable[judgeopt.v1.common_pb2.Criterion] | None = ...,
+        prompt: judgeopt.v1.common_pb2.JudgePrompt | None = ...,
+        sample: judgeopt.v1.common_pb2.Sample | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["meta", b"meta", "prompt", b"prompt", "sample", b"sample"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["criteria", b"criteria", "meta", b"meta", "prompt", b"prompt", "routing", b"routing", "sample", b"sample"]) -> None: ...
@@ -52,14 +52,14 @@ class ScoreResponse(google.protobuf.message.Message):
     PREDICTION_FIELD_NUMBER: builtins.int
     USAGE_FIELD_NUMBER: builtins.int
     @property
-    def prediction(self) -> protos.judgeopt.v1.common_pb2.Prediction: ...
+    def prediction(self) -> judgeopt.v1.common_pb2.Prediction: ...
     @property
-    def usage(self) -> protos.judgeopt.v1.common_pb2.Usage: ...
+    def usage(self) -> judgeopt.v1.common_pb2.Usage: ...
     def __init__(
         self,
         *,
-        prediction: protos.judgeopt.v1.common_pb2.Prediction | None = ...,
-        usage: protos.judgeopt.v1.common_pb2.Usage | None = ...,
+        prediction: judgeopt.v1.common_pb2.Prediction | None = ...,
+        usage: judgeopt.v1.common_pb2.Usage | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["prediction", b"prediction", "usage", b"usage"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["prediction", b"prediction", "usage", b"usage"]) -> None: ...

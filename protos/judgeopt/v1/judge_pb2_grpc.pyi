@@ -7,7 +7,7 @@ import abc
 import collections.abc
 import grpc
 import grpc.aio
-import protos.judgeopt.v1.judge_pb2
+import judgeopt.v1.judge_pb2
 import typing
 
 _T = typing.TypeVar("_T")
@@ -20,8 +20,8 @@ class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type:
 class JudgeServiceStub:
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     Score: grpc.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.judge_pb2.ScoreRequest,
-        protos.judgeopt.v1.judge_pb2.ScoreResponse,
+        judgeopt.v1.judge_pb2.ScoreRequest,
+        judgeopt.v1.judge_pb2.ScoreResponse,
     ]
     """Score one sample on the given criteria. PER_CRITERION routing with several criteria makes one model call
     per criterion (each seeing only its own instruction); JOINT scores all criteria in one call.
@@ -29,8 +29,8 @@ class JudgeServiceStub:
 
 class JudgeServiceAsyncStub:
     Score: grpc.aio.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.judge_pb2.ScoreRequest,
-        protos.judgeopt.v1.judge_pb2.ScoreResponse,
+        judgeopt.v1.judge_pb2.ScoreRequest,
+        judgeopt.v1.judge_pb2.ScoreResponse,
     ]
     """Score one sample on the given criteria. PER_CRITERION routing with several criteria makes one model call
     per criterion (each seeing only its own instruction); JOINT scores all criteria in one call.
@@ -40,9 +40,9 @@ class JudgeServiceServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def Score(
         self,
-        request: protos.judgeopt.v1.judge_pb2.ScoreRequest,
+        request: judgeopt.v1.judge_pb2.ScoreRequest,
         context: _ServicerContext,
-    ) -> typing.Union[protos.judgeopt.v1.judge_pb2.ScoreResponse, collections.abc.Awaitable[protos.judgeopt.v1.judge_pb2.ScoreResponse]]:
+    ) -> typing.Union[judgeopt.v1.judge_pb2.ScoreResponse, collections.abc.Awaitable[judgeopt.v1.judge_pb2.ScoreResponse]]:
         """Score one sample on the given criteria. PER_CRITERION routing with several criteria makes one model call
         per criterion (each seeing only its own instruction); JOINT scores all criteria in one call.
         """

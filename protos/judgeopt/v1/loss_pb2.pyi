@@ -8,7 +8,7 @@ import collections.abc
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.message
-import protos.judgeopt.v1.common_pb2
+import judgeopt.v1.common_pb2
 import typing
 
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
@@ -24,32 +24,32 @@ class CritiqueRequest(google.protobuf.message.Message):
     EVIDENCE_FIELD_NUMBER: builtins.int
     SAMPLE_FIELD_NUMBER: builtins.int
     JUDGE_OUTPUT_FIELD_NUMBER: builtins.int
-    routing: protos.judgeopt.v1.common_pb2.Routing.ValueType
+    routing: judgeopt.v1.common_pb2.Routing.ValueType
     """PER_CRITERION: exactly one criterion and one evidence item. JOINT: one critique for all."""
     sample_id: builtins.str
     judge_output: builtins.str
     """The judge's raw reply, only if the caller lets the loss see it."""
     @property
-    def meta(self) -> protos.judgeopt.v1.common_pb2.RequestMeta: ...
+    def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
     @property
-    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Criterion]: ...
+    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Criterion]: ...
     @property
-    def evidence(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.CriterionEvidence]:
+    def evidence(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.CriterionEvidence]:
         """One item per criterion in scope, holding only the fields the caller lets the loss see."""
 
     @property
-    def sample(self) -> protos.judgeopt.v1.common_pb2.Sample:
+    def sample(self) -> judgeopt.v1.common_pb2.Sample:
         """The judged sample, only if the caller lets the loss see the text (the study does not)."""
 
     def __init__(
         self,
         *,
-        meta: protos.judgeopt.v1.common_pb2.RequestMeta | None = ...,
-        routing: protos.judgeopt.v1.common_pb2.Routing.ValueType = ...,
-        criteria: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Criterion] | None = ...,
+        meta: judgeopt.v1.common_pb2.RequestMeta | None = ...,
+        routing: judgeopt.v1.common_pb2.Routing.ValueType = ...,
+        criteria: collections.abc.Iterable[judgeopt.v1.common_pb2.Criterion] | None = ...,
         sample_id: builtins.str = ...,
-        evidence: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.CriterionEvidence] | None = ...,
-        sample: protos.judgeopt.v1.common_pb2.Sample | None = ...,
+        evidence: collections.abc.Iterable[judgeopt.v1.common_pb2.CriterionEvidence] | None = ...,
+        sample: judgeopt.v1.common_pb2.Sample | None = ...,
         judge_output: builtins.str | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["_judge_output", b"_judge_output", "_sample", b"_sample", "judge_output", b"judge_output", "meta", b"meta", "sample", b"sample"]) -> builtins.bool: ...
@@ -68,14 +68,14 @@ class CritiqueResponse(google.protobuf.message.Message):
     CRITIQUE_FIELD_NUMBER: builtins.int
     USAGE_FIELD_NUMBER: builtins.int
     @property
-    def critique(self) -> protos.judgeopt.v1.common_pb2.Critique: ...
+    def critique(self) -> judgeopt.v1.common_pb2.Critique: ...
     @property
-    def usage(self) -> protos.judgeopt.v1.common_pb2.Usage: ...
+    def usage(self) -> judgeopt.v1.common_pb2.Usage: ...
     def __init__(
         self,
         *,
-        critique: protos.judgeopt.v1.common_pb2.Critique | None = ...,
-        usage: protos.judgeopt.v1.common_pb2.Usage | None = ...,
+        critique: judgeopt.v1.common_pb2.Critique | None = ...,
+        usage: judgeopt.v1.common_pb2.Usage | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["critique", b"critique", "usage", b"usage"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["critique", b"critique", "usage", b"usage"]) -> None: ...

@@ -7,7 +7,7 @@ import abc
 import collections.abc
 import grpc
 import grpc.aio
-import protos.judgeopt.v1.loss_pb2
+import judgeopt.v1.loss_pb2
 import typing
 
 _T = typing.TypeVar("_T")
@@ -20,22 +20,22 @@ class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type:
 class LossAgentStub:
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     Critique: grpc.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.loss_pb2.CritiqueRequest,
-        protos.judgeopt.v1.loss_pb2.CritiqueResponse,
+        judgeopt.v1.loss_pb2.CritiqueRequest,
+        judgeopt.v1.loss_pb2.CritiqueResponse,
     ]
 
 class LossAgentAsyncStub:
     Critique: grpc.aio.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.loss_pb2.CritiqueRequest,
-        protos.judgeopt.v1.loss_pb2.CritiqueResponse,
+        judgeopt.v1.loss_pb2.CritiqueRequest,
+        judgeopt.v1.loss_pb2.CritiqueResponse,
     ]
 
 class LossAgentServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def Critique(
         self,
-        request: protos.judgeopt.v1.loss_pb2.CritiqueRequest,
+        request: judgeopt.v1.loss_pb2.CritiqueRequest,
         context: _ServicerContext,
-    ) -> typing.Union[protos.judgeopt.v1.loss_pb2.CritiqueResponse, collections.abc.Awaitable[protos.judgeopt.v1.loss_pb2.CritiqueResponse]]: ...
+    ) -> typing.Union[judgeopt.v1.loss_pb2.CritiqueResponse, collections.abc.Awaitable[judgeopt.v1.loss_pb2.CritiqueResponse]]: ...
 
 def add_LossAgentServicer_to_server(servicer: LossAgentServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

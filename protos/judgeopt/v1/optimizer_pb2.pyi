@@ -8,7 +8,7 @@ import collections.abc
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.message
-import protos.judgeopt.v1.common_pb2
+import judgeopt.v1.common_pb2
 import typing
 
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
@@ -22,28 +22,28 @@ class StepRequest(google.protobuf.message.Message):
     CRITERIA_FIELD_NUMBER: builtins.int
     PROMPT_FIELD_NUMBER: builtins.int
     GRADIENTS_FIELD_NUMBER: builtins.int
-    routing: protos.judgeopt.v1.common_pb2.Routing.ValueType
+    routing: judgeopt.v1.common_pb2.Routing.ValueType
     """PER_CRITERION: rewrite one instruction (plain text answer). JOINT: rewrite the whole set (JSON answer)."""
     @property
-    def meta(self) -> protos.judgeopt.v1.common_pb2.RequestMeta: ...
+    def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
     @property
-    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Criterion]: ...
+    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Criterion]: ...
     @property
-    def prompt(self) -> protos.judgeopt.v1.common_pb2.JudgePrompt:
+    def prompt(self) -> judgeopt.v1.common_pb2.JudgePrompt:
         """The instructions to rewrite (one per criterion in scope), plus the task description if visible."""
 
     @property
-    def gradients(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Gradient]:
+    def gradients(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Gradient]:
         """The gradients of the mini-batch that apply to the criteria in scope."""
 
     def __init__(
         self,
         *,
-        meta: protos.judgeopt.v1.common_pb2.RequestMeta | None = ...,
-        routing: protos.judgeopt.v1.common_pb2.Routing.ValueType = ...,
-        criteria: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Criterion] | None = ...,
-        prompt: protos.judgeopt.v1.common_pb2.JudgePrompt | None = ...,
-        gradients: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Gradient] | None = ...,
+        meta: judgeopt.v1.common_pb2.RequestMeta | None = ...,
+        routing: judgeopt.v1.common_pb2.Routing.ValueType = ...,
+        criteria: collections.abc.Iterable[judgeopt.v1.common_pb2.Criterion] | None = ...,
+        prompt: judgeopt.v1.common_pb2.JudgePrompt | None = ...,
+        gradients: collections.abc.Iterable[judgeopt.v1.common_pb2.Gradient] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["meta", b"meta", "prompt", b"prompt"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["criteria", b"criteria", "gradients", b"gradients", "meta", b"meta", "prompt", b"prompt", "routing", b"routing"]) -> None: ...
@@ -58,23 +58,23 @@ class StepResponse(google.protobuf.message.Message):
     STATUS_FIELD_NUMBER: builtins.int
     RAW_OUTPUT_FIELD_NUMBER: builtins.int
     USAGE_FIELD_NUMBER: builtins.int
-    status: protos.judgeopt.v1.common_pb2.ParseStatus.ValueType
+    status: judgeopt.v1.common_pb2.ParseStatus.ValueType
     raw_output: builtins.str
     @property
-    def instructions(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[protos.judgeopt.v1.common_pb2.Instruction]:
+    def instructions(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Instruction]:
         """The rewritten instructions, one per criterion in scope. On a parse failure the caller's instructions are
         returned unchanged and status says why.
         """
 
     @property
-    def usage(self) -> protos.judgeopt.v1.common_pb2.Usage: ...
+    def usage(self) -> judgeopt.v1.common_pb2.Usage: ...
     def __init__(
         self,
         *,
-        instructions: collections.abc.Iterable[protos.judgeopt.v1.common_pb2.Instruction] | None = ...,
-        status: protos.judgeopt.v1.common_pb2.ParseStatus.ValueType = ...,
+        instructions: collections.abc.Iterable[judgeopt.v1.common_pb2.Instruction] | None = ...,
+        status: judgeopt.v1.common_pb2.ParseStatus.ValueType = ...,
         raw_output: builtins.str = ...,
-        usage: protos.judgeopt.v1.common_pb2.Usage | None = ...,
+        usage: judgeopt.v1.common_pb2.Usage | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["usage", b"usage"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["instructions", b"instructions", "raw_output", b"raw_output", "status", b"status", "usage", b"usage"]) -> None: ...

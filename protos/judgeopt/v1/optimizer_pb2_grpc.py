@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.judgeopt.v1 import optimizer_pb2 as judgeopt_dot_v1_dot_optimizer__pb2
+from judgeopt.v1 import optimizer_pb2 as judgeopt_dot_v1_dot_optimizer__pb2
 
 GRPC_GENERATED_VERSION = '1.71.0'
 GRPC_VERSION = grpc.__version__

@@ -7,7 +7,7 @@ import abc
 import collections.abc
 import grpc
 import grpc.aio
-import protos.judgeopt.v1.optimizer_pb2
+import judgeopt.v1.optimizer_pb2
 import typing
 
 _T = typing.TypeVar("_T")
@@ -20,22 +20,22 @@ class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type:
 class OptimizerAgentStub:
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     Step: grpc.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.optimizer_pb2.StepRequest,
-        protos.judgeopt.v1.optimizer_pb2.StepResponse,
+        judgeopt.v1.optimizer_pb2.StepRequest,
+        judgeopt.v1.optimizer_pb2.StepResponse,
     ]
 
 class OptimizerAgentAsyncStub:
     Step: grpc.aio.UnaryUnaryMultiCallable[
-        protos.judgeopt.v1.optimizer_pb2.StepRequest,
-        protos.judgeopt.v1.optimizer_pb2.StepResponse,
+        judgeopt.v1.optimizer_pb2.StepRequest,
+        judgeopt.v1.optimizer_pb2.StepResponse,
     ]
 
 class OptimizerAgentServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def Step(
         self,
-        request: protos.judgeopt.v1.optimizer_pb2.StepRequest,
+        request: judgeopt.v1.optimizer_pb2.StepRequest,
         context: _ServicerContext,
-    ) -> typing.Union[protos.judgeopt.v1.optimizer_pb2.StepResponse, collections.abc.Awaitable[protos.judgeopt.v1.optimizer_pb2.StepResponse]]: ...
+    ) -> typing.Union[judgeopt.v1.optimizer_pb2.StepResponse, collections.abc.Awaitable[judgeopt.v1.optimizer_pb2.StepResponse]]: ...
 
 def add_OptimizerAgentServicer_to_server(servicer: OptimizerAgentServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

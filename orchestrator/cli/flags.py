@@ -1,0 +1,169 @@
+"""Flags the orchestrator's commands share, and their reading into run settings, client settings and addresses."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from judgeopt.core.errors import ConfigError
+from judgeopt.core.flags import apply_model_flags, given
+from judgeopt.core.roles import ROLES, Role
+
+if TYPE_CHECKING:
+    from judgeopt.core.models import ModelsConfig
+    from judgeopt.orchestrator.agent_clients import ClientSettings
+    from judgeopt.orchestrator.config import RunConfig
+
+QUICK_PROFILE: dict[str, Any] = {"steps": 2, "batch_size": 2}
+QUICK_DATASET: dict[str, Any] = {"train_size": 20, "val_size": 4, "test_size": 8}
+"""A run the embedded 135M model finishes in minutes on two cores; the study's settings are RunConfig's defaults."""
+
+
+def models_from_args(args: argparse.Namespace, roles: Sequence[Role]) -> ModelsConfig:
+    """The config file's models with the model flags applied."""
+    from judgeopt.orchestrator.config import load_config
+
+    return apply_model_flags(args, load_config(args.config).models, roles)
+
+
+def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -> None:
+    group = parser.add_argument_group("run (override the config file's run section)")
+    group.add_argument("--mode", help="preset policy: SSS, SSC, SCC, CCC or single")
+    group.add_argument("--policy", type=Path, metavar="FILE", help="a policy in YAML (instead of --mode)")
+    group.add_argument(
+        "--gate", help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one) or none"
+    )
+    group.add_argument("--steps", type=int)
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--test-interval", type=int)
+    group.add_argument("--seed", type=int)
+    group.add_argument(
+        "--concurrency", type=int, help="calls in flight at once (default: 1 on the local model, else 8)"
+    )
+    group.add_argument("--dataset", choices=["summeval", "summeval-wgc", "file"])
+    group.add_argument("--data-file", type=Path, help="the dataset file (with --dataset file)")
+    group.add_argument("--criteria", help="comma-separated subset of the dataset's criteria")
+    group.add_argument("--train-size", type=int)
+    group.add_argument("--val-size", type=int)
+    group.add_argument("--test-size", type=int)
+    group.add_argument(
+        "--profile", choices=["quick", "study"], help="quick: a minutes-long run (default on the local model)"
+    )
+    group.add_argument(
+        "--drop-output-format", action="store_true", help="study quirk: drop the judge's output format after an update"
+    )
+    group.add_argument(
+        "--val-overlaps-train", action="store_true", help="study quirk: draw validation from the training rows"
+    )
+    add_budget_flags(group)
+    parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
+    if not single_run:
+        return
+    parser.add_argument("--dry-run", action="store_true", help="print the calls and tokens per role; make no call")
+    parser.add_argument("--run-dir", type=Path, help="where the run is stored (default runs/<timestamp>)")
+    add_address_flags(parser, ROLES)
+
+
+def add_budget_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--max-calls", type=int, help="budget: stop at the step boundary before exceeding N calls")
+    group.add_argument("--max-tokens", type=int, help="budget: stop at the step boundary before exceeding N tokens")
+
+
+def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> RunConfig:
+    """``base`` with the profile and the run flags applied."""
+    from pydantic import ValidationError
+
+    from judgeopt.core.errors import describe_validation_error
+    from judgeopt.orchestrator.config import RunConfig
+
+    data: dict[str, Any] = base.model_dump(mode="json", exclude_unset=False)
+    profile = args.profile or ("quick" if models.needs_local_model() and args.config is None else "study")
+    if profile == "quick":
+        data = {**data, **QUICK_PROFILE, "dataset": {**data["dataset"], **QUICK_DATASET}}
+    data.update(
+        given(
+            {
+                "mode": args.mode,
+                "policy_file": str(args.policy) if args.policy else None,
+                "gate": args.gate,
+                "steps": args.steps,
+                "batch_size": args.batch_size,
+                "test_interval": args.test_interval,
+                "seed": args.seed,
+                "concurrency": args.concurrency,
+                "drop_output_format_after_update": args.drop_output_format or None,
+                "max_calls": args.max_calls,
+                "max_tokens": args.max_tokens,
+            }
+        )
+    )
+    data["dataset"].update(
+        given(
+            {
+                "name": args.dataset,
+                "path": str(args.data_file) if args.data_file else None,
+                "train_size": args.train_size,
+                "val_size": args.val_size,
+                "test_size": args.test_size,
+                "seed": args.seed,
+                "val_overlaps_train": args.val_overlaps_train or None,
+            }
+        )
+    )
+    if args.criteria:
+        known = {c["name"]: c for c in data["dataset"].get("criteria", [])}
+        data["dataset"]["criteria"] = [known.get(n.strip(), {"name": n.strip()}) for n in args.criteria.split(",")]
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"run settings: {describe_validation_error(exc)}") from None
+
+
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("security of the calls to the services")
+    group.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="CA certificate that verifies the services given by --…-addr: TLS"
+    )
+    group.add_argument("--tls-cert", type=Path, metavar="PEM", help="client certificate, for mutual TLS")
+    group.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    group.add_argument("--tls-server-name", metavar="NAME", help="name the services' certificates are checked against")
+    group.add_argument(
+        "--token-env", metavar="VAR", help="env variable holding the services' bearer token (sent on every call)"
+    )
+
+
+def client_settings(args: argparse.Namespace, addresses: Mapping[Role, str] | None) -> ClientSettings:
+    """The client's TLS and token settings, every file and the token read once now (before a run starts)."""
+    from judgeopt.orchestrator.agent_clients import ClientSettings
+
+    settings = ClientSettings(
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        server_name_override=args.tls_server_name,
+        token_env=args.token_env,
+    )
+    if settings.tls and addresses is None:
+        raise ConfigError(
+            "--tls-ca applies to running services given by --<role>-addr; services started here are on loopback"
+        )
+    settings.check()
+    return settings
+
+
+def add_address_flags(parser: argparse.ArgumentParser, roles: Sequence[Role]) -> None:
+    for role in roles:
+        parser.add_argument(f"--{role}-addr", metavar="HOST:PORT", help=f"a running {role} service (dns:///… balances)")
+
+
+def addresses(args: argparse.Namespace, roles: Sequence[Role] = ROLES) -> dict[Role, str] | None:
+    """The running services' addresses, or ``None`` to start them here; all roles or none."""
+    given_addresses: dict[Role, str] = {role: getattr(args, f"{role}_addr") for role in roles}
+    if not any(given_addresses.values()):
+        return None
+    missing = [role for role, addr in given_addresses.items() if not addr]
+    if missing:
+        raise ConfigError(f"--{missing[0]}-addr is missing: give every role's address, or none to start services here")
+    return given_addresses

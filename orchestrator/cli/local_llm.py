@@ -1,0 +1,38 @@
+"""``judgeopt local-llm``: serve the embedded local model until stopped."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "serve the embedded local model until stopped"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--local-model", type=Path, metavar="GGUF", help="another GGUF file")
+    parser.add_argument("--logprobs", action="store_true", help="return token log-probabilities (more memory)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import contextlib
+    import signal
+    import time
+    from typing import Any
+
+    from judgeopt.core.local_model import LocalModelServer
+    from judgeopt.core.log_setup import configure_logging
+
+    configure_logging(json=False)
+    with LocalModelServer(args.local_model, logprobs=args.logprobs) as server:
+        print(f"local model {server.model_name} serving at {server.base_url}  (Ctrl-C stops it)", flush=True)
+        stopped = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopped
+            stopped = True
+
+        signal.signal(signal.SIGTERM, stop)
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stopped:
+                time.sleep(0.2)
+    return 0

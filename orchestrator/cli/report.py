@@ -1,0 +1,24 @@
+"""``judgeopt report DIR``: report.md and a self-contained report.html for a run or an experiment."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "write report.md and report.html for a run or an experiment"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path, help="a run directory or an experiment directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from judgeopt.core.log_setup import configure_logging
+    from judgeopt.orchestrator.reporting import write_report
+
+    configure_logging(json=False, level=logging.WARNING)
+    markdown, html = write_report(args.directory)
+    print(f"wrote {markdown} and {html}")
+    return 0

@@ -1,0 +1,41 @@
+"""``judgeopt resume RUN_DIR``: continue a stopped run from its last complete step."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from judgeopt.core.roles import ROLES
+from judgeopt.orchestrator.cli.flags import add_address_flags, add_budget_flags, add_client_flags
+
+HELP = "continue a stopped run from its last complete step"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
+    parser.add_argument("--local-model", type=Path, metavar="GGUF", help="GGUF file for the embedded local model")
+    add_budget_flags(parser.add_argument_group("budget (replaces the run's)"))
+    add_address_flags(parser, ROLES)
+    add_client_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from judgeopt.core.flags import given
+    from judgeopt.core.log_setup import configure_logging
+    from judgeopt.orchestrator.cli.flags import addresses, client_settings
+    from judgeopt.orchestrator.cli.progress import run_with_progress
+    from judgeopt.orchestrator.run import open_run
+
+    configure_logging(json=False, level=logging.WARNING)
+    settings = client_settings(args, addresses(args))
+    store = open_run(args.run_dir)
+    budget = given({"max_calls": args.max_calls, "max_tokens": args.max_tokens})
+    if budget:  # resuming with a larger budget
+        store.set_meta("config", {**store.get_meta("config"), **budget})
+    try:
+        return run_with_progress(store, args.run_dir, args, client_settings=settings)
+    finally:
+        store.close()
