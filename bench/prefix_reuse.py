@@ -58,8 +58,9 @@ from judgeopt.agents.model_client import ModelRunner
 from judgeopt.agents.types import Criterion, Instruction, JudgePrompt, Routing, Sample, ScoreTask
 from judgeopt.core.local_model import LocalModelServer, free_port
 from judgeopt.core.models import local_role_config
-from judgeopt.orchestrator.datasets import DatasetConfig, Record, load_dataset
-from judgeopt.orchestrator.run import SUMMEVAL_TASK
+from judgeopt.orchestrator.data.loading import load_dataset
+from judgeopt.orchestrator.data.records import DatasetConfig, Record
+from judgeopt.orchestrator.engine.run import SUMMEVAL_TASK
 
 PREFIX_HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit")
 PROMPT_EVAL = re.compile(r"prompt eval time =\s+([\d.]+) ms /\s+(\d+) tokens")

@@ -48,7 +48,8 @@ from _support import (
 )
 from rich.table import Table
 
-from judgeopt.orchestrator.datasets import DatasetConfig, Record, load_dataset
+from judgeopt.orchestrator.data.loading import load_dataset
+from judgeopt.orchestrator.data.records import DatasetConfig, Record
 
 CRITERION = "coherence"
 TEXTGRAD_VENV = BENCH / ".venv-textgrad"

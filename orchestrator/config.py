@@ -12,7 +12,7 @@ from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.service_config import ServiceConfig
 from judgeopt.core.yaml_files import read_yaml_mapping
-from judgeopt.orchestrator.datasets import DatasetConfig
+from judgeopt.orchestrator.data.records import DatasetConfig
 
 GATE_METRICS: tuple[str, ...] = ("mae", "spearman", "kendall", "pearson", "off_by_one")
 """The metrics a gate may compare (``Evaluation.metric`` accepts them); ``none`` turns the gate off."""

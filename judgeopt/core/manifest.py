@@ -2,7 +2,7 @@
 
 Services append one manifest per request to their ledger, so an audit can check what each agent *received*
 against the run's policy, independently of what the orchestrator says it sent. Field names match the policy's
-vocabulary (``orchestrator/policy.py``); shared fields are recorded under the criterion ``*``.
+vocabulary (``judgeopt.orchestrator.engine.policy``); shared fields are recorded under the criterion ``*``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from judgeopt.core.log_setup import configure_logging
-    from judgeopt.orchestrator.audit import audit_run
+    from judgeopt.orchestrator.engine.audit import audit_run
 
     configure_logging(json=False)
     report = audit_run(args.run_dir)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.core.roles import ROLES
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
     from judgeopt.orchestrator.config import load_config
-    from judgeopt.orchestrator.experiment import STUDY_RUN, create_experiment, load_experiment, run_experiment
+    from judgeopt.orchestrator.study.experiment import STUDY_RUN, create_experiment, load_experiment, run_experiment
 
     configure_logging(json=False, level=logging.WARNING)
     if args.resume is None:

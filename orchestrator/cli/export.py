@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from judgeopt.core.log_setup import configure_logging
-    from judgeopt.orchestrator.export import export_judge, write_judge
+    from judgeopt.orchestrator.study.export import export_judge, write_judge
 
     configure_logging(json=False, level=logging.WARNING)
     judge = export_judge(args.run_dir, args.step)

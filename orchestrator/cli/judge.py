@@ -36,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.core.log_setup import configure_logging
     from judgeopt.core.models import ModelsConfig
     from judgeopt.core.roles import Role
-    from judgeopt.orchestrator.apply import score_file
     from judgeopt.orchestrator.cli.flags import client_settings
-    from judgeopt.orchestrator.executor import CallExecutor
-    from judgeopt.orchestrator.export import read_judge
-    from judgeopt.orchestrator.ratelimit import RateLimits
-    from judgeopt.orchestrator.run import LOCAL_CONCURRENCY, REMOTE_CONCURRENCY, agent_clients
+    from judgeopt.orchestrator.engine.executor import CallExecutor
+    from judgeopt.orchestrator.engine.ratelimit import RateLimits
+    from judgeopt.orchestrator.engine.run import LOCAL_CONCURRENCY, REMOTE_CONCURRENCY, agent_clients
+    from judgeopt.orchestrator.study.apply import score_file
+    from judgeopt.orchestrator.study.export import read_judge
 
     configure_logging(json=False, level=logging.WARNING)
     judge = read_judge(args.judge)

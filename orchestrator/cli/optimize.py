@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
     from judgeopt.orchestrator.cli.progress import run_with_progress
     from judgeopt.orchestrator.config import load_config
-    from judgeopt.orchestrator.run import prepare, start_run
+    from judgeopt.orchestrator.engine.run import prepare, start_run
 
     configure_logging(json=False, level=logging.WARNING)
     file_config = load_config(args.config)
@@ -51,9 +51,9 @@ def print_estimate(setup: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from judgeopt.orchestrator.budget import estimate_run
-    from judgeopt.orchestrator.datasets import split_dataset
-    from judgeopt.orchestrator.run import initial_prompt, tracks_for
+    from judgeopt.orchestrator.data.splits import split_dataset
+    from judgeopt.orchestrator.engine.budget import estimate_run
+    from judgeopt.orchestrator.engine.run import initial_prompt, tracks_for
 
     config, criteria = setup.config, setup.dataset.criteria
     tracks = tracks_for(setup.policy, criteria, initial_prompt(config, criteria, setup.dataset))

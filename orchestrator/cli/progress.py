@@ -15,8 +15,8 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from judgeopt.orchestrator.config import RunConfig
-    from judgeopt.orchestrator.run import execute
-    from judgeopt.orchestrator.summary import summary_tables
+    from judgeopt.orchestrator.engine.run import execute
+    from judgeopt.orchestrator.engine.summary import summary_tables
 
     console = Console(stderr=True)
     config = RunConfig.model_validate(store.get_meta("config"))

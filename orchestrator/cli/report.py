@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from judgeopt.core.log_setup import configure_logging
-    from judgeopt.orchestrator.reporting import write_report
+    from judgeopt.orchestrator.study.reporting import write_report
 
     configure_logging(json=False, level=logging.WARNING)
     markdown, html = write_report(args.directory)

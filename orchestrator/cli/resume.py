@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.core.log_setup import configure_logging
     from judgeopt.orchestrator.cli.flags import addresses, client_settings
     from judgeopt.orchestrator.cli.progress import run_with_progress
-    from judgeopt.orchestrator.run import open_run
+    from judgeopt.orchestrator.engine.run import open_run
 
     configure_logging(json=False, level=logging.WARNING)
     settings = client_settings(args, addresses(args))

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from judgeopt.cli import main
-from judgeopt.orchestrator.datasets import MAX_TEXT_CHARS, DatasetConfig, load_dataset
+from judgeopt.orchestrator.data.loading import load_dataset
+from judgeopt.orchestrator.data.records import MAX_TEXT_CHARS, DatasetConfig
 from judgeopt.orchestrator.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -163,7 +164,9 @@ _MEASURE = """
 import json, logging, resource, sys, time
 import structlog
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-from judgeopt.orchestrator.datasets import DatasetConfig, load_dataset, split_dataset
+from judgeopt.orchestrator.data.records import DatasetConfig
+from judgeopt.orchestrator.data.loading import load_dataset
+from judgeopt.orchestrator.data.splits import split_dataset
 config = DatasetConfig.model_validate_json(sys.argv[1])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()

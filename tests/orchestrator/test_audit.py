@@ -16,12 +16,12 @@ import pytest
 from judgeopt.cli import main
 from judgeopt.core.errors import ConfigError
 from judgeopt.core.manifest import manifest
-from judgeopt.orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
-from judgeopt.orchestrator.audit import AuditReport, allowed_fields, audit_run
-from judgeopt.orchestrator.datasets import CriterionSpec, Record
-from judgeopt.orchestrator.policy import PRESETS, Policy
-from judgeopt.orchestrator.router import RoutedCall, Router
-from judgeopt.orchestrator.store import RunStore
+from judgeopt.orchestrator.data.records import CriterionSpec, Record
+from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
+from judgeopt.orchestrator.engine.audit import AuditReport, allowed_fields, audit_run
+from judgeopt.orchestrator.engine.policy import PRESETS, Policy
+from judgeopt.orchestrator.engine.router import RoutedCall, Router
+from judgeopt.orchestrator.engine.store import RunStore
 from judgeopt.v1 import common_pb2, gradient_pb2
 
 RUN_ID = "r1"

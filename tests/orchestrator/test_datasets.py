@@ -19,18 +19,11 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from judgeopt.orchestrator import datasets
-from judgeopt.orchestrator.datasets import (
-    SUMMEVAL_CRITERIA,
-    CriterionSpec,
-    Dataset,
-    DatasetConfig,
-    Record,
-    Splits,
-    load_dataset,
-    locate_data_file,
-    split_dataset,
-)
+from judgeopt.orchestrator.data import locating
+from judgeopt.orchestrator.data.loading import WGC_FILES, load_dataset
+from judgeopt.orchestrator.data.locating import locate_data_file
+from judgeopt.orchestrator.data.records import SUMMEVAL_CRITERIA, CriterionSpec, Dataset, DatasetConfig, Record, Splits
+from judgeopt.orchestrator.data.splits import split_dataset
 from judgeopt.orchestrator.errors import DataError
 
 SUMMEVAL_SHA256 = "b4f52322882d9c4567a5f8ed59e965646548bdf1313f1564609e69e42227bf79"  # from SOURCES.md
@@ -56,7 +49,7 @@ def no_data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JUDGEOPT_DATA_DIR", str(empty))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("JUDGEOPT_DATA_URL", raising=False)
-    monkeypatch.setattr(datasets, "checkout_data_dir", lambda: tmp_path / "no-checkout")
+    monkeypatch.setattr(locating, "checkout_data_dir", lambda: tmp_path / "no-checkout")
     return tmp_path / "cache" / "judgeopt"
 
 
@@ -98,7 +91,7 @@ def _serving(root: Path) -> Iterator[_CountingServer]:
 @pytest.fixture(scope="module")
 def shared_files() -> dict[str, Path]:
     """The real data files, located before any test hides the data dirs (module fixtures come first)."""
-    return {name: locate_data_file(name) for name in ("summeval.jsonl", *datasets.WGC_FILES)}
+    return {name: locate_data_file(name) for name in ("summeval.jsonl", *WGC_FILES)}
 
 
 @pytest.fixture
@@ -356,7 +349,7 @@ class TestSummevalWgc:
     def test_checksum_covers_both_files(self, wgc: Dataset) -> None:
         """The checksum is the sha256 of train.parquet's bytes followed by test.parquet's."""
         digest = hashlib.sha256()
-        for name in datasets.WGC_FILES:
+        for name in WGC_FILES:
             digest.update(locate_data_file(name).read_bytes())
         assert wgc.checksum == digest.hexdigest()
 

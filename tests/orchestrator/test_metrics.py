@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from structlog.testing import capture_logs
 
-from judgeopt.orchestrator.metrics import (
+from judgeopt.orchestrator.engine.metrics import (
     GATE_METRICS,
     Evaluation,
     criterion_metrics,

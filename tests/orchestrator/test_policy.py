@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from judgeopt.core.errors import ConfigError
-from judgeopt.orchestrator.errors import PolicyError
-from judgeopt.orchestrator.policy import (
+from judgeopt.orchestrator.engine.policy import (
     LEARNING_STAGES,
     PER_CRITERION_FIELDS,
     PRESETS,
@@ -26,6 +25,7 @@ from judgeopt.orchestrator.policy import (
     policy_from_mapping,
     resolve_policy,
 )
+from judgeopt.orchestrator.errors import PolicyError
 
 TRACK = ("coherence", "consistency", "fluency", "relevance")
 

@@ -20,7 +20,7 @@ from helpers.scripts import deterministic_handler
 
 from judgeopt.cli import main
 from judgeopt.core.errors import ConfigError
-from judgeopt.orchestrator.reporting import write_report
+from judgeopt.orchestrator.study.reporting import write_report
 
 MODES = ("SSS", "single")
 GATES = ("mae", "none")

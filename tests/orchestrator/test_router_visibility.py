@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from judgeopt.core.manifest import received_fields
-from judgeopt.orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
-from judgeopt.orchestrator.audit import allowed_fields
-from judgeopt.orchestrator.datasets import CriterionSpec, Record
-from judgeopt.orchestrator.policy import (
+from judgeopt.orchestrator.data.records import CriterionSpec, Record
+from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
+from judgeopt.orchestrator.engine.audit import allowed_fields
+from judgeopt.orchestrator.engine.policy import (
     LEARNING_STAGES,
     PER_CRITERION_FIELDS,
     PRESETS,
@@ -34,7 +34,7 @@ from judgeopt.orchestrator.policy import (
     Stage,
     StagePolicy,
 )
-from judgeopt.orchestrator.router import RoutedCall, Router, verdict
+from judgeopt.orchestrator.engine.router import RoutedCall, Router, verdict
 from judgeopt.v1 import common_pb2
 
 TASK = "TASK DESCRIPTION TEXT"

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from judgeopt.orchestrator.summary import summary_tables
+from judgeopt.orchestrator.engine.summary import summary_tables
 
 CRITERIA = ("coherence", "fluency")
 

@@ -18,8 +18,8 @@ from rich.table import Table
 
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import ALL_ROLES
-from judgeopt.orchestrator.metrics import hypervolume_indicator
-from judgeopt.orchestrator.store import RunStore, StepRecord
+from judgeopt.orchestrator.engine.metrics import hypervolume_indicator
+from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 
 SUMMARY_FILE = "summary.json"
 ORACLE_LABEL = "chosen on the test set (the study's choice; an oracle, optimistic)"

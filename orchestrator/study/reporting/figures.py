@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from statistics import fmean, stdev
 from typing import TYPE_CHECKING
 
-from judgeopt.orchestrator.reporting.aggregate import Aggregate, Series, ratings
-from judgeopt.orchestrator.reporting.document import Figure
-from judgeopt.orchestrator.reporting.inputs import Study
-from judgeopt.orchestrator.reporting.study import STUDY_SPECIFICITY
+from judgeopt.orchestrator.study.reporting.aggregate import Aggregate, Series, ratings
+from judgeopt.orchestrator.study.reporting.document import Figure
+from judgeopt.orchestrator.study.reporting.inputs import Study
+from judgeopt.orchestrator.study.reporting.study import STUDY_SPECIFICITY
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -16,8 +16,8 @@ from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
-from judgeopt.orchestrator.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
-from judgeopt.orchestrator.router import AuditEntry
+from judgeopt.orchestrator.engine.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.router import AuditEntry
 
 STORE_FILE = "run.sqlite"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from judgeopt.orchestrator.reporting.aggregate import Aggregate
-from judgeopt.orchestrator.reporting.document import Bullets, Paragraph, Section, Subheading, Table
-from judgeopt.orchestrator.reporting.formatting import mean_std
-from judgeopt.orchestrator.reporting.inputs import Study
+from judgeopt.orchestrator.study.reporting.aggregate import Aggregate
+from judgeopt.orchestrator.study.reporting.document import Bullets, Paragraph, Section, Subheading, Table
+from judgeopt.orchestrator.study.reporting.formatting import mean_std
+from judgeopt.orchestrator.study.reporting.inputs import Study
 
 ROLE_ORDER = ("judge", "loss", "gradient", "optimizer", "evaluator")
 PURPOSE_ORDER = ("train", "val", "test", "diagnostics", "interference")

@@ -16,15 +16,16 @@ from typing import Literal
 
 from judgeopt.core.errors import ConfigError
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.artifacts import content_id
-from judgeopt.orchestrator.datasets import Record, load_data_to_score
-from judgeopt.orchestrator.executor import CallExecutor
-from judgeopt.orchestrator.export import ExportedJudge
-from judgeopt.orchestrator.metrics import Evaluation, evaluate
-from judgeopt.orchestrator.policy import PRESETS, Policy, StagePolicy
-from judgeopt.orchestrator.router import Router
-from judgeopt.orchestrator.scoring import Scorer
-from judgeopt.orchestrator.store import RunStore
+from judgeopt.orchestrator.data.loading import load_data_to_score
+from judgeopt.orchestrator.data.records import Record
+from judgeopt.orchestrator.engine.artifacts import content_id
+from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.metrics import Evaluation, evaluate
+from judgeopt.orchestrator.engine.policy import PRESETS, Policy, StagePolicy
+from judgeopt.orchestrator.engine.router import Router
+from judgeopt.orchestrator.engine.scoring import Scorer
+from judgeopt.orchestrator.engine.store import RunStore
+from judgeopt.orchestrator.study.export import ExportedJudge
 from judgeopt.v1 import common_pb2
 
 Routing = Literal["joint", "per_criterion"]

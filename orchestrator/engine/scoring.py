@@ -12,13 +12,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.artifacts import PromptState, ScoredSample, content_id
-from judgeopt.orchestrator.datasets import Record
-from judgeopt.orchestrator.executor import CallExecutor
-from judgeopt.orchestrator.metrics import Evaluation, evaluate
-from judgeopt.orchestrator.policy import RoutingName
-from judgeopt.orchestrator.router import RoutedCall, Router
-from judgeopt.orchestrator.store import RunStore
+from judgeopt.orchestrator.data.records import Record
+from judgeopt.orchestrator.engine.artifacts import PromptState, ScoredSample, content_id
+from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.metrics import Evaluation, evaluate
+from judgeopt.orchestrator.engine.policy import RoutingName
+from judgeopt.orchestrator.engine.router import RoutedCall, Router
+from judgeopt.orchestrator.engine.store import RunStore
 from judgeopt.v1 import common_pb2, judge_pb2
 
 

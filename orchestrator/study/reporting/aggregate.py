@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
-from judgeopt.orchestrator.metrics import hypervolume_indicator
-from judgeopt.orchestrator.reporting.inputs import Cell, Configuration
+from judgeopt.orchestrator.engine.metrics import hypervolume_indicator
+from judgeopt.orchestrator.study.reporting.inputs import Cell, Configuration
 
 Series = dict[int, list[float]]
 """Per step, one value per run; only the steps every run has."""

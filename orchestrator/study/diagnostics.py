@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.artifacts import Gradient
-from judgeopt.orchestrator.datasets import CriterionSpec
-from judgeopt.orchestrator.executor import CallExecutor
-from judgeopt.orchestrator.router import RoutedCall
-from judgeopt.orchestrator.store import Diagnostic, RunStore
+from judgeopt.orchestrator.data.records import CriterionSpec
+from judgeopt.orchestrator.engine.artifacts import Gradient
+from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.router import RoutedCall
+from judgeopt.orchestrator.engine.store import Diagnostic, RunStore
 from judgeopt.v1 import common_pb2, evaluator_pb2
 
 

@@ -16,8 +16,8 @@ from statistics import fmean
 
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import Role
-from judgeopt.orchestrator.datasets import Record, Splits
-from judgeopt.orchestrator.policy import Policy, Stage
+from judgeopt.orchestrator.data.records import Record, Splits
+from judgeopt.orchestrator.engine.policy import Policy, Stage
 
 _CHARS_PER_TOKEN = 4
 # Fixed prompt text per call (system prompt, task, criteria, instructions), in tokens, measured on the templates.

@@ -1,7 +1,7 @@
 """What a run produces and passes between stages: prompt versions, predictions, critiques, gradients.
 
 Plain values with content-derived or random ids, so the router can log which artifacts each call carried and the
-store can persist them. No protobuf here (``orchestrator/convert.py`` is the border).
+store can persist them. No protobuf here (``judgeopt.orchestrator.convert`` is the border).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean, stdev
 
-from judgeopt.orchestrator.reporting.aggregate import Series
+from judgeopt.orchestrator.study.reporting.aggregate import Series
 
 
 def number(value: float | None, digits: int = 3, *, signed: bool = False) -> str:

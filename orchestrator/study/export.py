@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.models import ModelsConfig, RoleModelConfig
 from judgeopt.core.yaml_files import read_yaml_mapping
-from judgeopt.orchestrator.artifacts import PromptState
-from judgeopt.orchestrator.datasets import CriterionSpec
-from judgeopt.orchestrator.policy import policy_from_mapping
-from judgeopt.orchestrator.run import open_run
-from judgeopt.orchestrator.summary import build_summary
+from judgeopt.orchestrator.data.records import CriterionSpec
+from judgeopt.orchestrator.engine.artifacts import PromptState
+from judgeopt.orchestrator.engine.policy import policy_from_mapping
+from judgeopt.orchestrator.engine.run import open_run
+from judgeopt.orchestrator.engine.summary import build_summary
 
 EXPORT_FORMAT = 1
 

@@ -22,17 +22,19 @@ from judgeopt.core.local_model import LocalModelServer
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import ROLES, Role
 from judgeopt.orchestrator.agent_clients import AgentClients, ClientSettings
-from judgeopt.orchestrator.artifacts import PromptState, content_id
-from judgeopt.orchestrator.budget import Budget, StepShape, mean_sample_tokens
 from judgeopt.orchestrator.config import RunConfig
-from judgeopt.orchestrator.datasets import CriterionSpec, Dataset, load_dataset, split_dataset
-from judgeopt.orchestrator.executor import CallExecutor, RetryBudget
+from judgeopt.orchestrator.data.loading import load_dataset
+from judgeopt.orchestrator.data.records import CriterionSpec, Dataset
+from judgeopt.orchestrator.data.splits import split_dataset
+from judgeopt.orchestrator.engine.artifacts import PromptState, content_id
+from judgeopt.orchestrator.engine.budget import Budget, StepShape, mean_sample_tokens
+from judgeopt.orchestrator.engine.executor import CallExecutor, RetryBudget
+from judgeopt.orchestrator.engine.loop import LoopSettings, OptimizationLoop, Track
+from judgeopt.orchestrator.engine.policy import Policy, policy_from_mapping, resolve_policy
+from judgeopt.orchestrator.engine.ratelimit import RateLimits
+from judgeopt.orchestrator.engine.store import STORE_FILE, RunStore
+from judgeopt.orchestrator.engine.summary import write_summary
 from judgeopt.orchestrator.fleet import ServiceFleet
-from judgeopt.orchestrator.loop import LoopSettings, OptimizationLoop, Track
-from judgeopt.orchestrator.policy import Policy, policy_from_mapping, resolve_policy
-from judgeopt.orchestrator.ratelimit import RateLimits
-from judgeopt.orchestrator.store import STORE_FILE, RunStore
-from judgeopt.orchestrator.summary import write_summary
 
 log = structlog.get_logger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from judgeopt.core.errors import ConfigError
-from judgeopt.orchestrator.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
-from judgeopt.orchestrator.store import STORE_FILE, Diagnostic, RunStore
-from judgeopt.orchestrator.summary import SUMMARY_FILE
+from judgeopt.orchestrator.engine.store import STORE_FILE, Diagnostic, RunStore
+from judgeopt.orchestrator.engine.summary import SUMMARY_FILE
+from judgeopt.orchestrator.study.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,12 @@ from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import ALL_ROLES, ROLES, Role
 from judgeopt.orchestrator.agent_clients import ClientSettings
 from judgeopt.orchestrator.config import GridConfig, RunConfig
-from judgeopt.orchestrator.datasets import DatasetConfig, load_dataset
-from judgeopt.orchestrator.diagnostics import rate_run
-from judgeopt.orchestrator.executor import CallExecutor, RetryBudget
-from judgeopt.orchestrator.interference import SelectOn, stitch_and_score
-from judgeopt.orchestrator.policy import PRESETS, resolve_policy
-from judgeopt.orchestrator.ratelimit import RateLimits
-from judgeopt.orchestrator.run import (
+from judgeopt.orchestrator.data.loading import load_dataset
+from judgeopt.orchestrator.data.records import DatasetConfig
+from judgeopt.orchestrator.engine.executor import CallExecutor, RetryBudget
+from judgeopt.orchestrator.engine.policy import PRESETS, resolve_policy
+from judgeopt.orchestrator.engine.ratelimit import RateLimits
+from judgeopt.orchestrator.engine.run import (
     RunSetup,
     agent_clients,
     default_concurrency,
@@ -43,8 +42,10 @@ from judgeopt.orchestrator.run import (
     run_with_clients,
     start_run,
 )
-from judgeopt.orchestrator.store import RunStore
-from judgeopt.orchestrator.summary import write_summary
+from judgeopt.orchestrator.engine.store import RunStore
+from judgeopt.orchestrator.engine.summary import write_summary
+from judgeopt.orchestrator.study.diagnostics import rate_run
+from judgeopt.orchestrator.study.interference import SelectOn, stitch_and_score
 
 log = structlog.get_logger(__name__)
 

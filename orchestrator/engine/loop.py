@@ -18,16 +18,16 @@ from typing import Any
 import structlog
 
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.artifacts import Critique, Gradient, PromptState, StepArtifacts
-from judgeopt.orchestrator.budget import Budget, StepShape, tests_at
-from judgeopt.orchestrator.datasets import CriterionSpec, Record, Splits
+from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
+from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, StepArtifacts
+from judgeopt.orchestrator.engine.budget import Budget, StepShape, tests_at
+from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.metrics import Evaluation
+from judgeopt.orchestrator.engine.policy import Policy
+from judgeopt.orchestrator.engine.router import RoutedCall, Router
+from judgeopt.orchestrator.engine.scoring import Scorer, evaluation_json, evaluation_of
+from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.errors import RunFailed
-from judgeopt.orchestrator.executor import CallExecutor
-from judgeopt.orchestrator.metrics import Evaluation
-from judgeopt.orchestrator.policy import Policy
-from judgeopt.orchestrator.router import RoutedCall, Router
-from judgeopt.orchestrator.scoring import Scorer, evaluation_json, evaluation_of
-from judgeopt.orchestrator.store import RunStore, StepRecord
 from judgeopt.v1 import common_pb2
 
 log = structlog.get_logger(__name__)

@@ -14,15 +14,16 @@ from typing import Any, Literal
 
 from judgeopt.core.models import ModelsConfig
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.artifacts import PromptState
 from judgeopt.orchestrator.config import RunConfig
-from judgeopt.orchestrator.datasets import Dataset, split_dataset
-from judgeopt.orchestrator.executor import CallExecutor
-from judgeopt.orchestrator.policy import PRESETS
-from judgeopt.orchestrator.router import Router
-from judgeopt.orchestrator.run import initial_prompt, judge_key
-from judgeopt.orchestrator.scoring import Scorer, evaluation_of
-from judgeopt.orchestrator.store import RunStore, StepRecord
+from judgeopt.orchestrator.data.records import Dataset
+from judgeopt.orchestrator.data.splits import split_dataset
+from judgeopt.orchestrator.engine.artifacts import PromptState
+from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.policy import PRESETS
+from judgeopt.orchestrator.engine.router import Router
+from judgeopt.orchestrator.engine.run import initial_prompt, judge_key
+from judgeopt.orchestrator.engine.scoring import Scorer, evaluation_of
+from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 
 SelectOn = Literal["val", "test"]
 SELECTION_LABELS = {

@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from statistics import fmean
 from typing import Any
 
-from judgeopt.orchestrator.policy import PRESETS
-from judgeopt.orchestrator.reporting.aggregate import Aggregate, ratings
-from judgeopt.orchestrator.reporting.document import Bullets, Paragraph, Section, Subheading, Table
-from judgeopt.orchestrator.reporting.figures import diagnostics_figure, macro_hvi_figure, trajectory_figure
-from judgeopt.orchestrator.reporting.formatting import at_step, mean_std, number
-from judgeopt.orchestrator.reporting.inputs import Study
-from judgeopt.orchestrator.reporting.study import (
+from judgeopt.orchestrator.engine.policy import PRESETS
+from judgeopt.orchestrator.study.reporting.aggregate import Aggregate, ratings
+from judgeopt.orchestrator.study.reporting.document import Bullets, Paragraph, Section, Subheading, Table
+from judgeopt.orchestrator.study.reporting.figures import diagnostics_figure, macro_hvi_figure, trajectory_figure
+from judgeopt.orchestrator.study.reporting.formatting import at_step, mean_std, number
+from judgeopt.orchestrator.study.reporting.inputs import Study
+from judgeopt.orchestrator.study.reporting.study import (
     STUDY_INTERFERENCE,
     STUDY_NEVER_IMPROVED,
     STUDY_SPECIFICITY,

@@ -23,10 +23,10 @@ from tenacity import (
     wait_exponential,
 )
 
+from judgeopt.orchestrator.engine.ratelimit import RateLimits
+from judgeopt.orchestrator.engine.router import RoutedCall
+from judgeopt.orchestrator.engine.store import CallAttempt, RunStore
 from judgeopt.orchestrator.errors import AgentCallError, AgentTimeout, AgentUnavailable
-from judgeopt.orchestrator.ratelimit import RateLimits
-from judgeopt.orchestrator.router import RoutedCall
-from judgeopt.orchestrator.store import CallAttempt, RunStore
 
 log = structlog.get_logger(__name__)
 ResponseT = TypeVar("ResponseT")

@@ -16,9 +16,9 @@ from pathlib import Path
 import structlog
 
 from judgeopt.core.errors import ConfigError
-from judgeopt.orchestrator.policy import PER_CRITERION_FIELDS, SHARED_FIELDS, Policy, Stage, policy_from_mapping
-from judgeopt.orchestrator.router import AuditEntry
-from judgeopt.orchestrator.store import RunStore
+from judgeopt.orchestrator.engine.policy import PER_CRITERION_FIELDS, SHARED_FIELDS, Policy, Stage, policy_from_mapping
+from judgeopt.orchestrator.engine.router import AuditEntry
+from judgeopt.orchestrator.engine.store import RunStore
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 Each routed call carries a request id and its audit entry (stage, criteria in scope, criteria visible, artifacts
 carried, fields carried), which the executor appends to the run's audit log when it sends the call. The
-services' own ledgers of what they received are checked against the policy by ``orchestrator/audit.py``.
+services' own ledgers of what they received are checked against the policy by ``judgeopt.orchestrator.engine.audit``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from judgeopt.core.manifest import received_fields
-from judgeopt.orchestrator.artifacts import Critique, Gradient, PromptState, ScoredSample
-from judgeopt.orchestrator.datasets import CriterionSpec, Record
-from judgeopt.orchestrator.policy import Policy, RoutingName, Stage
+from judgeopt.orchestrator.data.records import CriterionSpec, Record
+from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
+from judgeopt.orchestrator.engine.policy import Policy, RoutingName, Stage
 from judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
 
 

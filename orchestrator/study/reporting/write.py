@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from judgeopt.orchestrator.reporting.accounting import provenance_section, spend_section
-from judgeopt.orchestrator.reporting.aggregate import aggregate
-from judgeopt.orchestrator.reporting.document import FILES_DIR, Document, Paragraph, render_html, render_markdown
-from judgeopt.orchestrator.reporting.inputs import Study, load_study
-from judgeopt.orchestrator.reporting.sections import (
+from judgeopt.orchestrator.study.reporting.accounting import provenance_section, spend_section
+from judgeopt.orchestrator.study.reporting.aggregate import aggregate
+from judgeopt.orchestrator.study.reporting.document import FILES_DIR, Document, Paragraph, render_html, render_markdown
+from judgeopt.orchestrator.study.reporting.inputs import Study, load_study
+from judgeopt.orchestrator.study.reporting.sections import (
     diagnostics_section,
     interference_section,
     macro_hvi_section,
