@@ -9,20 +9,34 @@ becomes ``<\\/sample>``, in any case and spacing): such text cannot end its tag 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from string import Template
 
 from judgeopt.agents.types import Criterion, CriterionEvidence, Gradient, JudgePrompt, Routing, Sample
 
 
+def _prompts() -> Traversable:
+    return resources.files("judgeopt.agents").joinpath("prompts")
+
+
 @cache
 def template(name: str) -> Template:
     """The template ``agents/prompts/<name>.txt``."""
-    return Template(resources.files("judgeopt.agents").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8"))
+    return Template(_prompts().joinpath(f"{name}.txt").read_text(encoding="utf-8"))
+
+
+def template_hashes(prefix: str) -> dict[str, str]:
+    """sha256 (hex) of the bytes of every template whose name starts with ``prefix`` (a role's are ``<role>_``), by
+    name: what a run records to tell whether a service's prompts changed."""
+    prompts = _prompts()
+    names = sorted(f.name for f in prompts.iterdir() if f.name.startswith(prefix) and f.name.endswith(".txt"))
+    return {n.removesuffix(".txt"): hashlib.sha256(prompts.joinpath(n).read_bytes()).hexdigest() for n in names}
 
 
 # Placeholders that receive plain text (not a fragment built here) and sit inside a tag of their template: render

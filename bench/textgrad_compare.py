@@ -109,7 +109,7 @@ def judgeopt_side(base_url: str, tmp: Path, args: argparse.Namespace) -> tuple[l
         dataset=dataset(args.train, args.val, args.test),
     )
     run_optimize(config, run_dir, "--criteria", CRITERION)
-    splits = json.loads(query(run_dir, "SELECT value FROM meta WHERE key = 'splits'")[0][0])
+    splits = json.loads(query(run_dir, "SELECT value FROM meta WHERE key = 'manifest'")[0][0])["splits"]
     return [judgeopt_step(run_dir, step) for step in range(1, args.steps + 1)], splits["val"]
 
 

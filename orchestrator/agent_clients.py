@@ -12,9 +12,10 @@ metadata on plaintext ones (gRPC sends call credentials only over secure channel
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,8 +26,11 @@ import grpc
 from judgeopt.core.credentials import check_key_pair, read_pem, read_token
 from judgeopt.core.errors import ConfigError, CredentialError
 from judgeopt.core.roles import Role
+from judgeopt.core.wire import REQUEST_ID_KEY, RUN_ID_KEY
 from judgeopt.orchestrator.errors import map_rpc_errors
 from judgeopt.v1 import (
+    agent_info_pb2,
+    agent_info_pb2_grpc,
     evaluator_pb2,
     evaluator_pb2_grpc,
     gradient_pb2,
@@ -56,6 +60,8 @@ class ClientSettings:
         }
     )
     """Per-role deadline of one RPC; generous by default because the local model serves one call at a time."""
+    describe_seconds: float = 15.0
+    """Deadline of ``Describe``, which calls no model (it still waits for a service that is starting up)."""
     max_message_bytes: int = 16 * 1024 * 1024
     """Largest request sent or reply accepted, set explicitly on both directions (the services' default too)."""
     tls_ca: Path | None = None
@@ -155,31 +161,35 @@ class AgentClients:
         return judge_pb2_grpc.JudgeServiceStub(self._channel("judge"))
 
     @functools.cached_property
-    def _loss(self) -> loss_pb2_grpc.LossAgentStub:
-        return loss_pb2_grpc.LossAgentStub(self._channel("loss"))
+    def _loss(self) -> loss_pb2_grpc.LossServiceStub:
+        return loss_pb2_grpc.LossServiceStub(self._channel("loss"))
 
     @functools.cached_property
-    def _gradient(self) -> gradient_pb2_grpc.GradientAgentStub:
-        return gradient_pb2_grpc.GradientAgentStub(self._channel("gradient"))
+    def _gradient(self) -> gradient_pb2_grpc.GradientServiceStub:
+        return gradient_pb2_grpc.GradientServiceStub(self._channel("gradient"))
 
     @functools.cached_property
-    def _optimizer(self) -> optimizer_pb2_grpc.OptimizerAgentStub:
-        return optimizer_pb2_grpc.OptimizerAgentStub(self._channel("optimizer"))
+    def _optimizer(self) -> optimizer_pb2_grpc.OptimizerServiceStub:
+        return optimizer_pb2_grpc.OptimizerServiceStub(self._channel("optimizer"))
 
     @functools.cached_property
-    def _evaluator(self) -> evaluator_pb2_grpc.EvaluatorAgentStub:
-        return evaluator_pb2_grpc.EvaluatorAgentStub(self._channel("evaluator"))
+    def _evaluator(self) -> evaluator_pb2_grpc.EvaluatorServiceStub:
+        return evaluator_pb2_grpc.EvaluatorServiceStub(self._channel("evaluator"))
 
-    def _call_options(self, role: Role, request_id: str, run_id: str) -> dict[str, Any]:
-        return {
-            "timeout": self.settings.deadline_seconds[role],
-            "metadata": (("x-request-id", request_id), ("x-run-id", run_id), *self._auth),
-            "wait_for_ready": True,
-        }
+    def _info(self, role: Role) -> agent_info_pb2_grpc.AgentInfoServiceStub:
+        return agent_info_pb2_grpc.AgentInfoServiceStub(self._channel(role))
 
-    async def _call(self, role: Role, method: Callable[..., Awaitable[ReplyT]], request: Any) -> ReplyT:
-        """The one funnel of every RPC: deadline, ids and token in the call options, gRPC errors mapped."""
-        options = self._call_options(role, request.meta.request_id, request.meta.run_id)
+    def _call_options(self, request: Any, timeout: float) -> dict[str, Any]:
+        meta = getattr(request, "meta", None)  # agent requests carry ids; Describe carries none
+        ids = () if meta is None else ((REQUEST_ID_KEY, meta.request_id), (RUN_ID_KEY, meta.run_id))
+        return {"timeout": timeout, "metadata": (*ids, *self._auth), "wait_for_ready": True}
+
+    async def _call(
+        self, role: Role, method: Callable[..., Awaitable[ReplyT]], request: Any, *, deadline: float | None = None
+    ) -> ReplyT:
+        """The one funnel of every RPC: deadline (the role's unless ``deadline``), ids and token in the call options,
+        gRPC errors mapped."""
+        options = self._call_options(request, self.settings.deadline_seconds[role] if deadline is None else deadline)
         with map_rpc_errors(role):
             reply: ReplyT = await method(request, **options)
             return reply
@@ -201,6 +211,28 @@ class AgentClients:
 
     async def rate_adherence(self, request: evaluator_pb2.AdherenceRequest) -> evaluator_pb2.RatingResponse:
         return await self._call("evaluator", self._evaluator.RateAdherence, request)
+
+    async def describe(self, role: Role) -> dict[str, str]:
+        """The sha256 of each prompt template the ``role`` service uses, by template name (e.g. ``judge_system``).
+
+        Raises ``ConfigError`` when the address given for ``role`` serves another role."""
+        reply = await self._call(
+            role, self._info(role).Describe, agent_info_pb2.DescribeRequest(), deadline=self.settings.describe_seconds
+        )
+        if reply.role != role:
+            raise ConfigError(f"the {role} service address answers as the {reply.role or 'unnamed'} service")
+        return dict(reply.templates)
+
+    async def templates(self, roles: Iterable[Role]) -> dict[str, str]:
+        """``{"<role>/<template>": sha256}`` over ``roles``, asked of their services at once: what a run records so
+        that ``resume`` can tell whether the services' prompts changed."""
+        asked = list(roles)
+        described = await asyncio.gather(*(self.describe(role) for role in asked))
+        return {
+            f"{role}/{name}": digest
+            for role, hashes in zip(asked, described, strict=True)
+            for name, digest in hashes.items()
+        }
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import time
+from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,20 +30,39 @@ from judgeopt.core.manifest import manifest
 
 log = structlog.get_logger("judgeopt.rpc")
 
-UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Proceed = Callable[[], Awaitable[Any]]
+"""Runs the rest of the chain (the inner interceptors, then the servicer) for the call at hand; returns the reply."""
 
 
-def wrap_unary(
-    handler: grpc.RpcMethodHandler | None, wrap: Callable[[UnaryHandler], UnaryHandler]
-) -> grpc.RpcMethodHandler | None:
-    """``handler`` with its unary-unary behaviour wrapped by ``wrap`` (every agent RPC is unary-unary)."""
-    if handler is None or handler.unary_unary is None:
-        return handler  # health and reflection streams pass through untouched
-    return grpc.unary_unary_rpc_method_handler(
-        wrap(handler.unary_unary),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+class UnaryInterceptor(grpc.aio.ServerInterceptor):
+    """The skeleton of an interceptor that acts around each unary-unary call (every agent RPC is one): the handler is
+    wrapped so that :meth:`around` runs for each call; streaming handlers (health's Watch, reflection) pass through
+    untouched. A subclass states only its concern, in :meth:`around`."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.around(handler_call_details, request, context, lambda: inner(request, context))
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    @abstractmethod
+    async def around(
+        self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
+    ) -> Any:
+        """Serve one call: ``call.method`` is ``/pkg.Service/Method``; ``await proceed()`` gets the reply."""
 
 
 def _ids(request: Any, metadata: tuple[tuple[str, str | bytes], ...]) -> dict[str, str]:
@@ -55,87 +75,60 @@ def _ids(request: Any, metadata: tuple[tuple[str, str | bytes], ...]) -> dict[st
     }
 
 
-class RequestContextInterceptor(grpc.aio.ServerInterceptor):
+class RequestContextInterceptor(UnaryInterceptor):
     """Binds request_id / run_id / rpc to structlog contextvars for everything logged while serving the call."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        metadata = tuple(handler_call_details.invocation_metadata or ())
-
-        def wrap(inner: UnaryHandler) -> UnaryHandler:
-            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with structlog.contextvars.bound_contextvars(rpc=method, **_ids(request, metadata)):
-                    return await inner(request, context)
-
-            return handle
-
-        return wrap_unary(await continuation(handler_call_details), wrap)
+    async def around(
+        self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
+    ) -> Any:
+        ids = _ids(request, tuple(call.invocation_metadata or ()))
+        with structlog.contextvars.bound_contextvars(rpc=call.method, **ids):
+            return await proceed()
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+class AccessLogInterceptor(UnaryInterceptor):
     """One canonical line per RPC: method, outcome code, latency, tokens. Never the payload."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        def wrap(inner: UnaryHandler) -> UnaryHandler:
-            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                code = "OK"
-                reply: Any = None
-                try:
-                    reply = await inner(request, context)
-                    return reply
-                except BaseException:
-                    code = context.code().name if context.code() is not None else "UNKNOWN"
-                    raise
-                finally:
-                    usage = getattr(reply, "usage", None)
-                    log.info(
-                        "rpc",
-                        code=code,
-                        latency_ms=round((time.perf_counter() - started) * 1000, 2),
-                        criteria=[c.name for c in getattr(request, "criteria", [])],
-                        prompt_tokens=getattr(usage, "prompt_tokens", 0),
-                        completion_tokens=getattr(usage, "completion_tokens", 0),
-                        request_bytes=request.ByteSize(),
-                    )
-
-            return handle
-
-        return wrap_unary(await continuation(handler_call_details), wrap)
+    async def around(
+        self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
+    ) -> Any:
+        started = time.perf_counter()
+        code = "OK"
+        reply: Any = None
+        try:
+            reply = await proceed()
+            return reply
+        except BaseException:
+            code = context.code().name if context.code() is not None else "UNKNOWN"
+            raise
+        finally:
+            usage = getattr(reply, "usage", None)
+            log.info(
+                "rpc",
+                code=code,
+                latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                criteria=[c.name for c in getattr(request, "criteria", [])],
+                prompt_tokens=getattr(usage, "prompt_tokens", 0),
+                completion_tokens=getattr(usage, "completion_tokens", 0),
+                request_bytes=request.ByteSize(),
+            )
 
 
-class LedgerInterceptor(grpc.aio.ServerInterceptor):
-    """Appends, per request, the criteria and fields it carried to a JSON-lines ledger (for ``judgeopt audit``)."""
+class LedgerInterceptor(UnaryInterceptor):
+    """Appends, per request, the criteria and fields it carried to a JSON-lines ledger (for ``judgeopt audit``).
+    Only agent requests (those with ``meta``) are written: health checks and ``AgentInfoService.Describe`` are not."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] = path.open("a", encoding="utf-8")
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-
-        def wrap(inner: UnaryHandler) -> UnaryHandler:
-            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if hasattr(request, "meta"):
-                    self._file.write(json.dumps(manifest(request, method)) + "\n")
-                    self._file.flush()
-                return await inner(request, context)
-
-            return handle
-
-        return wrap_unary(await continuation(handler_call_details), wrap)
+    async def around(
+        self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
+    ) -> Any:
+        if hasattr(request, "meta"):
+            self._file.write(json.dumps(manifest(request, call.method)) + "\n")
+            self._file.flush()
+        return await proceed()
 
     def close(self) -> None:
         self._file.close()
@@ -300,38 +293,27 @@ def _fingerprint(request: Any) -> bytes:
     return hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=16).digest()
 
 
-class ReplayInterceptor(grpc.aio.ServerInterceptor):
+class ReplayInterceptor(UnaryInterceptor):
     """Answers a request id seen before (a retried call keeps its id) from a :class:`ReplayCache`, so a retry
-    after a lost reply costs no second model call. Requests without ``meta.request_id`` (health) pass through."""
+    after a lost reply costs no second model call. Requests without ``meta.request_id`` (health, Describe) pass
+    through."""
 
     def __init__(self, capacity: int) -> None:
         self.cache = ReplayCache(capacity)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-
-        def wrap(inner: UnaryHandler) -> UnaryHandler:
-            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                request_id = getattr(getattr(request, "meta", None), "request_id", "")
-                if not request_id:
-                    return await inner(request, context)
-                try:
-                    reply, replayed = await self.cache.run(
-                        (method, request_id), _fingerprint(request), lambda: inner(request, context)
-                    )
-                except ReplayConflictError as exc:
-                    log.warning("rpc.replay_conflict")
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                    raise AssertionError("unreachable: abort raises") from exc
-                if replayed:
-                    log.info("rpc.replayed")
-                    return _free_of_charge(reply)
-                return reply
-
-            return handle
-
-        return wrap_unary(await continuation(handler_call_details), wrap)
+    async def around(
+        self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
+    ) -> Any:
+        request_id = getattr(getattr(request, "meta", None), "request_id", "")
+        if not request_id:
+            return await proceed()
+        try:
+            reply, replayed = await self.cache.run((call.method, request_id), _fingerprint(request), proceed)
+        except ReplayConflictError as exc:
+            log.warning("rpc.replay_conflict")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable: abort raises") from exc
+        if replayed:
+            log.info("rpc.replayed")
+            return _free_of_charge(reply)
+        return reply

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from judgeopt.services.interceptors import OPEN_SERVICES, UnaryHandler, service_of, wrap_unary
+from judgeopt.services.interceptors import OPEN_SERVICES, Proceed, UnaryInterceptor, service_of
 
 log = structlog.get_logger(__name__)
 
@@ -65,46 +65,36 @@ def _code_name(context: grpc.aio.ServicerContext, default: str) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else default
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(UnaryInterceptor):
     """Keeps :class:`ServiceMetrics` for every agent RPC; the in-flight gauge goes back down however the call
     ends (answered, aborted, crashed or cancelled), or it would hold the replica count up forever."""
 
     def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        handler = await continuation(handler_call_details)
+    async def around(
+        self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
+    ) -> Any:
+        method = call.method
         if service_of(method) in OPEN_SERVICES:
-            return handler
+            return await proceed()
         metrics = self._metrics
-
-        def wrap(inner: UnaryHandler) -> UnaryHandler:
-            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                metrics.inflight.inc()
-                started = time.perf_counter()
-                code = "UNKNOWN"
-                try:
-                    reply = await inner(request, context)
-                    code = _code_name(context, "OK")
-                    return reply
-                except asyncio.CancelledError:
-                    code = _code_name(context, "CANCELLED")
-                    raise
-                except BaseException:
-                    code = _code_name(context, "UNKNOWN")
-                    raise
-                finally:  # counted before the gauge drops: a scrape that sees the call gone sees it counted
-                    metrics.record(method, code, time.perf_counter() - started)
-                    metrics.inflight.dec()
-
-            return handle
-
-        return wrap_unary(handler, wrap)
+        metrics.inflight.inc()
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            reply = await proceed()
+            code = _code_name(context, "OK")
+            return reply
+        except asyncio.CancelledError:
+            code = _code_name(context, "CANCELLED")
+            raise
+        except BaseException:
+            code = _code_name(context, "UNKNOWN")
+            raise
+        finally:  # counted before the gauge drops: a scrape that sees the call gone sees it counted
+            metrics.record(method, code, time.perf_counter() - started)
+            metrics.inflight.dec()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
-"""One grpc.aio server per role: the servicer, standard health checking and reflection, explicit message-size
-limits, a maximum connection age, optional TLS or mutual TLS, an optional bearer token, the replay of answered
-request ids, optional Prometheus metrics over HTTP, and SIGTERM → NOT_SERVING → ``stop(grace)``.
+"""One grpc.aio server per role: the servicer, ``AgentInfoService`` (what the service runs), standard health checking
+and reflection, explicit message-size limits, a maximum connection age, optional TLS or mutual TLS, an optional
+bearer token, the replay of answered request ids, optional Prometheus metrics over HTTP, and SIGTERM → NOT_SERVING →
+``stop(grace)``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from judgeopt.services.interceptors import (
 )
 from judgeopt.services.metrics import MetricsInterceptor, ServiceMetrics, metrics_endpoint
 from judgeopt.services.servicers import (
+    AgentInfoServicer,
     EvaluatorServicer,
     GradientServicer,
     JudgeServicer,
@@ -43,6 +45,8 @@ from judgeopt.services.servicers import (
     OptimizerServicer,
 )
 from judgeopt.v1 import (
+    agent_info_pb2,
+    agent_info_pb2_grpc,
     evaluator_pb2,
     evaluator_pb2_grpc,
     gradient_pb2,
@@ -71,36 +75,36 @@ def _register_judge(runner: ModelRunner, server: grpc.aio.Server, margin: float)
 
 
 def _register_loss(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
-    loss_pb2_grpc.add_LossAgentServicer_to_server(LossServicer(LossAgent(runner), margin_seconds=margin), server)
+    loss_pb2_grpc.add_LossServiceServicer_to_server(LossServicer(LossAgent(runner), margin_seconds=margin), server)
 
 
 def _register_gradient(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
-    gradient_pb2_grpc.add_GradientAgentServicer_to_server(
+    gradient_pb2_grpc.add_GradientServiceServicer_to_server(
         GradientServicer(GradientAgent(runner), margin_seconds=margin), server
     )
 
 
 def _register_optimizer(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
-    optimizer_pb2_grpc.add_OptimizerAgentServicer_to_server(
+    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(
         OptimizerServicer(OptimizerAgent(runner), margin_seconds=margin), server
     )
 
 
 def _register_evaluator(runner: ModelRunner, server: grpc.aio.Server, margin: float) -> None:
-    evaluator_pb2_grpc.add_EvaluatorAgentServicer_to_server(
+    evaluator_pb2_grpc.add_EvaluatorServiceServicer_to_server(
         EvaluatorServicer(EvaluatorAgent(runner), margin_seconds=margin), server
     )
 
 
 ROLE_BINDINGS: dict[Role, RoleBinding] = {
     "judge": RoleBinding(judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name, _register_judge),
-    "loss": RoleBinding(loss_pb2.DESCRIPTOR.services_by_name["LossAgent"].full_name, _register_loss),
-    "gradient": RoleBinding(gradient_pb2.DESCRIPTOR.services_by_name["GradientAgent"].full_name, _register_gradient),
+    "loss": RoleBinding(loss_pb2.DESCRIPTOR.services_by_name["LossService"].full_name, _register_loss),
+    "gradient": RoleBinding(gradient_pb2.DESCRIPTOR.services_by_name["GradientService"].full_name, _register_gradient),
     "optimizer": RoleBinding(
-        optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerAgent"].full_name, _register_optimizer
+        optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name, _register_optimizer
     ),
     "evaluator": RoleBinding(
-        evaluator_pb2.DESCRIPTOR.services_by_name["EvaluatorAgent"].full_name, _register_evaluator
+        evaluator_pb2.DESCRIPTOR.services_by_name["EvaluatorService"].full_name, _register_evaluator
     ),
 }
 
@@ -157,10 +161,16 @@ async def build_server(
     tls = server_tls(config)
     server = grpc.aio.server(interceptors=interceptors_for(config, metrics), options=channel_options(config))
     binding.register(runner, server, config.deadline_margin_seconds)
+    agent_info_pb2_grpc.add_AgentInfoServiceServicer_to_server(AgentInfoServicer(role), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (binding.service_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            binding.service_name,
+            agent_info_pb2.DESCRIPTOR.services_by_name["AgentInfoService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     address = f"{config.host}:{config.port}"

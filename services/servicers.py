@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 import grpc
 
+from judgeopt.agents import prompting
 from judgeopt.agents.evaluator import EvaluatorAgent
 from judgeopt.agents.gradient import GradientAgent
 from judgeopt.agents.judge import JudgeAgent
 from judgeopt.agents.loss import LossAgent
 from judgeopt.agents.optimizer import OptimizerAgent
+from judgeopt.core.roles import Role
 from judgeopt.services import convert
 from judgeopt.services.status import run_within_deadline
 from judgeopt.v1 import (
+    agent_info_pb2,
+    agent_info_pb2_grpc,
     evaluator_pb2,
     evaluator_pb2_grpc,
     gradient_pb2,
@@ -40,7 +46,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
         return await run_within_deadline(context, work, margin_seconds=self._margin)
 
 
-class LossServicer(loss_pb2_grpc.LossAgentServicer):
+class LossServicer(loss_pb2_grpc.LossServiceServicer):
     def __init__(self, agent: LossAgent, *, margin_seconds: float) -> None:
         self._agent = agent
         self._margin = margin_seconds
@@ -55,7 +61,7 @@ class LossServicer(loss_pb2_grpc.LossAgentServicer):
         return await run_within_deadline(context, work, margin_seconds=self._margin)
 
 
-class GradientServicer(gradient_pb2_grpc.GradientAgentServicer):
+class GradientServicer(gradient_pb2_grpc.GradientServiceServicer):
     def __init__(self, agent: GradientAgent, *, margin_seconds: float) -> None:
         self._agent = agent
         self._margin = margin_seconds
@@ -70,7 +76,7 @@ class GradientServicer(gradient_pb2_grpc.GradientAgentServicer):
         return await run_within_deadline(context, work, margin_seconds=self._margin)
 
 
-class OptimizerServicer(optimizer_pb2_grpc.OptimizerAgentServicer):
+class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
     def __init__(self, agent: OptimizerAgent, *, margin_seconds: float) -> None:
         self._agent = agent
         self._margin = margin_seconds
@@ -85,7 +91,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerAgentServicer):
         return await run_within_deadline(context, work, margin_seconds=self._margin)
 
 
-class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorAgentServicer):
+class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def __init__(self, agent: EvaluatorAgent, *, margin_seconds: float) -> None:
         self._agent = agent
         self._margin = margin_seconds
@@ -107,3 +113,22 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorAgentServicer):
             return convert.rating_response_to_proto(rating, usage)
 
         return await run_within_deadline(context, work, margin_seconds=self._margin)
+
+
+class AgentInfoServicer(agent_info_pb2_grpc.AgentInfoServiceServicer):
+    """What the service runs: its role, the hashes of the role's prompt templates (taken once, at start-up) and
+    judgeopt's version."""
+
+    def __init__(self, role: Role) -> None:
+        try:
+            package_version = version("judgeopt")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            package_version = "unknown"
+        self._reply = agent_info_pb2.DescribeResponse(
+            role=role, templates=prompting.template_hashes(f"{role}_"), version=package_version
+        )
+
+    async def Describe(
+        self, request: agent_info_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> agent_info_pb2.DescribeResponse:
+        return self._reply

@@ -73,11 +73,6 @@ def add_budget_flags(group: argparse._ArgumentGroup) -> None:
 
 def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> RunConfig:
     """``base`` with the profile and the run flags applied."""
-    from pydantic import ValidationError
-
-    from judgeopt.core.errors import describe_validation_error
-    from judgeopt.orchestrator.config import RunConfig
-
     data: dict[str, Any] = base.model_dump(mode="json", exclude_unset=False)
     profile = args.profile or ("quick" if models.needs_local_model() and args.config is None else "study")
     if profile == "quick":
@@ -115,6 +110,16 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
     if args.criteria:
         known = {c["name"]: c for c in data["dataset"].get("criteria", [])}
         data["dataset"]["criteria"] = [known.get(n.strip(), {"name": n.strip()}) for n in args.criteria.split(",")]
+    return validated_run_config(data)
+
+
+def validated_run_config(data: dict[str, Any]) -> RunConfig:
+    """Run settings from flags laid over a config; a problem is one ``ConfigError`` line."""
+    from pydantic import ValidationError
+
+    from judgeopt.core.errors import describe_validation_error
+    from judgeopt.orchestrator.config import RunConfig
+
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from judgeopt.core.flags import given
     from judgeopt.core.log_setup import configure_logging
-    from judgeopt.orchestrator.cli.flags import addresses, client_settings
+    from judgeopt.orchestrator.cli.flags import addresses, client_settings, validated_run_config
     from judgeopt.orchestrator.cli.progress import run_with_progress
     from judgeopt.orchestrator.engine.run import open_run
 
@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     store = open_run(args.run_dir)
     budget = given({"max_calls": args.max_calls, "max_tokens": args.max_tokens})
     if budget:  # resuming with a larger budget
-        store.set_meta("config", {**store.get_meta("config"), **budget})
+        manifest = store.manifest()
+        config = validated_run_config({**manifest.config.model_dump(mode="json"), **budget})
+        store.write_manifest(manifest.model_copy(update={"config": config}))
     try:
         return run_with_progress(store, args.run_dir, args, client_settings=settings)
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from judgeopt.core.errors import ConfigError
-from judgeopt.orchestrator.engine.policy import PER_CRITERION_FIELDS, SHARED_FIELDS, Policy, Stage, policy_from_mapping
+from judgeopt.orchestrator.engine.policy import Policy, RoutingState, Stage
 from judgeopt.orchestrator.engine.router import AuditEntry
 from judgeopt.orchestrator.engine.store import RunStore
 
@@ -24,9 +24,9 @@ log = structlog.get_logger(__name__)
 
 _RPC_STAGE: dict[str, Stage] = {
     "/judgeopt.v1.JudgeService/Score": "judge",
-    "/judgeopt.v1.LossAgent/Critique": "loss",
-    "/judgeopt.v1.GradientAgent/ComputeGradient": "gradient",
-    "/judgeopt.v1.OptimizerAgent/Step": "optimizer",
+    "/judgeopt.v1.LossService/Critique": "loss",
+    "/judgeopt.v1.GradientService/ComputeGradient": "gradient",
+    "/judgeopt.v1.OptimizerService/Step": "optimizer",
 }
 
 
@@ -48,24 +48,21 @@ class AuditReport:
         return not self.breaches
 
 
-def allowed_fields(policy: Policy, stage: Stage, focus: Sequence[str], track: Sequence[str]) -> set[str]:
+def allowed_fields(policy: Policy, stage: Stage, focus: Sequence[str], track: Sequence[str], step: int = 0) -> set[str]:
     """``criterion:field`` pairs a call of ``stage`` about ``focus`` may carry (``*`` for shared fields)."""
-    granted = policy.stage(stage).fields
-    visible = set(focus) | set(policy.visible_criteria(stage, focus, track))
-    allowed = {f"*:{f}" for f in granted & SHARED_FIELDS}
-    allowed |= {f"{c}:{f}" for c in visible for f in granted & PER_CRITERION_FIELDS}
-    return allowed
+    return policy.view(stage, focus, RoutingState(step, tuple(track))).allowed()
 
 
 def _check(
     policy: Policy, entry: AuditEntry, track: Sequence[str], criteria: Iterable[str], fields: Iterable[str], who: str
 ) -> list[Breach]:
+    """What one call carried against what :meth:`Policy.view` allows it: the same view the router built it from."""
+    view = policy.view(entry.stage, entry.criteria, RoutingState(entry.step, tuple(track)))
     breaches = []
-    visible = set(entry.criteria) | set(policy.visible_criteria(entry.stage, entry.criteria, track))
-    hidden_criteria = sorted(set(criteria) - visible)
+    hidden_criteria = sorted(set(criteria) - set(view.visible))
     if hidden_criteria:
         breaches.append(Breach(entry.request_id, entry.stage, f"{who} criteria the policy hides: {hidden_criteria}"))
-    hidden_fields = sorted(set(fields) - allowed_fields(policy, entry.stage, entry.criteria, track))
+    hidden_fields = sorted(set(fields) - view.allowed())
     if hidden_fields:
         breaches.append(Breach(entry.request_id, entry.stage, f"{who} fields the policy hides: {hidden_fields}"))
     return breaches
@@ -93,12 +90,11 @@ def _ledger_entries(services_dir: Path) -> tuple[list[str], list[dict[str, objec
 def audit_run(run_dir: Path) -> AuditReport:
     store = RunStore(run_dir)
     try:
-        run_id = store.get_meta("run_id")
-        if run_id is None:
+        if not store.holds_run():
             raise ConfigError(f"{run_dir} holds no run")
-        policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
-        criteria: list[str] = store.get_meta("criteria")
-        tracks = {t: ([t] if policy.independent_criteria else criteria) for t in store.get_meta("tracks")}
+        manifest = store.manifest()
+        run_id, policy = manifest.run_id, manifest.policy
+        tracks = {t: manifest.track_criteria(t) for t in manifest.tracks}
         routed = {e.request_id: e for e in store.audit_entries()}
     finally:
         store.close()

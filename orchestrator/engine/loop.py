@@ -17,9 +17,10 @@ from typing import Any
 
 import structlog
 
+from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
-from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, StepArtifacts
+from judgeopt.orchestrator.engine.artifacts import PromptState, StepArtifacts
 from judgeopt.orchestrator.engine.budget import Budget, StepShape, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.metrics import Evaluation
@@ -28,11 +29,8 @@ from judgeopt.orchestrator.engine.router import RoutedCall, Router
 from judgeopt.orchestrator.engine.scoring import Scorer, evaluation_json, evaluation_of
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.errors import RunFailed
-from judgeopt.v1 import common_pb2
 
 log = structlog.get_logger(__name__)
-
-_USABLE = (common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED)
 
 
 @dataclass(frozen=True)
@@ -58,13 +56,6 @@ class Track:
     name: str
     criteria: tuple[CriterionSpec, ...]
     initial: PromptState
-
-
-@dataclass
-class _StepState:
-    """What routing decisions may read (the ``RoutingState`` seam of ``Policy.routing_at``)."""
-
-    step: int
 
 
 @dataclass
@@ -117,7 +108,6 @@ class OptimizationLoop:
                 executor=executor,
                 clients=clients,
                 store=store,
-                routing_at=lambda step: policy.routing_at("judge", _StepState(step)),
                 cache_salt=(settings.judge_key, settings.seed),
             )
             for name, router in self._routers.items()
@@ -273,11 +263,8 @@ class OptimizationLoop:
         artifacts are assembled in batch order afterwards, so the optimizer's request does not depend on timing."""
         router = self._routers[track.name]
         router.step = step
-        state = _StepState(step)
         tally = _Tally()
         names = [c.name for c in track.criteria]
-        loss_routing = self.policy.routing_at("loss", state)
-        gradient_routing = self.policy.routing_at("gradient", state)
 
         async def send_all(calls: Sequence[RoutedCall[Any]], send: Callable[[Any], Awaitable[Any]]) -> list[Any]:
             replies = await asyncio.gather(
@@ -294,26 +281,22 @@ class OptimizationLoop:
             if scored is None:
                 return own
             own.predictions.append(scored)
-            loss_calls = router.loss(record, scored, prompt, loss_routing)
+            loss_calls = router.loss(record, scored, prompt, router.state(own))
             for loss_call, reply in zip(loss_calls, await send_all(loss_calls, self.clients.critique), strict=True):
-                if reply is not None and reply.critique.status in _USABLE:
-                    critique = reply.critique
+                if reply is not None and reply.critique.status in convert.USABLE_STATUSES:
                     own.critiques.append(
-                        Critique(loss_call.request_id, record.id, loss_call.criteria, critique.text, critique.status)
+                        convert.critique_of(reply, loss_call.request_id, record.id, loss_call.criteria)
                     )
             critiques = own.critiques_for(record.id, names)
             critiqued = {n for c in critiques for n in c.criteria}
             gradient_calls = [
                 c
-                for c in router.gradient(record, scored, critiques, prompt, gradient_routing)
+                for c in router.gradient(record, scored, critiques, prompt, router.state(own))
                 if set(c.criteria) & critiqued
             ]
             for call, reply in zip(gradient_calls, await send_all(gradient_calls, self.clients.gradient), strict=True):
-                if reply is not None and reply.gradient.status in _USABLE:
-                    g = reply.gradient
-                    own.gradients.append(
-                        Gradient(call.request_id, g.sample_id, call.criteria, g.keep, g.problem, g.fix, g.status)
-                    )
+                if reply is not None and reply.gradient.status in convert.USABLE_STATUSES:
+                    own.gradients.append(convert.gradient_of(reply, call.request_id, call.criteria))
             return own
 
         artifacts = StepArtifacts()
@@ -322,14 +305,13 @@ class OptimizationLoop:
             artifacts.critiques.extend(own.critiques)
             artifacts.gradients.extend(own.gradients)
 
-        optimizer_routing = self.policy.routing_at("optimizer", state)
-        optimizer_calls = router.optimizer(prompt, artifacts.gradients, optimizer_routing)
+        optimizer_calls = router.optimizer(prompt, artifacts.gradients, router.state(artifacts))
         updates: dict[str, str] = {}
         for step_call, reply in zip(optimizer_calls, await send_all(optimizer_calls, self.clients.step), strict=True):
             if reply is None:
                 continue
             for name in step_call.criteria:
                 artifacts.optimizer_statuses[name] = reply.status
-            if reply.status in _USABLE:
+            if reply.status in convert.USABLE_STATUSES:
                 updates.update({i.criterion: i.text for i in reply.instructions if i.criterion in step_call.criteria})
         return artifacts, tally, updates

@@ -14,14 +14,18 @@ structure; users write their own in YAML. Once loss, gradient or optimizer combi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from judgeopt.core.errors import describe_validation_error
 from judgeopt.core.yaml_files import read_yaml_mapping
 from judgeopt.orchestrator.errors import PolicyError
+
+if TYPE_CHECKING:
+    from judgeopt.orchestrator.engine.artifacts import StepArtifacts
 
 Stage = Literal["judge", "loss", "gradient", "optimizer"]
 STAGES: tuple[Stage, ...] = ("judge", "loss", "gradient", "optimizer")
@@ -60,11 +64,37 @@ class StagePolicy(BaseModel):
     """How a joint output is handed back to criteria: ``copy`` gives every criterion the joint text."""
 
 
-class RoutingState(Protocol):
-    """What a dynamic policy may read when it decides a step's routing (the seam for state-dependent policies)."""
+@dataclass(frozen=True)
+class RoutingState:
+    """What a policy may read when it decides a call: the step, the track's criteria (in order) and what the step
+    has produced so far (for a sample's chain, that sample's artifacts; for the optimizer, the whole batch's). A
+    dynamic policy can add calls mid-step from it, e.g. per-criterion gradient calls after a diluted joint one."""
 
-    @property
-    def step(self) -> int: ...
+    step: int
+    track: tuple[str, ...]
+    artifacts: StepArtifacts | None = None
+
+
+@dataclass(frozen=True)
+class CallView:
+    """What one call may see, decided by :meth:`Policy.view`: the router builds the request from it and the audit
+    checks what the services received against it."""
+
+    stage: Stage
+    routing: RoutingName
+    focus: tuple[str, ...]
+    """What the call is about: one criterion, or all of the track's for a joint call."""
+    visible: tuple[str, ...]
+    """The criteria whose per-criterion fields the call may carry: the focus first, then the others in track order."""
+    fields: frozenset[str]
+
+    def can_see(self, field: str) -> bool:
+        return field in self.fields
+
+    def allowed(self) -> set[str]:
+        """``criterion:field`` pairs the call may carry (``*`` for shared fields)."""
+        allowed = {f"*:{f}" for f in self.fields & SHARED_FIELDS}
+        return allowed | {f"{c}:{f}" for c in self.visible for f in self.fields & PER_CRITERION_FIELDS}
 
 
 class Policy(BaseModel):
@@ -123,9 +153,36 @@ class Policy(BaseModel):
 
     def routing_at(self, stage: Stage, state: RoutingState) -> RoutingName:
         """The routing of ``stage`` for the step described by ``state``. A static policy ignores the state; a
-        dynamic one (e.g. fall back to per-criterion gradients when focus drops) overrides this."""
+        dynamic one (e.g. fall back to per-criterion gradients when focus drops) overrides this or :meth:`calls`."""
         del state
         return self.stage(stage).routing
+
+    def calls(self, stage: Stage, state: RoutingState) -> list[tuple[str, ...]]:
+        """The focus of each call ``stage`` makes in the step described by ``state``: the whole track for a joint
+        stage, one criterion per call otherwise."""
+        if self.routing_at(stage, state) == "joint":
+            return [state.track]
+        return [(name,) for name in state.track]
+
+    def view(self, stage: Stage, focus: Sequence[str], state: RoutingState) -> CallView:
+        """What a call of ``stage`` about ``focus`` may see. A call about the whole track sees every criterion; a
+        per-criterion call sees its own criterion and its stage's ``scope``; a per-criterion call that a dynamic
+        policy adds to a joint stage sees its own criteria only. The router builds requests from this view and the
+        audit checks against the same view, so what a policy allows is what the audit accepts."""
+        policy = self.stage(stage)
+        focus = tuple(focus)
+        whole = set(focus) == set(state.track)
+        if whole:
+            seen: set[str] = set(state.track)
+        elif policy.routing == "joint" or policy.scope == "own":
+            seen = set(focus)
+        elif policy.scope == "all":
+            seen = set(state.track)
+        else:
+            seen = set(focus) | set(policy.scope)
+        visible = focus + tuple(c for c in state.track if c in seen and c not in focus)
+        routing: RoutingName = self.routing_at(stage, state) if whole else "per_criterion"
+        return CallView(stage, routing, focus, visible, policy.fields)
 
     def check_criteria(self, criteria: Sequence[str]) -> None:
         """Refuse a policy that names criteria the run does not have (in a stage's scope list)."""
@@ -139,15 +196,6 @@ class Policy(BaseModel):
                         f"policy {self.name!r}, stage {stage!r}: unknown criterion {unknown[0]!r} "
                         f"(criteria: {', '.join(criteria)})"
                     )
-
-    def visible_criteria(self, stage: Stage, own: Sequence[str], track: Sequence[str]) -> tuple[str, ...]:
-        """The criteria whose per-criterion fields a call of ``stage`` about ``own`` may see, in track order."""
-        policy = self.stage(stage)
-        if policy.routing == "joint" or policy.scope == "all":
-            return tuple(track)
-        extra = () if policy.scope == "own" else policy.scope
-        wanted = set(own) | set(extra)
-        return tuple(c for c in track if c in wanted)
 
     def letters(self) -> str:
         """SSS, SCC, … for the loss, gradient and optimizer stages."""

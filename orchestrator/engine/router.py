@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from judgeopt.core.manifest import received_fields
+from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.data.records import CriterionSpec, Record
-from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
-from judgeopt.orchestrator.engine.policy import Policy, RoutingName, Stage
+from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.policy import CallView, Policy, RoutingState, Stage
 from judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, loss_pb2, optimizer_pb2
 
 
@@ -28,8 +29,6 @@ class _AgentRequest(Protocol):
 
 
 RequestT = TypeVar("RequestT", bound=_AgentRequest)
-
-_ROUTING = {"per_criterion": common_pb2.ROUTING_PER_CRITERION, "joint": common_pb2.ROUTING_JOINT}
 
 
 def verdict(prediction: float | None, truth: float, tolerance: float) -> str:
@@ -62,19 +61,15 @@ class RoutedCall(Generic[RequestT]):
     audit: AuditEntry | None
     """``None`` for calls outside the policy's stages (the evaluator's diagnostics)."""
     sample_id: str | None = None
+    routing: str = "joint"
+    """How the call was routed (``joint`` or ``per_criterion``); part of the judge cache's key."""
 
 
 class Router:
-    """Routes one track's calls. ``criteria`` are the track's criteria, in order."""
+    """Routes one track's calls. ``criteria`` are the track's criteria, in order. What each call may see comes from
+    one place, :meth:`Policy.view`, asked with the step's :class:`RoutingState`."""
 
-    def __init__(
-        self,
-        policy: Policy,
-        criteria: Sequence[CriterionSpec],
-        *,
-        run_id: str,
-        track: str,
-    ) -> None:
+    def __init__(self, policy: Policy, criteria: Sequence[CriterionSpec], *, run_id: str, track: str) -> None:
         self.policy = policy
         self.criteria = tuple(criteria)
         self.names = tuple(c.name for c in criteria)
@@ -90,33 +85,15 @@ class Router:
 
     # --- shared machinery --------------------------------------------------------------------------------------
 
-    def _groups(self, routing: RoutingName) -> list[tuple[str, ...]]:
-        return [self.names] if routing == "joint" else [(name,) for name in self.names]
+    def state(self, artifacts: StepArtifacts | None = None) -> RoutingState:
+        """The routing state of the current step, with what it has produced so far."""
+        return RoutingState(self.step, self.names, artifacts)
 
-    def _visible(self, stage: Stage, focus: tuple[str, ...]) -> tuple[str, ...]:
-        """Focus first, then the other criteria the policy lets the call see, in track order."""
-        seen = self.policy.visible_criteria(stage, focus, self.names)
-        return focus + tuple(c for c in seen if c not in focus)
-
-    def _can_see(self, stage: Stage, field: str) -> bool:
-        return field in self.policy.stage(stage).fields
+    def _views(self, stage: Stage, state: RoutingState) -> list[CallView]:
+        return [self.policy.view(stage, focus, state) for focus in self.policy.calls(stage, state)]
 
     def _criteria_proto(self, names: Sequence[str]) -> list[common_pb2.Criterion]:
-        return [
-            common_pb2.Criterion(
-                name=n,
-                description=self._specs[n].description,
-                min_score=self._specs[n].min_score,
-                max_score=self._specs[n].max_score,
-                integer_scores=self._specs[n].integer_scores,
-            )
-            for n in names
-        ]
-
-    def _meta(self, stage: Stage, request_id: str) -> common_pb2.RequestMeta:
-        return common_pb2.RequestMeta(
-            request_id=request_id, run_id=self.run_id, call_label=f"step-{self.step}/{self.track}/{stage}"
-        )
+        return [convert.criterion(self._specs[n]) for n in names]
 
     def _request_id(self, stage: Stage, request: _AgentRequest) -> str:
         """Derived from the run, track, step, attempt, stage and the request's content, so a resumed run asks a
@@ -131,98 +108,92 @@ class Router:
         seen = self._issued[digest]
         return digest if seen == 1 else f"{digest}-{seen}"
 
-    def _prompt_proto(self, stage: Stage, prompt: PromptState, names: Sequence[str]) -> common_pb2.JudgePrompt:
-        return common_pb2.JudgePrompt(
-            task_description=prompt.task_description if self._can_see(stage, "task_description") else "",
-            instructions=[common_pb2.Instruction(criterion=n, text=prompt.instruction(n)) for n in names],
-            omit_output_format=prompt.omit_output_format,
-        )
+    def _prompt_proto(self, view: CallView, prompt: PromptState) -> common_pb2.JudgePrompt:
+        return convert.judge_prompt(prompt, view.visible, task_description=view.can_see("task_description"))
 
     def _routed(
         self,
-        stage: Stage,
-        focus: tuple[str, ...],
-        visible: tuple[str, ...],
+        view: CallView,
         build: Callable[[common_pb2.RequestMeta], RequestT],
         artifacts: Sequence[str] = (),
         sample_id: str | None = None,
     ) -> RoutedCall[RequestT]:
-        request = build(self._meta(stage, ""))
-        request.meta.request_id = request_id = self._request_id(stage, request)
+        label = f"step-{self.step}/{self.track}/{view.stage}"
+        request = build(convert.request_meta("", self.run_id, label))
+        request.meta.request_id = request_id = self._request_id(view.stage, request)
         fields = tuple(sorted(f"{c}:{f}" for c, f in received_fields(request)))
-        audit = AuditEntry(request_id, self.step, self.track, stage, focus, visible, tuple(artifacts), fields)
-        return RoutedCall(request_id, stage, focus, request, audit, sample_id)
+        audit = AuditEntry(
+            request_id, self.step, self.track, view.stage, view.focus, view.visible, tuple(artifacts), fields
+        )
+        return RoutedCall(request_id, view.stage, view.focus, request, audit, sample_id, view.routing)
 
     # --- stages --------------------------------------------------------------------------------------------------
 
     def judge(
-        self, prompt: PromptState, record: Record, routing: RoutingName
+        self, prompt: PromptState, record: Record, state: RoutingState
     ) -> list[RoutedCall[judge_pb2.ScoreRequest]]:
         """One joint call scoring every criterion, or one call per criterion seeing only its own instruction."""
         calls = []
-        for focus in self._groups(routing):
-            visible = self._visible("judge", focus)
+        for view in self._views("judge", state):
 
-            def build(meta: common_pb2.RequestMeta, visible: tuple[str, ...] = visible) -> judge_pb2.ScoreRequest:
+            def build(meta: common_pb2.RequestMeta, view: CallView = view) -> judge_pb2.ScoreRequest:
                 return judge_pb2.ScoreRequest(
                     meta=meta,
-                    routing=_ROUTING[routing],
-                    criteria=self._criteria_proto(visible),
-                    prompt=self._prompt_proto("judge", prompt, visible),
-                    sample=_sample_proto(record),
+                    routing=convert.routing(view.routing),
+                    criteria=self._criteria_proto(view.visible),
+                    prompt=self._prompt_proto(view, prompt),
+                    sample=convert.sample(record),
                 )
 
-            calls.append(self._routed("judge", focus, visible, build, sample_id=record.id))
+            calls.append(self._routed(view, build, sample_id=record.id))
         return calls
 
     def _evidence(
         self,
-        stage: Stage,
-        names: Sequence[str],
+        view: CallView,
         record: Record,
         prediction: ScoredSample,
         prompt: PromptState | None,
         critiques: dict[str, Critique] | None,
     ) -> list[common_pb2.CriterionEvidence]:
         items = []
-        for name in names:
+        for name in view.visible:
             item = common_pb2.CriterionEvidence(criterion=name)
             predicted = prediction.scores.get(name)
-            if self._can_see(stage, "prediction") and predicted is not None:
+            if view.can_see("prediction") and predicted is not None:
                 item.prediction = predicted
-            if self._can_see(stage, "ground_truth"):
+            if view.can_see("ground_truth"):
                 item.ground_truth = record.labels[name]
-            if self._can_see(stage, "verdict"):
+            if view.can_see("verdict"):
                 item.verdict = verdict(predicted, record.labels[name], self._specs[name].tolerance)
-            if self._can_see(stage, "instruction") and prompt is not None:
+            if view.can_see("instruction") and prompt is not None:
                 item.instruction = prompt.instruction(name)
-            if self._can_see(stage, "critique") and critiques is not None and name in critiques:
+            if view.can_see("critique") and critiques is not None and name in critiques:
                 item.critique = critiques[name].text
             items.append(item)
         return items
 
     def loss(
-        self, record: Record, prediction: ScoredSample, prompt: PromptState, routing: RoutingName
+        self, record: Record, prediction: ScoredSample, prompt: PromptState, state: RoutingState
     ) -> list[RoutedCall[loss_pb2.CritiqueRequest]]:
         calls = []
-        for focus in self._groups(routing):
-            visible = self._visible("loss", focus)
+        for view in self._views("loss", state):
 
-            def build(meta: common_pb2.RequestMeta, visible: tuple[str, ...] = visible) -> loss_pb2.CritiqueRequest:
+            def build(meta: common_pb2.RequestMeta, view: CallView = view) -> loss_pb2.CritiqueRequest:
                 request = loss_pb2.CritiqueRequest(
                     meta=meta,
-                    routing=_ROUTING[routing],
-                    criteria=self._criteria_proto(visible),
+                    routing=convert.routing(view.routing),
+                    criteria=self._criteria_proto(view.visible),
                     sample_id=record.id,
-                    evidence=self._evidence("loss", visible, record, prediction, prompt, None),
+                    evidence=self._evidence(view, record, prediction, prompt, None),
                 )
-                if self._can_see("loss", "sample"):
-                    request.sample.CopyFrom(_sample_proto(record))
-                if self._can_see("loss", "judge_output"):
+                if view.can_see("sample"):
+                    request.sample.CopyFrom(convert.sample(record))
+                if view.can_see("judge_output"):
                     request.judge_output = prediction.raw_output
                 return request
 
-            calls.append(self._routed("loss", focus, visible, build, sample_id=record.id))
+            calls.append(self._routed(view, build, sample_id=record.id))
         return calls
 
     def gradient(
@@ -231,76 +202,52 @@ class Router:
         prediction: ScoredSample,
         critiques: Sequence[Critique],
         prompt: PromptState,
-        routing: RoutingName,
+        state: RoutingState,
     ) -> list[RoutedCall[gradient_pb2.GradientRequest]]:
         """``critiques`` are the sample's critiques; a joint critique is handed to every criterion (copy)."""
         by_criterion = {name: c for c in critiques for name in c.criteria}
         calls = []
-        for focus in self._groups(routing):
-            visible = self._visible("gradient", focus)
-            carried = sorted({by_criterion[n].id for n in visible if n in by_criterion})
-            if not self._can_see("gradient", "critique"):
+        for view in self._views("gradient", state):
+            carried = sorted({by_criterion[n].id for n in view.visible if n in by_criterion})
+            if not view.can_see("critique"):
                 carried = []
 
-            def build(meta: common_pb2.RequestMeta, visible: tuple[str, ...] = visible) -> gradient_pb2.GradientRequest:
+            def build(meta: common_pb2.RequestMeta, view: CallView = view) -> gradient_pb2.GradientRequest:
                 request = gradient_pb2.GradientRequest(
                     meta=meta,
-                    routing=_ROUTING[routing],
-                    criteria=self._criteria_proto(visible),
+                    routing=convert.routing(view.routing),
+                    criteria=self._criteria_proto(view.visible),
                     sample_id=record.id,
-                    evidence=self._evidence("gradient", visible, record, prediction, None, by_criterion),
+                    evidence=self._evidence(view, record, prediction, None, by_criterion),
                 )
-                if self._can_see("gradient", "instruction"):
-                    request.prompt.CopyFrom(self._prompt_proto("gradient", prompt, visible))
-                if self._can_see("gradient", "sample"):
-                    request.sample.CopyFrom(_sample_proto(record))
-                if self._can_see("gradient", "judge_output"):
+                if view.can_see("instruction"):
+                    request.prompt.CopyFrom(self._prompt_proto(view, prompt))
+                if view.can_see("sample"):
+                    request.sample.CopyFrom(convert.sample(record))
+                if view.can_see("judge_output"):
                     request.judge_output = prediction.raw_output
                 return request
 
-            calls.append(self._routed("gradient", focus, visible, build, carried, sample_id=record.id))
+            calls.append(self._routed(view, build, carried, sample_id=record.id))
         return calls
 
     def optimizer(
-        self, prompt: PromptState, gradients: Sequence[Gradient], routing: RoutingName
+        self, prompt: PromptState, gradients: Sequence[Gradient], state: RoutingState
     ) -> list[RoutedCall[optimizer_pb2.StepRequest]]:
         calls = []
-        for focus in self._groups(routing):
-            visible = self._visible("optimizer", focus)
-            carried = (
-                [g for g in gradients if set(g.criteria) & set(visible)]
-                if self._can_see("optimizer", "gradient")
-                else []
-            )
+        for view in self._views("optimizer", state):
+            carried = [g for g in gradients if set(g.criteria) & set(view.visible)] if view.can_see("gradient") else []
 
             def build(
-                meta: common_pb2.RequestMeta,
-                visible: tuple[str, ...] = visible,
-                carried: Sequence[Gradient] = carried,
+                meta: common_pb2.RequestMeta, view: CallView = view, carried: Sequence[Gradient] = carried
             ) -> optimizer_pb2.StepRequest:
                 return optimizer_pb2.StepRequest(
                     meta=meta,
-                    routing=_ROUTING[routing],
-                    criteria=self._criteria_proto(visible),
-                    prompt=self._prompt_proto("optimizer", prompt, visible),
-                    gradients=[_gradient_proto(g, visible) for g in carried],
+                    routing=convert.routing(view.routing),
+                    criteria=self._criteria_proto(view.visible),
+                    prompt=self._prompt_proto(view, prompt),
+                    gradients=[convert.gradient(g, view.visible) for g in carried],
                 )
 
-            calls.append(self._routed("optimizer", focus, visible, build, [g.id for g in carried]))
+            calls.append(self._routed(view, build, [g.id for g in carried]))
         return calls
-
-
-def _sample_proto(record: Record) -> common_pb2.Sample:
-    return common_pb2.Sample(id=record.id, fields=[common_pb2.TextField(name=n, text=t) for n, t in record.fields])
-
-
-def _gradient_proto(gradient: Gradient, visible: Sequence[str]) -> common_pb2.Gradient:
-    """A gradient as the optimizer may see it: attributed only to the visible criteria it covers."""
-    return common_pb2.Gradient(
-        criteria=[c for c in gradient.criteria if c in visible],
-        sample_id=gradient.sample_id,
-        keep=gradient.keep,
-        problem=gradient.problem,
-        fix=gradient.fix,
-        status=gradient.status,  # type: ignore[arg-type]
-    )

@@ -30,7 +30,8 @@ from judgeopt.orchestrator.engine.artifacts import PromptState, content_id
 from judgeopt.orchestrator.engine.budget import Budget, StepShape, mean_sample_tokens
 from judgeopt.orchestrator.engine.executor import CallExecutor, RetryBudget
 from judgeopt.orchestrator.engine.loop import LoopSettings, OptimizationLoop, Track
-from judgeopt.orchestrator.engine.policy import Policy, policy_from_mapping, resolve_policy
+from judgeopt.orchestrator.engine.manifest import RunManifest
+from judgeopt.orchestrator.engine.policy import Policy, resolve_policy
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.store import STORE_FILE, RunStore
 from judgeopt.orchestrator.engine.summary import write_summary
@@ -133,28 +134,48 @@ def start_run(setup: RunSetup, run_dir: Path) -> RunStore:
     if (run_dir / STORE_FILE).is_file():
         raise ConfigError(f"{run_dir} already holds a run; use `judgeopt resume {run_dir}` or another --run-dir")
     splits = split_dataset(setup.dataset, setup.config.dataset)  # refuse impossible sizes before creating anything
-    store = RunStore(run_dir)
     criteria = setup.dataset.criteria
-    store.set_meta("run_id", uuid.uuid4().hex[:12])
-    store.set_meta("config", setup.config.model_dump(mode="json"))
-    store.set_meta("models", {r: setup.models.for_role(r, local_base_url="http://local").model for r in ROLES})
-    store.set_meta("models_config", setup.models.model_dump(mode="json"))
-    store.set_meta("policy", setup.policy.model_dump(mode="json"))
-    store.set_meta("criteria", [c.name for c in criteria])
-    store.set_meta("criteria_specs", [c.model_dump(mode="json") for c in criteria])
-    store.set_meta("text_fields", list(setup.dataset.text_fields))
     tracks = tracks_for(setup.policy, criteria, initial_prompt(setup.config, criteria, setup.dataset))
-    store.set_meta("tracks", [t.name for t in tracks])
-    store.set_meta("data_checksum", setup.dataset.checksum)
-    store.set_meta("splits", {k: [r.id for r in getattr(splits, k)] for k in ("train", "val", "test")})
-    store.set_meta("status", "running")
+    manifest = RunManifest(
+        run_id=uuid.uuid4().hex[:12],
+        config=setup.config,
+        models=setup.models,
+        model_names={r: setup.models.for_role(r, local_base_url="http://local").model for r in ROLES},
+        policy=setup.policy,
+        criteria=criteria,
+        text_fields=setup.dataset.text_fields,
+        tracks=tuple(t.name for t in tracks),
+        data_checksum=setup.dataset.checksum,
+        splits={k: tuple(r.id for r in getattr(splits, k)) for k in ("train", "val", "test")},
+    )
+    store = RunStore(run_dir)
+    store.write_manifest(manifest)
+    store.set_status("running")
     return store
 
 
 def open_run(run_dir: Path) -> RunStore:
     if not (run_dir / STORE_FILE).is_file():
         raise ConfigError(f"{run_dir} holds no run (no {STORE_FILE})")
-    return RunStore(run_dir)
+    store = RunStore(run_dir)
+    store.manifest()  # refuse a store without a readable manifest before anything runs
+    return store
+
+
+async def check_templates(store: RunStore, clients: AgentClients, roles: tuple[Role, ...] = ROLES) -> None:
+    """Record the prompt templates the services use at the run's first start; later, refuse (before any model
+    call) when a service now uses a template that differs from the run's."""
+    manifest = store.manifest()
+    current = await clients.templates(roles)
+    if not manifest.templates:
+        store.write_manifest(manifest.model_copy(update={"templates": current}))
+        return
+    changed = manifest.changed_templates(current)
+    if changed:
+        raise ConfigError(
+            f"prompt template {changed[0]} changed since the run started ({len(changed)} changed); resume it with "
+            "the judgeopt version that started it, or start a new run"
+        )
 
 
 def default_concurrency(config: RunConfig, models: ModelsConfig) -> int:
@@ -174,11 +195,11 @@ async def run_with_clients(
 ) -> dict[str, Any]:
     """Run (or continue) the run recorded in ``store`` to its last step on running services; returns the summary.
     ``limit`` and ``rate_limits`` are shared by the runs of an experiment; by default the run's own apply."""
-    config = RunConfig.model_validate(store.get_meta("config"))
-    models = ModelsConfig.model_validate(store.get_meta("models_config"))
-    policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
+    manifest = store.manifest()
+    config, models, policy = manifest.config, manifest.models, manifest.policy
+    await check_templates(store, clients)
     dataset = dataset or load_dataset(config.dataset, data_dir)
-    if dataset.checksum != store.get_meta("data_checksum"):
+    if dataset.checksum != manifest.data_checksum:
         raise ConfigError(f"the dataset changed since the run started (checksum differs from {run_dir})")
     splits = split_dataset(dataset, config.dataset)
     tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
@@ -218,11 +239,11 @@ async def run_with_clients(
             rate_limits=rate_limits or RateLimits(models, ROLES, window=config.rate_window_seconds),
         ),
         store=store,
-        run_id=store.get_meta("run_id"),
+        run_id=manifest.run_id,
         on_step=on_step,
     )
     await loop.run()
-    store.set_meta("status", "budget_reached" if loop.budget_reached else "complete")
+    store.set_status("budget_reached" if loop.budget_reached else "complete")
     return write_summary(store, run_dir)
 
 
@@ -239,7 +260,7 @@ async def execute(
 ) -> dict[str, Any]:
     """Run (or continue) one run, starting its services here unless ``addresses`` are given; ``client_settings``
     carry TLS and the token (never stored with the run: they belong to the invocation)."""
-    models = ModelsConfig.model_validate(store.get_meta("models_config"))
+    models = store.manifest().models
     services = run_dir / "services"
     async with agent_clients(
         models, services, addresses=addresses, local_model=local_model, settings=client_settings

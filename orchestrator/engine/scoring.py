@@ -8,18 +8,18 @@ sample, the judge's routing and model settings, and the run's seed, so repeated 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.data.records import Record
 from judgeopt.orchestrator.engine.artifacts import PromptState, ScoredSample, content_id
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.metrics import Evaluation, evaluate
-from judgeopt.orchestrator.engine.policy import RoutingName
 from judgeopt.orchestrator.engine.router import RoutedCall, Router
 from judgeopt.orchestrator.engine.store import RunStore
-from judgeopt.v1 import common_pb2, judge_pb2
+from judgeopt.v1 import judge_pb2
 
 
 class Scorer:
@@ -30,27 +30,25 @@ class Scorer:
         executor: CallExecutor,
         clients: AgentClients,
         store: RunStore,
-        routing_at: Callable[[int], RoutingName],
         cache_salt: tuple[object, ...],
     ) -> None:
         self.router = router
         self.executor = executor
         self.clients = clients
         self.store = store
-        self._routing_at = routing_at
         self._salt = cache_salt
 
-    def _key(self, prompt: PromptState, call: RoutedCall[judge_pb2.ScoreRequest], routing: RoutingName) -> str:
-        return content_id([prompt.id, call.criteria, call.sample_id, routing, *self._salt])
+    def _key(self, prompt: PromptState, call: RoutedCall[judge_pb2.ScoreRequest]) -> str:
+        return content_id([prompt.id, call.criteria, call.sample_id, call.routing, *self._salt])
 
     async def score(
         self, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
     ) -> list[ScoredSample | None]:
         """One prediction per record (``None`` where a call failed after its retry budget), in record order."""
         self.router.step = step
-        routing = self._routing_at(step)
-        per_record = [self.router.judge(prompt, record, routing) for record in records]
-        keyed = [[(self._key(prompt, call, routing), call) for call in calls] for calls in per_record]
+        state = self.router.state()
+        per_record = [self.router.judge(prompt, record, state) for record in records]
+        keyed = [[(self._key(prompt, call), call) for call in calls] for calls in per_record]
         found: dict[str, ScoredSample] = {}
         pending: list[tuple[str, RoutedCall[judge_pb2.ScoreRequest]]] = []
         for key, call in (pair for calls in keyed for pair in calls):
@@ -65,7 +63,7 @@ class Scorer:
         )
         for (key, _call), reply in zip(pending, replies, strict=True):
             if reply is not None:
-                found[key] = scored_sample(reply.prediction)
+                found[key] = convert.scored_sample(reply.prediction)
                 self.store.cache_prediction(key, prompt.id, found[key])
         results: list[ScoredSample | None] = []
         for record, calls in zip(records, keyed, strict=True):
@@ -73,15 +71,6 @@ class Scorer:
             complete = [p for p in parts if p is not None]
             results.append(merge_parts(record.id, complete) if len(complete) == len(parts) else None)
         return results
-
-
-def scored_sample(prediction: common_pb2.Prediction) -> ScoredSample:
-    return ScoredSample(
-        sample_id=prediction.sample_id,
-        scores={s.criterion: (s.value if s.HasField("value") else None) for s in prediction.scores},
-        statuses={s.criterion: int(s.status) for s in prediction.scores},
-        raw_output=prediction.raw_output,
-    )
 
 
 def merge_parts(sample_id: str, parts: Sequence[ScoredSample]) -> ScoredSample:

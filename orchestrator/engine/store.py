@@ -16,7 +16,11 @@ from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.orchestrator.engine.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.manifest import MANIFEST_VERSION, RunManifest, RunStatus
 from judgeopt.orchestrator.engine.router import AuditEntry
 
 STORE_FILE = "run.sqlite"
@@ -119,6 +123,7 @@ class RunStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._manifest: RunManifest | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -131,6 +136,36 @@ class RunStore:
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def holds_run(self) -> bool:
+        return self.get_meta("manifest") is not None
+
+    def write_manifest(self, manifest: RunManifest) -> None:
+        self.set_meta("manifest", manifest.model_dump(mode="json"))
+        self._manifest = manifest
+
+    def manifest(self) -> RunManifest:
+        """The run's manifest; a store without one (or of another version) is refused in one line."""
+        if self._manifest is None:
+            where = self.path.parent
+            raw = self.get_meta("manifest")
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{where} holds no run manifest (not a run, or one written by an older judgeopt)")
+            if raw.get("version") != MANIFEST_VERSION:
+                raise ConfigError(f"{where}: run manifest version {raw.get('version')!r}, expected {MANIFEST_VERSION}")
+            try:
+                self._manifest = RunManifest.model_validate(raw)
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: run manifest: {describe_validation_error(exc)}") from None
+        return self._manifest
+
+    @property
+    def status(self) -> RunStatus | None:
+        status: RunStatus | None = self.get_meta("status")
+        return status
+
+    def set_status(self, status: RunStatus) -> None:
+        self.set_meta("status", status)
 
     # --- written as they happen ----------------------------------------------------------------------------------
 
@@ -167,6 +202,14 @@ class RunStore:
         if row is None:
             return None
         return ScoredSample(row[0], json.loads(row[1]), json.loads(row[2]), row[3])
+
+    def predictions_of(self, prompt_id: str) -> list[ScoredSample]:
+        """Every judge reply stored under a prompt, one per judge call (a per-criterion call holds one criterion)."""
+        rows = self._db.execute(
+            "SELECT sample_id, scores, statuses, raw FROM predictions WHERE prompt_id = ? ORDER BY sample_id",
+            (prompt_id,),
+        )
+        return [ScoredSample(r[0], json.loads(r[1]), json.loads(r[2]), r[3]) for r in rows]
 
     def cache_prediction(self, cache_key: str, prompt_id: str, scored: ScoredSample) -> None:
         self._db.execute(

@@ -16,7 +16,6 @@ from typing import Any
 
 from rich.table import Table
 
-from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import ALL_ROLES
 from judgeopt.orchestrator.engine.metrics import hypervolume_indicator
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
@@ -70,19 +69,19 @@ def _pick(steps: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
 
 
 def build_summary(store: RunStore) -> dict[str, Any]:
-    tracks: list[str] = store.get_meta("tracks")
-    criteria: list[str] = store.get_meta("criteria")
-    config: dict[str, Any] = store.get_meta("config")
-    steps = _combined_steps(store, tracks, criteria)
+    manifest = store.manifest()
+    config = manifest.config
+    criteria = list(manifest.criterion_names)
+    steps = _combined_steps(store, list(manifest.tracks), criteria)
     tested = [s for s in steps if s["rho"] is not None]
     usage = store.usage_by_role()
     initial = _pick(steps[:1], "macro_rho")
     oracle = _pick(steps, "macro_rho")
     return {
-        "run_id": store.get_meta("run_id"),
-        "status": store.get_meta("status"),
-        "mode": store.get_meta("policy")["name"],
-        "gate": config["gate"],
+        "run_id": manifest.run_id,
+        "status": store.status,
+        "mode": manifest.policy.name,
+        "gate": config.gate,
         "criteria": criteria,
         "initial": initial,
         "best": _pick(steps, "val_metric"),
@@ -98,17 +97,17 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "cost": _cost(store, usage),
         "provenance": {
             "judgeopt_version": metadata.version("judgeopt"),
-            "dataset": config["dataset"]["name"],
-            "data_checksum": store.get_meta("data_checksum"),
-            "models": store.get_meta("models"),
-            "seed": config["seed"],
+            "dataset": config.dataset.name,
+            "data_checksum": manifest.data_checksum,
+            "models": manifest.model_names,
+            "seed": config.seed,
         },
     }
 
 
 def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] | None:
     """Spend per role at the models' ``price_per_1k_tokens``, when any is given."""
-    models = ModelsConfig.model_validate(store.get_meta("models_config"))
+    models = store.manifest().models
     prices = {r: models.for_role(r, local_base_url="http://local").price_per_1k_tokens for r in usage if r in ALL_ROLES}
     if not any(p is not None for p in prices.values()):
         return None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from judgeopt.core.errors import ConfigError
+from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.data.loading import load_data_to_score
 from judgeopt.orchestrator.data.records import Record
@@ -26,7 +27,6 @@ from judgeopt.orchestrator.engine.router import Router
 from judgeopt.orchestrator.engine.scoring import Scorer
 from judgeopt.orchestrator.engine.store import RunStore
 from judgeopt.orchestrator.study.export import ExportedJudge
-from judgeopt.v1 import common_pb2
 
 Routing = Literal["joint", "per_criterion"]
 
@@ -61,10 +61,6 @@ def _done_ids(out: Path, columns: Sequence[str]) -> set[str] | None:
         return {row["id"] for row in reader}
 
 
-def _status_name(status: int) -> str:
-    return common_pb2.ParseStatus.Name(status).removeprefix("PARSE_STATUS_")  # type: ignore[arg-type]
-
-
 async def score_file(
     judge: ExportedJudge,
     data: Path,
@@ -93,7 +89,6 @@ async def score_file(
             executor=executor_for(store),
             clients=clients,
             store=store,
-            routing_at=lambda _step: routing,
             cache_salt=(content_id(judge.model.model_dump(mode="json")), 0),
         )
         failed = 0
@@ -110,7 +105,7 @@ async def score_file(
                         continue
                     names = [c.name for c in judge.criteria]
                     values = ["" if result.scores.get(n) is None else f"{result.scores[n]:g}" for n in names]
-                    statuses = [_status_name(result.statuses.get(n, common_pb2.PARSE_STATUS_MISSING)) for n in names]
+                    statuses = [convert.status_name(result.statuses.get(n, convert.MISSING_STATUS)) for n in names]
                     writer.writerow([record.id, *values, *statuses])
                 handle.flush()
                 if on_progress is not None:

@@ -17,40 +17,18 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.data.records import CriterionSpec
 from judgeopt.orchestrator.engine.artifacts import Gradient
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.router import RoutedCall
 from judgeopt.orchestrator.engine.store import Diagnostic, RunStore
-from judgeopt.v1 import common_pb2, evaluator_pb2
-
-
-def _criterion_proto(spec: CriterionSpec) -> common_pb2.Criterion:
-    return common_pb2.Criterion(
-        name=spec.name,
-        description=spec.description,
-        min_score=spec.min_score,
-        max_score=spec.max_score,
-        integer_scores=spec.integer_scores,
-    )
-
-
-def _gradient_proto(gradient: Gradient) -> common_pb2.Gradient:
-    return common_pb2.Gradient(
-        criteria=list(gradient.criteria),
-        sample_id=gradient.sample_id,
-        keep=gradient.keep,
-        problem=gradient.problem,
-        fix=gradient.fix,
-        status=gradient.status,  # type: ignore[arg-type]
-    )
 
 
 async def rate_run(store: RunStore, clients: AgentClients, executor: CallExecutor) -> list[Diagnostic]:
     """Rate every (step, criterion) of the run that has gradients and is not rated yet; returns all ratings."""
-    run_id: str = store.get_meta("run_id")
-    specs = [CriterionSpec.model_validate(c) for c in store.get_meta("criteria_specs")]
+    manifest = store.manifest()
+    run_id, specs = manifest.run_id, manifest.criteria
     by_name = {c.name: c for c in specs}
     done = {(d.track, d.step, d.criterion, d.kind) for d in store.diagnostics()}
     gradients: dict[tuple[str, int], list[Gradient]] = defaultdict(list)
@@ -61,9 +39,7 @@ async def rate_run(store: RunStore, clients: AgentClients, executor: CallExecuto
     jobs: list[tuple[tuple[str, int, str, str], RoutedCall[Any], Callable[[Any], Awaitable[Any]]]] = []
 
     def routed(request: Any, kind: str, criterion: str) -> RoutedCall[Any]:
-        request.meta.CopyFrom(
-            common_pb2.RequestMeta(request_id=uuid.uuid4().hex, run_id=run_id, call_label=f"diagnostics/{kind}")
-        )
+        request.meta.CopyFrom(convert.request_meta(uuid.uuid4().hex, run_id, f"diagnostics/{kind}"))
         return RoutedCall(request.meta.request_id, "evaluator", (criterion,), request, None)
 
     for (track, step), record in sorted(steps.items(), key=lambda item: item[0][1]):
@@ -72,13 +48,9 @@ async def rate_run(store: RunStore, clients: AgentClients, executor: CallExecuto
             about: Sequence[Gradient] = [g for g in gradients.get((track, step), []) if name in g.criteria]
             if not about:
                 continue
-            proto_gradients = [_gradient_proto(g) for g in about]
             if (track, step, name, "specificity") not in done:
-                specificity = evaluator_pb2.SpecificityRequest(
-                    criterion=_criterion_proto(by_name[name]),
-                    other_criteria=[_criterion_proto(c) for c in specs if c.name != name],
-                    gradients=proto_gradients,
-                )
+                others = [c for c in specs if c.name != name]
+                specificity = convert.specificity_request(by_name[name], others, about)
                 key = (track, step, name, "specificity")
                 jobs.append((key, routed(specificity, "specificity", name), clients.rate_specificity))
             candidate = record.candidate
@@ -86,12 +58,7 @@ async def rate_run(store: RunStore, clients: AgentClients, executor: CallExecuto
                 continue
             old, new = previous.prompt.instruction(name), candidate.instruction(name)
             if old != new:
-                adherence = evaluator_pb2.AdherenceRequest(
-                    criterion=_criterion_proto(by_name[name]),
-                    old_instruction=old,
-                    new_instruction=new,
-                    gradients=proto_gradients,
-                )
+                adherence = convert.adherence_request(by_name[name], old, new, about)
                 key = (track, step, name, "adherence")
                 jobs.append((key, routed(adherence, "adherence", name), clients.rate_adherence))
 

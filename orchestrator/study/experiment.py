@@ -120,8 +120,7 @@ def _cell_store_status(run_dir: Path) -> str | None:
         return None
     store = open_run(run_dir)
     try:
-        status: str | None = store.get_meta("status")
-        return status
+        return store.status
     finally:
         store.close()
 
@@ -190,8 +189,8 @@ async def run_experiment(
 
 async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
     """The evaluator's diagnostics of a finished cell, then its summary again, so that its spend includes them."""
-    config = RunConfig.model_validate(store.get_meta("config"))
-    executor = CallExecutor(store, limit=limit, budget=RetryBudget(attempts=config.call_attempts), rate_limits=rates)
+    attempts = store.manifest().config.call_attempts
+    executor = CallExecutor(store, limit=limit, budget=RetryBudget(attempts=attempts), rate_limits=rates)
     await rate_run(store, clients, executor)
     write_summary(store, run_dir)
 

@@ -18,11 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from judgeopt.core.errors import ConfigError, describe_validation_error
-from judgeopt.core.models import ModelsConfig, RoleModelConfig
+from judgeopt.core.models import RoleModelConfig
 from judgeopt.core.yaml_files import read_yaml_mapping
 from judgeopt.orchestrator.data.records import CriterionSpec
 from judgeopt.orchestrator.engine.artifacts import PromptState
-from judgeopt.orchestrator.engine.policy import policy_from_mapping
 from judgeopt.orchestrator.engine.run import open_run
 from judgeopt.orchestrator.engine.summary import build_summary
 
@@ -70,12 +69,10 @@ def export_judge(run_dir: Path, step: str) -> ExportedJudge:
     try:
         summary = build_summary(store)
         number, chosen_on = _chosen_step(summary, step)
-        models = ModelsConfig.model_validate(store.get_meta("models_config"))
-        policy = policy_from_mapping(store.get_meta("policy"), origin=str(run_dir))
-        specs = tuple(CriterionSpec.model_validate(c) for c in store.get_meta("criteria_specs"))
+        manifest = store.manifest()
+        models, policy, specs = manifest.models, manifest.policy, manifest.criteria
         records = {r.track: r for r in store.steps() if r.step == number}
-        run_id = store.get_meta("run_id")
-        text_fields = tuple(store.get_meta("text_fields"))
+        run_id, text_fields = manifest.run_id, manifest.text_fields
     finally:
         store.close()
     instructions = {

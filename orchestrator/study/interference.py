@@ -12,9 +12,7 @@ import re
 from statistics import fmean
 from typing import Any, Literal
 
-from judgeopt.core.models import ModelsConfig
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.records import Dataset
 from judgeopt.orchestrator.data.splits import split_dataset
 from judgeopt.orchestrator.engine.artifacts import PromptState
@@ -55,11 +53,11 @@ async def stitch_and_score(
     select_on: SelectOn,
 ) -> dict[str, Any]:
     """Score the stitched, generic and separate prompts of the Single-Task run in ``store`` on its test split."""
-    config = RunConfig.model_validate(store.get_meta("config"))
-    models = ModelsConfig.model_validate(store.get_meta("models_config"))
+    manifest = store.manifest()
+    config, models = manifest.config, manifest.models
     criteria = dataset.criteria
     test = split_dataset(dataset, config.dataset).test
-    run_id: str = store.get_meta("run_id")
+    run_id = manifest.run_id
     judge_only = PRESETS["SSS"]  # interference is judged like the study's joint judge: one call for all criteria
     best = {c.name: _best_step(store.steps(c.name), c.name, select_on) for c in criteria}
     stitched = PromptState(
@@ -74,7 +72,6 @@ async def stitch_and_score(
             executor=executor,
             clients=clients,
             store=store,
-            routing_at=lambda _step: "joint",
             cache_salt=(judge_key(models), config.seed),
         )
 

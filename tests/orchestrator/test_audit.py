@@ -6,6 +6,7 @@ Run directories are synthetic: a real ``Router`` builds the requests and its aud
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +17,13 @@ import pytest
 from judgeopt.cli import main
 from judgeopt.core.errors import ConfigError
 from judgeopt.core.manifest import manifest
+from judgeopt.core.models import ModelsConfig
+from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.records import CriterionSpec, Record
 from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
 from judgeopt.orchestrator.engine.audit import AuditReport, allowed_fields, audit_run
-from judgeopt.orchestrator.engine.policy import PRESETS, Policy
+from judgeopt.orchestrator.engine.manifest import RunManifest
+from judgeopt.orchestrator.engine.policy import PRESETS, CallView, Policy
 from judgeopt.orchestrator.engine.router import RoutedCall, Router
 from judgeopt.orchestrator.engine.store import RunStore
 from judgeopt.v1 import common_pb2, gradient_pb2
@@ -28,9 +32,9 @@ RUN_ID = "r1"
 CRITERIA = ("coherence", "fluency")
 RPC = {
     "judge": "/judgeopt.v1.JudgeService/Score",
-    "loss": "/judgeopt.v1.LossAgent/Critique",
-    "gradient": "/judgeopt.v1.GradientAgent/ComputeGradient",
-    "optimizer": "/judgeopt.v1.OptimizerAgent/Step",
+    "loss": "/judgeopt.v1.LossService/Critique",
+    "gradient": "/judgeopt.v1.GradientService/ComputeGradient",
+    "optimizer": "/judgeopt.v1.OptimizerService/Step",
 }
 
 Call = RoutedCall[Any]
@@ -49,26 +53,25 @@ RECORDS = (
 def route_step(router: Router) -> list[Call]:
     """One training step's calls on every record: judge, loss, gradient, then the optimizer."""
     names = router.names
-    policy = router.policy
     prompt = PromptState("TASK", tuple((n, f"instruction for {n}") for n in names))
     calls: list[Call] = []
     gradients: list[Gradient] = []
     for rec in RECORDS:
         prediction = ScoredSample(rec.id, {n: 3.0 for n in names}, {}, f"RAW {rec.id}")
-        calls += router.judge(prompt, rec, policy.judge.routing)
-        losses = router.loss(rec, prediction, prompt, policy.loss.routing)
+        calls += router.judge(prompt, rec, router.state())
+        losses = router.loss(rec, prediction, prompt, router.state())
         calls += losses
         critiques = [
             Critique(f"crit-{rec.id}-{i}", rec.id, c.criteria, f"critique {i}", common_pb2.PARSE_STATUS_OK)
             for i, c in enumerate(losses)
         ]
-        grads = router.gradient(rec, prediction, critiques, prompt, policy.gradient.routing)
+        grads = router.gradient(rec, prediction, critiques, prompt, router.state())
         calls += grads
         gradients += [
             Gradient(f"grad-{rec.id}-{i}", rec.id, c.criteria, "keep", "problem", "fix", common_pb2.PARSE_STATUS_OK)
             for i, c in enumerate(grads)
         ]
-    calls += router.optimizer(prompt, gradients, policy.optimizer.routing)
+    calls += router.optimizer(prompt, gradients, router.state())
     return calls
 
 
@@ -76,10 +79,20 @@ def start_run(
     run_dir: Path, policy: Policy, *, criteria: Sequence[str] = CRITERIA, tracks: Sequence[str] = ("all",)
 ) -> RunStore:
     store = RunStore(run_dir)
-    store.set_meta("run_id", RUN_ID)
-    store.set_meta("policy", policy.model_dump(mode="json"))
-    store.set_meta("criteria", list(criteria))
-    store.set_meta("tracks", list(tracks))
+    store.write_manifest(
+        RunManifest(
+            run_id=RUN_ID,
+            config=RunConfig(),
+            models=ModelsConfig(),
+            model_names={},
+            policy=policy,
+            criteria=tuple(spec(c) for c in criteria),
+            text_fields=("text",),
+            tracks=tuple(tracks),
+            data_checksum="",
+            splits={},
+        )
+    )
     return store
 
 
@@ -128,8 +141,11 @@ class LeakyGradientRouter(Router):
 class SelfReportingLeakyRouter(Router):
     """Leaks the ground truth to the gradient agent and says so in its own log."""
 
-    def _can_see(self, stage: Any, field: str) -> bool:
-        return (stage == "gradient" and field == "ground_truth") or super()._can_see(stage, field)
+    def _views(self, stage: Any, state: Any) -> list[CallView]:
+        views = super()._views(stage, state)
+        if stage != "gradient":
+            return views
+        return [dataclasses.replace(view, fields=view.fields | {"ground_truth"}) for view in views]
 
 
 def breaches_about(report: AuditReport, stage: str, text: str) -> list[str]:
@@ -214,7 +230,7 @@ class TestBreaches:
         router = Router(PRESETS["SSS"], [spec(n) for n in CRITERIA], run_id=RUN_ID, track="all")
         router.step = 99  # a step the run never had: the request id is one the router never logged
         prompt = PromptState("TASK", tuple((n, f"instruction for {n}") for n in CRITERIA))
-        (unlogged,) = router.judge(prompt, RECORDS[0], "joint")
+        (unlogged,) = router.judge(prompt, RECORDS[0], router.state())
         write_ledgers(tmp_path, [unlogged])
         report = audit_run(tmp_path)
         assert [(b.request_id, b.stage) for b in report.breaches] == [(unlogged.request_id, "judge")]

@@ -45,7 +45,9 @@ def example_config(path: Path, base_url: str, run: dict[str, Any] | None = None,
 def write_test_rows(run_dir: Path, out: Path) -> None:
     """Write the run's test split (ids, text fields and human scores) as a CSV, as a user would bring new data."""
     with sqlite3.connect(run_dir / "run.sqlite") as db:
-        test_ids = json.loads(db.execute("SELECT value FROM meta WHERE key = 'splits'").fetchone()[0])["test"]
+        test_ids = json.loads(db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()[0])["splits"][
+            "test"
+        ]
     with (EXAMPLE / "reviews.csv").open(newline="") as handle:
         rows = {r["id"]: r for r in csv.DictReader(handle)}
     with out.open("w", newline="") as handle:
@@ -57,7 +59,9 @@ def write_test_rows(run_dir: Path, out: Path) -> None:
 def stored_test_predictions(run_dir: Path, step: int) -> dict[str, dict[str, float]]:
     with sqlite3.connect(run_dir / "run.sqlite") as db:
         prompt_id = db.execute("SELECT prompt_id FROM steps WHERE step = ?", (step,)).fetchone()[0]
-        test_ids = set(json.loads(db.execute("SELECT value FROM meta WHERE key = 'splits'").fetchone()[0])["test"])
+        test_ids = set(
+            json.loads(db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()[0])["splits"]["test"]
+        )
         rows = db.execute("SELECT sample_id, scores FROM predictions WHERE prompt_id = ?", (prompt_id,)).fetchall()
     return {sid: json.loads(scores) for sid, scores in rows if sid in test_ids}
 

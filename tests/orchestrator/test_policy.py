@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from judgeopt.orchestrator.engine.policy import (
     STAGE_FIELDS,
     STAGES,
     Policy,
+    RoutingState,
+    Stage,
     StagePolicy,
     load_policy,
     policy_from_mapping,
@@ -369,50 +371,76 @@ def _policy_with(stage: str, routing: str, scope: object) -> Policy:
     return Policy.model_validate(data)
 
 
-class TestVisibleCriteria:
+def _visible(policy: Policy, stage: Stage, focus: Sequence[str], track: tuple[str, ...] = TRACK) -> tuple[str, ...]:
+    return policy.view(stage, focus, RoutingState(0, track)).visible
+
+
+class TestView:
+    """``Policy.view``: what one call may see. The focus comes first, then the other visible criteria in track order."""
+
     def test_own_scope(self) -> None:
         """Scope own: a per-criterion call sees only its own criterion."""
         policy = _policy_with("loss", "per_criterion", "own")
-        assert policy.visible_criteria("loss", ["fluency"], TRACK) == ("fluency",)
+        assert _visible(policy, "loss", ["fluency"]) == ("fluency",)
 
     def test_all_scope(self) -> None:
-        """Scope all: a per-criterion call sees every criterion of the track, in track order."""
+        """Scope all: a per-criterion call sees every criterion of the track, its own first."""
         policy = _policy_with("gradient", "per_criterion", "all")
-        assert policy.visible_criteria("gradient", ["relevance"], TRACK) == TRACK
+        assert _visible(policy, "gradient", ["relevance"]) == ("relevance", "coherence", "consistency", "fluency")
 
     def test_list_scope_adds_listed_criteria_in_track_order(self) -> None:
         """A scope list adds the listed criteria to the call's own, ordered as in the track."""
         policy = _policy_with("optimizer", "per_criterion", ["relevance", "coherence"])
-        assert policy.visible_criteria("optimizer", ["fluency"], TRACK) == ("coherence", "fluency", "relevance")
+        assert _visible(policy, "optimizer", ["fluency"]) == ("fluency", "coherence", "relevance")
 
     def test_list_scope_that_includes_own(self) -> None:
         """Listing the call's own criterion does not duplicate it."""
         policy = _policy_with("loss", "per_criterion", ["fluency", "coherence"])
-        assert policy.visible_criteria("loss", ["fluency"], TRACK) == ("coherence", "fluency")
+        assert _visible(policy, "loss", ["fluency"]) == ("fluency", "coherence")
 
     def test_list_scope_outside_track_is_dropped(self) -> None:
         """Listed criteria that are not on this track are not visible (Single-Task tracks hold one criterion)."""
         policy = _policy_with("loss", "per_criterion", ["relevance"])
-        assert policy.visible_criteria("loss", ["fluency"], ("fluency",)) == ("fluency",)
+        assert _visible(policy, "loss", ["fluency"], ("fluency",)) == ("fluency",)
 
     @pytest.mark.parametrize("scope", ["own", "all"])
-    def test_joint_always_sees_all(self, scope: str) -> None:
-        """A joint call sees every criterion of the track whatever its scope says."""
+    def test_a_joint_call_sees_all_and_an_added_per_criterion_call_its_own(self, scope: str) -> None:
+        """A joint call (about the whole track) sees every criterion whatever its scope says; a per-criterion call
+        that a dynamic policy adds to a joint stage (a fallback) sees only its own criterion."""
         policy = _policy_with("loss", "joint", scope)
-        assert policy.visible_criteria("loss", ["fluency"], TRACK) == TRACK
-        assert policy.visible_criteria("loss", TRACK, TRACK) == TRACK
+        assert _visible(policy, "loss", TRACK) == TRACK
+        assert _visible(policy, "loss", ["fluency"]) == ("fluency",)
+        assert policy.view("loss", TRACK, RoutingState(0, TRACK)).routing == "joint"
+        assert policy.view("loss", ["fluency"], RoutingState(0, TRACK)).routing == "per_criterion"
 
-    def test_order_follows_track_not_focus(self) -> None:
-        """The result is in track order even when the focus lists criteria in another order."""
-        policy = _policy_with("gradient", "per_criterion", "own")
-        assert policy.visible_criteria("gradient", ["relevance", "coherence"], TRACK) == ("coherence", "relevance")
+    def test_focus_keeps_its_order_then_track_order(self) -> None:
+        policy = _policy_with("gradient", "per_criterion", "all")
+        assert _visible(policy, "gradient", ["relevance", "coherence"]) == (
+            "relevance",
+            "coherence",
+            "consistency",
+            "fluency",
+        )
 
     def test_sss_preset_visibility(self) -> None:
-        """The SSS preset: judge sees all, the learning stages only their own criterion."""
+        """The SSS preset: the judge sees all, the learning stages only their own criterion."""
         policy = PRESETS["SSS"]
-        assert policy.visible_criteria("judge", ["fluency"], TRACK) == TRACK
+        assert _visible(policy, "judge", TRACK) == TRACK
         for stage in LEARNING_STAGES:
-            assert policy.visible_criteria(stage, ["fluency"], TRACK) == ("fluency",)
+            assert _visible(policy, stage, ["fluency"]) == ("fluency",)
+
+    @pytest.mark.parametrize("mode", ["SSS", "SSC", "SCC", "CCC"])
+    def test_calls_follow_the_routing(self, mode: str) -> None:
+        """A joint stage makes one call about the whole track; a per-criterion stage one call per criterion."""
+        policy = PRESETS[mode]
+        for stage in STAGES:
+            calls = policy.calls(stage, RoutingState(0, TRACK))
+            expected = [TRACK] if policy.stage(stage).routing == "joint" else [(c,) for c in TRACK]
+            assert calls == expected
+
+    def test_allowed_pairs_follow_the_view(self) -> None:
+        view = PRESETS["SSS"].view("loss", ["fluency"], RoutingState(0, TRACK))
+        assert view.allowed() == {"fluency:prediction", "fluency:ground_truth", "fluency:verdict"}
 
 
 class TestStagePolicy:

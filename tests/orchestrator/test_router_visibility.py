@@ -31,6 +31,7 @@ from judgeopt.orchestrator.engine.policy import (
     STAGES,
     Policy,
     RoutingName,
+    RoutingState,
     Stage,
     StagePolicy,
 )
@@ -250,7 +251,7 @@ def check_call(scenario: Scenario, call: RoutedCall[Any], stage: Stage, ctx: Con
     # No field and no criterion the policy hides.
     assert received <= allowed_fields(policy, stage, call.criteria, names)
     assert received <= oracle_allowed(stage_policy, visible)
-    assert set(sent_criteria) <= set(call.criteria) | set(policy.visible_criteria(stage, call.criteria, names))
+    assert set(sent_criteria) <= set(policy.view(stage, call.criteria, RoutingState(0, tuple(names))).visible)
     assert sent_criteria == visible
     # ...and everything the policy grants (for which there is something to send) does arrive.
     assert received == oracle_fields(scenario, stage, visible, ctx)
@@ -310,19 +311,19 @@ def test_no_request_carries_what_its_policy_hides(scenario: Scenario) -> None:
     for rec, prediction in zip(scenario.records, scenario.predictions, strict=True):
         critiques = scenario.critiques[rec.id]
 
-        judge_calls = router.judge(scenario.prompt, rec, policy.judge.routing)
+        judge_calls = router.judge(scenario.prompt, rec, router.state())
         assert [c.criteria for c in judge_calls] == expected_focus(policy.judge.routing, names)
         for judge_call in judge_calls:
             assert judge_call.sample_id == rec.id
             check_call(scenario, judge_call, "judge", Context(record=rec))
 
-        loss_calls = router.loss(rec, prediction, scenario.prompt, policy.loss.routing)
+        loss_calls = router.loss(rec, prediction, scenario.prompt, router.state())
         assert [c.criteria for c in loss_calls] == expected_focus(policy.loss.routing, names)
         for loss_call in loss_calls:
             assert loss_call.sample_id == rec.id
             check_call(scenario, loss_call, "loss", Context(record=rec, prediction=prediction))
 
-        gradient_calls = router.gradient(rec, prediction, critiques, scenario.prompt, policy.gradient.routing)
+        gradient_calls = router.gradient(rec, prediction, critiques, scenario.prompt, router.state())
         assert [c.criteria for c in gradient_calls] == expected_focus(policy.gradient.routing, names)
         for gradient_call in gradient_calls:
             assert gradient_call.sample_id == rec.id
@@ -332,7 +333,7 @@ def test_no_request_carries_what_its_policy_hides(scenario: Scenario) -> None:
             context = Context(record=rec, prediction=prediction, critiques=critiques)
             check_call(scenario, gradient_call, "gradient", context)
 
-    optimizer_calls = router.optimizer(scenario.prompt, scenario.gradients, policy.optimizer.routing)
+    optimizer_calls = router.optimizer(scenario.prompt, scenario.gradients, router.state())
     assert [c.criteria for c in optimizer_calls] == expected_focus(policy.optimizer.routing, names)
     for optimizer_call in optimizer_calls:
         seen = set(optimizer_call.audit.visible)
@@ -354,14 +355,15 @@ def test_request_ids_are_unique() -> None:
     rec = record(0, dict.fromkeys(names, 3.0))
     prediction = ScoredSample("s0", dict.fromkeys(names, 3.0), {}, "raw")
     prompt = PromptState(TASK, tuple((n, instruction_text(n)) for n in names))
+    state = router.state()
     calls: list[RoutedCall[Any]] = [
-        *router.judge(prompt, rec, "per_criterion"),
-        *router.judge(prompt, rec, "joint"),
-        *router.loss(rec, prediction, prompt, "per_criterion"),
-        *router.gradient(rec, prediction, critiques_for("s0", names, "per_criterion"), prompt, "per_criterion"),
-        *router.optimizer(prompt, gradients_for("s0", names, "per_criterion"), "per_criterion"),
+        *router.judge(prompt, rec, state),
+        *router.judge(prompt, rec, state),  # the same content again in the step: a numbered id
+        *router.loss(rec, prediction, prompt, state),
+        *router.gradient(rec, prediction, critiques_for("s0", names, "per_criterion"), prompt, state),
+        *router.optimizer(prompt, gradients_for("s0", names, "per_criterion"), state),
     ]
-    assert len({c.request_id for c in calls}) == len(calls) == 3 + 1 + 3 + 3 + 3
+    assert len({c.request_id for c in calls}) == len(calls) == 1 + 1 + 3 + 3 + 3
 
 
 # --- the study's SSS preset, checked field by field on the protobufs ---------------------------------------------
@@ -392,7 +394,7 @@ class TestSSS:
         """SSS loss: no sample text, instruction or judge output, and only its own criterion's numbers."""
         router, prompt, records, predictions = sss
         for rec, prediction in zip(records, predictions, strict=True):
-            calls = router.loss(rec, prediction, prompt, "per_criterion")
+            calls = router.loss(rec, prediction, prompt, router.state())
             assert [c.criteria for c in calls] == [(n,) for n in SSS_NAMES]
             for call, own in zip(calls, SSS_NAMES, strict=True):
                 request = call.request
@@ -415,7 +417,7 @@ class TestSSS:
     def test_verdict_for_missing_prediction(self, sss: SSSFixture) -> None:
         """A criterion the judge failed to score reaches the loss as 'no valid score', without a prediction."""
         router, prompt, records, predictions = sss
-        calls = router.loss(records[0], predictions[0], prompt, "per_criterion")
+        calls = router.loss(records[0], predictions[0], prompt, router.state())
         fluency = next(c for c in calls if c.criteria == ("fluency",))
         (item,) = fluency.request.evidence
         assert not item.HasField("prediction")
@@ -426,8 +428,8 @@ class TestSSS:
         """SSS gradient: never the ground truth, verdict or judge output, nor another criterion's critique."""
         router, prompt, records, predictions = sss
         for rec, prediction in zip(records, predictions, strict=True):
-            critiques = critiques_for(rec.id, SSS_NAMES, "per_criterion")
-            calls = router.gradient(rec, prediction, critiques, prompt, "per_criterion")
+            critiques = critiques_for(rec.id, SSS_NAMES, router.state())
+            calls = router.gradient(rec, prediction, critiques, prompt, router.state())
             for call, own in zip(calls, SSS_NAMES, strict=True):
                 request = call.request
                 assert not request.HasField("judge_output")
@@ -450,7 +452,7 @@ class TestSSS:
         """SSS optimizer: its own instruction and gradients from every sample, no task description."""
         router, prompt, records, _ = sss
         gradients = [g for rec in records for g in gradients_for(rec.id, SSS_NAMES, "per_criterion")]
-        calls = router.optimizer(prompt, gradients, "per_criterion")
+        calls = router.optimizer(prompt, gradients, router.state())
         for call, own in zip(calls, SSS_NAMES, strict=True):
             request = call.request
             assert request.prompt.task_description == ""
@@ -462,7 +464,7 @@ class TestSSS:
     def test_judge_is_one_joint_call_per_sample(self, sss: SSSFixture) -> None:
         """SSS judge: one call per sample with every criterion's instruction, the sample and the task."""
         router, prompt, records, _ = sss
-        calls = router.judge(prompt, records[1], "joint")
+        calls = router.judge(prompt, records[1], router.state())
         assert len(calls) == 1
         (call,) = calls
         assert call.criteria == SSS_NAMES
@@ -483,7 +485,7 @@ class TestArtifactLog:
         prediction = ScoredSample("s0", {"fluency": 2.0}, {}, "raw")
         prompt = PromptState(TASK, (("fluency", instruction_text("fluency")),))
         (call,) = router.gradient(
-            rec, prediction, critiques_for("s0", ["fluency"], "per_criterion"), prompt, "per_criterion"
+            rec, prediction, critiques_for("s0", ["fluency"], "per_criterion"), prompt, router.state()
         )
         assert not call.request.evidence[0].HasField("critique")
         assert call.audit.artifacts == ()

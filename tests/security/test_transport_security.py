@@ -152,7 +152,7 @@ async def raw_critique(
     channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = ()
 ) -> loss_pb2.CritiqueResponse:
     """One call without the orchestrator's client (no wait_for_ready, so a failed handshake fails at once)."""
-    reply: loss_pb2.CritiqueResponse = await loss_pb2_grpc.LossAgentStub(channel).Critique(
+    reply: loss_pb2.CritiqueResponse = await loss_pb2_grpc.LossServiceStub(channel).Critique(
         critique_request(), timeout=10, metadata=metadata
     )
     return reply
@@ -297,7 +297,7 @@ class TestBearerToken:
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")])
             )
             listing = await call.read()
-        assert "judgeopt.v1.LossAgent" in {s.name for s in listing.list_services_response.service}
+        assert "judgeopt.v1.LossService" in {s.name for s in listing.list_services_response.service}
 
     async def test_refused_calls_are_logged_without_the_token(self, token_loss: Served, token_in_env: str) -> None:
         """A refused call leaves an access-log line with code UNAUTHENTICATED and its request id; the token
@@ -305,7 +305,7 @@ class TestBearerToken:
         request = critique_request()
         async with grpc.aio.insecure_channel(token_loss.address) as channel:
             with pytest.raises(grpc.aio.AioRpcError):
-                await loss_pb2_grpc.LossAgentStub(channel).Critique(
+                await loss_pb2_grpc.LossServiceStub(channel).Critique(
                     request, timeout=5, metadata=(("authorization", f"Bearer {TOKEN}x"),)
                 )
         async with AgentClients({"loss": token_loss.address}, ClientSettings(token_env=token_in_env)) as clients:

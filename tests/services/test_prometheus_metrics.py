@@ -28,7 +28,7 @@ from judgeopt.orchestrator.errors import AgentUnavailable
 from judgeopt.services.metrics import ServiceMetrics
 from judgeopt.v1 import common_pb2
 
-CRITIQUE = "/judgeopt.v1.LossAgent/Critique"
+CRITIQUE = "/judgeopt.v1.LossService/Critique"
 INFLIGHT = "judgeopt_inflight_requests"
 RPCS = "judgeopt_rpc_total"
 LATENCIES = "judgeopt_rpc_seconds_count"
@@ -164,7 +164,7 @@ async def test_health_checks_are_not_counted(metered_loss: Metered) -> None:
     before = await scrape(metered_loss)
     async with grpc.aio.insecure_channel(metered_loss.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "judgeopt.v1.LossAgent", "", "judgeopt.v1.LossAgent"):
+        for service in ("", "judgeopt.v1.LossService", "", "judgeopt.v1.LossService"):
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
     after = await scrape(metered_loss)

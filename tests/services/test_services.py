@@ -30,9 +30,9 @@ class TestHealthAndReflection:
         """The standard grpc.health.v1 check answers SERVING for the server and for the role's own service."""
         names = {
             "judge": "judgeopt.v1.JudgeService",
-            "loss": "judgeopt.v1.LossAgent",
-            "gradient": "judgeopt.v1.GradientAgent",
-            "optimizer": "judgeopt.v1.OptimizerAgent",
+            "loss": "judgeopt.v1.LossService",
+            "gradient": "judgeopt.v1.GradientService",
+            "optimizer": "judgeopt.v1.OptimizerService",
         }
         for role, address in fleet.addresses.items():
             async with grpc.aio.insecure_channel(address) as channel:
@@ -48,7 +48,7 @@ class TestHealthAndReflection:
             call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
             reply = await call.read()
             services = {s.name for s in reply.list_services_response.service}
-        assert "judgeopt.v1.GradientAgent" in services
+        assert "judgeopt.v1.GradientService" in services
         assert "grpc.health.v1.Health" in services
 
 
@@ -313,7 +313,7 @@ class TestEndpointFailures:
         async with grpc.aio.insecure_channel(fleet.addresses["loss"]) as channel:
             from judgeopt.v1 import loss_pb2_grpc
 
-            stub = loss_pb2_grpc.LossAgentStub(channel)
+            stub = loss_pb2_grpc.LossServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Critique(critique_request(), timeout=0.3)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -140,7 +140,7 @@ def _load_run_study(directory: Path) -> Study:
     cell = read_cell(directory, directory.name, f"run directory {directory}")
     store = RunStore(directory)
     try:
-        settings: dict[str, Any] = store.get_meta("config") or {}
+        settings: dict[str, Any] = store.manifest().config.model_dump(mode="json")
     finally:
         store.close()
     grid = {"modes": [cell.mode], "gates": [cell.gate], "runs": 1, "diagnostics": bool(cell.diagnostics)}

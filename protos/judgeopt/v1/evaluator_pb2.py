@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from judgeopt.v1 import common_pb2 as judgeopt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjudgeopt/v1/evaluator.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xc1\x01\n\x12SpecificityRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12)\n\tcriterion\x18\x02 \x01(\x0b\x32\x16.judgeopt.v1.Criterion\x12.\n\x0eother_criteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\tgradients\x18\x04 \x03(\x0b\x32\x15.judgeopt.v1.Gradient\"\xc1\x01\n\x10\x41\x64herenceRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12)\n\tcriterion\x18\x02 \x01(\x0b\x32\x16.judgeopt.v1.Criterion\x12\x17\n\x0fold_instruction\x18\x03 \x01(\t\x12\x17\n\x0fnew_instruction\x18\x04 \x01(\t\x12(\n\tgradients\x18\x05 \x03(\x0b\x32\x15.judgeopt.v1.Gradient\"\xa2\x01\n\x0eRatingResponse\x12\x12\n\x05score\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x11\n\trationale\x18\x03 \x01(\t\x12\x12\n\nraw_output\x18\x04 \x01(\t\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.judgeopt.v1.UsageB\x08\n\x06_score2\xae\x01\n\x0e\x45valuatorAgent\x12O\n\x0fRateSpecificity\x12\x1f.judgeopt.v1.SpecificityRequest\x1a\x1b.judgeopt.v1.RatingResponse\x12K\n\rRateAdherence\x12\x1d.judgeopt.v1.AdherenceRequest\x1a\x1b.judgeopt.v1.RatingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjudgeopt/v1/evaluator.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xc1\x01\n\x12SpecificityRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12)\n\tcriterion\x18\x02 \x01(\x0b\x32\x16.judgeopt.v1.Criterion\x12.\n\x0eother_criteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\tgradients\x18\x04 \x03(\x0b\x32\x15.judgeopt.v1.Gradient\"\xc1\x01\n\x10\x41\x64herenceRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12)\n\tcriterion\x18\x02 \x01(\x0b\x32\x16.judgeopt.v1.Criterion\x12\x17\n\x0fold_instruction\x18\x03 \x01(\t\x12\x17\n\x0fnew_instruction\x18\x04 \x01(\t\x12(\n\tgradients\x18\x05 \x03(\x0b\x32\x15.judgeopt.v1.Gradient\"\xa2\x01\n\x0eRatingResponse\x12\x12\n\x05score\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x11\n\trationale\x18\x03 \x01(\t\x12\x12\n\nraw_output\x18\x04 \x01(\t\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.judgeopt.v1.UsageB\x08\n\x06_score2\xb0\x01\n\x10\x45valuatorService\x12O\n\x0fRateSpecificity\x12\x1f.judgeopt.v1.SpecificityRequest\x1a\x1b.judgeopt.v1.RatingResponse\x12K\n\rRateAdherence\x12\x1d.judgeopt.v1.AdherenceRequest\x1a\x1b.judgeopt.v1.RatingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADHERENCEREQUEST']._serialized_end=460
   _globals['_RATINGRESPONSE']._serialized_start=463
   _globals['_RATINGRESPONSE']._serialized_end=625
-  _globals['_EVALUATORAGENT']._serialized_start=628
-  _globals['_EVALUATORAGENT']._serialized_end=802
+  _globals['_EVALUATORSERVICE']._serialized_start=628
+  _globals['_EVALUATORSERVICE']._serialized_end=804
 # @@protoc_insertion_point(module_scope)

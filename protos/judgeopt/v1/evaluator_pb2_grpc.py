@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class EvaluatorAgentStub(object):
+class EvaluatorServiceStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -35,18 +35,18 @@ class EvaluatorAgentStub(object):
             channel: A grpc.Channel.
         """
         self.RateSpecificity = channel.unary_unary(
-                '/judgeopt.v1.EvaluatorAgent/RateSpecificity',
+                '/judgeopt.v1.EvaluatorService/RateSpecificity',
                 request_serializer=judgeopt_dot_v1_dot_evaluator__pb2.SpecificityRequest.SerializeToString,
                 response_deserializer=judgeopt_dot_v1_dot_evaluator__pb2.RatingResponse.FromString,
                 _registered_method=True)
         self.RateAdherence = channel.unary_unary(
-                '/judgeopt.v1.EvaluatorAgent/RateAdherence',
+                '/judgeopt.v1.EvaluatorService/RateAdherence',
                 request_serializer=judgeopt_dot_v1_dot_evaluator__pb2.AdherenceRequest.SerializeToString,
                 response_deserializer=judgeopt_dot_v1_dot_evaluator__pb2.RatingResponse.FromString,
                 _registered_method=True)
 
 
-class EvaluatorAgentServicer(object):
+class EvaluatorServiceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def RateSpecificity(self, request, context):
@@ -65,7 +65,7 @@ class EvaluatorAgentServicer(object):
         raise NotImplementedError('Method not implemented!')
 
 
-def add_EvaluatorAgentServicer_to_server(servicer, server):
+def add_EvaluatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RateSpecificity': grpc.unary_unary_rpc_method_handler(
                     servicer.RateSpecificity,
@@ -79,13 +79,13 @@ def add_EvaluatorAgentServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'judgeopt.v1.EvaluatorAgent', rpc_method_handlers)
+            'judgeopt.v1.EvaluatorService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('judgeopt.v1.EvaluatorAgent', rpc_method_handlers)
+    server.add_registered_method_handlers('judgeopt.v1.EvaluatorService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class EvaluatorAgent(object):
+class EvaluatorService(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -102,7 +102,7 @@ class EvaluatorAgent(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/judgeopt.v1.EvaluatorAgent/RateSpecificity',
+            '/judgeopt.v1.EvaluatorService/RateSpecificity',
             judgeopt_dot_v1_dot_evaluator__pb2.SpecificityRequest.SerializeToString,
             judgeopt_dot_v1_dot_evaluator__pb2.RatingResponse.FromString,
             options,
@@ -129,7 +129,7 @@ class EvaluatorAgent(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/judgeopt.v1.EvaluatorAgent/RateAdherence',
+            '/judgeopt.v1.EvaluatorService/RateAdherence',
             judgeopt_dot_v1_dot_evaluator__pb2.AdherenceRequest.SerializeToString,
             judgeopt_dot_v1_dot_evaluator__pb2.RatingResponse.FromString,
             options,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from judgeopt.v1 import common_pb2 as judgeopt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ajudgeopt/v1/gradient.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xea\x02\n\x0fGradientRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12-\n\x06prompt\x18\x04 \x01(\x0b\x32\x18.judgeopt.v1.JudgePromptH\x00\x88\x01\x01\x12(\n\x06sample\x18\x05 \x01(\x0b\x32\x13.judgeopt.v1.SampleH\x01\x88\x01\x01\x12\x19\n\x0cjudge_output\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x30\n\x08\x65vidence\x18\x07 \x03(\x0b\x32\x1e.judgeopt.v1.CriterionEvidence\x12\x11\n\tsample_id\x18\x08 \x01(\tB\t\n\x07_promptB\t\n\x07_sampleB\x0f\n\r_judge_output\"^\n\x10GradientResponse\x12\'\n\x08gradient\x18\x01 \x01(\x0b\x32\x15.judgeopt.v1.Gradient\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.judgeopt.v1.Usage2_\n\rGradientAgent\x12N\n\x0f\x43omputeGradient\x12\x1c.judgeopt.v1.GradientRequest\x1a\x1d.judgeopt.v1.GradientResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ajudgeopt/v1/gradient.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xea\x02\n\x0fGradientRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12-\n\x06prompt\x18\x04 \x01(\x0b\x32\x18.judgeopt.v1.JudgePromptH\x00\x88\x01\x01\x12(\n\x06sample\x18\x05 \x01(\x0b\x32\x13.judgeopt.v1.SampleH\x01\x88\x01\x01\x12\x19\n\x0cjudge_output\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x30\n\x08\x65vidence\x18\x07 \x03(\x0b\x32\x1e.judgeopt.v1.CriterionEvidence\x12\x11\n\tsample_id\x18\x08 \x01(\tB\t\n\x07_promptB\t\n\x07_sampleB\x0f\n\r_judge_output\"^\n\x10GradientResponse\x12\'\n\x08gradient\x18\x01 \x01(\x0b\x32\x15.judgeopt.v1.Gradient\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.judgeopt.v1.Usage2a\n\x0fGradientService\x12N\n\x0f\x43omputeGradient\x12\x1c.judgeopt.v1.GradientRequest\x1a\x1d.judgeopt.v1.GradientResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GRADIENTREQUEST']._serialized_end=432
   _globals['_GRADIENTRESPONSE']._serialized_start=434
   _globals['_GRADIENTRESPONSE']._serialized_end=528
-  _globals['_GRADIENTAGENT']._serialized_start=530
-  _globals['_GRADIENTAGENT']._serialized_end=625
+  _globals['_GRADIENTSERVICE']._serialized_start=530
+  _globals['_GRADIENTSERVICE']._serialized_end=627
 # @@protoc_insertion_point(module_scope)

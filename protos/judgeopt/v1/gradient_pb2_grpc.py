@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class GradientAgentStub(object):
+class GradientServiceStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -35,13 +35,13 @@ class GradientAgentStub(object):
             channel: A grpc.Channel.
         """
         self.ComputeGradient = channel.unary_unary(
-                '/judgeopt.v1.GradientAgent/ComputeGradient',
+                '/judgeopt.v1.GradientService/ComputeGradient',
                 request_serializer=judgeopt_dot_v1_dot_gradient__pb2.GradientRequest.SerializeToString,
                 response_deserializer=judgeopt_dot_v1_dot_gradient__pb2.GradientResponse.FromString,
                 _registered_method=True)
 
 
-class GradientAgentServicer(object):
+class GradientServiceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def ComputeGradient(self, request, context):
@@ -51,7 +51,7 @@ class GradientAgentServicer(object):
         raise NotImplementedError('Method not implemented!')
 
 
-def add_GradientAgentServicer_to_server(servicer, server):
+def add_GradientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ComputeGradient': grpc.unary_unary_rpc_method_handler(
                     servicer.ComputeGradient,
@@ -60,13 +60,13 @@ def add_GradientAgentServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'judgeopt.v1.GradientAgent', rpc_method_handlers)
+            'judgeopt.v1.GradientService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('judgeopt.v1.GradientAgent', rpc_method_handlers)
+    server.add_registered_method_handlers('judgeopt.v1.GradientService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class GradientAgent(object):
+class GradientService(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -83,7 +83,7 @@ class GradientAgent(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/judgeopt.v1.GradientAgent/ComputeGradient',
+            '/judgeopt.v1.GradientService/ComputeGradient',
             judgeopt_dot_v1_dot_gradient__pb2.GradientRequest.SerializeToString,
             judgeopt_dot_v1_dot_gradient__pb2.GradientResponse.FromString,
             options,

@@ -17,20 +17,20 @@ class _MaybeAsyncIterator(collections.abc.AsyncIterator[_T], collections.abc.Ite
 class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type: ignore[misc, type-arg]
     ...
 
-class GradientAgentStub:
+class GradientServiceStub:
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     ComputeGradient: grpc.UnaryUnaryMultiCallable[
         judgeopt.v1.gradient_pb2.GradientRequest,
         judgeopt.v1.gradient_pb2.GradientResponse,
     ]
 
-class GradientAgentAsyncStub:
+class GradientServiceAsyncStub:
     ComputeGradient: grpc.aio.UnaryUnaryMultiCallable[
         judgeopt.v1.gradient_pb2.GradientRequest,
         judgeopt.v1.gradient_pb2.GradientResponse,
     ]
 
-class GradientAgentServicer(metaclass=abc.ABCMeta):
+class GradientServiceServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def ComputeGradient(
         self,
@@ -38,4 +38,4 @@ class GradientAgentServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[judgeopt.v1.gradient_pb2.GradientResponse, collections.abc.Awaitable[judgeopt.v1.gradient_pb2.GradientResponse]]: ...
 
-def add_GradientAgentServicer_to_server(servicer: GradientAgentServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
+def add_GradientServiceServicer_to_server(servicer: GradientServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from judgeopt.v1 import common_pb2 as judgeopt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16judgeopt/v1/loss.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xb0\x02\n\x0f\x43ritiqueRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12\x11\n\tsample_id\x18\x04 \x01(\t\x12\x30\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\x1e.judgeopt.v1.CriterionEvidence\x12(\n\x06sample\x18\x06 \x01(\x0b\x32\x13.judgeopt.v1.SampleH\x00\x88\x01\x01\x12\x19\n\x0cjudge_output\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_sampleB\x0f\n\r_judge_output\"^\n\x10\x43ritiqueResponse\x12\'\n\x08\x63ritique\x18\x01 \x01(\x0b\x32\x15.judgeopt.v1.Critique\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.judgeopt.v1.Usage2T\n\tLossAgent\x12G\n\x08\x43ritique\x12\x1c.judgeopt.v1.CritiqueRequest\x1a\x1d.judgeopt.v1.CritiqueResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16judgeopt/v1/loss.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xb0\x02\n\x0f\x43ritiqueRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12\x11\n\tsample_id\x18\x04 \x01(\t\x12\x30\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\x1e.judgeopt.v1.CriterionEvidence\x12(\n\x06sample\x18\x06 \x01(\x0b\x32\x13.judgeopt.v1.SampleH\x00\x88\x01\x01\x12\x19\n\x0cjudge_output\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_sampleB\x0f\n\r_judge_output\"^\n\x10\x43ritiqueResponse\x12\'\n\x08\x63ritique\x18\x01 \x01(\x0b\x32\x15.judgeopt.v1.Critique\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.judgeopt.v1.Usage2V\n\x0bLossService\x12G\n\x08\x43ritique\x12\x1c.judgeopt.v1.CritiqueRequest\x1a\x1d.judgeopt.v1.CritiqueResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CRITIQUEREQUEST']._serialized_end=370
   _globals['_CRITIQUERESPONSE']._serialized_start=372
   _globals['_CRITIQUERESPONSE']._serialized_end=466
-  _globals['_LOSSAGENT']._serialized_start=468
-  _globals['_LOSSAGENT']._serialized_end=552
+  _globals['_LOSSSERVICE']._serialized_start=468
+  _globals['_LOSSSERVICE']._serialized_end=554
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class LossAgentStub(object):
+class LossServiceStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -35,13 +35,13 @@ class LossAgentStub(object):
             channel: A grpc.Channel.
         """
         self.Critique = channel.unary_unary(
-                '/judgeopt.v1.LossAgent/Critique',
+                '/judgeopt.v1.LossService/Critique',
                 request_serializer=judgeopt_dot_v1_dot_loss__pb2.CritiqueRequest.SerializeToString,
                 response_deserializer=judgeopt_dot_v1_dot_loss__pb2.CritiqueResponse.FromString,
                 _registered_method=True)
 
 
-class LossAgentServicer(object):
+class LossServiceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Critique(self, request, context):
@@ -51,7 +51,7 @@ class LossAgentServicer(object):
         raise NotImplementedError('Method not implemented!')
 
 
-def add_LossAgentServicer_to_server(servicer, server):
+def add_LossServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Critique': grpc.unary_unary_rpc_method_handler(
                     servicer.Critique,
@@ -60,13 +60,13 @@ def add_LossAgentServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'judgeopt.v1.LossAgent', rpc_method_handlers)
+            'judgeopt.v1.LossService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('judgeopt.v1.LossAgent', rpc_method_handlers)
+    server.add_registered_method_handlers('judgeopt.v1.LossService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class LossAgent(object):
+class LossService(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -83,7 +83,7 @@ class LossAgent(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/judgeopt.v1.LossAgent/Critique',
+            '/judgeopt.v1.LossService/Critique',
             judgeopt_dot_v1_dot_loss__pb2.CritiqueRequest.SerializeToString,
             judgeopt_dot_v1_dot_loss__pb2.CritiqueResponse.FromString,
             options,

@@ -17,20 +17,20 @@ class _MaybeAsyncIterator(collections.abc.AsyncIterator[_T], collections.abc.Ite
 class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type: ignore[misc, type-arg]
     ...
 
-class LossAgentStub:
+class LossServiceStub:
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     Critique: grpc.UnaryUnaryMultiCallable[
         judgeopt.v1.loss_pb2.CritiqueRequest,
         judgeopt.v1.loss_pb2.CritiqueResponse,
     ]
 
-class LossAgentAsyncStub:
+class LossServiceAsyncStub:
     Critique: grpc.aio.UnaryUnaryMultiCallable[
         judgeopt.v1.loss_pb2.CritiqueRequest,
         judgeopt.v1.loss_pb2.CritiqueResponse,
     ]
 
-class LossAgentServicer(metaclass=abc.ABCMeta):
+class LossServiceServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def Critique(
         self,
@@ -38,4 +38,4 @@ class LossAgentServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[judgeopt.v1.loss_pb2.CritiqueResponse, collections.abc.Awaitable[judgeopt.v1.loss_pb2.CritiqueResponse]]: ...
 
-def add_LossAgentServicer_to_server(servicer: LossAgentServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
+def add_LossServiceServicer_to_server(servicer: LossServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

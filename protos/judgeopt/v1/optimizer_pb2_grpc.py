@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class OptimizerAgentStub(object):
+class OptimizerServiceStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -35,13 +35,13 @@ class OptimizerAgentStub(object):
             channel: A grpc.Channel.
         """
         self.Step = channel.unary_unary(
-                '/judgeopt.v1.OptimizerAgent/Step',
+                '/judgeopt.v1.OptimizerService/Step',
                 request_serializer=judgeopt_dot_v1_dot_optimizer__pb2.StepRequest.SerializeToString,
                 response_deserializer=judgeopt_dot_v1_dot_optimizer__pb2.StepResponse.FromString,
                 _registered_method=True)
 
 
-class OptimizerAgentServicer(object):
+class OptimizerServiceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Step(self, request, context):
@@ -51,7 +51,7 @@ class OptimizerAgentServicer(object):
         raise NotImplementedError('Method not implemented!')
 
 
-def add_OptimizerAgentServicer_to_server(servicer, server):
+def add_OptimizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Step': grpc.unary_unary_rpc_method_handler(
                     servicer.Step,
@@ -60,13 +60,13 @@ def add_OptimizerAgentServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'judgeopt.v1.OptimizerAgent', rpc_method_handlers)
+            'judgeopt.v1.OptimizerService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('judgeopt.v1.OptimizerAgent', rpc_method_handlers)
+    server.add_registered_method_handlers('judgeopt.v1.OptimizerService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class OptimizerAgent(object):
+class OptimizerService(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -83,7 +83,7 @@ class OptimizerAgent(object):
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/judgeopt.v1.OptimizerAgent/Step',
+            '/judgeopt.v1.OptimizerService/Step',
             judgeopt_dot_v1_dot_optimizer__pb2.StepRequest.SerializeToString,
             judgeopt_dot_v1_dot_optimizer__pb2.StepResponse.FromString,
             options,

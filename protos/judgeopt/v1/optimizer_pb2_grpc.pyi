@@ -17,20 +17,20 @@ class _MaybeAsyncIterator(collections.abc.AsyncIterator[_T], collections.abc.Ite
 class _ServicerContext(grpc.ServicerContext, grpc.aio.ServicerContext):  # type: ignore[misc, type-arg]
     ...
 
-class OptimizerAgentStub:
+class OptimizerServiceStub:
     def __init__(self, channel: typing.Union[grpc.Channel, grpc.aio.Channel]) -> None: ...
     Step: grpc.UnaryUnaryMultiCallable[
         judgeopt.v1.optimizer_pb2.StepRequest,
         judgeopt.v1.optimizer_pb2.StepResponse,
     ]
 
-class OptimizerAgentAsyncStub:
+class OptimizerServiceAsyncStub:
     Step: grpc.aio.UnaryUnaryMultiCallable[
         judgeopt.v1.optimizer_pb2.StepRequest,
         judgeopt.v1.optimizer_pb2.StepResponse,
     ]
 
-class OptimizerAgentServicer(metaclass=abc.ABCMeta):
+class OptimizerServiceServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def Step(
         self,
@@ -38,4 +38,4 @@ class OptimizerAgentServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[judgeopt.v1.optimizer_pb2.StepResponse, collections.abc.Awaitable[judgeopt.v1.optimizer_pb2.StepResponse]]: ...
 
-def add_OptimizerAgentServicer_to_server(servicer: OptimizerAgentServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
+def add_OptimizerServiceServicer_to_server(servicer: OptimizerServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
