@@ -11,7 +11,23 @@ and the command line starts fast::
     judge = run.judge("best")  # or judgeopt.load_judge("judge.yaml"), a file `judgeopt export` wrote
     print(judge.score([{"article": "...", "summary": "..."}]))  # one {criterion: score} per row
 
-Every error is a :class:`JudgeoptError`.
+Every error is a :class:`JudgeoptError`; each layer hangs its own branch under the root, and the command line maps
+the root in one place (``judgeopt.cli``: one ``Type: message`` line, exit 2 for a ``ConfigError``, else 1)::
+
+    JudgeoptError                         judgeopt.core.errors
+    ├── ConfigError                       a config file, flag or setting is invalid
+    │   ├── ModelConfigError              a role's model settings cannot be used
+    │   ├── CredentialError               a TLS file or the token variable cannot be used
+    │   └── PolicyError                   a policy is invalid (names the stage)       judgeopt.orchestrator.errors
+    ├── LocalModelError                   the embedded model server did not start
+    ├── AgentError                        raised inside an agent                      judgeopt.agents.errors
+    │   ├── InvalidRequestError           the request is malformed
+    │   └── ModelEndpointError            the model endpoint failed (timeout, unavailable, refused)
+    ├── DataError                         a dataset is missing or malformed           judgeopt.orchestrator.errors
+    ├── ServiceStartError                 an agent service did not come up
+    ├── RunFailed                         a run cannot go on
+    ├── AgentCallError                    an agent RPC failed (timeout, unavailable, rejected)
+    └── StorageError, MissingDependencyError                                          judgeopt.api
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from judgeopt.orchestrator.data.records import CriterionSpec, Record
 from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
+from judgeopt.orchestrator.engine.policy import Routing
 from judgeopt.v1 import common_pb2, evaluator_pb2, gradient_pb2, loss_pb2
 
-RoutingName = str
 _ROUTING = {"per_criterion": common_pb2.ROUTING_PER_CRITERION, "joint": common_pb2.ROUTING_JOINT}
 USABLE_STATUSES = frozenset({common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED})
 """Parse statuses whose content a later stage may use."""
@@ -18,7 +18,7 @@ USABLE_STATUSES = frozenset({common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS
 # --- building requests -------------------------------------------------------------------------------------------
 
 
-def routing(name: RoutingName) -> common_pb2.Routing.ValueType:
+def routing(name: Routing) -> common_pb2.Routing.ValueType:
     return _ROUTING[name]
 
 

@@ -1,7 +1,8 @@
-"""The errors the orchestrator and the ``judgeopt`` command report, and the one place gRPC errors are mapped.
+"""The orchestrator's branch of judgeopt's error tree (the whole tree is drawn in ``judgeopt``'s docstring), and the
+one place gRPC errors are mapped.
 
-    JudgeoptError
-    ├── ConfigError            a config file or flag is invalid
+    JudgeoptError              judgeopt.core.errors
+    ├── ConfigError            judgeopt.core.errors: a config file or flag is invalid
     │   └── PolicyError            a policy is invalid (names the stage)
     ├── DataError              a dataset is missing or malformed
     ├── ServiceStartError      an agent service did not come up

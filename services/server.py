@@ -24,6 +24,7 @@ from judgeopt.agents.judge import JudgeAgent
 from judgeopt.agents.loss import LossAgent
 from judgeopt.agents.model_client import ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
+from judgeopt.core.contract import SERVICE_NAMES
 from judgeopt.core.credentials import ServerTLS, server_tls, service_token
 from judgeopt.core.models import RoleModelConfig
 from judgeopt.core.roles import Role
@@ -47,15 +48,10 @@ from judgeopt.services.servicers import (
 from judgeopt.v1 import (
     agent_info_pb2,
     agent_info_pb2_grpc,
-    evaluator_pb2,
     evaluator_pb2_grpc,
-    gradient_pb2,
     gradient_pb2_grpc,
-    judge_pb2,
     judge_pb2_grpc,
-    loss_pb2,
     loss_pb2_grpc,
-    optimizer_pb2,
     optimizer_pb2_grpc,
 )
 
@@ -96,16 +92,15 @@ def _register_evaluator(runner: ModelRunner, server: grpc.aio.Server, margin: fl
     )
 
 
+_REGISTER: dict[Role, Callable[[ModelRunner, grpc.aio.Server, float], None]] = {
+    "judge": _register_judge,
+    "loss": _register_loss,
+    "gradient": _register_gradient,
+    "optimizer": _register_optimizer,
+    "evaluator": _register_evaluator,
+}
 ROLE_BINDINGS: dict[Role, RoleBinding] = {
-    "judge": RoleBinding(judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name, _register_judge),
-    "loss": RoleBinding(loss_pb2.DESCRIPTOR.services_by_name["LossService"].full_name, _register_loss),
-    "gradient": RoleBinding(gradient_pb2.DESCRIPTOR.services_by_name["GradientService"].full_name, _register_gradient),
-    "optimizer": RoleBinding(
-        optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name, _register_optimizer
-    ),
-    "evaluator": RoleBinding(
-        evaluator_pb2.DESCRIPTOR.services_by_name["EvaluatorService"].full_name, _register_evaluator
-    ),
+    role: RoleBinding(SERVICE_NAMES[role], _REGISTER[role]) for role in SERVICE_NAMES
 }
 
 

@@ -53,11 +53,26 @@ LINKED_FOLDERS = {
 """judgeopt/<name> -> the specified top-level folder it stands for."""
 
 
+SOURCE_ITEMS = ("agents", "services", "orchestrator", "protos", "judgeopt", "pyproject.toml", "README.md")
+
+
+def copy_source(target: Path) -> Path:
+    """The package's sources (links kept), so that building or linting them writes nothing into the checkout."""
+    for name in SOURCE_ITEMS:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target / name)
+    return target
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    source = copy_source(tmp_path_factory.mktemp("source"))
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -126,6 +141,25 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+class TestCommandLine:
+    def test_version_and_completion(self) -> None:
+        """``python -m judgeopt --version`` prints the installed version; ``completion bash`` prints a script that
+        completes every subcommand."""
+        from importlib.metadata import version
+
+        run = subprocess.run(
+            [sys.executable, "-m", "judgeopt", "--version"], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert run.stdout.strip() == f"judgeopt {version('judgeopt')}"
+        script = subprocess.run(
+            [sys.executable, "-m", "judgeopt", "completion", "bash"], capture_output=True, text=True, timeout=60
+        )
+        assert script.returncode == 0
+        for command in ("optimize", "resume", "experiment", "report", "export", "judge", "audit", "serve"):
+            assert command in script.stdout
+        assert "--gradient-endpoint" in script.stdout and "complete" in script.stdout
+
+
 class TestLayering:
     def test_the_layering_contracts_hold(self) -> None:
         result = _lint_imports(REPO_ROOT)
@@ -148,11 +182,7 @@ class TestLayering:
         self, tmp_path: Path, folder: str, planted: str, contract: str
     ) -> None:
         """The contracts have teeth: one forbidden import, planted in a copy of the tree, is reported."""
-        for name in ("agents", "services", "orchestrator", "protos", "judgeopt"):
-            shutil.copytree(
-                REPO_ROOT / name, tmp_path / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path)
+        copy_source(tmp_path)
         (tmp_path / folder / "planted.py").write_text(f"{planted}\n")
         result = _lint_imports(tmp_path)
         assert result.returncode != 0

@@ -15,19 +15,13 @@ from pathlib import Path
 
 import structlog
 
+from judgeopt.core.contract import WORK_METHODS
 from judgeopt.core.errors import ConfigError
 from judgeopt.orchestrator.engine.policy import Policy, RoutingState, Stage
 from judgeopt.orchestrator.engine.router import AuditEntry
 from judgeopt.orchestrator.engine.store import RunStore
 
 log = structlog.get_logger(__name__)
-
-_RPC_STAGE: dict[str, Stage] = {
-    "/judgeopt.v1.JudgeService/Score": "judge",
-    "/judgeopt.v1.LossService/Critique": "loss",
-    "/judgeopt.v1.GradientService/ComputeGradient": "gradient",
-    "/judgeopt.v1.OptimizerService/Step": "optimizer",
-}
 
 
 @dataclass(frozen=True)
@@ -109,11 +103,11 @@ def audit_run(run_dir: Path) -> AuditReport:
         breaches += _check(policy, entry, tracks[entry.track], entry.visible, entry.fields, "router sent")
     checked = 0
     for received in ledger:
-        if received.get("run_id") != run_id or received.get("rpc") not in _RPC_STAGE:
+        if received.get("run_id") != run_id or received.get("rpc") not in WORK_METHODS:
             continue  # another run's request, or the evaluator's diagnostics (outside the policy's stages)
         checked += 1
         request_id = str(received["request_id"])
-        stage = _RPC_STAGE[str(received["rpc"])]
+        stage = WORK_METHODS[str(received["rpc"])]
         logged = routed.get(request_id)
         if logged is None:
             breaches.append(Breach(request_id, stage, "a service received a request the router never routed"))

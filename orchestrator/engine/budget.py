@@ -125,7 +125,7 @@ def estimate_run(
 
 
 @dataclass(frozen=True)
-class Budget:
+class RunBudget:
     max_calls: int | None
     max_tokens: int | None
 

@@ -1,7 +1,7 @@
-"""Sends routed calls: one concurrency limit for the whole run, a retry budget per call, every attempt stored.
+"""Sends routed calls: one concurrency limit for the whole run, a number of attempts per call, every attempt stored.
 
 This is the only retry layer on the orchestrator→service hop (gRPC channels declare no retry policy and the model
-hop retries inside the service), so retries never stack. A call that still fails after its budget returns
+hop retries inside the service), so retries never stack. A call that still fails after its attempts returns
 ``None``: the step decides whether the failures it saw are too many.
 """
 
@@ -33,7 +33,9 @@ ResponseT = TypeVar("ResponseT")
 
 
 @dataclass(frozen=True)
-class RetryBudget:
+class CallRetries:
+    """How one call is retried (the run's spend limit is a different thing: ``budget.RunBudget``)."""
+
     attempts: int = 3
     """Attempts per call, the first included."""
     initial_backoff_seconds: float = 0.5
@@ -59,7 +61,7 @@ class CallExecutor:
         store: RunStore,
         *,
         limit: asyncio.Semaphore,
-        budget: RetryBudget | None = None,
+        retries: CallRetries | None = None,
         rate_limits: RateLimits | None = None,
     ) -> None:
         """``limit`` bounds the calls in flight and ``rate_limits`` the calls per window of each endpoint; runs of
@@ -67,7 +69,7 @@ class CallExecutor:
         self._store = store
         self._limit = limit
         self._rates = rate_limits
-        self.budget = budget or RetryBudget()
+        self.retries = retries or CallRetries()
 
     async def send(
         self,
@@ -78,7 +80,7 @@ class CallExecutor:
         step: int,
         purpose: str,
     ) -> ResponseT | None:
-        """The reply, or ``None`` once the budget is spent (or the service refused the request as malformed)."""
+        """The reply, or ``None`` once its attempts are spent (or the service refused the request as malformed)."""
         if call.audit is not None:
             self._store.record_audit(call.audit)
         attempt_number = self._store.attempts_made(call.request_id)
@@ -124,8 +126,8 @@ class CallExecutor:
             return reply
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.budget.attempts),
-            wait=self.budget.wait(),
+            stop=stop_after_attempt(self.retries.attempts),
+            wait=self.retries.wait(),
             retry=retry_if_exception_type((AgentTimeout, AgentUnavailable)),
             reraise=False,
         )

@@ -19,9 +19,10 @@ import structlog
 
 from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
 from judgeopt.orchestrator.engine.artifacts import PromptState, StepArtifacts
-from judgeopt.orchestrator.engine.budget import Budget, StepShape, tests_at
+from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.metrics import Evaluation
 from judgeopt.orchestrator.engine.policy import Policy
@@ -35,18 +36,11 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class LoopSettings:
-    steps: int
-    batch_size: int
-    gate: str
-    test_interval: int
-    seed: int
-    step_retries: int
-    max_failure_share: float
-    bootstrap_resamples: int
-    drop_output_format_after_update: bool
+    run: RunConfig
+    """The run's settings (steps, batch size, gate, seed, retries, …), as stored in its manifest."""
     judge_key: str
     """Identifies the judge's model settings in the prediction cache."""
-    budget: Budget | None = None
+    budget: RunBudget | None = None
     shapes: Mapping[str, StepShape] = field(default_factory=dict)
     """Per track, what the budget check needs to estimate a step's calls."""
 
@@ -108,7 +102,7 @@ class OptimizationLoop:
                 executor=executor,
                 clients=clients,
                 store=store,
-                cache_salt=(settings.judge_key, settings.seed),
+                cache_salt=(settings.judge_key, settings.run.seed),
             )
             for name, router in self._routers.items()
         }
@@ -125,7 +119,7 @@ class OptimizationLoop:
             if not self._within_budget(track, 0):
                 return
             last = await self._initial_step(track)
-        while last.step < self.settings.steps:
+        while last.step < self.settings.run.steps:
             if not self._within_budget(track, last.step + 1):
                 return
             last = await self._training_step(track, last)
@@ -165,15 +159,15 @@ class OptimizationLoop:
         scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
         names = [c.name for c in track.criteria]
         # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
-        resamples = self.settings.bootstrap_resamples if purpose == "test" else 0
-        evaluation = evaluation_of(names, records, scored, resamples, self.settings.seed)
+        resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
+        evaluation = evaluation_of(names, records, scored, resamples, self.settings.run.seed)
         return evaluation, evaluation_json(evaluation, scored)
 
     def _gate_metric(self, evaluation: Evaluation) -> float:
-        return evaluation.metric("mae" if self.settings.gate == "none" else self.settings.gate)
+        return evaluation.metric("mae" if self.settings.run.gate == "none" else self.settings.run.gate)
 
     def _tests_at(self, step: int) -> bool:
-        return tests_at(step, self.settings.steps, self.settings.test_interval)
+        return tests_at(step, self.settings.run.steps, self.settings.run.test_interval)
 
     # --- steps -------------------------------------------------------------------------------------------------------
 
@@ -200,8 +194,8 @@ class OptimizationLoop:
         return self._commit(track, StepOutcome(record))
 
     def _batch(self, step: int) -> tuple[Record, ...]:
-        rng = random.Random(f"{self.settings.seed}:batch:{step}")
-        size = min(self.settings.batch_size, len(self.splits.train))
+        rng = random.Random(f"{self.settings.run.seed}:batch:{step}")
+        size = min(self.settings.run.batch_size, len(self.splits.train))
         return tuple(rng.sample(self.splits.train, size))
 
     async def _training_step(self, track: Track, last: StepRecord) -> StepRecord:
@@ -213,8 +207,8 @@ class OptimizationLoop:
             attempts += 1
             self._routers[track.name].attempt = attempts
             artifacts, tally, updates = await self._learn(track, current, batch, step)
-            too_many = tally.total > 0 and tally.failed / tally.total > self.settings.max_failure_share
-            if not too_many or attempts > self.settings.step_retries:
+            too_many = tally.total > 0 and tally.failed / tally.total > self.settings.run.max_failure_share
+            if not too_many or attempts > self.settings.run.step_retries:
                 break
             log.warning("step.retry", track=track.name, step=step, failed=tally.failed, total=tally.total)
         template = StepRecord(
@@ -235,11 +229,11 @@ class OptimizationLoop:
             record = replace(template, test=await self._test_json(track, current, step))
             return self._commit(track, StepOutcome(record, artifacts))
         candidate = current.replaced(updates)
-        if self.settings.drop_output_format_after_update and candidate != current:
+        if self.settings.run.drop_output_format_after_update and candidate != current:
             candidate = PromptState(candidate.task_description, candidate.instructions, omit_output_format=True)
         val, val_json = await self._evaluate(track, candidate, self.splits.val, step=step, purpose="val")
         candidate_metric = self._gate_metric(val)
-        accepted = self.settings.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
+        accepted = self.settings.run.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
         if accepted:
             record = replace(template, status="accepted", prompt=candidate, val_metric=candidate_metric, val=val_json)
         else:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 Stage = Literal["judge", "loss", "gradient", "optimizer"]
 STAGES: tuple[Stage, ...] = ("judge", "loss", "gradient", "optimizer")
 LEARNING_STAGES: tuple[Stage, ...] = ("loss", "gradient", "optimizer")
-RoutingName = Literal["per_criterion", "joint"]
+Routing = Literal["per_criterion", "joint"]
 
 SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output"})
 PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "verdict", "critique", "gradient"})
@@ -56,7 +56,7 @@ REQUIRED_FIELDS: dict[Stage, frozenset[str]] = {
 class StagePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    routing: RoutingName
+    routing: Routing
     fields: frozenset[str]
     scope: Literal["own", "all"] | tuple[str, ...] = "own"
     """For per-criterion calls: whose per-criterion fields the call sees. Joint calls always see all."""
@@ -81,7 +81,7 @@ class CallView:
     checks what the services received against it."""
 
     stage: Stage
-    routing: RoutingName
+    routing: Routing
     focus: tuple[str, ...]
     """What the call is about: one criterion, or all of the track's for a joint call."""
     visible: tuple[str, ...]
@@ -151,7 +151,7 @@ class Policy(BaseModel):
         policy: StagePolicy = getattr(self, stage)
         return policy
 
-    def routing_at(self, stage: Stage, state: RoutingState) -> RoutingName:
+    def routing_at(self, stage: Stage, state: RoutingState) -> Routing:
         """The routing of ``stage`` for the step described by ``state``. A static policy ignores the state; a
         dynamic one (e.g. fall back to per-criterion gradients when focus drops) overrides this or :meth:`calls`."""
         del state
@@ -181,7 +181,7 @@ class Policy(BaseModel):
         else:
             seen = set(focus) | set(policy.scope)
         visible = focus + tuple(c for c in state.track if c in seen and c not in focus)
-        routing: RoutingName = self.routing_at(stage, state) if whole else "per_criterion"
+        routing: Routing = self.routing_at(stage, state) if whole else "per_criterion"
         return CallView(stage, routing, focus, visible, policy.fields)
 
     def check_criteria(self, criteria: Sequence[str]) -> None:
@@ -202,7 +202,7 @@ class Policy(BaseModel):
         return "".join("S" if self.stage(s).routing == "per_criterion" else "C" for s in LEARNING_STAGES)
 
 
-def _stage(routing: RoutingName, *fields: str, scope: Literal["own", "all"] | None = None) -> StagePolicy:
+def _stage(routing: Routing, *fields: str, scope: Literal["own", "all"] | None = None) -> StagePolicy:
     return StagePolicy(
         routing=routing, fields=frozenset(fields), scope=scope or ("all" if routing == "joint" else "own")
     )

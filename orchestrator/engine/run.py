@@ -27,8 +27,8 @@ from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import CriterionSpec, Dataset
 from judgeopt.orchestrator.data.splits import split_dataset
 from judgeopt.orchestrator.engine.artifacts import PromptState, content_id
-from judgeopt.orchestrator.engine.budget import Budget, StepShape, mean_sample_tokens
-from judgeopt.orchestrator.engine.executor import CallExecutor, RetryBudget
+from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, mean_sample_tokens
+from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
 from judgeopt.orchestrator.engine.loop import LoopSettings, OptimizationLoop, Track
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.policy import Policy, resolve_policy
@@ -206,7 +206,7 @@ async def run_with_clients(
     limit = limit or asyncio.Semaphore(default_concurrency(config, models))
     budget = None
     if config.max_calls is not None or config.max_tokens is not None:
-        budget = Budget(config.max_calls, config.max_tokens)
+        budget = RunBudget(config.max_calls, config.max_tokens)
     sample_tokens = mean_sample_tokens([*splits.train, *splits.val, *splits.test])
     batch = min(config.batch_size, len(splits.train))
     shapes = {
@@ -218,15 +218,7 @@ async def run_with_clients(
         tracks=tracks,
         splits=splits,
         settings=LoopSettings(
-            steps=config.steps,
-            batch_size=config.batch_size,
-            gate=config.gate,
-            test_interval=config.test_interval,
-            seed=config.seed,
-            step_retries=config.step_retries,
-            max_failure_share=config.max_failure_share,
-            bootstrap_resamples=config.bootstrap_resamples,
-            drop_output_format_after_update=config.drop_output_format_after_update,
+            run=config,
             judge_key=judge_key(models),
             budget=budget,
             shapes=shapes,
@@ -235,7 +227,7 @@ async def run_with_clients(
         executor=CallExecutor(
             store,
             limit=limit,
-            budget=RetryBudget(attempts=config.call_attempts),
+            retries=CallRetries(attempts=config.call_attempts),
             rate_limits=rate_limits or RateLimits(models, ROLES, window=config.rate_window_seconds),
         ),
         store=store,

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from judgeopt.core.errors import ConfigError
 from judgeopt.orchestrator import convert
@@ -22,13 +21,11 @@ from judgeopt.orchestrator.data.records import Record
 from judgeopt.orchestrator.engine.artifacts import content_id
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.metrics import Evaluation, evaluate
-from judgeopt.orchestrator.engine.policy import PRESETS, Policy, StagePolicy
+from judgeopt.orchestrator.engine.policy import PRESETS, Policy, Routing, StagePolicy
 from judgeopt.orchestrator.engine.router import Router
 from judgeopt.orchestrator.engine.scoring import Scorer
 from judgeopt.orchestrator.engine.store import RunStore
 from judgeopt.orchestrator.study.export import ExportedJudge
-
-Routing = Literal["joint", "per_criterion"]
 
 
 @dataclass(frozen=True)

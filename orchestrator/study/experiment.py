@@ -31,7 +31,7 @@ from judgeopt.orchestrator.agent_clients import ClientSettings
 from judgeopt.orchestrator.config import GridConfig, RunConfig
 from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import DatasetConfig
-from judgeopt.orchestrator.engine.executor import CallExecutor, RetryBudget
+from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
 from judgeopt.orchestrator.engine.policy import PRESETS, resolve_policy
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.run import (
@@ -190,7 +190,7 @@ async def run_experiment(
 async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
     """The evaluator's diagnostics of a finished cell, then its summary again, so that its spend includes them."""
     attempts = store.manifest().config.call_attempts
-    executor = CallExecutor(store, limit=limit, budget=RetryBudget(attempts=attempts), rate_limits=rates)
+    executor = CallExecutor(store, limit=limit, retries=CallRetries(attempts=attempts), rate_limits=rates)
     await rate_run(store, clients, executor)
     write_summary(store, run_dir)
 
@@ -217,8 +217,8 @@ async def _interference(
             continue
         store = open_run(directory / "cells" / name)
         try:
-            retry = RetryBudget(attempts=config.call_attempts)
-            executor = CallExecutor(store, limit=shared.limit, budget=retry, rate_limits=shared.rates)
+            retry = CallRetries(attempts=config.call_attempts)
+            executor = CallExecutor(store, limit=shared.limit, retries=retry, rate_limits=shared.rates)
             results[name] = {"gate": config.gate, "seed": config.seed}
             results[name] |= await stitch_and_score(store, clients, executor, dataset, select_on=select_on)
         finally:

@@ -12,7 +12,7 @@ into one prompt; judging it per criterion reproduces the run's own one-criterion
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -22,6 +22,7 @@ from judgeopt.core.models import RoleModelConfig
 from judgeopt.core.yaml_files import read_yaml_mapping
 from judgeopt.orchestrator.data.records import CriterionSpec
 from judgeopt.orchestrator.engine.artifacts import PromptState
+from judgeopt.orchestrator.engine.policy import Routing
 from judgeopt.orchestrator.engine.run import open_run
 from judgeopt.orchestrator.engine.summary import build_summary
 
@@ -37,7 +38,7 @@ class ExportedJudge(BaseModel):
     omit_output_format: bool = False
     criteria: tuple[CriterionSpec, ...]
     text_fields: tuple[str, ...]
-    routing: Literal["joint", "per_criterion"]
+    routing: Routing
     model: RoleModelConfig
     source: dict[str, Any]
 

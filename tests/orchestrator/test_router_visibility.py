@@ -30,7 +30,7 @@ from judgeopt.orchestrator.engine.policy import (
     STAGE_FIELDS,
     STAGES,
     Policy,
-    RoutingName,
+    Routing,
     RoutingState,
     Stage,
     StagePolicy,
@@ -42,7 +42,7 @@ TASK = "TASK DESCRIPTION TEXT"
 LEARNING_PATTERNS = ("SSS", "SSC", "SCC", "CCC")
 LABELS = tuple(round(1 + i / 3, 12) for i in range(13))
 SCORES = (1.0, 2.0, 3.0, 3.5, 4.0, 5.0)
-ROUTINGS: tuple[RoutingName, ...] = ("per_criterion", "joint")
+ROUTINGS: tuple[Routing, ...] = ("per_criterion", "joint")
 
 
 def instruction_text(criterion: str) -> str:
@@ -67,7 +67,7 @@ def record(index: int, labels: dict[str, float]) -> Record:
     )
 
 
-def critiques_for(sample_id: str, names: Sequence[str], routing: RoutingName) -> list[Critique]:
+def critiques_for(sample_id: str, names: Sequence[str], routing: Routing) -> list[Critique]:
     groups = [tuple(names)] if routing == "joint" else [(n,) for n in names]
     return [
         Critique(
@@ -81,7 +81,7 @@ def critiques_for(sample_id: str, names: Sequence[str], routing: RoutingName) ->
     ]
 
 
-def gradients_for(sample_id: str, names: Sequence[str], routing: RoutingName) -> list[Gradient]:
+def gradients_for(sample_id: str, names: Sequence[str], routing: Routing) -> list[Gradient]:
     groups = [tuple(names)] if routing == "joint" else [(n,) for n in names]
     return [
         Gradient(
@@ -113,7 +113,7 @@ class Scenario:
 
 
 @st.composite
-def stage_policies(draw: st.DrawFn, stage: Stage, routing: RoutingName, names: tuple[str, ...]) -> dict[str, Any]:
+def stage_policies(draw: st.DrawFn, stage: Stage, routing: Routing, names: tuple[str, ...]) -> dict[str, Any]:
     optional = sorted(STAGE_FIELDS[stage] - REQUIRED_FIELDS[stage])
     fields = REQUIRED_FIELDS[stage] | draw(st.sets(st.sampled_from(optional)))
     scope: object
@@ -135,7 +135,7 @@ def stage_policies(draw: st.DrawFn, stage: Stage, routing: RoutingName, names: t
 def scenarios(draw: st.DrawFn) -> Scenario:
     names = tuple(f"c{i}" for i in range(draw(st.integers(1, 4))))
     letters = draw(st.sampled_from(LEARNING_PATTERNS))
-    routings: dict[Stage, RoutingName] = {"judge": draw(st.sampled_from(ROUTINGS))}
+    routings: dict[Stage, Routing] = {"judge": draw(st.sampled_from(ROUTINGS))}
     for stage, letter in zip(LEARNING_STAGES, letters, strict=True):
         routings[stage] = "per_criterion" if letter == "S" else "joint"
     data = {stage: draw(stage_policies(stage, routings[stage], names)) for stage in STAGES}
@@ -298,7 +298,7 @@ def check_call(scenario: Scenario, call: RoutedCall[Any], stage: Stage, ctx: Con
             assert g.criteria and set(g.criteria) <= set(visible)
 
 
-def expected_focus(routing: RoutingName, names: tuple[str, ...]) -> list[tuple[str, ...]]:
+def expected_focus(routing: Routing, names: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [names] if routing == "joint" else [(n,) for n in names]
 
 

@@ -23,6 +23,7 @@ from helpers.runs import final_prompts, outcome, train_calls, write_config
 from helpers.scripts import deterministic_handler, fail_first_time, failing_role, role_of
 
 from judgeopt.cli import main
+from judgeopt.orchestrator.engine.store import RunStore
 
 K = 4  # SummEval criteria
 
@@ -174,6 +175,30 @@ class TestResume:
                 "SELECT COUNT(*) FROM (SELECT request_id, attempt FROM calls GROUP BY 1, 2 HAVING COUNT(*) > 1)"
             )
             assert duplicates.fetchone()[0] == 0
+
+
+    def test_resume_refuses_a_run_whose_prompt_templates_changed(
+        self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The manifest records every template the services used; when a service now reports another hash for one
+        (planted here in the manifest, as after an upgrade), `resume` refuses in one line naming it, before any
+        model call."""
+        config = write_config(tmp_path / "run.yaml", scripted.base_url, mode="SSS", steps=1, max_calls=1)
+        run_dir = tmp_path / "run"
+        assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        store = RunStore(run_dir)
+        manifest = store.manifest()
+        roles = {name.split("/")[0] for name in manifest.templates}
+        assert roles == {"judge", "loss", "gradient", "optimizer"} and len(manifest.templates) >= 8
+        planted = {**manifest.templates, "gradient/gradient_system": "0" * 64}
+        store.write_manifest(manifest.model_copy(update={"templates": planted}))
+        store.close()
+        capsys.readouterr()
+        before = len(scripted.requests)
+        assert main(["resume", str(run_dir), "--max-calls", "1000"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar's line
+        assert err.startswith("ConfigError: prompt template gradient/gradient_system changed")
+        assert len(scripted.requests) == before
 
 
 class TestModelSwap:
