@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from judgeopt.agents.types import (
     CriterionScore,
     JudgePrompt,
     Prediction,
+    PromptProtocol,
     Routing,
     Sample,
     ScoreTask,
@@ -29,15 +29,19 @@ from judgeopt.agents.types import (
     Usage,
 )
 
-_KEY_BEFORE_VALUE = re.compile(r'"([^"]+)"\s*:\s*"?$')
-
 
 def score_schema(criteria: Sequence[Criterion]) -> dict[str, Any]:
     """JSON schema of a judge answer: every criterion's score, on its own scale, and nothing else."""
     properties: dict[str, Any] = {}
     for c in criteria:
-        if c.integer_scores:
+        if c.allowed_scores:
             properties[c.name] = {"type": "integer", "enum": list(c.allowed_scores)}
+        elif c.integer_scores:  # too many values to list
+            properties[c.name] = {
+                "type": "integer",
+                "minimum": math.ceil(c.min_score),
+                "maximum": math.floor(c.max_score),
+            }
         else:
             properties[c.name] = {"type": "number", "minimum": c.min_score, "maximum": c.max_score}
     return {
@@ -52,6 +56,26 @@ def _token_text(token: str, raw: list[int] | None) -> str:
     return bytes(raw).decode("utf-8", errors="ignore") if raw else token
 
 
+def _skip_space_back(text: str, end: int) -> int:
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    return end
+
+
+def _key_before_value(text: str, end: int) -> str | None:
+    """The key of the ``"key": `` (or ``"key": "``) that ``text[:end]`` ends with: where a JSON answer's value
+    starts. Read backwards from ``end``, so each score token costs only the key and spaces before it."""
+    end = end - 1 if end > 0 and text[end - 1] == '"' else end
+    end = _skip_space_back(text, end)
+    if end == 0 or text[end - 1] != ":":
+        return None
+    end = _skip_space_back(text, end - 1)
+    if end == 0 or text[end - 1] != '"':
+        return None
+    opening = text.rfind('"', 0, end - 1)
+    return text[opening + 1 : end - 1] if 0 <= opening < end - 2 else None
+
+
 def logprob_weighted_scores(
     logprobs: Sequence[ChatCompletionTokenLogprob], criteria: Sequence[Criterion]
 ) -> dict[str, float]:
@@ -62,21 +86,25 @@ def logprob_weighted_scores(
     """
     by_name = {c.name: c for c in criteria if c.integer_scores}
     weighted: dict[str, float] = {}
-    prefix = ""
+    text = "".join(item.token for item in logprobs)
+    offset = 0
     for item in logprobs:
-        key = _KEY_BEFORE_VALUE.search(prefix)
-        criterion = by_name.get(key.group(1)) if key else None
-        if criterion is not None and criterion.name not in weighted and item.token.strip().isdigit():
-            allowed = set(criterion.allowed_scores)
-            mass: dict[int, float] = {}
-            for top in item.top_logprobs or []:
-                text = _token_text("", top.bytes).strip()
-                if text.isdigit() and int(text) in allowed:
-                    mass[int(text)] = mass.get(int(text), 0.0) + math.exp(top.logprob)
-            total = sum(mass.values())
-            if total > 0:
-                weighted[criterion.name] = sum(v * p for v, p in mass.items()) / total
-        prefix += item.token
+        start, offset = offset, offset + len(item.token)
+        if not item.token.strip().isdigit():
+            continue
+        key = _key_before_value(text, start)
+        criterion = by_name.get(key) if key else None
+        if criterion is None or criterion.name in weighted:
+            continue
+        mass: dict[float, float] = {}
+        for top in item.top_logprobs or []:
+            digits = _token_text("", top.bytes).strip()
+            score = float(digits) if digits.isdecimal() else math.nan  # float: a 5,000-digit token must not raise
+            if criterion.allows(score):
+                mass[score] = mass.get(score, 0.0) + math.exp(top.logprob)
+        total = sum(mass.values())
+        if total > 0:
+            weighted[criterion.name] = sum(v * p for v, p in mass.items()) / total
     return weighted
 
 
@@ -91,16 +119,25 @@ class JudgeAgent:
             groups: list[tuple[Criterion, ...]] = [task.criteria]
         else:
             groups = [(c,) for c in task.criteria]
-        results = await asyncio.gather(*(self._score_group(g, task.prompt, task.sample) for g in groups))
+        results = await asyncio.gather(*(self._score_group(g, task.prompt, task.sample, task.protocol) for g in groups))
         scores = tuple(score for group_scores, _ in results for score in group_scores)
         raw = "\n".join(completion.text for _, completion in results)
         usage = sum((completion.usage for _, completion in results), Usage())
         return Prediction(sample_id=task.sample.id, scores=scores, raw_output=raw), usage
 
-    async def _score_group(
-        self, criteria: tuple[Criterion, ...], prompt: JudgePrompt, sample: Sample
-    ) -> tuple[tuple[CriterionScore, ...], Completion]:
+    @staticmethod
+    def _messages(
+        criteria: tuple[Criterion, ...], prompt: JudgePrompt, sample: Sample, protocol: PromptProtocol
+    ) -> tuple[str, str]:
+        """The system and user messages of one judge call."""
         visible = prompt.restricted_to([c.name for c in criteria])
+        if protocol == "study":
+            user = prompting.render(
+                "study_judge_user",
+                system_prompt=prompting.study_judge_prompt(criteria, visible),
+                sample=prompting.study_sample(sample),
+            )
+            return prompting.render("study_judge_system"), user
         output_format = (
             ""
             if prompt.omit_output_format
@@ -113,9 +150,15 @@ class JudgeAgent:
             output_format=output_format,
             sample=prompting.format_sample(sample),
         )
+        return prompting.render("judge_system"), user
+
+    async def _score_group(
+        self, criteria: tuple[Criterion, ...], prompt: JudgePrompt, sample: Sample, protocol: PromptProtocol
+    ) -> tuple[tuple[CriterionScore, ...], Completion]:
+        system, user = self._messages(criteria, prompt, sample, protocol)
         use_logprobs = self._runner.config.logprobs
         completion = await self._runner.complete(
-            prompting.render("judge_system"),
+            system,
             user,
             schema=score_schema(criteria),
             schema_name="scores",

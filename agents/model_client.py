@@ -45,6 +45,7 @@ from judgeopt.agents.errors import (
 from judgeopt.agents.types import Usage
 from judgeopt.core.errors import ModelConfigError
 from judgeopt.core.models import RoleModelConfig, StructuredOutput
+from judgeopt.core.redact import redact
 
 # Local and unknown models: autogen needs to be told what they can do.
 _UNKNOWN_MODEL_INFO = ModelInfo(
@@ -169,25 +170,37 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def _endpoint_said(exc: openai.APIStatusError) -> str:
+    """The endpoint's status and its own message (not its whole body), redacted and at most 300 characters: an
+    error body may echo the request's credentials, and the message goes on to logs, the run store and the caller."""
+    body = exc.body
+    said = body.get("message") if isinstance(body, dict) else None
+    text = " ".join(str(said).split()) if said else exc.response.reason_phrase
+    return f"HTTP {exc.status_code}: {redact(text)[:300]}" if text else f"HTTP {exc.status_code}"
+
+
 def _map_endpoint_error(exc: Exception) -> ModelEndpointError:
-    """Translate what the openai client raises into the agent error tree, keeping any ``Retry-After``."""
+    """Translate what the openai client raises into the agent error tree, keeping any ``Retry-After``; the message
+    holds no secret the endpoint may have echoed (``judgeopt.core.redact``)."""
     match exc:
         case openai.APITimeoutError():
-            return ModelTimeoutError(f"model endpoint timed out: {exc}")
+            return ModelTimeoutError(f"model endpoint timed out: {redact(str(exc))}")
         case openai.APIConnectionError() if isinstance(exc.__cause__, NotJsonReplyError):
             return ModelUnavailableError(str(exc.__cause__))
         case openai.APIConnectionError():
-            return ModelUnavailableError(f"model endpoint unreachable: {exc}")
+            return ModelUnavailableError(f"model endpoint unreachable: {redact(str(exc))}")
         case openai.APIStatusError() if exc.status_code == 429 or exc.status_code >= 500:
             return ModelUnavailableError(
-                f"model endpoint failed: {exc}",
+                f"model endpoint failed: {_endpoint_said(exc)}",
                 status_code=exc.status_code,
                 retry_after_seconds=retry_after_seconds(exc.response.headers),
             )
         case openai.APIStatusError():
-            return ModelRequestError(f"model endpoint refused the request: {exc}", status_code=exc.status_code)
+            return ModelRequestError(
+                f"model endpoint refused the request: {_endpoint_said(exc)}", status_code=exc.status_code
+            )
         case openai.APIError():
-            return ModelUnavailableError(f"model endpoint returned an unreadable reply: {exc}")
+            return ModelUnavailableError(f"model endpoint returned an unreadable reply: {redact(str(exc))}")
         case _:
             raise AssertionError(f"not an endpoint error: {exc!r}")
 

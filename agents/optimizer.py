@@ -1,15 +1,17 @@
 """The optimizer role: one textual gradient-descent step, rewriting one instruction or a whole set.
 
-A reply that cannot be used keeps the previous instruction and says so in its status; it is never fatal.
+A reply that cannot be used keeps the previous instruction and says so in its status; it is never fatal. Under the
+study's protocol a criterion the reply lacks is left out instead (the caller falls back to its initial instruction).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from judgeopt.agents import prompting
 from judgeopt.agents.model_client import ModelRunner
-from judgeopt.agents.parsing import find_json_object, find_text_field, is_placeholder, lookup_key, strip_wrapping
+from judgeopt.agents.parsing import KeyIndex, find_json_object, find_text_field, is_placeholder, strip_wrapping
 from judgeopt.agents.types import Criterion, Instruction, ParseStatus, Routing, StepResult, StepTask, Usage
 
 
@@ -30,19 +32,71 @@ def _parse_joint(text: str, task: StepTask) -> StepResult:
         nested = reading.value.get("instructions")
         mapping = nested if isinstance(nested, dict) else reading.value
         repaired = reading.repaired or not isinstance(nested, dict)
+    index = KeyIndex(mapping)
     instructions: list[Instruction] = []
     statuses: list[ParseStatus] = []
     for criterion in task.criteria:
         old = task.prompt.instruction_for(criterion.name) or ""
-        entry = lookup_key(mapping, criterion.name)
+        entry = index.get(criterion.name)
         new = strip_wrapping(entry[0]) if entry is not None and isinstance(entry[0], str) else ""
         if new and not is_placeholder(new):
             instructions.append(Instruction(criterion.name, new))
             statuses.append(ParseStatus.REPAIRED if repaired or (entry and entry[1]) else ParseStatus.OK)
         else:
-            instructions.append(Instruction(criterion.name, old))
+            if task.protocol != "study":
+                instructions.append(Instruction(criterion.name, old))
             statuses.append(ParseStatus.MISSING if reading is not None else ParseStatus.INVALID)
     return StepResult(tuple(instructions), max(statuses), text)
+
+
+def _parse_plain(text: str, task: StepTask) -> StepResult:
+    """The study's per-criterion reply: the instruction as plain text. Empty (or a placeholder) yields nothing."""
+    new = strip_wrapping(text)
+    if not new or is_placeholder(new):
+        return StepResult((), ParseStatus.INVALID, text)
+    status = ParseStatus.OK if new == text.strip() else ParseStatus.REPAIRED
+    return StepResult((Instruction(task.criteria[0].name, new),), status, text)
+
+
+def _study_conversations(task: StepTask) -> str:
+    return "\n\n".join(
+        f"<CONVERSATION>\n<LM_INPUT>\n{prompting.study_sample(c.sample)}\n</LM_INPUT>\n"
+        f"<LM_OUTPUT>\n{prompting.study_fence(c.output)}\n</LM_OUTPUT>\n</CONVERSATION>"
+        for c in task.conversations
+    )
+
+
+def _study_user(task: StepTask) -> str:
+    """The study's TGD message: role, variable, context (judge prompt, conversations, feedback), the ask."""
+    names = [c.name for c in task.criteria]
+    if task.routing is Routing.PER_CRITERION:
+        name = names[0]
+        role = f"instruction for the '{name}' task in the system prompt to a language model"
+        subject = "the instruction"
+        variable = prompting.study_fence(task.prompt.instruction_for(name) or "")
+        feedback = prompting.study_bullets([g for g in task.gradients if name in g.criteria])
+        answer = prompting.render("study_optimizer_answer_per_criterion", task=name)
+    else:
+        role = "task instructions in the system prompt to a language model"
+        subject = "the instructions"
+        current = {n: task.prompt.instruction_for(n) or "" for n in names}
+        variable = prompting.study_fence(json.dumps(current, indent=2, ensure_ascii=False))
+        feedback = "\n---\n".join(
+            f"Feedback for task '{n}':\n{prompting.study_bullets([g for g in task.gradients if n in g.criteria])}"
+            for n in names
+        )
+        example = ", ".join(f'{json.dumps(n)}: "..."' for n in names)
+        answer = prompting.render("study_optimizer_answer_joint", example=example)
+    return prompting.render(
+        "study_optimizer_user",
+        role=role,
+        variable=variable,
+        system_prompt=prompting.study_judge_prompt(task.criteria, task.prompt),
+        conversations=_study_conversations(task) or prompting.NOT_SHOWN,
+        subject=subject,
+        feedback=feedback,
+        answer=answer.strip(),
+    )
 
 
 def _parse_single(text: str, task: StepTask) -> StepResult:
@@ -53,11 +107,18 @@ def _parse_single(text: str, task: StepTask) -> StepResult:
     return StepResult((Instruction(criterion, new),), status, text)
 
 
+def read_step(text: str, task: StepTask) -> StepResult:
+    """The rewritten instruction(s) in an optimizer reply; the previous ones where the reply holds none."""
+    return _parse_single(text, task) if task.routing is Routing.PER_CRITERION else _parse_joint(text, task)
+
+
 class OptimizerAgent:
     def __init__(self, runner: ModelRunner) -> None:
         self._runner = runner
 
     async def step(self, task: StepTask) -> tuple[StepResult, Usage]:
+        if task.protocol == "study":
+            return await self._study_step(task)
         gradients = prompting.format_gradients(task.gradients)
         if task.routing is Routing.PER_CRITERION:
             criterion = task.criteria[0]
@@ -85,5 +146,15 @@ class OptimizerAgent:
             schema=instruction_schema(task.criteria, task.routing),
             schema_name="instructions",
         )
-        parse = _parse_single if task.routing is Routing.PER_CRITERION else _parse_joint
+        return read_step(completion.text, task), completion.usage
+
+    async def _study_step(self, task: StepTask) -> tuple[StepResult, Usage]:
+        joint = task.routing is Routing.JOINT
+        completion = await self._runner.complete(
+            prompting.render("study_optimizer_system"),
+            _study_user(task),
+            schema=instruction_schema(task.criteria, task.routing) if joint else None,
+            schema_name="instructions",
+        )
+        parse = _parse_joint if joint else _parse_plain
         return parse(completion.text, task), completion.usage

@@ -1,20 +1,26 @@
 """Tolerant reading of model replies. Model output is untrusted input: every function here returns a typed
 result with a :class:`ParseStatus`, never raises on what a model wrote.
+
+Every reader takes time linear in the reply, whatever it holds (a broken endpoint may send megabytes of newlines,
+braces or unterminated fences): no pattern here lets two quantifiers share the characters they repeat over, repeats
+that could only give characters back in vain are possessive (``*+``), a heading is looked for within its own line,
+and the search for a JSON object in prose reads at most a few times the reply's length.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from judgeopt.agents.types import Criterion, CriterionScore, ParseStatus
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-_NUMBER = r"-?\d+(?:\.\d+)?"
+_FENCE = re.compile(r"```(?:json|JSON)?+\s*+(.*?)```", re.DOTALL)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -27,49 +33,50 @@ class JsonReading:
 
 _DECODER = json.JSONDecoder()
 _MAX_OBJECT_STARTS = 200  # bounds the work on a pathological reply full of braces
+_DECODE_BUDGET = 4
+"""Failed attempts to decode an object may read this many times the reply (plus ``_DECODE_SLACK``) in all: the
+nested starts of one unterminated object would otherwise each read it to its end."""
+_DECODE_SLACK = 64 * 1024
+
+
+def _whole_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text.strip())
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _json_objects(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every top-level JSON object in ``text`` with its offset, in order (objects nested in one are not listed):
+    from each ``{``, the object that decodes there, the search going on after it; unbalanced braces are skipped."""
+    budget = _DECODE_BUDGET * len(text) + _DECODE_SLACK
+    start = text.find("{")
+    for _ in range(_MAX_OBJECT_STARTS):
+        if start < 0 or budget < 0:
+            return
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            budget -= exc.pos - start
+            start = text.find("{", start + 1)
+        except (ValueError, RecursionError):  # an integer too long to convert, or nesting too deep: charge it all
+            budget -= len(text) - start
+            start = text.find("{", start + 1)
+        else:
+            if isinstance(value, dict):
+                yield start, value
+            start = text.find("{", end)
 
 
 def find_json_object(text: str) -> JsonReading | None:
     """The first JSON object in ``text``: the whole reply, else the first ``{`` from which a JSON object decodes
     (inside a code fence or prose; unbalanced stray braces before it are skipped)."""
-    try:
-        value = json.loads(text.strip())
-    except (ValueError, RecursionError):
-        pass
-    else:
-        if isinstance(value, dict):
-            return JsonReading(value, repaired=False)
-    start = text.find("{")
-    for _ in range(_MAX_OBJECT_STARTS):
-        if start < 0:
-            break
-        try:
-            value, _end = _DECODER.raw_decode(text, start)
-        except (ValueError, RecursionError):
-            pass
-        else:
-            if isinstance(value, dict):
-                return JsonReading(value, repaired=True)
-        start = text.find("{", start + 1)
-    return None
-
-
-def _json_objects(text: str) -> list[tuple[int, dict[str, Any]]]:
-    """Every top-level JSON object in ``text`` with its offset, in order (objects nested in one are not listed)."""
-    found: list[tuple[int, dict[str, Any]]] = []
-    start = text.find("{")
-    for _ in range(_MAX_OBJECT_STARTS):
-        if start < 0:
-            break
-        try:
-            value, end = _DECODER.raw_decode(text, start)
-        except (ValueError, RecursionError):
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(value, dict):
-            found.append((start, value))
-        start = text.find("{", end)
-    return found
+    whole = _whole_object(text)
+    if whole is not None:
+        return JsonReading(whole, repaired=False)
+    found = next(_json_objects(text), None)
+    return None if found is None else JsonReading(found[1], repaired=True)
 
 
 def _fenced_spans(text: str) -> list[tuple[int, int]]:
@@ -83,40 +90,55 @@ def find_answer_object(text: str, keys: Sequence[str]) -> JsonReading | None:
     then one inside a code fence, then the last one: a model that quotes JSON found in a sample (text trying to
     dictate its answer) before giving its own answer is read for its own answer.
     """
-    try:
-        whole = json.loads(text.strip())
-    except (ValueError, RecursionError):
-        pass
-    else:
-        if isinstance(whole, dict):
-            return JsonReading(whole, repaired=False)
-    candidates = _json_objects(text)
+    whole = _whole_object(text)
+    if whole is not None:
+        return JsonReading(whole, repaired=False)
+    candidates = list(_json_objects(text))
     if not candidates:
         return None
     fences = _fenced_spans(text)
 
     def rank(candidate: tuple[int, dict[str, Any]]) -> tuple[int, bool, int]:
         offset, value = candidate
-        held = sum(lookup_key(value, key) is not None for key in keys)
+        index = KeyIndex(value)
+        held = sum(index.get(key) is not None for key in keys)
         return held, any(low <= offset < high for low, high in fences), offset
 
     _, value = max(candidates, key=rank)
     return JsonReading(value, repaired=True)
 
 
+_NOT_KEY_CHARACTERS = re.compile(r"[^a-z0-9]+")
+
+
 def _normalise_key(key: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", key.lower())
+    return _NOT_KEY_CHARACTERS.sub("", key.lower())
 
 
-def lookup_key(mapping: dict[str, Any], name: str) -> tuple[Any, bool] | None:
+class KeyIndex:
+    """A JSON object's entries by name: the exact key, else a key equal up to case and punctuation (then
+    ``repaired`` is True). The loose form of every key is made once, at the first inexact lookup, so looking up
+    many names in an object with many keys stays linear."""
+
+    def __init__(self, mapping: Mapping[str, Any]) -> None:
+        self._mapping = mapping
+        self._loose: dict[str, Any] | None = None
+
+    def get(self, name: str) -> tuple[Any, bool] | None:
+        """``(value, repaired)`` under ``name``, or ``None``."""
+        if name in self._mapping:
+            return self._mapping[name], False
+        if self._loose is None:
+            self._loose = {}
+            for key, value in self._mapping.items():
+                self._loose.setdefault(_normalise_key(str(key)), value)
+        wanted = _normalise_key(name)
+        return (self._loose[wanted], True) if wanted in self._loose else None
+
+
+def lookup_key(mapping: Mapping[str, Any], name: str) -> tuple[Any, bool] | None:
     """``mapping[name]``, else a key equal up to case and punctuation (then ``repaired`` is True)."""
-    if name in mapping:
-        return mapping[name], False
-    wanted = _normalise_key(name)
-    for key, value in mapping.items():
-        if _normalise_key(str(key)) == wanted:
-            return value, True
-    return None
+    return KeyIndex(mapping).get(name)
 
 
 def _as_number(value: Any) -> float | None:
@@ -129,7 +151,7 @@ def _as_number(value: Any) -> float | None:
             return None
         return number if math.isfinite(number) else None
     if isinstance(value, str):
-        match = re.search(_NUMBER, value)
+        match = _NUMBER.search(value)
         return _as_number(float(match.group())) if match else None
     if isinstance(value, dict):  # {"score": 4, "reason": ...}
         inner = lookup_key(value, "score")
@@ -148,12 +170,12 @@ def _judge_score(criterion: Criterion, value: float, repaired: bool) -> Criterio
 
 def _score_from_prose(text: str, criterion: Criterion, sole: bool) -> tuple[float, bool] | None:
     """``fluency: 4`` / ``Fluency - 4/5`` in prose; a lone number counts only when one criterion is asked."""
-    pattern = rf"(?<![\w-]){re.escape(criterion.name)}(?![\w-])\W{{0,5}}?({_NUMBER})"
+    pattern = rf"(?<![\w-]){re.escape(criterion.name)}(?![\w-])\W{{0,5}}?({_NUMBER.pattern})"
     match = re.search(pattern, text, re.IGNORECASE)
     if match:
         return float(match.group(1)), True
     if sole:
-        numbers = re.findall(_NUMBER, text)
+        numbers = [m.group() for m in itertools.islice(_NUMBER.finditer(text), 2)]
         if len(numbers) == 1:
             return float(numbers[0]), True
     return None
@@ -165,14 +187,15 @@ def parse_scores(text: str, criteria: Sequence[Criterion]) -> tuple[CriterionSco
         return tuple(CriterionScore(c.name, None, ParseStatus.INVALID) for c in criteria)
     keys = [c.name for c in criteria] + (["score"] if len(criteria) == 1 else [])
     reading = find_answer_object(text, keys)
+    index = None if reading is None else KeyIndex(reading.value)
     scores: list[CriterionScore] = []
     for criterion in criteria:
         found: tuple[float, bool] | None = None
         entry = None
-        if reading is not None:
-            entry = lookup_key(reading.value, criterion.name)
+        if reading is not None and index is not None:
+            entry = index.get(criterion.name)
             if entry is None and len(criteria) == 1:
-                entry = lookup_key(reading.value, "score")
+                entry = index.get("score")
             number = _as_number(entry[0]) if entry else None
             if entry is not None and number is not None:
                 found = (number, reading.repaired or entry[1])
@@ -196,7 +219,7 @@ def is_placeholder(text: str) -> bool:
 
 def _truncated_string_value(text: str, key: str) -> str | None:
     """The value of ``"key": "…`` in JSON cut off before its closing quote (a reply that hit max_tokens)."""
-    match = re.search(rf'"{re.escape(key)}"\s*:\s*"((?:[^"\\]|\\.)*)"?\s*}}?\s*$', text, re.DOTALL)
+    match = re.search(rf'"{re.escape(key)}"\s*+:\s*+"((?:[^"\\]|\\.)*+)"?+\s*+}}?+\s*+$', text, re.DOTALL)
     if match is None:
         return None
     try:
@@ -244,9 +267,11 @@ def strip_wrapping(text: str) -> str:
 
 
 _SECTION = re.compile(
-    r"^\s*[#*\-\d.\s]*(?P<name>keep|what works|problem|what went wrong|cause|fix|how to fix)\b[^:\n]*:\s*",
+    r"^(?:[#*.\d-]|[^\S\n])*+(?P<name>keep|what works|problem|what went wrong|cause|fix|how to fix)\b[^:\n]*+:",
     re.IGNORECASE | re.MULTILINE,
 )
+"""A heading line: ``## Problem:``, ``- **Fix**:``, ``2. What went wrong (cause):``. Matched within its line (a
+leading run that could cross lines made megabytes of blank lines take hours)."""
 _SECTION_KEYS = {
     "keep": "keep",
     "what works": "keep",
@@ -258,14 +283,27 @@ _SECTION_KEYS = {
 }
 
 
+def _headed_sections(text: str) -> dict[str, list[str]]:
+    """The text under each heading, by part, in order; read in one pass (a reply may hold a million headings)."""
+    sections: dict[str, list[str]] = {}
+    heading: re.Match[str] | None = None
+    for following in itertools.chain(_SECTION.finditer(text), [None]):
+        if heading is not None:
+            key = _SECTION_KEYS[heading.group("name").lower()]
+            sections.setdefault(key, []).append(text[heading.end() : following.start() if following else None].strip())
+        heading = following
+    return sections
+
+
 def parse_feedback(text: str) -> tuple[dict[str, str], ParseStatus]:
     """The three parts of a gradient (keep / problem / fix) from JSON, headed sections, or free text."""
     reading = find_json_object(text)
     if reading is not None:
         parts: dict[str, str] = {}
         repaired = reading.repaired
+        index = KeyIndex(reading.value)
         for key in ("keep", "problem", "fix"):
-            entry = lookup_key(reading.value, key)
+            entry = index.get(key)
             if entry is not None and isinstance(entry[0], str):
                 parts[key] = entry[0].strip()
                 repaired = repaired or entry[1]
@@ -273,14 +311,9 @@ def parse_feedback(text: str) -> tuple[dict[str, str], ParseStatus]:
             return {}, ParseStatus.MISSING
         complete = all(parts.get(k) for k in ("keep", "problem", "fix"))
         return parts, ParseStatus.OK if complete and not repaired else ParseStatus.REPAIRED
-    headed = list(_SECTION.finditer(text))
-    if headed:
-        parts = {}
-        for match, following in zip(headed, [*headed[1:], None], strict=True):
-            end = following.start() if following else len(text)
-            key = _SECTION_KEYS[match.group("name").lower()]
-            parts[key] = (parts.get(key, "") + " " + text[match.end() : end].strip()).strip()
-        return parts, ParseStatus.REPAIRED
+    sections = _headed_sections(text)
+    if sections:
+        return {key: " ".join(filter(None, texts)) for key, texts in sections.items()}, ParseStatus.REPAIRED
     plain = strip_wrapping(text)
     if not plain:
         return {}, ParseStatus.INVALID

@@ -31,11 +31,22 @@ def template(name: str) -> Template:
     return Template(_prompts().joinpath(f"{name}.txt").read_text(encoding="utf-8"))
 
 
-def template_hashes(prefix: str) -> dict[str, str]:
-    """sha256 (hex) of the bytes of every template whose name starts with ``prefix`` (a role's are ``<role>_``), by
-    name: what a run records to tell whether a service's prompts changed."""
+ROLE_TEMPLATE_PREFIXES: dict[str, tuple[str, ...]] = {
+    "judge": ("judge_", "study_judge_"),
+    "loss": ("loss_", "study_loss_", "study_backward_"),
+    "gradient": ("gradient_", "study_gradient_", "study_backward_"),
+    "optimizer": ("optimizer_", "study_optimizer_"),
+    "evaluator": ("evaluator_",),
+}
+"""The templates each role may render, under either prompt protocol."""
+
+
+def template_hashes(role: str) -> dict[str, str]:
+    """sha256 (hex) of the bytes of every template ``role`` may use (``ROLE_TEMPLATE_PREFIXES``), by name: what a
+    run records to tell whether a service's prompts changed."""
     prompts = _prompts()
-    names = sorted(f.name for f in prompts.iterdir() if f.name.startswith(prefix) and f.name.endswith(".txt"))
+    prefixes = ROLE_TEMPLATE_PREFIXES[role]
+    names = sorted(f.name for f in prompts.iterdir() if f.name.startswith(prefixes) and f.name.endswith(".txt"))
     return {n.removesuffix(".txt"): hashlib.sha256(prompts.joinpath(n).read_bytes()).hexdigest() for n in names}
 
 
@@ -180,3 +191,72 @@ def format_instructions(prompt: JudgePrompt, criteria: Sequence[Criterion]) -> s
         f"## {c.name} ({scale(c)})\n<instruction>\n{_fence(prompt.instruction_for(c.name) or '')}\n</instruction>"
         for c in criteria
     )
+
+
+# --- the study's protocol (docs/study-protocol.md) -----------------------------------------------------------------
+
+STUDY_TAGS = (
+    "ROLE",
+    "VARIABLE",
+    "CONTEXT",
+    "CONVERSATION",
+    "FEEDBACK",
+    "LM_SYSTEM_PROMPT",
+    "LM_INPUT",
+    "LM_OUTPUT",
+    "OBJECTIVE_FUNCTION",
+    "INPUTS_TO_FUNCTION",
+    "OUTPUT_OF_FUNCTION",
+)
+"""The TextGrad-style tags of the study's templates."""
+
+_STUDY_CLOSING_TAG = re.compile(r"<(\s*)/(?=\s*(?:" + "|".join(STUDY_TAGS) + r")(?![\w-]))", re.IGNORECASE)
+SOURCE_LABEL = "Source Text"
+NOT_SHOWN = "(not shown)"
+
+
+def study_fence(text: str) -> str:
+    """``text`` unable to close any of the study templates' tags (the slash escaped, as :func:`_fence` does)."""
+    return _STUDY_CLOSING_TAG.sub(r"<\1\\/", text)
+
+
+def study_sample(sample: Sample) -> str:
+    """``Label: text`` lines, least shared field first (the study shows the Summary before the Source Text). The
+    most shared field is labelled "Source Text", the others by their names."""
+    labelled = [
+        (SOURCE_LABEL if index == 0 else name.replace("_", " ").capitalize(), text)
+        for index, (name, text) in enumerate(sample.fields)
+    ]
+    return "\n".join(f"{label}: {study_fence(text)}" for label, text in reversed(labelled))
+
+
+def study_number(value: float | None) -> str:
+    return NOT_SHOWN if value is None else f"{value:g}"
+
+
+def study_judge_prompt(criteria: Sequence[Criterion], prompt: JudgePrompt) -> str:
+    """The study's judge prompt without its sample: the skeleton, the output-format block (unless the prompt omits
+    it) and one ``- <criterion>: <instruction>`` line per criterion the prompt has an instruction for. Criteria are
+    named, never defined."""
+    shown = [c for c in criteria if prompt.instruction_for(c.name) is not None]
+    lines = ",\n".join(
+        f"  {json.dumps(c.name)}: " + ("|".join(str(v) for v in c.allowed_scores) or f"<{scale(c)}>") for c in shown
+    )
+    output_format = "" if prompt.omit_output_format else render("study_judge_output_format", lines=lines) + "\n"
+    return render(
+        "study_judge_prompt",
+        task_description=prompt.task_description or render("study_judge_task").strip(),
+        output_format=output_format,
+        instructions="\n".join(f"- {c.name}: {study_fence(prompt.instruction_for(c.name) or '')}" for c in shown),
+    ).strip()
+
+
+def study_feedback(gradient: Gradient) -> str:
+    """A gradient as the study's plain paragraphs."""
+    return "\n\n".join(study_fence(part) for part in (gradient.keep, gradient.problem, gradient.fix) if part)
+
+
+def study_bullets(gradients: Sequence[Gradient]) -> str:
+    if not gradients:
+        return "(no feedback collected)"
+    return "\n".join(f"- {study_feedback(g)}" for g in gradients)

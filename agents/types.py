@@ -11,8 +11,17 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from judgeopt.agents.errors import InvalidRequestError
+from judgeopt.core.wire import MAX_CRITERIA
+
+MAX_ENUMERATED_SCORES = 100
+"""An integer scale of more values than this is given by its bounds, not value by value (in an answer schema's enum,
+in a prompt): a 1..10^12 scale must not become a list of a trillion numbers."""
+
+PromptProtocol = Literal["judgeopt", "study"]
+"""Which templates an agent renders: judgeopt's own, or the study's structure (``docs/study-protocol.md``)."""
 
 
 class Routing(enum.Enum):
@@ -64,16 +73,27 @@ class Criterion:
             raise InvalidRequestError(
                 f"criterion {self.name!r}: score range is inverted or empty ({self.min_score}..{self.max_score})"
             )
+        if self.integer_scores and math.ceil(self.min_score) > math.floor(self.max_score):
+            raise InvalidRequestError(
+                f"criterion {self.name!r}: integer scores, but no integer between {self.min_score:g} and "
+                f"{self.max_score:g}"
+            )
 
     @property
     def allowed_scores(self) -> tuple[int, ...]:
-        """The integer scores of an integer scale, e.g. (1, 2, 3, 4, 5); empty for continuous scales."""
+        """The integer scores of an integer scale, e.g. (1, 2, 3, 4, 5); empty for continuous scales and for integer
+        scales of more than :data:`MAX_ENUMERATED_SCORES` values (use :meth:`allows` to test a score)."""
         if not self.integer_scores:
             return ()
-        return tuple(range(math.ceil(self.min_score), math.floor(self.max_score) + 1))
+        low, high = math.ceil(self.min_score), math.floor(self.max_score)
+        return tuple(range(low, high + 1)) if high - low < MAX_ENUMERATED_SCORES else ()
 
     def contains(self, value: float) -> bool:
         return self.min_score <= value <= self.max_score
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` is a score of this scale: inside the range, and whole on an integer scale."""
+        return self.contains(value) and (not self.integer_scores or float(value).is_integer())
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,14 @@ class Sample:
         names = [name for name, _ in self.fields]
         if len(set(names)) != len(names):
             raise InvalidRequestError(f"sample {self.id!r} repeats a field name: {names}")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A judged sample and the judge's output for it, as the optimizer is shown it."""
+
+    sample: Sample
+    output: str
 
 
 @dataclass(frozen=True)
@@ -194,6 +222,10 @@ class Gradient:
 def _check_scope(criteria: Sequence[Criterion], what: str) -> None:
     if not criteria:
         raise InvalidRequestError(f"{what}: no criteria given")
+    if len(criteria) > MAX_CRITERIA:
+        raise InvalidRequestError(
+            f"{what}: {len(criteria)} criteria in one request; at most {MAX_CRITERIA} are allowed"
+        )
     names = [c.name for c in criteria]
     if len(set(names)) != len(names):
         raise InvalidRequestError(f"{what}: criteria repeat a name: {names}")
@@ -226,6 +258,7 @@ class ScoreTask:
     criteria: tuple[Criterion, ...]
     prompt: JudgePrompt
     sample: Sample
+    protocol: PromptProtocol = "judgeopt"
 
     def __post_init__(self) -> None:
         _check_scope(self.criteria, "score")
@@ -245,6 +278,7 @@ class CritiqueTask:
     evidence: tuple[CriterionEvidence, ...]
     sample: Sample | None = None
     judge_output: str | None = None
+    protocol: PromptProtocol = "judgeopt"
 
     def __post_init__(self) -> None:
         _check_scope(self.criteria, "critique")
@@ -262,6 +296,7 @@ class GradientTask:
     prompt: JudgePrompt | None = None
     sample: Sample | None = None
     judge_output: str | None = None
+    protocol: PromptProtocol = "judgeopt"
 
     def __post_init__(self) -> None:
         _check_scope(self.criteria, "gradient")
@@ -278,6 +313,8 @@ class StepTask:
     criteria: tuple[Criterion, ...]
     prompt: JudgePrompt
     gradients: tuple[Gradient, ...] = field(default=())
+    conversations: tuple[Conversation, ...] = field(default=())
+    protocol: PromptProtocol = "judgeopt"
 
     def __post_init__(self) -> None:
         _check_scope(self.criteria, "step")
@@ -291,7 +328,8 @@ class StepTask:
 
 @dataclass(frozen=True)
 class StepResult:
-    """New instructions (the input ones when the reply could not be used; ``status`` says why)."""
+    """New instructions (the input ones when the reply could not be used; ``status`` says why). Under the study
+    protocol a criterion the reply lacks is left out, so that the caller falls back to its initial instruction."""
 
     instructions: tuple[Instruction, ...]
     status: ParseStatus

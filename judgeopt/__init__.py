@@ -20,6 +20,7 @@ the root in one place (``judgeopt.cli``: one ``Type: message`` line, exit 2 for 
     │   ├── CredentialError               a TLS file or the token variable cannot be used
     │   └── PolicyError                   a policy is invalid (names the stage)       judgeopt.orchestrator.errors
     ├── LocalModelError                   the embedded model server did not start
+    ├── DirectoryInUse                    another process writes to the directory (names its pid)
     ├── AgentError                        raised inside an agent                      judgeopt.agents.errors
     │   ├── InvalidRequestError           the request is malformed
     │   └── ModelEndpointError            the model endpoint failed (timeout, unavailable, refused)

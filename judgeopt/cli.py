@@ -1,9 +1,9 @@
 """The ``judgeopt`` command line: one subcommand per module, assembled here.
 
-``serve`` is the services' door (``judgeopt.services.command``); every other command is the orchestrator's
-(``judgeopt.orchestrator.cli.*``). Command modules load only argparse at import, so ``--help`` is fast; each command
-imports what it needs when it runs. Every judgeopt error is mapped here, once: one ``Type: message`` line on stderr,
-exit 2 for a configuration problem and 1 for any other failure.
+``serve`` and ``healthcheck`` are the services' doors (``judgeopt.services.command``, ``.healthcheck``); every other
+command is the orchestrator's (``judgeopt.orchestrator.cli.*``). Command modules load only argparse at import, so
+``--help`` is fast; each command imports what it needs when it runs. Every judgeopt error is mapped here, once: one
+``Type: message`` line on stderr, exit 2 for a configuration problem and 1 for any other failure.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "judge": "judgeopt.orchestrator.cli.judge",
     "audit": "judgeopt.orchestrator.cli.audit",
     "serve": "judgeopt.services.command",
+    "healthcheck": "judgeopt.services.healthcheck",
     "local-llm": "judgeopt.orchestrator.cli.local_llm",
 }
 """Subcommand → its module (``HELP``, ``add_arguments(parser)``, ``run(args) -> int``)."""

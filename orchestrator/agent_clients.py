@@ -7,7 +7,8 @@ client), and failed calls are retried by the loop within its budget, so retry la
 Channels are plaintext unless ``ClientSettings.tls_ca`` is set: then TLS, verifying the services' certificates
 against that CA, and presenting a client certificate when ``tls_cert``/``tls_key`` are given (mutual TLS). With
 ``token_env`` every call carries ``authorization: Bearer <token>``: as call credentials on TLS channels, as plain
-metadata on plaintext ones (gRPC sends call credentials only over secure channels).
+metadata on plaintext ones (gRPC sends call credentials only over secure channels), and then only to addresses on
+this machine: a token over plaintext to any other address is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import grpc
 
 from judgeopt.core.credentials import check_key_pair, read_pem, read_token
 from judgeopt.core.errors import ConfigError, CredentialError
+from judgeopt.core.loopback import is_loopback_target
 from judgeopt.core.roles import Role
 from judgeopt.core.wire import REQUEST_ID_KEY, RUN_ID_KEY
 from judgeopt.orchestrator.errors import map_rpc_errors
@@ -123,12 +125,24 @@ class ClientSettings:
         self.channel_credentials()
         self.token()
 
+    def check_addresses(self, addresses: Mapping[Role, str]) -> None:
+        """Refuse to send the token in clear (a token without TLS) to an address that is not on this machine."""
+        if self.token_env is None or self.tls:
+            return
+        for role, address in addresses.items():
+            if not is_loopback_target(address):
+                raise ConfigError(
+                    f"--token-env would send the bearer token in clear to {address} (--{role}-addr), which is not on "
+                    "this machine: give --tls-ca to reach it over TLS"
+                )
+
 
 class AgentClients:
     """Typed async calls to the agent services whose addresses are given (e.g. only the judge, to score data)."""
 
     def __init__(self, addresses: Mapping[Role, str], settings: ClientSettings | None = None) -> None:
         self.settings = settings or ClientSettings()
+        self.settings.check_addresses(addresses)
         options: list[tuple[str, Any]] = [
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.max_receive_message_length", self.settings.max_message_bytes),

@@ -56,11 +56,41 @@ class RunConfig(BaseModel):
     rate_window_seconds: float = Field(default=60.0, gt=0)
     """The window of the models' requests/tokens-per-minute limits (shorter only for tests)."""
 
+    profile: Literal["quick", "full", "study", "study-code", "custom"] = "custom"
+    """The profile the run's settings started from (``judgeopt.orchestrator.profiles``); ``custom`` if none."""
+
+    # --- where judgeopt departs from the study, each a setting (see ``judgeopt.orchestrator.profiles``) ---------
+    prompt_protocol: Literal["judgeopt", "study"] = "judgeopt"
+    """The agents' prompt templates: judgeopt's own, or the study's structure (``docs/study-protocol.md``)."""
+    criterion_definitions: bool = True
+    """Tell every role what each criterion means (its description). The study named the criteria only."""
+    rejudge_unchanged_prompts: bool = False
+    """Score an unchanged prompt again at every step, as the study did (its judge noise then shows in the
+    trajectories). judgeopt answers it from the run's prediction cache."""
+    gate_counts_parse_failures: bool = True
+    """The gate's metric counts an item the judge failed to score as the worst possible error on that criterion,
+    so a candidate cannot pass by failing on hard items. The study dropped such items."""
+    same_batches_every_run: bool = False
+    """Draw the training batches independently of the run's seed, as the study did (its repeated runs differ only
+    by sampling). judgeopt seeds them per run."""
+    training_parse_failure_fails_step: bool = False
+    """The study code's quirk: a training batch with any judge reply that does not parse fails its step (rolled
+    back, never a crash)."""
+
     @field_validator("gate")
     @classmethod
     def _known_gate(cls, value: str) -> str:
         if value != "none" and value not in GATE_METRICS:
             raise ValueError(f"unknown gate {value!r} (none, {', '.join(GATE_METRICS)})")
+        return value
+
+    @field_validator("initial_instructions")
+    @classmethod
+    def _no_empty_instruction(cls, value: dict[str, str]) -> dict[str, str]:
+        """An empty instruction is refused by every agent, so a run starting from one could make no valid call."""
+        empty = [name for name, text in value.items() if not text.strip()]
+        if empty:
+            raise ValueError(f"the instruction for criterion {empty[0]!r} is empty")
         return value
 
 
@@ -100,12 +130,15 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
 
 
 def load_config(path: Path | None) -> JudgeoptConfig:
-    """Read and validate a config file; every problem becomes one ``ConfigError`` line naming the file."""
+    """Read and validate a config file; every problem becomes one ``ConfigError`` line naming the file. The file may
+    name only judgeopt's own API-key variables (``judgeopt.core.models.FILE_KEY_VARIABLES``)."""
     if path is None:
         return JudgeoptConfig()
     raw = read_yaml_mapping(path, what="config file")
     _resolve_paths(raw, path.parent)
     try:
-        return JudgeoptConfig.model_validate(raw)
+        config = JudgeoptConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+    config.models.check_file_key_variables(path)
+    return config

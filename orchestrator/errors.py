@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import grpc
 
 from judgeopt.core.errors import ConfigError, JudgeoptError
+from judgeopt.core.redact import redact
 from judgeopt.core.wire import RETRY_AFTER_KEY
 
 
@@ -67,13 +68,15 @@ class AgentRejected(AgentCallError):
 
 @contextlib.contextmanager
 def map_rpc_errors(role: str) -> Iterator[None]:
-    """Re-raise ``grpc.RpcError`` as the matching :class:`AgentCallError`, chained."""
+    """Re-raise ``grpc.RpcError`` as the matching :class:`AgentCallError`, chained; the status details redacted (a
+    service of another version, or a proxy, may pass on what an endpoint echoed), since the message is stored with
+    the run's call attempts."""
     try:
         yield
     except grpc.RpcError as exc:
         is_call = isinstance(exc, grpc.Call | grpc.aio.AioRpcError)
         code = exc.code() if is_call else grpc.StatusCode.UNKNOWN
-        details = exc.details() if is_call else str(exc)
+        details = redact((exc.details() if is_call else str(exc)) or "")
         message = f"{role}: {code.name}: {details}"
         match code:
             case grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -1,9 +1,12 @@
 """Start agent services as separate OS processes (``judgeopt serve ROLE --port 0``) and stop them again.
 
 Used by ``judgeopt`` commands that run everything on one machine and by the end-to-end tests. Each service gets
-the same config file, writes its JSON logs to ``<log_dir>/<role>.log``, and counts as up once its health service
-answers SERVING. A service that exits while the fleet runs (a crash, the OOM killer) is started again on its port,
-so the clients' channels reconnect to it and the run's retries carry on, as they would with a Kubernetes restart.
+the same config file, in a private temporary folder removed when the fleet stops (it may hold an endpoint's
+``user:password@``, which a run never stores), with each role's API-key variable on the service's command line
+instead (a config file may name only judgeopt's own variables; the command line any). Each writes its JSON logs to
+``<log_dir>/<role>.log`` (0600, in a 0700 folder), and counts as up once its health service answers SERVING. A
+service that exits while the fleet runs (a crash, the OOM killer) is started again on its port, so the clients'
+channels reconnect to it and the run's retries carry on, as they would with a Kubernetes restart.
 
 The services listen on plaintext 127.0.0.1 (no TLS: the traffic never leaves the machine). With ``token_env``
 each is started with ``--token-env`` and inherits the variable, so it refuses calls without the bearer token
@@ -18,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from judgeopt.core.local_model import terminate_with_parent
 from judgeopt.core.models import ModelsConfig
+from judgeopt.core.private_files import open_private_binary, private_dir, write_private_text
 from judgeopt.core.roles import ROLES, Role
 from judgeopt.orchestrator.errors import ServiceStartError
 
@@ -61,25 +66,34 @@ class ServiceFleet:
         self.processes: dict[Role, subprocess.Popen[bytes]] = {}
         self.restarts: dict[Role, int] = dict.fromkeys(roles, 0)
         self._config: Path | None = None
+        self._config_dir: tempfile.TemporaryDirectory[str] | None = None
         self._supervisor: asyncio.Task[None] | None = None
 
     def ledger_path(self, role: Role) -> Path:
         return self.log_dir / f"{role}.ledger.jsonl"
 
     def _config_file(self) -> Path:
-        path = self.log_dir / "services.yaml"
-        path.write_text(yaml.safe_dump({"models": self.models.model_dump(mode="json")}, sort_keys=False))
+        """The services' config file, in a private temporary folder, without API-key variables (see ``_spawn``)."""
+        self._config_dir = tempfile.TemporaryDirectory(prefix="judgeopt-services-")
+        models = {
+            section: {name: value for name, value in settings.items() if name != "api_key_env"}
+            for section, settings in self.models.model_dump(mode="json").items()
+        }
+        path = Path(self._config_dir.name) / "services.yaml"
+        write_private_text(path, yaml.safe_dump({"models": models}, sort_keys=False))
         return path
 
     def _spawn(self, role: Role, config: Path, port: int = 0) -> None:
         """Start ``role`` on ``port`` (0: a free one); a restart appends to the first start's log."""
         log_path = self.log_dir / f"{role}.log"
-        with log_path.open("ab" if port else "wb") as output:
+        key_env = self.models.for_role(role).api_key_env
+        with open_private_binary(log_path, append=bool(port)) as output:
             self.processes[role] = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "judgeopt", "serve", role, "--port", str(port)),
                     *("--config", str(config)),
                     *("--ledger", str(self.ledger_path(role))),
+                    *(("--api-key-env", key_env) if key_env else ()),
                     *(("--token-env", self.token_env) if self.token_env else ()),
                 ],
                 stdout=output,
@@ -131,7 +145,7 @@ class ServiceFleet:
                     log.info("service.restarted", role=role, address=self.addresses[role])
 
     async def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         config = self._config = self._config_file()
         for role in self.roles:
             self._spawn(role, config)
@@ -147,8 +161,8 @@ class ServiceFleet:
         self._supervisor = asyncio.create_task(self._supervise())
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM every service (graceful shutdown), then kill what has not exited in time. Supervision must be
-        over (``__aexit__`` ends it first), or a stopped service would be started again."""
+        """SIGTERM every service (graceful shutdown), then kill what has not exited in time, and remove their config
+        file. Supervision must be over (``__aexit__`` ends it first), or a stopped service would be started again."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -160,6 +174,9 @@ class ServiceFleet:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=5)
         self.processes.clear()
+        if self._config_dir is not None:
+            self._config_dir.cleanup()
+            self._config_dir = None
 
     async def __aenter__(self) -> Self:
         await self.start()

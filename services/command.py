@@ -32,13 +32,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-client-ca", type=Path, metavar="PEM", help="require client certificates from this CA (mutual TLS)"
     )
     security.add_argument(
-        "--token-env", metavar="VAR", help="env variable holding the bearer token every agent RPC must carry"
+        "--token-env", metavar="VAR", help="env variable holding the bearer token every RPC but health must carry"
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without TLS and a token (anyone who reaches the port may call the model)",
     )
     add_model_flags(parser, [])
 
 
+def _exposure_problem(service: ServiceConfig) -> str | None:
+    """Why ``service`` must not start as configured: a host other machines may reach, without TLS and a token (each
+    call spends the model's key, and carries the data being judged)."""
+    from judgeopt.core.loopback import is_loopback_host
+
+    if is_loopback_host(service.host):
+        return None
+    missing = [
+        *(["--tls-cert/--tls-key"] if service.tls_cert is None else []),
+        *(["--token-env"] if service.token_env is None else []),
+    ]
+    if not missing:
+        return None
+    return (
+        f"--host {service.host} is not a loopback address: a service reachable from the network needs TLS and a "
+        f"bearer token, and {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing (or give "
+        "--insecure to serve without them)"
+    )
+
+
 def service_config(args: argparse.Namespace, base: ServiceConfig) -> ServiceConfig:
-    """The config file's ``service:`` section with the flags applied, its TLS files and token checked now."""
+    """The config file's ``service:`` section with the flags applied, its TLS files and token checked now; a
+    non-loopback host without TLS and a token is refused unless ``--insecure``."""
     from pydantic import ValidationError
 
     from judgeopt.core.credentials import server_tls, service_token
@@ -62,6 +88,8 @@ def service_config(args: argparse.Namespace, base: ServiceConfig) -> ServiceConf
         service = ServiceConfig.model_validate({**base.model_dump(), **flags})
     except ValidationError as exc:
         raise ConfigError(f"service settings: {describe_validation_error(exc)}") from None
+    if not args.insecure and (problem := _exposure_problem(service)) is not None:
+        raise ConfigError(problem)
     try:
         server_tls(service)
         service_token(service)

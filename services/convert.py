@@ -9,6 +9,7 @@ from __future__ import annotations
 from judgeopt.agents.errors import InvalidRequestError
 from judgeopt.agents.evaluator import AdherenceTask, Rating, SpecificityTask
 from judgeopt.agents.types import (
+    Conversation,
     Criterion,
     CriterionEvidence,
     CriterionScore,
@@ -20,6 +21,7 @@ from judgeopt.agents.types import (
     JudgePrompt,
     ParseStatus,
     Prediction,
+    PromptProtocol,
     Routing,
     Sample,
     ScoreTask,
@@ -48,6 +50,16 @@ def routing_from_proto(value: common_pb2.Routing.ValueType) -> Routing:
             return Routing.JOINT
         case _:
             raise InvalidRequestError("routing is unspecified: send ROUTING_PER_CRITERION or ROUTING_JOINT")
+
+
+def protocol_from_proto(meta: common_pb2.RequestMeta) -> PromptProtocol:
+    match meta.prompt_protocol:
+        case "" | "judgeopt":
+            return "judgeopt"
+        case "study":
+            return "study"
+        case other:
+            raise InvalidRequestError(f"unknown prompt protocol {other!r} (judgeopt, study)")
 
 
 def parse_status_from_proto(value: common_pb2.ParseStatus.ValueType) -> ParseStatus:
@@ -115,6 +127,7 @@ def score_task_from_proto(request: judge_pb2.ScoreRequest) -> ScoreTask:
         criteria=criteria_from_proto(list(request.criteria)),
         prompt=prompt_from_proto(request.prompt),
         sample=sample_from_proto(request.sample),
+        protocol=protocol_from_proto(request.meta),
     )
 
 
@@ -126,6 +139,7 @@ def critique_task_from_proto(request: loss_pb2.CritiqueRequest) -> CritiqueTask:
         evidence=tuple(evidence_from_proto(e) for e in request.evidence),
         sample=sample_from_proto(request.sample) if request.HasField("sample") else None,
         judge_output=request.judge_output if request.HasField("judge_output") else None,
+        protocol=protocol_from_proto(request.meta),
     )
 
 
@@ -138,6 +152,7 @@ def gradient_task_from_proto(request: gradient_pb2.GradientRequest) -> GradientT
         prompt=prompt_from_proto(request.prompt) if request.HasField("prompt") else None,
         sample=sample_from_proto(request.sample) if request.HasField("sample") else None,
         judge_output=request.judge_output if request.HasField("judge_output") else None,
+        protocol=protocol_from_proto(request.meta),
     )
 
 
@@ -147,6 +162,8 @@ def step_task_from_proto(request: optimizer_pb2.StepRequest) -> StepTask:
         criteria=criteria_from_proto(list(request.criteria)),
         prompt=prompt_from_proto(request.prompt),
         gradients=tuple(gradient_from_proto(g) for g in request.gradients),
+        conversations=tuple(Conversation(sample_from_proto(c.sample), c.output) for c in request.conversations),
+        protocol=protocol_from_proto(request.meta),
     )
 
 

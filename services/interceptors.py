@@ -3,8 +3,8 @@ bearer-token check, the ledger of what each request carried, and the replay of a
 
 A service's chain, outermost first: metrics (``judgeopt.services.metrics``, with a metrics port) → request context →
 access log → bearer token → ledger → replay → servicer. So a refused call is still counted and logged with its request
-id and code, the ledger holds only authenticated requests, and a replayed answer never reaches the servicer (no second
-model call).
+id (from the ``x-request-id`` metadata: its body is never read) and code, the ledger holds only authenticated requests,
+and a replayed answer never reaches the servicer (no second model call).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from judgeopt.core.manifest import manifest
+from judgeopt.core.private_files import open_private_text, private_dir
 
 log = structlog.get_logger("judgeopt.rpc")
 
@@ -37,7 +38,9 @@ Proceed = Callable[[], Awaitable[Any]]
 class UnaryInterceptor(grpc.aio.ServerInterceptor):
     """The skeleton of an interceptor that acts around each unary-unary call (every agent RPC is one): the handler is
     wrapped so that :meth:`around` runs for each call; streaming handlers (health's Watch, reflection) pass through
-    untouched. A subclass states only its concern, in :meth:`around`."""
+    untouched. A call refused before its request is read (no token: :class:`BearerTokenInterceptor` answers it with
+    a stream-unary handler, the only kind a service has) is wrapped too, with ``request`` None. A subclass states
+    only its concern, in :meth:`around`."""
 
     async def intercept_service(
         self,
@@ -45,24 +48,32 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
+        serializers = {
+            "request_deserializer": getattr(handler, "request_deserializer", None),
+            "response_serializer": getattr(handler, "response_serializer", None),
+        }
+        if handler is not None and handler.unary_unary is not None:
+            inner = handler.unary_unary
 
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await self.around(handler_call_details, request, context, lambda: inner(request, context))
+            async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await self.around(handler_call_details, request, context, lambda: inner(request, context))
 
-        return grpc.unary_unary_rpc_method_handler(
-            handle,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return grpc.unary_unary_rpc_method_handler(handle, **serializers)
+        if handler is not None and handler.stream_unary is not None:
+            refuse = handler.stream_unary
+
+            async def handle_unread(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await self.around(handler_call_details, None, context, lambda: refuse(requests, context))
+
+            return grpc.stream_unary_rpc_method_handler(handle_unread, **serializers)
+        return handler
 
     @abstractmethod
     async def around(
         self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
     ) -> Any:
-        """Serve one call: ``call.method`` is ``/pkg.Service/Method``; ``await proceed()`` gets the reply."""
+        """Serve one call: ``call.method`` is ``/pkg.Service/Method``; ``await proceed()`` gets the reply; ``request``
+        is None for a call refused before its request was read."""
 
 
 def _ids(request: Any, metadata: tuple[tuple[str, str | bytes], ...]) -> dict[str, str]:
@@ -110,17 +121,18 @@ class AccessLogInterceptor(UnaryInterceptor):
                 criteria=[c.name for c in getattr(request, "criteria", [])],
                 prompt_tokens=getattr(usage, "prompt_tokens", 0),
                 completion_tokens=getattr(usage, "completion_tokens", 0),
-                request_bytes=request.ByteSize(),
+                request_bytes=0 if request is None else request.ByteSize(),
             )
 
 
 class LedgerInterceptor(UnaryInterceptor):
-    """Appends, per request, the criteria and fields it carried to a JSON-lines ledger (for ``judgeopt audit``).
-    Only agent requests (those with ``meta``) are written: health checks and ``AgentInfoService.Describe`` are not."""
+    """Appends, per request, the criteria and fields it carried to a JSON-lines ledger (for ``judgeopt audit``), a
+    file only its owner reads (0600). Only agent requests (those with ``meta``) are written: health checks and
+    ``AgentInfoService.Describe`` are not."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = path.open("a", encoding="utf-8")
+        private_dir(path.parent)
+        self._file: IO[str] = open_private_text(path, append=True)
 
     async def around(
         self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
@@ -136,14 +148,11 @@ class LedgerInterceptor(UnaryInterceptor):
 
 # --- bearer token ---------------------------------------------------------------------------------------------
 
-OPEN_SERVICES = frozenset(
-    {
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-        "grpc.reflection.v1.ServerReflection",
-    }
-)
-"""Services every caller may use without a token: health probes (kubelets, load balancers) and reflection."""
+OPEN_SERVICES = frozenset({health_pb2.DESCRIPTOR.services_by_name["Health"].full_name})
+"""Services every caller may use without a token: health probes (kubelets, load balancers). Reflection is not
+among them: it tells whoever asks what the service offers."""
+HOUSEKEEPING_SERVICES = OPEN_SERVICES | {reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"}
+"""Health and reflection: calls that are not agent work (metrics leave them out)."""
 
 
 def service_of(method: str) -> str:
@@ -152,12 +161,13 @@ def service_of(method: str) -> str:
 
 
 def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape (and serializers, so outer interceptors see a normal call) that refuses."""
+    """A handler that refuses without reading the request: stream-unary where the reply is unary, stream-stream where
+    it is streamed (the serializers kept, so outer interceptors see the call's own types)."""
 
-    async def deny(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def deny(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
-    async def deny_stream(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def deny_stream(_requests: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         yield  # pragma: no cover - abort raises; the yield makes this a streaming handler
 
@@ -165,19 +175,24 @@ def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(deny, **serializers)
-    if handler.stream_unary is not None:
+    if handler.unary_unary is not None or handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(deny, **serializers)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(deny_stream, **serializers)
     return grpc.stream_stream_rpc_method_handler(deny_stream, **serializers)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses with ``UNAUTHENTICATED`` every RPC whose ``authorization`` metadata is not ``Bearer <token>``,
-    except the health and reflection services. Compared in constant time; the token and the header are never
-    logged."""
+    reflection included, except the health service. Compared in constant time; the token and the header are never
+    logged.
+
+    The check runs before the request body is read. grpc.aio calls ``intercept_service`` with the method and the
+    metadata only, before any message is received; but a unary-unary handler makes the server receive the whole
+    message (up to ``max_message_bytes``) and deserialize it before its behaviour runs, even one that only aborts.
+    So a refused call gets a stream-unary handler (stream-stream for a streamed reply) that aborts without ever
+    asking for a message: nothing is deserialized, and the transport takes no more than the HTTP/2 flow-control
+    window (64 KiB, up to about 4 MiB once BDP probing has grown it) before the client learns of the refusal and
+    stops sending. grpc.aio has no per-call message limit, and none is needed on top of that: together with
+    ``max_concurrent_rpcs`` (refused before reading too), what strangers can make a service hold is bounded."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()

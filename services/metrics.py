@@ -2,7 +2,9 @@
 deploy/README.md), RPCs by outcome, and their latency; kept by a server interceptor and served over HTTP at
 ``/metrics`` when the service has a metrics port.
 
-Health and reflection RPCs are not counted: probes are not load, and would keep an idle pod's gauge moving.
+Health and reflection RPCs are not counted: probes are not load, and would keep an idle pod's gauge moving. The
+endpoint is plain HTTP (what scrapers speak) and carries no data: counts and latencies by role, method and status
+code, never a request's content or a secret; deployments admit only their monitoring to it (deploy/README.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import grpc
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from judgeopt.services.interceptors import OPEN_SERVICES, Proceed, UnaryInterceptor, service_of
+from judgeopt.services.interceptors import HOUSEKEEPING_SERVICES, Proceed, UnaryInterceptor, service_of
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +78,7 @@ class MetricsInterceptor(UnaryInterceptor):
         self, call: grpc.HandlerCallDetails, request: Any, context: grpc.aio.ServicerContext, proceed: Proceed
     ) -> Any:
         method = call.method
-        if service_of(method) in OPEN_SERVICES:
+        if service_of(method) in HOUSEKEEPING_SERVICES:
             return await proceed()
         metrics = self._metrics
         metrics.inflight.inc()

@@ -154,7 +154,11 @@ async def build_server(
     Raises ``judgeopt.core.service_config.CredentialError`` when a TLS file or the token variable cannot be used."""
     binding = ROLE_BINDINGS[role]
     tls = server_tls(config)
-    server = grpc.aio.server(interceptors=interceptors_for(config, metrics), options=channel_options(config))
+    server = grpc.aio.server(
+        interceptors=interceptors_for(config, metrics),
+        options=channel_options(config),
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
     binding.register(runner, server, config.deadline_margin_seconds)
     agent_info_pb2_grpc.add_AgentInfoServiceServicer_to_server(AgentInfoServicer(role), server)
     health_servicer = health.aio.HealthServicer()

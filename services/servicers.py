@@ -125,7 +125,7 @@ class AgentInfoServicer(agent_info_pb2_grpc.AgentInfoServiceServicer):
         except PackageNotFoundError:  # running from a checkout that was never installed
             package_version = "unknown"
         self._reply = agent_info_pb2.DescribeResponse(
-            role=role, templates=prompting.template_hashes(f"{role}_"), version=package_version
+            role=role, templates=prompting.template_hashes(role), version=package_version
         )
 
     async def Describe(

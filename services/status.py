@@ -6,7 +6,8 @@ ModelUnavailableError   → UNAVAILABLE
 ModelRequestError       → FAILED_PRECONDITION (the endpoint refused the request, e.g. context overflow)
 TimeoutError            → DEADLINE_EXCEEDED (the caller's deadline ran out while waiting for the model)
 
-An endpoint's ``Retry-After`` travels back as the ``retry-after-ms`` trailer.
+An endpoint's ``Retry-After`` travels back as the ``retry-after-ms`` trailer. The status message is the error's,
+redacted (``judgeopt.core.redact``): it reaches the caller, its logs and its run store.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from judgeopt.agents.errors import (
     ModelTimeoutError,
     ModelUnavailableError,
 )
+from judgeopt.core.redact import redact
 from judgeopt.core.wire import RETRY_AFTER_KEY
 
 log = structlog.get_logger(__name__)
@@ -60,10 +62,11 @@ async def run_within_deadline(
         return await asyncio.wait_for(work(), timeout=None if remaining is None else remaining - margin_seconds)
     except (AgentError, TimeoutError) as exc:
         code = status_for(exc)
-        log.warning("rpc.failed", code=code.name, error=str(exc)[:300])
+        message = redact(str(exc)) or code.name
+        log.warning("rpc.failed", code=code.name, error=message[:300])
         if isinstance(exc, ModelEndpointError) and exc.retry_after_seconds is not None:
             context.set_trailing_metadata(((RETRY_AFTER_KEY, str(round(exc.retry_after_seconds * 1000))),))
-        await context.abort(code, str(exc) or code.name)
+        await context.abort(code, message)
         raise AssertionError("unreachable: abort raises") from exc
     except Exception as exc:  # a bug, not a model failure: keep the traceback, do not invite retries
         log.exception("rpc.crashed", error_type=type(exc).__name__)

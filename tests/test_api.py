@@ -253,7 +253,7 @@ class TestErrors:
         with pytest.raises(judgeopt.ConfigError, match="split must be one of train, val, test"):
             finished.predictions("dev")  # type: ignore[arg-type]
         with pytest.raises(judgeopt.ConfigError, match="not a judge exported by `judgeopt export`"):
-            judgeopt.load_judge(finished.path / "services" / "services.yaml")
+            judgeopt.load_judge(finished.path / "summary.json")
 
     def test_every_error_is_a_judgeopt_error(self, finished: judgeopt.Run, tmp_path: Path) -> None:
         for name in ("ConfigError", "DataError", "RunFailed", "ServiceStartError", "StorageError"):

@@ -79,6 +79,7 @@ async def optimize_async(
                 addresses=given,
                 local_model=as_path(local_model),
                 dataset=setup.dataset,
+                models=setup.models,
             )
         finally:
             store.close()

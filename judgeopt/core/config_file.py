@@ -44,12 +44,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def load_serving_config(path: Path | None) -> ServingConfig:
-    """The ``models`` and ``service`` sections of a config file (defaults without one), validated."""
+    """The ``models`` and ``service`` sections of a config file (defaults without one), validated; the file may name
+    only judgeopt's own API-key variables (``judgeopt.core.models.FILE_KEY_VARIABLES``)."""
     from pydantic import ValidationError
 
     if path is None:
         return ServingConfig()
     try:
-        return ServingConfig.model_validate(read_config_file(path))
+        config = ServingConfig.model_validate(read_config_file(path))
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+    config.models.check_file_key_variables(path)
+    return config

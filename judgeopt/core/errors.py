@@ -30,6 +30,11 @@ class LocalModelError(JudgeoptError):
     """The embedded local model server could not be started."""
 
 
+class DirectoryInUse(JudgeoptError):
+    """Another process is writing to the directory (a run, an experiment, a scoring state); the message names its
+    pid."""
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """A pydantic error on one line: ``field.path: message; …``."""
     parts = []

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Self
 import structlog
 
 from judgeopt.core.errors import LocalModelError
+from judgeopt.core.private_files import open_private_binary, private_dir
 
 if TYPE_CHECKING:
     from judgeopt.core.models import ModelsConfig
@@ -123,8 +124,8 @@ class LocalModelServer:
         # logprob scoring needs them.
         command += ["--logits_all", "true" if self.logprobs else "false"]
         if self.log_file:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+            private_dir(self.log_file.parent)
+        output = open_private_binary(self.log_file, append=True) if self.log_file else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(
                 command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=terminate_with_parent

@@ -1,11 +1,32 @@
-"""The single structlog configuration, applied once at the entry point: JSON for services, console for the CLI."""
+"""The single structlog configuration, applied once at the entry point: JSON for services, console for the CLI.
+Every string of every event passes through ``judgeopt.core.redact`` before it is rendered."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+from judgeopt.core.redact import redact
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
+
+
+def _redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: secrets (keys, tokens, URL credentials) in any field, nested ones and rendered
+    tracebacks included, become ``REDACTED``."""
+    return {key: _redacted(value) for key, value in event.items()}
 
 
 def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
@@ -18,6 +39,7 @@ def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.dict_tracebacks if json else structlog.dev.set_exc_info,
+            _redact_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -2,7 +2,8 @@
 
 Services append one manifest per request to their ledger, so an audit can check what each agent *received*
 against the run's policy, independently of what the orchestrator says it sent. Field names match the policy's
-vocabulary (``judgeopt.orchestrator.engine.policy``); shared fields are recorded under the criterion ``*``.
+vocabulary (``judgeopt.orchestrator.engine.policy``); shared fields are recorded under the criterion ``*``, and so
+are a joint call's conversations (a per-criterion call's are its criterion's).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def received_fields(request: Any) -> set[tuple[str, str]]:
         case optimizer_pb2.StepRequest():
             seen = _prompt_fields(request.prompt)
             seen |= {(c, "gradient") for g in request.gradients for c in g.criteria}
+            if request.conversations:
+                per_criterion = request.routing == common_pb2.ROUTING_PER_CRITERION and request.criteria
+                seen.add((request.criteria[0].name if per_criterion else SHARED, "conversations"))
             return seen
         case evaluator_pb2.SpecificityRequest() | evaluator_pb2.AdherenceRequest():
             return {(c, "gradient") for g in request.gradients for c in g.criteria}

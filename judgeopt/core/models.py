@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
-from judgeopt.core.errors import ModelConfigError, describe_validation_error
+from judgeopt.core.errors import ConfigError, ModelConfigError, describe_validation_error
+from judgeopt.core.redact import redact_url
 from judgeopt.core.roles import ALL_ROLES, ROLES, Role
+
+FILE_KEY_VARIABLES = frozenset(
+    {"JUDGEOPT_API_KEY", "OPENAI_API_KEY", *(f"JUDGEOPT_{role.upper()}_API_KEY" for role in ALL_ROLES)}
+)
+"""The API-key variables a file (a config file's ``models:``, an exported judge) may name. A role's key is sent to
+the endpoint its ``base_url`` names, so a file naming any variable could send any secret of the environment to a
+host of its choosing; another variable is named on the command line (``--api-key-env``, ``--<role>-api-key-env``)
+by whoever runs the command."""
+
+
+def check_file_key_variable(path: Path, field: str, name: str | None) -> None:
+    """Refuse ``name`` as the API-key variable the file ``path`` gives in ``field``, unless it is judgeopt's own."""
+    if name is not None and name not in FILE_KEY_VARIABLES:
+        raise ConfigError(
+            f"{path}: {field} names {name}; a file may name only JUDGEOPT_API_KEY, JUDGEOPT_<ROLE>_API_KEY or "
+            "OPENAI_API_KEY (give another with --api-key-env on the command line)"
+        )
 
 
 class StructuredOutput(StrEnum):
@@ -135,6 +154,19 @@ class ModelsConfig(BaseModel):
 
     def needs_local_model(self, roles: tuple[Role, ...] = ROLES) -> bool:
         return any(self._merged(role).base_url is None for role in roles)
+
+    def check_file_key_variables(self, path: Path) -> None:
+        """These settings came from the file ``path``: refuse any API-key variable but judgeopt's own."""
+        for section in ("default", *ALL_ROLES):
+            check_file_key_variable(path, f"models.{section}.api_key_env", getattr(self, section).get("api_key_env"))
+
+    def redacted(self) -> ModelsConfig:
+        """A copy whose ``base_url`` credentials (``user:password@``) are ``REDACTED@``: what a run may store."""
+        sections = {
+            section: {k: redact_url(v) if k == "base_url" and isinstance(v, str) else v for k, v in values.items()}
+            for section, values in self.model_dump().items()
+        }
+        return ModelsConfig.model_validate(sections)
 
     def with_role(self, role: Role | Literal["default"], **updates: Any) -> ModelsConfig:
         """A copy with some fields of one section replaced (how ``--gradient-model`` etc. apply)."""

@@ -16,11 +16,16 @@ class ServiceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: str = "127.0.0.1"
-    """Address to bind; ``0.0.0.0`` in a container."""
+    """Address to bind; ``0.0.0.0`` in a container. Any address but loopback needs TLS and ``token_env`` (``serve``
+    refuses it otherwise, unless ``--insecure``)."""
     port: int = Field(default=0, ge=0, le=65535)
     """0 picks a free port (printed at start-up)."""
     max_message_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     """Largest request or reply accepted, set explicitly on both directions."""
+    max_concurrent_rpcs: int = Field(default=64, gt=0)
+    """Most RPCs served at once (health and reflection included), eight times an orchestrator's default concurrency;
+    one more is refused at once with RESOURCE_EXHAUSTED, before its request is read. So callers together hold at
+    most this many requests (of ``max_message_bytes`` each) and model calls in the service."""
     grace_seconds: float = Field(default=10.0, ge=0)
     """How long in-flight calls may finish after SIGTERM."""
     max_connection_age_seconds: float = Field(default=300.0, gt=0)
@@ -39,8 +44,8 @@ class ServiceConfig(BaseModel):
     tls_client_ca: Path | None = None
     """PEM root(s) that client certificates must chain to (``--tls-client-ca``): set → mutual TLS, required."""
     token_env: str | None = None
-    """Name of the environment variable holding the bearer token every agent RPC must carry (``--token-env``);
-    health and reflection stay open so probes work."""
+    """Name of the environment variable holding the bearer token every RPC must carry (``--token-env``), reflection
+    included; only health stays open, so probes work."""
     replay_entries: int = Field(default=10_000, ge=0)
     """Successful replies remembered by (rpc, request id), so a retried call is answered without a second model
     call; 0 turns this off."""

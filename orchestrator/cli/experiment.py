@@ -11,7 +11,8 @@ from judgeopt.core.roles import ALL_ROLES
 from judgeopt.orchestrator.cli.flags import add_address_flags, add_client_flags, add_run_flags
 
 if TYPE_CHECKING:
-    from judgeopt.orchestrator.config import GridConfig
+    from judgeopt.core.models import ModelsConfig
+    from judgeopt.orchestrator.config import GridConfig, RunConfig
 
 HELP = "run a grid of modes × gates × repeated runs"
 
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, help="repeated runs per configuration (default 3)")
     parser.add_argument("--select-on", choices=["val", "test"], help="interference: choose best steps on val/test")
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the evaluator's ratings")
+    parser.add_argument("--dry-run", action="store_true", help="print the grid's calls, tokens and cost; make no call")
     add_model_flags(parser, ALL_ROLES)
     parser.add_argument("--grid", dest="config", type=Path, metavar="FILE", help="same as --config")
     add_run_flags(parser, single_run=False)
@@ -53,6 +55,18 @@ def grid_from_args(args: argparse.Namespace, base: GridConfig) -> GridConfig:
         raise ConfigError(f"grid: {describe_validation_error(exc)}") from None
 
 
+def print_grid_estimate(grid: GridConfig, base: RunConfig, models: ModelsConfig, data_dir: Path | None) -> None:
+    """The whole grid's calls, tokens and cost per role, every cell at most (the evaluator's ratings not counted)."""
+    from judgeopt.orchestrator.cli.estimate import estimate_of, print_estimate
+    from judgeopt.orchestrator.engine.run import prepare
+    from judgeopt.orchestrator.study.experiment import cell_configs
+
+    cells = cell_configs(grid, base)
+    estimates = [estimate_of(prepare(config, models, data_dir)) for config in cells.values()]
+    title = f"dry run: {len(cells)} cells ({len(grid.modes)} modes × {len(grid.gates)} gates × {grid.runs} runs)"
+    print_estimate(title, estimates, models)
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -61,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from judgeopt.core.files import DirectoryLock
     from judgeopt.core.log_setup import configure_logging
     from judgeopt.core.roles import ROLES
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
@@ -73,15 +88,20 @@ def run(args: argparse.Namespace) -> int:
         file_config = load_config(args.config)
         models = models_from_args(args, ALL_ROLES)
         base = file_config.run if args.config is not None else STUDY_RUN
-        create_experiment(directory, grid_from_args(args, file_config.grid), run_config(args, base, models), models)
+        config, models = run_config(args, base, models)
+        grid = grid_from_args(args, file_config.grid)
+        if args.dry_run:
+            print_grid_estimate(grid, config, models, args.data_dir)
+            return 0
+        create_experiment(directory, grid, config, models)
     else:
-        directory = args.resume
+        directory, models = args.resume, None  # the experiment's own (credentials in a URL are not kept)
     grid, base, _ = load_experiment(directory)
     service_addresses = addresses(args, ALL_ROLES if grid.diagnostics else ROLES)
     settings = client_settings(args, service_addresses)
     cells = len(grid.modes) * len(grid.gates) * grid.runs
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
+    with DirectoryLock(directory), Progress(*columns, console=Console(stderr=True)) as progress:
         bar = progress.add_task(f"experiment ({cells} cells × {base.steps + 1} steps)", total=cells * (base.steps + 1))
         reached: dict[str, int] = {}
 
@@ -97,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 on_cell_step=on_cell_step,
                 addresses=service_addresses,
                 client_settings=settings,
+                models=models,
             )
         )
     print(f"experiment {directory}: {overview['cells']} cells ({len(overview['skipped'])} were already finished)")

@@ -16,10 +16,6 @@ if TYPE_CHECKING:
     from judgeopt.orchestrator.agent_clients import ClientSettings
     from judgeopt.orchestrator.config import RunConfig
 
-QUICK_PROFILE: dict[str, Any] = {"steps": 2, "batch_size": 2}
-QUICK_DATASET: dict[str, Any] = {"train_size": 20, "val_size": 4, "test_size": 8}
-"""A run the embedded 135M model finishes in minutes on two cores; the study's settings are RunConfig's defaults."""
-
 
 def models_from_args(args: argparse.Namespace, roles: Sequence[Role]) -> ModelsConfig:
     """The config file's models with the model flags applied."""
@@ -49,7 +45,10 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
     group.add_argument("--val-size", type=int)
     group.add_argument("--test-size", type=int)
     group.add_argument(
-        "--profile", choices=["quick", "study"], help="quick: a minutes-long run (default on the local model)"
+        "--profile",
+        choices=["quick", "full", "study", "study-code"],
+        help="quick: minutes on the local model (its default without a config file); full: the study's sizes with "
+        "judgeopt's settings (the default otherwise); study: the study's protocol; study-code: plus its code's quirks",
     )
     group.add_argument(
         "--drop-output-format", action="store_true", help="study quirk: drop the judge's output format after an update"
@@ -71,12 +70,14 @@ def add_budget_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--max-tokens", type=int, help="budget: stop at the step boundary before exceeding N tokens")
 
 
-def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> RunConfig:
-    """``base`` with the profile and the run flags applied."""
-    data: dict[str, Any] = base.model_dump(mode="json", exclude_unset=False)
-    profile = args.profile or ("quick" if models.needs_local_model() and args.config is None else "study")
-    if profile == "quick":
-        data = {**data, **QUICK_PROFILE, "dataset": {**data["dataset"], **QUICK_DATASET}}
+def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> tuple[RunConfig, ModelsConfig]:
+    """``base`` (what the config file set) over the profile's settings, then the run flags over both; the profile
+    may set the roles' output caps and temperatures too."""
+    from judgeopt.orchestrator.profiles import Profile, apply_profile
+
+    default: Profile = "quick" if models.needs_local_model() and args.config is None else "full"
+    profile: Profile = args.profile or (base.profile if base.profile != "custom" else default)
+    data, models = apply_profile(profile, base.model_dump(mode="json", exclude_unset=True), models)
     data.update(
         given(
             {
@@ -110,7 +111,7 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
     if args.criteria:
         known = {c["name"]: c for c in data["dataset"].get("criteria", [])}
         data["dataset"]["criteria"] = [known.get(n.strip(), {"name": n.strip()}) for n in args.criteria.split(",")]
-    return validated_run_config(data)
+    return validated_run_config(data), models
 
 
 def validated_run_config(data: dict[str, Any]) -> RunConfig:
@@ -140,7 +141,8 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def client_settings(args: argparse.Namespace, addresses: Mapping[Role, str] | None) -> ClientSettings:
-    """The client's TLS and token settings, every file and the token read once now (before a run starts)."""
+    """The client's TLS and token settings, every file and the token read once now (before a run starts); a token
+    bound for a remote address over plaintext is refused."""
     from judgeopt.orchestrator.agent_clients import ClientSettings
 
     settings = ClientSettings(
@@ -154,6 +156,8 @@ def client_settings(args: argparse.Namespace, addresses: Mapping[Role, str] | No
         raise ConfigError(
             "--tls-ca applies to running services given by --<role>-addr; services started here are on loopback"
         )
+    if addresses is not None:
+        settings.check_addresses(addresses)
     settings.check()
     return settings
 

@@ -32,15 +32,17 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from judgeopt.core.files import DirectoryLock
     from judgeopt.core.flags import apply_model_flags
     from judgeopt.core.log_setup import configure_logging
     from judgeopt.core.models import ModelsConfig
+    from judgeopt.core.private_files import private_dir
     from judgeopt.core.roles import Role
     from judgeopt.orchestrator.cli.flags import client_settings
     from judgeopt.orchestrator.engine.executor import CallExecutor
     from judgeopt.orchestrator.engine.ratelimit import RateLimits
     from judgeopt.orchestrator.engine.run import LOCAL_CONCURRENCY, REMOTE_CONCURRENCY, agent_clients
-    from judgeopt.orchestrator.study.apply import score_file
+    from judgeopt.orchestrator.study.apply import score_file, state_dir
     from judgeopt.orchestrator.study.export import read_judge
 
     configure_logging(json=False, level=logging.WARNING)
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     async def score() -> Any:
         limit = asyncio.Semaphore(concurrency)
         rates = RateLimits(models, ("judge",), window=60.0)
-        services = args.out.parent / f"{args.out.name}.state" / "services"
+        services = state_dir(args.out) / "services"
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         async with agent_clients(
             models, services, addresses=addresses, local_model=args.local_model, roles=("judge",), settings=settings
@@ -79,8 +81,12 @@ def run(args: argparse.Namespace) -> int:
                     on_progress=on_progress,
                 )
 
-    outcome = asyncio.run(score())
-    print(f"{args.out}: {outcome.scored} rows scored, {outcome.skipped} already there, {outcome.failed} failed")
+    with DirectoryLock(private_dir(state_dir(args.out))):  # before any service starts: one scoring run at a time
+        outcome = asyncio.run(score())
+    unscored = f" ({outcome.unscored} with no valid score in the judge's reply)" if outcome.unscored else ""
+    print(
+        f"{args.out}: {outcome.scored} rows scored, {outcome.skipped} already there, {outcome.failed} failed{unscored}"
+    )
     if outcome.evaluation is not None:
         table = Table(title="agreement with the human scores")
         for column in ("criterion", "Spearman ρ", "Kendall τ", "Pearson r", "MAE", "off-by-one", "n"):

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging(json=False, level=logging.WARNING)
     settings = client_settings(args, addresses(args))
-    store = open_run(args.run_dir)
+    store = open_run(args.run_dir, writer=True)
     budget = given({"max_calls": args.max_calls, "max_tokens": args.max_tokens})
     if budget:  # resuming with a larger budget
         manifest = store.manifest()

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from judgeopt.core.errors import describe_validation_error
+from judgeopt.core.wire import MAX_CRITERIA
 from judgeopt.orchestrator.data.locating import locate_data_file, read_bytes
 from judgeopt.orchestrator.data.readers import READERS, jsonl_rows, parquet_rows
 from judgeopt.orchestrator.data.records import (
@@ -51,6 +52,10 @@ def _check_config(config: DatasetConfig) -> None:
     names = [criterion.name for criterion in config.criteria]
     if duplicates := sorted({name for name in names if names.count(name) > 1}):
         raise DataError(f"dataset {config.name}: criteria listed twice: {', '.join(duplicates)}")
+    if len(names) > MAX_CRITERIA:
+        raise DataError(
+            f"dataset {config.name}: {len(names)} criteria, but one judge request holds at most {MAX_CRITERIA}"
+        )
     file_only = {
         "path": config.path,
         "text_fields": config.text_fields,

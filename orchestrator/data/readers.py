@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -30,6 +32,9 @@ def _decode(origin: str, data: bytes) -> str:
 
 def _csv_rows(origin: str, data: bytes) -> _RawRows:
     _decode(origin, data)  # validates the whole file first, so that an encoding error names its line
+    # No field is longer than the file: the csv module's own limit (131,072 characters by default, process-wide) must
+    # not decide, max_text_chars does, naming the column. The limit is only ever raised.
+    csv.field_size_limit(max(csv.field_size_limit(), len(data)))
     # Decoded as it is read: an io.StringIO of the whole text would hold a 4-byte-per-character copy of it.
     reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
     row_number = 0
@@ -66,6 +71,55 @@ def _json_error(exc: json.JSONDecodeError) -> str:
     return f"{exc.msg} column {exc.colno}" if exc.msg.endswith(" at") else f"{exc.msg} at column {exc.colno}"
 
 
+_DECODER = json.JSONDecoder()
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, position: int) -> int:
+    match = _JSON_SPACE.match(text, position)
+    return position if match is None else match.end()
+
+
+def _unreadable_member(text: str, start: int = 0) -> tuple[int, str | None, int] | None:
+    """In the JSON object or array at ``start`` of ``text`` (valid JSON up to the failure): the index, key (None in
+    an array) and offset of the first member Python cannot read, nested too deeply or an integer too long. Only
+    called once a whole file or line failed so, to name the place."""
+    position = _skip_space(text, start)
+    if text[position : position + 1] not in ("[", "{"):
+        return None
+    closing = "]" if text[position] == "[" else "}"
+    position = _skip_space(text, position + 1)
+    index = 0
+    try:
+        while text[position : position + 1] not in ("", closing):
+            key = None
+            if closing == "}":
+                key, position = _DECODER.raw_decode(text, position)
+                position = _skip_space(text, _skip_space(text, position) + 1)  # past the colon
+            try:
+                _, position = _DECODER.raw_decode(text, position)
+            except (RecursionError, ValueError):
+                return index, None if key is None else str(key), position
+            position = _skip_space(text, position)
+            if text[position : position + 1] == ",":
+                position = _skip_space(text, position + 1)
+            index += 1
+    except ValueError:  # not the valid JSON it was said to be: no member to name
+        return None
+    return None
+
+
+def _unreadable(exc: ValueError | RecursionError) -> str:
+    """Why Python could not read valid JSON, for a message."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply to read"
+    return f"an integer of more than {sys.get_int_max_str_digits():,} digits, the most Python reads as a number"
+
+
+def _column(found: tuple[int, str | None, int] | None) -> str:
+    return "" if found is None or found[1] is None else f"column {found[1]!r}: "
+
+
 def jsonl_rows(origin: str, data: bytes) -> _RawRows:
     for line_number, (line, last) in enumerate(_lines(_decode(origin, data)), start=1):
         if not line.strip():
@@ -75,14 +129,22 @@ def jsonl_rows(origin: str, data: bytes) -> _RawRows:
         except json.JSONDecodeError as exc:
             cut = "; the file ends in the middle of this line (truncated?)" if last else ""
             raise DataError(f"{origin}: line {line_number}: not valid JSON ({_json_error(exc)}){cut}") from None
+        except (ValueError, RecursionError) as exc:  # valid JSON Python cannot hold
+            where = _column(_unreadable_member(line))
+            raise DataError(f"{origin}: line {line_number}: {where}{_unreadable(exc)}") from None
         yield line_number, _json_object(origin, f"line {line_number}", value)
 
 
 def _json_rows(origin: str, data: bytes) -> _RawRows:
+    text = _decode(origin, data)
     try:
-        items = json.loads(_decode(origin, data))
+        items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # valid JSON Python cannot hold
+        row = _unreadable_member(text)
+        where = "" if row is None else f"row {row[0] + 1}: {_column(_unreadable_member(text, row[2]))}"
+        raise DataError(f"{origin}: {where}{_unreadable(exc)}") from None
     if not isinstance(items, list):
         raise DataError(f"{origin}: expected a JSON list of objects, got {type(items).__name__}")
     for row_number, item in enumerate(items, start=1):

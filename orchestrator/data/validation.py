@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +50,28 @@ def _is_blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _check_unicode(row: Row, column: str, value: str) -> str:
+    """``value``, unless it holds a lone surrogate (JSON's ``\\ud800``, half of a UTF-16 pair): no UTF-8 text, so
+    no request could carry it."""
+    found = _SURROGATE.search(value)
+    if found is not None:
+        raise row.error(
+            f"column {column!r}: a lone surrogate (\\u{ord(found.group()):04x} at character {found.start() + 1:,}) "
+            "is not Unicode text; JSON escapes a character outside the BMP as a pair (\\ud83d\\ude00)"
+        )
+    return value
+
+
 def _text(row: Row, column: str, max_chars: int) -> str:
     value = _value(row, column)
     if _is_blank(value):
         raise row.error(f"column {column!r}: empty text")
     if not isinstance(value, str):
         raise row.error(f"column {column!r}: expected text, got {type(value).__name__} {_shown(value)}")
+    _check_unicode(row, column, value)
     if len(value) > max_chars:
         raise row.error(
             f"column {column!r}: text of {len(value):,} characters is longer than max_text_chars ({max_chars:,}): "
@@ -75,7 +92,7 @@ def _key(row: Row, column: str, kind: str) -> str:
         raise row.error(f"column {column!r}: empty {kind}")
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise row.error(f"column {column!r}: {kind} must be text or an integer, got {type(value).__name__}")
-    return str(value)
+    return _check_unicode(row, column, str(value))
 
 
 def _label(row: Row, criterion: CriterionSpec) -> float:
@@ -88,15 +105,18 @@ def _label(row: Row, criterion: CriterionSpec) -> float:
             raise TypeError
         value = float(raw)
     except (TypeError, ValueError, OverflowError):
-        raise row.error(f"column {column!r}: label {raw!r} is not a number") from None
+        raise row.error(f"column {column!r}: label {_shown(raw)} is not a number") from None
     if math.isnan(value):
         raise row.error(f"column {column!r}: label is NaN")
     if not criterion.min_score <= value <= criterion.max_score:
         raise row.error(
-            f"column {column!r}: label {raw!r} is outside the range {criterion.min_score:g}-{criterion.max_score:g}"
+            f"column {column!r}: label {_shown(raw)} is outside the range "
+            f"{criterion.min_score:g}-{criterion.max_score:g}"
         )
     if criterion.integer_scores and not value.is_integer():
-        raise row.error(f"column {column!r}: label {raw!r} is not an integer, but the criterion has integer scores")
+        raise row.error(
+            f"column {column!r}: label {_shown(raw)} is not an integer, but the criterion has integer scores"
+        )
     return value
 
 

@@ -52,6 +52,23 @@ class Track:
     initial: PromptState
 
 
+def _require_scores(track: Track, step: int, split: str, figures: dict[str, Any]) -> None:
+    """A ``RunFailed`` naming the cause when the judge answered on ``split`` without a single valid score: figures
+    made of nothing (every ρ 0, "constant") must not pass for a result."""
+    if "no_valid_score" in figures:
+        raise RunFailed(
+            f"track {track.name}, step {step}: the judge gave no valid score on the {split} set "
+            f"({figures['no_valid_score']}); check the judge's model and instructions, then `judgeopt resume` the run"
+        )
+
+
+def _unparsed(artifacts: StepArtifacts, batch: Sequence[Record], track: Track) -> bool:
+    """Some sample of the batch has no prediction, or a criterion the judge did not score."""
+    if len(artifacts.predictions) < len(batch):
+        return True
+    return any(p.scores.get(c.name) is None for p in artifacts.predictions for c in track.criteria)
+
+
 @dataclass
 class _Tally:
     failed: int = 0
@@ -95,7 +112,16 @@ class OptimizationLoop:
         self.run_id = run_id
         self._on_step = on_step
         self.budget_reached = False
-        self._routers = {t.name: Router(policy, t.criteria, run_id=run_id, track=t.name) for t in tracks}
+        self._routers = {
+            t.name: Router(
+                policy,
+                self._shown_criteria(t),
+                run_id=run_id,
+                track=t.name,
+                protocol=settings.run.prompt_protocol,
+            )
+            for t in tracks
+        }
         self._scorers = {
             name: Scorer(
                 router=router,
@@ -103,9 +129,16 @@ class OptimizationLoop:
                 clients=clients,
                 store=store,
                 cache_salt=(settings.judge_key, settings.run.seed),
+                use_cache=not settings.run.rejudge_unchanged_prompts,
             )
             for name, router in self._routers.items()
         }
+
+    def _shown_criteria(self, track: Track) -> tuple[CriterionSpec, ...]:
+        """The track's criteria as the agents are shown them: without their definitions when the run says so."""
+        if self.settings.run.criterion_definitions:
+            return track.criteria
+        return tuple(c.model_copy(update={"description": ""}) for c in track.criteria)
 
     # --- the whole run ---------------------------------------------------------------------------------------------
 
@@ -163,8 +196,12 @@ class OptimizationLoop:
         evaluation = evaluation_of(names, records, scored, resamples, self.settings.run.seed)
         return evaluation, evaluation_json(evaluation, scored)
 
-    def _gate_metric(self, evaluation: Evaluation) -> float:
-        return evaluation.metric("mae" if self.settings.run.gate == "none" else self.settings.run.gate)
+    def _gate_metric(self, evaluation: Evaluation, track: Track) -> float:
+        name = "mae" if self.settings.run.gate == "none" else self.settings.run.gate
+        if not self.settings.run.gate_counts_parse_failures:
+            return evaluation.metric(name)  # the study's: items the judge failed to score are left out
+        worst = {c.name: c.max_score - c.min_score for c in track.criteria}
+        return evaluation.metric(name, worst_errors=worst)
 
     def _tests_at(self, step: int) -> bool:
         return tests_at(step, self.settings.run.steps, self.settings.run.test_interval)
@@ -180,13 +217,15 @@ class OptimizationLoop:
                 f"track {track.name}, step 0: every judge call failed after its retries (see the calls table of "
                 "run.sqlite); check the judge endpoint, then `judgeopt resume` the run"
             )
+        for split, figures in (("validation", val_json), ("test", test_json)):
+            _require_scores(track, 0, split, figures)
         record = StepRecord(
             track=track.name,
             step=0,
             status="initial",
             prompt=track.initial,
             candidate=None,
-            val_metric=self._gate_metric(val),
+            val_metric=self._gate_metric(val, track),
             val=val_json,
             test=test_json,
             batch=(),
@@ -194,7 +233,8 @@ class OptimizationLoop:
         return self._commit(track, StepOutcome(record))
 
     def _batch(self, step: int) -> tuple[Record, ...]:
-        rng = random.Random(f"{self.settings.run.seed}:batch:{step}")
+        seed = "study" if self.settings.run.same_batches_every_run else self.settings.run.seed
+        rng = random.Random(f"{seed}:batch:{step}")
         size = min(self.settings.run.batch_size, len(self.splits.train))
         return tuple(rng.sample(self.splits.train, size))
 
@@ -208,6 +248,8 @@ class OptimizationLoop:
             self._routers[track.name].attempt = attempts
             artifacts, tally, updates = await self._learn(track, current, batch, step)
             too_many = tally.total > 0 and tally.failed / tally.total > self.settings.run.max_failure_share
+            if self.settings.run.training_parse_failure_fails_step and _unparsed(artifacts, batch, track):
+                too_many = True  # the study code's quirk: one judge reply that does not parse fails the batch
             if not too_many or attempts > self.settings.run.step_retries:
                 break
             log.warning("step.retry", track=track.name, step=step, failed=tally.failed, total=tally.total)
@@ -232,12 +274,16 @@ class OptimizationLoop:
         if self.settings.run.drop_output_format_after_update and candidate != current:
             candidate = PromptState(candidate.task_description, candidate.instructions, omit_output_format=True)
         val, val_json = await self._evaluate(track, candidate, self.splits.val, step=step, purpose="val")
-        candidate_metric = self._gate_metric(val)
-        accepted = self.settings.run.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
-        if accepted:
+        candidate_metric = self._gate_metric(val, track)
+        unusable = "no_valid_score" in val_json  # under the candidate the judge gave no valid score: the step fails
+        if unusable:
+            log.warning("step.no_valid_score", track=track.name, step=step, cause=val_json["no_valid_score"])
+        passes = self.settings.run.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
+        if passes and not unusable:
             record = replace(template, status="accepted", prompt=candidate, val_metric=candidate_metric, val=val_json)
         else:
-            record = replace(template, status="rejected", val={**(last.val or {}), "candidate": val_json})
+            status = "failed" if unusable else "rejected"
+            record = replace(template, status=status, val={**(last.val or {}), "candidate": val_json})
         record = replace(record, candidate=candidate, test=await self._test_json(track, record.prompt, step))
         return self._commit(track, StepOutcome(record, artifacts))
 
@@ -245,6 +291,7 @@ class OptimizationLoop:
         if not self._tests_at(step):
             return None
         _, test_json = await self._evaluate(track, prompt, self.splits.test, step=step, purpose="test")
+        _require_scores(track, step, "test", test_json)
         return test_json
 
     async def _learn(
@@ -299,13 +346,17 @@ class OptimizationLoop:
             artifacts.critiques.extend(own.critiques)
             artifacts.gradients.extend(own.gradients)
 
-        optimizer_calls = router.optimizer(prompt, artifacts.gradients, router.state(artifacts))
+        optimizer_calls = router.optimizer(prompt, artifacts.gradients, router.state(artifacts), batch)
         updates: dict[str, str] = {}
         for step_call, reply in zip(optimizer_calls, await send_all(optimizer_calls, self.clients.step), strict=True):
             if reply is None:
                 continue
             for name in step_call.criteria:
                 artifacts.optimizer_statuses[name] = reply.status
-            if reply.status in convert.USABLE_STATUSES:
-                updates.update({i.criterion: i.text for i in reply.instructions if i.criterion in step_call.criteria})
+            answered = {i.criterion: i.text for i in reply.instructions if i.criterion in step_call.criteria}
+            if self.settings.run.prompt_protocol == "study":
+                # The study resets a criterion its optimizer left out (or answered empty) to the initial instruction.
+                updates.update({n: answered.get(n, track.initial.instruction(n)) for n in step_call.criteria})
+            elif reply.status in convert.USABLE_STATUSES:
+                updates.update(answered)
         return artifacts, tally, updates

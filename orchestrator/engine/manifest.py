@@ -19,7 +19,8 @@ from judgeopt.orchestrator.data.records import CriterionSpec
 from judgeopt.orchestrator.engine.policy import Policy
 
 MANIFEST_VERSION: Literal[1] = 1
-RunStatus = Literal["running", "complete", "budget_reached"]
+RunStatus = Literal["running", "complete", "budget_reached", "failed"]
+"""``failed``: stopped by a ``RunFailed`` (its cause printed); ``judgeopt resume`` tries again from the last step."""
 
 
 class RunManifest(BaseModel):
@@ -39,6 +40,8 @@ class RunManifest(BaseModel):
     """sha256 of the data file(s): ``resume`` refuses when the data changed."""
     splits: dict[str, tuple[str, ...]]
     """Record ids of ``train``, ``val`` and ``test``."""
+    test_truths: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    """Per criterion, the human scores of the test split in split order (for the paired bootstrap of Δ)."""
     templates: dict[str, str] = Field(default_factory=dict)
     """``role/template`` → sha256 of the prompt templates the services used; empty until they first answered."""
 

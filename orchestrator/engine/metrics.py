@@ -89,6 +89,37 @@ def _spearman_interval(
     return float(low), float(high)
 
 
+def paired_delta_interval(
+    before: Mapping[str, Sequence[float | None]],
+    after: Mapping[str, Sequence[float | None]],
+    truths: Mapping[str, Sequence[float]],
+    *,
+    resamples: int,
+    seed: int,
+) -> tuple[float, float] | None:
+    """95% percentile interval of Δ macro Spearman ρ (``after`` − ``before``), by a paired bootstrap: each resample
+    draws the same items for both prompts and every criterion. Only items that both prompts scored on every
+    criterion take part; ``None`` when fewer than 3 do or no resample is asked for."""
+    criteria = list(truths)
+    complete = [
+        i
+        for i in range(len(truths[criteria[0]]))
+        if all(before[c][i] is not None and after[c][i] is not None for c in criteria)
+    ]
+    if resamples <= 0 or len(complete) < 3:
+        return None
+    draws = np.random.default_rng(seed).choice(np.array(complete), size=(resamples, len(complete)), replace=True)
+    deltas = np.zeros(resamples, dtype=np.float64)
+    for c in criteria:
+        truth = np.asarray(truths[c], dtype=np.float64)[draws]
+        was = np.asarray([np.nan if v is None else v for v in before[c]], dtype=np.float64)[draws]
+        now = np.asarray([np.nan if v is None else v for v in after[c]], dtype=np.float64)[draws]
+        deltas += _spearman_along(now, truth) - _spearman_along(was, truth)
+    deltas /= len(criteria)
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def criterion_metrics(
     predictions: Sequence[float | None],
     truths: Sequence[float],
@@ -176,8 +207,15 @@ class Evaluation:
         """Spearman rho per criterion, in criteria order: the point used for Pareto comparisons."""
         return tuple(m.spearman for m in self.per_criterion.values())
 
-    def metric(self, name: str) -> float:
-        """The macro value of a ``GATE_METRICS`` name, oriented so that higher is always better (MAE is negated)."""
+    def metric(self, name: str, *, worst_errors: Mapping[str, float] | None = None) -> float:
+        """The macro value of a ``GATE_METRICS`` name, oriented so that higher is always better (MAE is negated).
+
+        With ``worst_errors`` (criterion → the largest error its scale allows), items the judge failed to score
+        count against the value instead of being left out: each counts as the worst error in MAE and as a miss in
+        off-by-one, and correlations are scaled by the share of items scored. A candidate prompt then cannot pass
+        a gate by failing on the items it would get wrong."""
+        if worst_errors is not None:
+            return self._metric_counting_failures(name, worst_errors)
         match name:
             case "spearman":
                 return self.macro_spearman
@@ -190,6 +228,26 @@ class Evaluation:
             case "off_by_one":
                 return self.macro_off_by_one
         raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+
+    def _metric_counting_failures(self, name: str, worst_errors: Mapping[str, float]) -> float:
+        def counted(criterion: str, m: CriterionMetrics) -> float:
+            total = m.n + m.n_missing
+            if total == 0:
+                return 0.0
+            if m.n_missing == 0:
+                return Evaluation({criterion: m}).metric(name)
+            match name:
+                case "mae":
+                    scored = 0.0 if m.n == 0 else m.mae * m.n
+                    return -(scored + m.n_missing * worst_errors[criterion]) / total
+                case "off_by_one":
+                    return m.off_by_one * m.n / total
+                case "spearman" | "kendall" | "pearson":
+                    correlation: float = getattr(m, name)
+                    return correlation * m.n / total
+            raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+
+        return math.fsum(counted(c, m) for c, m in self.per_criterion.items()) / len(self.per_criterion)
 
 
 def evaluate(

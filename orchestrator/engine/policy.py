@@ -4,7 +4,9 @@ A stage's **routing** is ``per_criterion`` (one call per criterion) or ``joint``
 track). Its **fields** are what a call may carry; per-criterion fields (``instruction``, ``prediction``,
 ``ground_truth``, ``verdict``, ``critique``, ``gradient``) are visible for the criteria in the call's **scope**
 (``own``: the call's own criterion; ``all``: every criterion; or a list of extra criteria), shared fields
-(``task_description``, ``sample``, ``judge_output``) are visible or not. A joint output is handed back to
+(``task_description``, ``sample``, ``judge_output``) are visible or not, and routed fields (``conversations``: the
+batch's samples with the judge's output) belong to the call's own criterion in a per-criterion call and are shared
+in a joint one. A joint output is handed back to
 criteria by ``copy`` (the study: every criterion gets the joint critique or gradient as its own).
 
 SSS, SSC, SCC, CCC and ``single`` (Single-Task: one independent track per criterion) are presets of this one
@@ -34,13 +36,15 @@ Routing = Literal["per_criterion", "joint"]
 
 SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output"})
 PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "verdict", "critique", "gradient"})
+ROUTED_FIELDS = frozenset({"conversations"})
+"""Fields about the call's focus: its own criterion's in a per-criterion call, shared (``*``) in a joint one."""
 
 _EVIDENCE = frozenset({"prediction", "ground_truth", "verdict"})
 STAGE_FIELDS: dict[Stage, frozenset[str]] = {
     "judge": frozenset({"task_description", "instruction", "sample"}),
     "loss": frozenset({"instruction", "sample", "judge_output"}) | _EVIDENCE,
     "gradient": frozenset({"task_description", "instruction", "sample", "judge_output", "critique"}) | _EVIDENCE,
-    "optimizer": frozenset({"task_description", "instruction", "gradient"}),
+    "optimizer": frozenset({"task_description", "instruction", "gradient", "conversations"}),
 }
 """What each stage's calls can carry at all (the contract's fields); a policy picks a subset."""
 
@@ -94,7 +98,9 @@ class CallView:
     def allowed(self) -> set[str]:
         """``criterion:field`` pairs the call may carry (``*`` for shared fields)."""
         allowed = {f"*:{f}" for f in self.fields & SHARED_FIELDS}
-        return allowed | {f"{c}:{f}" for c in self.visible for f in self.fields & PER_CRITERION_FIELDS}
+        allowed |= {f"{c}:{f}" for c in self.visible for f in self.fields & PER_CRITERION_FIELDS}
+        owners = ("*",) if self.routing == "joint" else self.focus
+        return allowed | {f"{c}:{f}" for c in owners for f in self.fields & ROUTED_FIELDS}
 
 
 class Policy(BaseModel):
@@ -231,6 +237,14 @@ PRESETS: dict[str, Policy] = {
     ),
 }
 """The study's modes. In all of them the judge scores every criterion of its prompt in one call."""
+
+
+def study_policy(preset: str) -> Policy:
+    """The preset as the study's protocol runs it: its optimizer also sees the batch's conversations (each judged
+    sample with the judge's output), as the study's optimizer prompt shows them."""
+    policy = PRESETS[preset]
+    optimizer = policy.optimizer.model_copy(update={"fields": policy.optimizer.fields | {"conversations"}})
+    return policy.model_copy(update={"optimizer": optimizer})
 
 
 def policy_from_mapping(data: Mapping[str, Any], *, origin: str) -> Policy:

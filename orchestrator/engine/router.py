@@ -31,12 +31,19 @@ class _AgentRequest(Protocol):
 RequestT = TypeVar("RequestT", bound=_AgentRequest)
 
 
-def verdict(prediction: float | None, truth: float, tolerance: float) -> str:
-    """The study's deterministic verdict: CORRECT within ``tolerance`` of the truth, else the signed difference."""
+def verdict(prediction: float | None, truth: float, tolerance: float, *, protocol: str = "judgeopt") -> str:
+    """The deterministic verdict: CORRECT within ``tolerance`` of the truth, else the difference: signed (judgeopt)
+    or absolute, |pred - truth|, as the study's protocol has it."""
     if prediction is None:
         return "INCORRECT (no valid score)"
     difference = prediction - truth
-    return "CORRECT" if abs(difference) <= tolerance else f"INCORRECT (difference: {difference:+g})"
+    if abs(difference) <= tolerance:
+        return "CORRECT"
+    return (
+        f"INCORRECT (difference: {abs(difference):g})"
+        if protocol == "study"
+        else f"INCORRECT (difference: {difference:+g})"
+    )
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,19 @@ class Router:
     """Routes one track's calls. ``criteria`` are the track's criteria, in order. What each call may see comes from
     one place, :meth:`Policy.view`, asked with the step's :class:`RoutingState`."""
 
-    def __init__(self, policy: Policy, criteria: Sequence[CriterionSpec], *, run_id: str, track: str) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        criteria: Sequence[CriterionSpec],
+        *,
+        run_id: str,
+        track: str,
+        protocol: str = "judgeopt",
+    ) -> None:
         self.policy = policy
+        self.protocol = protocol
+        """The agents' prompt protocol, carried in every request's meta (only when not the default, so default
+        requests stay as they were)."""
         self.criteria = tuple(criteria)
         self.names = tuple(c.name for c in criteria)
         self._specs = {c.name: c for c in criteria}
@@ -119,7 +137,10 @@ class Router:
         sample_id: str | None = None,
     ) -> RoutedCall[RequestT]:
         label = f"step-{self.step}/{self.track}/{view.stage}"
-        request = build(convert.request_meta("", self.run_id, label))
+        meta = convert.request_meta("", self.run_id, label)
+        if self.protocol != "judgeopt":
+            meta.prompt_protocol = self.protocol
+        request = build(meta)
         request.meta.request_id = request_id = self._request_id(view.stage, request)
         fields = tuple(sorted(f"{c}:{f}" for c, f in received_fields(request)))
         audit = AuditEntry(
@@ -165,7 +186,9 @@ class Router:
             if view.can_see("ground_truth"):
                 item.ground_truth = record.labels[name]
             if view.can_see("verdict"):
-                item.verdict = verdict(predicted, record.labels[name], self._specs[name].tolerance)
+                item.verdict = verdict(
+                    predicted, record.labels[name], self._specs[name].tolerance, protocol=self.protocol
+                )
             if view.can_see("instruction") and prompt is not None:
                 item.instruction = prompt.instruction(name)
             if view.can_see("critique") and critiques is not None and name in critiques:
@@ -231,9 +254,35 @@ class Router:
             calls.append(self._routed(view, build, carried, sample_id=record.id))
         return calls
 
+    @staticmethod
+    def _conversations(view: CallView, records: Sequence[Record], state: RoutingState) -> list[common_pb2.Conversation]:
+        """The batch's judged samples (in batch order) with the judge's output: a per-criterion call's criterion's
+        score, or the raw joint reply; empty unless the call may see them."""
+        if not view.can_see("conversations") or state.artifacts is None:
+            return []
+        predictions = {p.sample_id: p for p in state.artifacts.predictions}
+        conversations = []
+        for record in records:
+            prediction = predictions.get(record.id)
+            if prediction is None:
+                continue
+            if view.routing == "joint":
+                output = prediction.raw_output
+            else:
+                score = prediction.scores.get(view.focus[0])
+                output = "" if score is None else f"{score:g}"
+            conversations.append(common_pb2.Conversation(sample=convert.sample(record), output=output))
+        return conversations
+
     def optimizer(
-        self, prompt: PromptState, gradients: Sequence[Gradient], state: RoutingState
+        self,
+        prompt: PromptState,
+        gradients: Sequence[Gradient],
+        state: RoutingState,
+        records: Sequence[Record] = (),
     ) -> list[RoutedCall[optimizer_pb2.StepRequest]]:
+        """``records`` are the batch's samples; with the step's predictions in ``state`` they make the conversations
+        of the calls that may see them."""
         calls = []
         for view in self._views("optimizer", state):
             carried = [g for g in gradients if set(g.criteria) & set(view.visible)] if view.can_see("gradient") else []
@@ -247,6 +296,7 @@ class Router:
                     criteria=self._criteria_proto(view.visible),
                     prompt=self._prompt_proto(view, prompt),
                     gradients=[convert.gradient(g, view.visible) for g in carried],
+                    conversations=self._conversations(view, records, state),
                 )
 
             calls.append(self._routed(view, build, [g.id for g in carried]))

@@ -20,6 +20,7 @@ import structlog
 from judgeopt.core.errors import ConfigError
 from judgeopt.core.local_model import LocalModelServer
 from judgeopt.core.models import ModelsConfig
+from judgeopt.core.redact import is_redacted_url
 from judgeopt.core.roles import ROLES, Role
 from judgeopt.orchestrator.agent_clients import AgentClients, ClientSettings
 from judgeopt.orchestrator.config import RunConfig
@@ -31,10 +32,11 @@ from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, mean_sampl
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
 from judgeopt.orchestrator.engine.loop import LoopSettings, OptimizationLoop, Track
 from judgeopt.orchestrator.engine.manifest import RunManifest
-from judgeopt.orchestrator.engine.policy import Policy, resolve_policy
+from judgeopt.orchestrator.engine.policy import Policy, resolve_policy, study_policy
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.store import STORE_FILE, RunStore
 from judgeopt.orchestrator.engine.summary import write_summary
+from judgeopt.orchestrator.errors import RunFailed
 from judgeopt.orchestrator.fleet import ServiceFleet
 
 log = structlog.get_logger(__name__)
@@ -57,7 +59,10 @@ class RunSetup:
 
 
 def initial_prompt(config: RunConfig, criteria: tuple[CriterionSpec, ...], dataset: Dataset) -> PromptState:
-    task = config.task_description or (SUMMEVAL_TASK if dataset.name.startswith("summeval") else DEFAULT_TASK)
+    if config.prompt_protocol == "study":
+        task = config.task_description or ""  # empty: the agents' default, the study's evaluation directive
+    else:
+        task = config.task_description or (SUMMEVAL_TASK if dataset.name.startswith("summeval") else DEFAULT_TASK)
     unknown = sorted(set(config.initial_instructions) - {c.name for c in criteria})
     if unknown:
         raise ConfigError(f"initial_instructions: unknown criterion {unknown[0]!r}")
@@ -83,6 +88,8 @@ def tracks_for(policy: Policy, criteria: tuple[CriterionSpec, ...], prompt: Prom
 def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> RunSetup:
     """Everything that can be checked before any service starts or any call is made."""
     policy = resolve_policy(config.mode, config.policy_file)
+    if config.prompt_protocol == "study" and config.policy_file is None:
+        policy = study_policy(policy.name)  # the preset as the study ran it (its optimizer sees the conversations)
     dataset = load_dataset(config.dataset, data_dir)
     policy.check_criteria([c.name for c in dataset.criteria])
     return RunSetup(config, models, policy, dataset)
@@ -103,7 +110,8 @@ async def agent_clients(
 
     ``settings`` carry TLS and the token. Services started here listen on plaintext 127.0.0.1, so TLS settings
     apply only to given ``addresses``; a token (``settings.token_env``) is passed on to the started services,
-    which then require it, as remote ones do."""
+    which then require it, as remote ones do. Settings read back from a run whose endpoint had credentials in its
+    URL (stored redacted) cannot start services."""
     settings = settings or ClientSettings()
     if addresses is not None:
         async with AgentClients(addresses, settings) as clients:
@@ -111,6 +119,13 @@ async def agent_clients(
         return
     if settings.tls:
         raise ConfigError("--tls-ca applies to services given by --<role>-addr; services started here are on loopback")
+    for role in roles:
+        base_url = models.for_role(role).base_url
+        if base_url is not None and is_redacted_url(str(base_url)):
+            raise ConfigError(
+                f"the {role} endpoint's user:password@ is not stored with the run, so its services cannot be started "
+                f"here again: continue on running services (--{role}-addr and the other roles' addresses)"
+            )
     with contextlib.ExitStack() as stack:
         local_url = None
         if models.needs_local_model(roles):
@@ -130,7 +145,8 @@ def judge_key(models: ModelsConfig) -> str:
 
 
 def start_run(setup: RunSetup, run_dir: Path) -> RunStore:
-    """Create the run directory and record the configuration (refuses a directory that already holds a run)."""
+    """Create the run directory and record the configuration (refuses a directory that already holds a run); an
+    endpoint's ``user:password@`` is recorded as ``REDACTED@``."""
     if (run_dir / STORE_FILE).is_file():
         raise ConfigError(f"{run_dir} already holds a run; use `judgeopt resume {run_dir}` or another --run-dir")
     splits = split_dataset(setup.dataset, setup.config.dataset)  # refuse impossible sizes before creating anything
@@ -139,7 +155,7 @@ def start_run(setup: RunSetup, run_dir: Path) -> RunStore:
     manifest = RunManifest(
         run_id=uuid.uuid4().hex[:12],
         config=setup.config,
-        models=setup.models,
+        models=setup.models.redacted(),
         model_names={r: setup.models.for_role(r, local_base_url="http://local").model for r in ROLES},
         policy=setup.policy,
         criteria=criteria,
@@ -147,18 +163,28 @@ def start_run(setup: RunSetup, run_dir: Path) -> RunStore:
         tracks=tuple(t.name for t in tracks),
         data_checksum=setup.dataset.checksum,
         splits={k: tuple(r.id for r in getattr(splits, k)) for k in ("train", "val", "test")},
+        test_truths={c.name: tuple(r.labels[c.name] for r in splits.test) for c in criteria},
     )
-    store = RunStore(run_dir)
+    store = RunStore(run_dir, writer=True)
+    if store.holds_run():  # another process started one here since the check above
+        store.close()
+        raise ConfigError(f"{run_dir} already holds a run; use `judgeopt resume {run_dir}` or another --run-dir")
     store.write_manifest(manifest)
     store.set_status("running")
     return store
 
 
-def open_run(run_dir: Path) -> RunStore:
+def open_run(run_dir: Path, *, writer: bool = False) -> RunStore:
+    """The run in ``run_dir``; a ``writer`` (resume, an experiment's cell) holds the directory until the store is
+    closed, refused if another process does."""
     if not (run_dir / STORE_FILE).is_file():
         raise ConfigError(f"{run_dir} holds no run (no {STORE_FILE})")
-    store = RunStore(run_dir)
-    store.manifest()  # refuse a store without a readable manifest before anything runs
+    store = RunStore(run_dir, writer=writer)
+    try:
+        store.manifest()  # refuse a store without a readable manifest before anything runs
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
@@ -234,7 +260,12 @@ async def run_with_clients(
         run_id=manifest.run_id,
         on_step=on_step,
     )
-    await loop.run()
+    try:
+        await loop.run()
+    except RunFailed:  # the cause goes to the command line; the run says it failed, not that it is running
+        store.set_status("failed")
+        write_summary(store, run_dir)
+        raise
     store.set_status("budget_reached" if loop.budget_reached else "complete")
     return write_summary(store, run_dir)
 
@@ -249,10 +280,13 @@ async def execute(
     on_step: Callable[[str, int], None] | None = None,
     dataset: Dataset | None = None,
     client_settings: ClientSettings | None = None,
+    models: ModelsConfig | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) one run, starting its services here unless ``addresses`` are given; ``client_settings``
-    carry TLS and the token (never stored with the run: they belong to the invocation)."""
-    models = store.manifest().models
+    carry TLS and the token (never stored with the run: they belong to the invocation). ``models``: the services'
+    settings as the invocation gave them (with any endpoint credentials, which the run stores redacted); by default
+    the run's."""
+    models = models or store.manifest().models
     services = run_dir / "services"
     async with agent_clients(
         models, services, addresses=addresses, local_model=local_model, settings=client_settings

@@ -8,6 +8,7 @@ sample, the judge's routing and model settings, and the run's seed, so repeated 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,12 +32,15 @@ class Scorer:
         clients: AgentClients,
         store: RunStore,
         cache_salt: tuple[object, ...],
+        use_cache: bool = True,
     ) -> None:
         self.router = router
         self.executor = executor
         self.clients = clients
         self.store = store
         self._salt = cache_salt
+        self._use_cache = use_cache
+        """Answer an unchanged prompt on the same sample from the run's cache; off, every scoring asks the judge."""
 
     def _key(self, prompt: PromptState, call: RoutedCall[judge_pb2.ScoreRequest]) -> str:
         return content_id([prompt.id, call.criteria, call.sample_id, call.routing, *self._salt])
@@ -52,7 +56,7 @@ class Scorer:
         found: dict[str, ScoredSample] = {}
         pending: list[tuple[str, RoutedCall[judge_pb2.ScoreRequest]]] = []
         for key, call in (pair for calls in keyed for pair in calls):
-            hit = self.store.cached_prediction(key)
+            hit = self.store.cached_prediction(key) if self._use_cache else None
             if hit is None:
                 pending.append((key, call))
             else:
@@ -97,10 +101,28 @@ def evaluation_of(
     return evaluate(predictions, truths, bootstrap_resamples=bootstrap_resamples, seed=seed)
 
 
+_WHY_UNUSABLE = {"OUT_OF_RANGE": "out of range", "MISSING": "missing from the reply", "INVALID": "unreadable"}
+"""Parse statuses (``convert.status_name``) as a cause."""
+
+
+def no_valid_score(scored: Sequence[ScoredSample | None]) -> str | None:
+    """Why the judge's replies held no valid score at all, e.g. ``"12 scores: 8 out of range, 4 unreadable"``;
+    ``None`` when some score is valid or no reply came (failed calls are another failure)."""
+    answered = [s for s in scored if s is not None]
+    if not answered or any(v is not None for s in answered for v in s.scores.values()):
+        return None
+    causes = Counter(convert.status_name(status) for s in answered for status in s.statuses.values())
+    shown = ", ".join(f"{count} {_WHY_UNUSABLE.get(name, name.lower())}" for name, count in causes.most_common())
+    return f"{sum(causes.values())} scores: {shown}"
+
+
 def evaluation_json(evaluation: Evaluation, scored: Sequence[ScoredSample | None]) -> dict[str, Any]:
+    """The figures of one evaluation as stored with its step; ``no_valid_score`` (the cause) only when the judge
+    answered without a single valid score."""
     parsed = sum(1 for s in scored if s is not None for v in s.scores.values() if v is not None)
     expected = len(scored) * len(evaluation.per_criterion)
-    return {
+    unusable = no_valid_score(scored)
+    return ({} if unusable is None else {"no_valid_score": unusable}) | {
         "macro_rho": evaluation.macro_spearman,
         "macro_mae": evaluation.macro_mae,
         "rho": {n: m.spearman for n, m in evaluation.per_criterion.items()},

@@ -19,6 +19,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from judgeopt.core.errors import ConfigError, describe_validation_error
+from judgeopt.core.files import DirectoryLock
+from judgeopt.core.private_files import private_dir, private_file
 from judgeopt.orchestrator.engine.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
 from judgeopt.orchestrator.engine.manifest import MANIFEST_VERSION, RunManifest, RunStatus
 from judgeopt.orchestrator.engine.router import AuditEntry
@@ -116,17 +118,28 @@ class StepRecord:
 
 
 class RunStore:
-    def __init__(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / STORE_FILE
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, run_dir: Path, *, writer: bool = False) -> None:
+        """Open (creating if need be) the store of ``run_dir``. A ``writer`` holds the directory's lock until
+        :meth:`close`, so that a second process writing the same run is refused (``DirectoryInUse``, naming the
+        holder's pid); readers (summaries, reports, the audit) take no lock."""
+        private_dir(run_dir)
+        self._lock = DirectoryLock(run_dir).acquire() if writer else None
+        try:
+            self.path = private_file(run_dir / STORE_FILE)  # its -wal and -shm files take its mode
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self._manifest: RunManifest | None = None
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # --- meta ------------------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ validation metric is the tracks' mean.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -16,9 +17,12 @@ from typing import Any
 
 from rich.table import Table
 
+from judgeopt.core.private_files import write_private_text
 from judgeopt.core.roles import ALL_ROLES
-from judgeopt.orchestrator.engine.metrics import hypervolume_indicator
+from judgeopt.orchestrator.engine.manifest import RunManifest
+from judgeopt.orchestrator.engine.metrics import hypervolume_indicator, paired_delta_interval
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
+from judgeopt.orchestrator.profiles import study_differences
 
 SUMMARY_FILE = "summary.json"
 ORACLE_LABEL = "chosen on the test set (the study's choice; an oracle, optimistic)"
@@ -58,6 +62,37 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
     return steps
 
 
+def _test_scores(store: RunStore, manifest: RunManifest, step: int) -> dict[str, list[float | None]]:
+    """Per criterion, the judge's test-set scores under the prompt each track held after ``step``, in split order."""
+    test_ids = manifest.splits.get("test", ())
+    scores: dict[str, list[float | None]] = {}
+    for track in manifest.tracks:
+        record = next(r for r in store.steps(track) if r.step == step)
+        by_sample: dict[str, dict[str, float | None]] = {}
+        for prediction in store.predictions_of(record.prompt.id):
+            by_sample.setdefault(prediction.sample_id, {}).update(prediction.scores)
+        for criterion in manifest.track_criteria(track):
+            scores[criterion] = [by_sample.get(i, {}).get(criterion) for i in test_ids]
+    return scores
+
+
+def _delta(store: RunStore, manifest: RunManifest, initial: dict[str, Any] | None, best: dict[str, Any] | None) -> Any:
+    """Δ macro ρ of the best step (chosen on validation) over the initial prompt, with its paired-bootstrap 95%
+    interval over the test items (``None`` without bootstrap resamples)."""
+    if initial is None or best is None:
+        return None
+    interval = None
+    if manifest.test_truths:
+        interval = paired_delta_interval(
+            _test_scores(store, manifest, initial["step"]),
+            _test_scores(store, manifest, best["step"]),
+            {c: manifest.test_truths[c] for c in manifest.criterion_names},
+            resamples=manifest.config.bootstrap_resamples,
+            seed=manifest.config.seed,
+        )
+    return {"value": best["macro_rho"] - initial["macro_rho"], "ci95": None if interval is None else list(interval)}
+
+
 def _pick(steps: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
     """The step with the highest ``key`` among tested steps; the earliest wins a tie."""
     tested = [s for s in steps if s["macro_rho"] is not None and s[key] is not None]
@@ -76,15 +111,19 @@ def build_summary(store: RunStore) -> dict[str, Any]:
     tested = [s for s in steps if s["rho"] is not None]
     usage = store.usage_by_role()
     initial = _pick(steps[:1], "macro_rho")
+    best = _pick(steps, "val_metric")
     oracle = _pick(steps, "macro_rho")
-    return {
+    summary: dict[str, Any] = {
         "run_id": manifest.run_id,
         "status": store.status,
         "mode": manifest.policy.name,
         "gate": config.gate,
+        "profile": config.profile,
+        "differs_from_study": study_differences(config, manifest.models),
         "criteria": criteria,
         "initial": initial,
-        "best": _pick(steps, "val_metric"),
+        "best": best,
+        "delta_macro_rho": _delta(store, manifest, initial, best),
         "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
         "steps": steps,
@@ -103,6 +142,23 @@ def build_summary(store: RunStore) -> dict[str, Any]:
             "seed": config.seed,
         },
     }
+    return _finite(summary)
+
+
+def _finite(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with every NaN and infinity (an MAE over no scored item, say) as ``None``: JSON has no such
+    numbers, and a reader of summary.json must not meet ``NaN`` or ``Infinity``."""
+
+    def strict(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {key: strict(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [strict(item) for item in value]
+        return value
+
+    return {key: strict(value) for key, value in summary.items()}
 
 
 def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] | None:
@@ -121,7 +177,7 @@ def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] |
 
 def write_summary(store: RunStore, run_dir: Path) -> dict[str, Any]:
     summary = build_summary(store)
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_private_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
 

@@ -14,18 +14,21 @@ experiment runs on the Single-Task cells.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
 from pydantic import ValidationError
 
 from judgeopt.core.errors import ConfigError, describe_validation_error
+from judgeopt.core.files import DirectoryLock
 from judgeopt.core.models import ModelsConfig
+from judgeopt.core.private_files import private_dir, write_private_text
 from judgeopt.core.roles import ALL_ROLES, ROLES, Role
 from judgeopt.orchestrator.agent_clients import ClientSettings
 from judgeopt.orchestrator.config import GridConfig, RunConfig
@@ -48,6 +51,8 @@ from judgeopt.orchestrator.study.diagnostics import rate_run
 from judgeopt.orchestrator.study.interference import SelectOn, stitch_and_score
 
 log = structlog.get_logger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 EXPERIMENT_FILE = "experiment.json"
 INTERFERENCE_FILE = "interference.json"
@@ -88,19 +93,20 @@ def cell_configs(grid: GridConfig, base: RunConfig) -> dict[str, RunConfig]:
 
 
 def create_experiment(directory: Path, grid: GridConfig, base: RunConfig, models: ModelsConfig) -> None:
-    """Write the experiment's definition; refuses a directory that already holds one (resume it instead)."""
+    """Write the experiment's definition (an endpoint's ``user:password@`` as ``REDACTED@``); refuses a directory
+    that already holds one (resume it instead)."""
     if (directory / EXPERIMENT_FILE).exists():
         raise ConfigError(
             f"{directory} already holds an experiment; resume it with `judgeopt experiment --resume {directory}`"
         )
     cell_configs(grid, base)  # refuse a bad grid before writing anything
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     definition = {
         "grid": grid.model_dump(mode="json"),
         "run": base.model_dump(mode="json"),
-        "models": models.model_dump(mode="json"),
+        "models": models.redacted().model_dump(mode="json"),
     }
-    (directory / EXPERIMENT_FILE).write_text(json.dumps(definition, indent=2) + "\n")
+    write_private_text(directory / EXPERIMENT_FILE, json.dumps(definition, indent=2) + "\n")
 
 
 def load_experiment(directory: Path) -> tuple[GridConfig, RunConfig, ModelsConfig]:
@@ -125,6 +131,23 @@ def _cell_store_status(run_dir: Path) -> str | None:
         store.close()
 
 
+def _one_process_at_a_time(
+    run: Callable[Concatenate[Path, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Path, P], Coroutine[Any, Any, T]]:
+    """``run(directory, ...)`` holding the experiment directory's lock (a directory that holds no experiment is
+    refused first, and not created): a second process is refused before it starts any service, naming the first's
+    pid. Each cell's run directory is locked by its own store too."""
+
+    @functools.wraps(run)
+    async def locked(directory: Path, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        load_experiment(directory)
+        with DirectoryLock(directory):
+            return await run(directory, *args, **kwargs)
+
+    return locked
+
+
+@_one_process_at_a_time
 async def run_experiment(
     directory: Path,
     *,
@@ -133,10 +156,13 @@ async def run_experiment(
     on_cell_step: Callable[[str, str, int], None] | None = None,
     addresses: Mapping[Role, str] | None = None,
     client_settings: ClientSettings | None = None,
+    models: ModelsConfig | None = None,
 ) -> dict[str, Any]:
     """Run or resume the experiment in ``directory``, on services started here or running at ``addresses`` (one
-    per role the grid needs); returns a small overview (cells run, skipped)."""
-    grid, base, models = load_experiment(directory)
+    per role the grid needs); returns a small overview (cells run, skipped). ``models``: the settings as the
+    invocation gave them (with any endpoint credentials, stored redacted); by default the experiment's."""
+    grid, base, stored = load_experiment(directory)
+    models = models or stored
     cells = cell_configs(grid, base)
     dataset = load_dataset(base.dataset, data_dir)
     roles: tuple[Role, ...] = ALL_ROLES if grid.diagnostics else ROLES
@@ -148,7 +174,7 @@ async def run_experiment(
     async def run_cell(name: str, config: RunConfig, clients: Any) -> None:
         run_dir = directory / "cells" / name
         if (run_dir / "run.sqlite").is_file():
-            store = open_run(run_dir)
+            store = open_run(run_dir, writer=True)
         else:
             store = start_run(
                 RunSetup(config, models, resolve_policy(config.mode, config.policy_file), dataset), run_dir
@@ -196,7 +222,7 @@ async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: asyncio.Sem
 
 
 async def _rate_finished(run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
-    store = open_run(run_dir)
+    store = open_run(run_dir, writer=True)
     try:
         await _rate(store, run_dir, clients, limit, rates)
     finally:
@@ -215,7 +241,7 @@ async def _interference(
     for name, config in cells.items():
         if config.mode != "single":
             continue
-        store = open_run(directory / "cells" / name)
+        store = open_run(directory / "cells" / name, writer=True)
         try:
             retry = CallRetries(attempts=config.call_attempts)
             executor = CallExecutor(store, limit=shared.limit, retries=retry, rate_limits=shared.rates)
@@ -228,6 +254,5 @@ async def _interference(
         if results
         else {}
     )
-    (directory / INTERFERENCE_FILE).write_text(
-        json.dumps({"select_on": select_on, "cells": results, "mean": summary}, indent=2) + "\n"
-    )
+    interference = {"select_on": select_on, "cells": results, "mean": summary}
+    write_private_text(directory / INTERFERENCE_FILE, json.dumps(interference, indent=2) + "\n")

@@ -4,9 +4,11 @@
 
 The file holds everything needed to judge new data the same way: the prompt (task description, one instruction
 per criterion, the output-format switch), the criteria with their scales, the text fields the samples are made
-of, the judge's model settings (the API key's variable name, never a key), how the run judged (joint or per
-criterion), and where it came from with its validation and test figures. A Single-Task run's tracks are stitched
-into one prompt; judging it per criterion reproduces the run's own one-criterion scoring.
+of, the judge's model settings, how the run judged (joint or per criterion), and where it came from with its
+validation and test figures. It holds no secret and points at none: no API-key variable (the command that uses it
+names one, ``judgeopt judge --api-key-env VAR``, when the endpoint needs a key) and no ``user:password@`` in the
+endpoint; read back, it may name only judgeopt's own key variables, like any file. A Single-Task run's tracks are
+stitched into one prompt; judging it per criterion reproduces the run's own one-criterion scoring.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, HttpUrl, ValidationError
 
 from judgeopt.core.errors import ConfigError, describe_validation_error
-from judgeopt.core.models import RoleModelConfig
+from judgeopt.core.models import RoleModelConfig, check_file_key_variable
+from judgeopt.core.private_files import write_private_text
+from judgeopt.core.redact import strip_url_credentials
 from judgeopt.core.yaml_files import read_yaml_mapping
 from judgeopt.orchestrator.data.records import CriterionSpec
 from judgeopt.orchestrator.engine.artifacts import PromptState
@@ -88,7 +92,7 @@ def export_judge(run_dir: Path, step: str) -> ExportedJudge:
         criteria=specs,
         text_fields=text_fields,
         routing="per_criterion" if policy.independent_criteria else policy.judge.routing,
-        model=models.for_role("judge"),
+        model=_without_credentials(models.for_role("judge")),
         source={
             "run_dir": str(run_dir),
             "run_id": run_id,
@@ -102,8 +106,15 @@ def export_judge(run_dir: Path, step: str) -> ExportedJudge:
     )
 
 
+def _without_credentials(model: RoleModelConfig) -> RoleModelConfig:
+    """The judge's settings with neither the run's API-key variable nor the endpoint's ``user:password@``."""
+    base_url = None if model.base_url is None else HttpUrl(strip_url_credentials(str(model.base_url)))
+    return model.model_copy(update={"api_key_env": None, "base_url": base_url})
+
+
 def write_judge(judge: ExportedJudge, out: Path) -> None:
-    out.write_text(yaml.safe_dump(judge.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    """The judge file, 0600 (it holds the prompt optimized on the run's data)."""
+    write_private_text(out, yaml.safe_dump(judge.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 def read_judge(path: Path) -> ExportedJudge:
@@ -117,4 +128,5 @@ def read_judge(path: Path) -> ExportedJudge:
     missing = [c.name for c in judge.criteria if c.name not in judge.instructions]
     if missing:
         raise ConfigError(f"{path}: no instruction for criterion {missing[0]!r}")
+    check_file_key_variable(path, "model.api_key_env", judge.model.api_key_env)
     return judge

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import product
 from typing import Any, cast
 
 import pytest
@@ -16,6 +17,7 @@ from judgeopt.agents.loss import LossAgent
 from judgeopt.agents.model_client import Completion, ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
 from judgeopt.agents.types import (
+    Conversation,
     Criterion,
     CriterionEvidence,
     CritiqueTask,
@@ -24,6 +26,7 @@ from judgeopt.agents.types import (
     Instruction,
     JudgePrompt,
     ParseStatus,
+    PromptProtocol,
     Routing,
     Sample,
     ScoreTask,
@@ -231,22 +234,28 @@ async def drive_every_agent() -> None:
     """Run every role in both routings against a recording runner, so every template gets rendered."""
     evidence = tuple(CriterionEvidence(c.name, prediction=3.0, ground_truth=4.0, verdict="too low") for c in BOTH)
     gradient = Gradient(("fluency",), "s1", "keep", "problem", "fix", ParseStatus.OK)
-    for routing, criteria in ((Routing.JOINT, BOTH), (Routing.PER_CRITERION, (FLUENCY,))):
+    conversations = (Conversation(SAMPLE, "4"),)
+    protocols: tuple[PromptProtocol, ...] = ("judgeopt", "study")
+    for protocol, (routing, criteria) in product(
+        protocols, ((Routing.JOINT, BOTH), (Routing.PER_CRITERION, (FLUENCY,)))
+    ):
         names = [c.name for c in criteria]
         prompt = PROMPT.restricted_to(names)
         scoped = tuple(e for e in evidence if e.criterion in names)
         for judge_prompt in (prompt, JudgePrompt(prompt.instructions)):  # own and default task description
             await JudgeAgent(as_runner(RecordingRunner('{"fluency": 4, "coherence": 2}'))).score(
-                ScoreTask(routing, criteria, judge_prompt, SAMPLE)
+                ScoreTask(routing, criteria, judge_prompt, SAMPLE, protocol=protocol)
             )
         await LossAgent(as_runner(RecordingRunner("Too low."))).critique(
-            CritiqueTask(routing, criteria, "s1", scoped, sample=SAMPLE, judge_output="{}")
+            CritiqueTask(routing, criteria, "s1", scoped, sample=SAMPLE, judge_output="{}", protocol=protocol)
         )
         await GradientAgent(as_runner(RecordingRunner('{"keep": "k", "problem": "p", "fix": "f"}'))).compute(
-            GradientTask(routing, criteria, "s1", scoped, prompt=prompt, sample=SAMPLE, judge_output="{}")
+            GradientTask(
+                routing, criteria, "s1", scoped, prompt=prompt, sample=SAMPLE, judge_output="{}", protocol=protocol
+            )
         )
         await OptimizerAgent(as_runner(RecordingRunner('{"instruction": "New."}'))).step(
-            StepTask(routing, criteria, prompt, (gradient,))
+            StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol)
         )
     evaluator = EvaluatorAgent(as_runner(RecordingRunner('{"score": 8, "rationale": "focused"}')))
     await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -64,6 +65,19 @@ class TestScoreSchema:
         """A continuous criterion is a number property with its minimum and maximum."""
         schema = score_schema([RELEVANCE])
         assert schema["properties"] == {"relevance": {"type": "number", "minimum": 0.0, "maximum": 1.0}}
+
+    def test_integer_scale_of_100_values_is_still_an_enum(self) -> None:
+        """A 1-100 integer scale is spelled out: 100 values is the most an enum holds."""
+        schema = score_schema([Criterion("fluency", min_score=1, max_score=100)])
+        assert schema["properties"]["fluency"] == {"type": "integer", "enum": list(range(1, 101))}
+
+    @pytest.mark.parametrize(("low", "high"), [(0, 100), (1, 1e12), (-1e300, 1e300)])
+    def test_wider_integer_scale_has_bounds_instead_of_an_enum(self, low: float, high: float) -> None:
+        """An integer scale of more than 100 values (up to astronomically many) is an integer property with its
+        bounds: the schema stays small, and building it takes no time or memory."""
+        schema = score_schema([Criterion("fluency", min_score=low, max_score=high)])
+        assert schema["properties"]["fluency"] == {"type": "integer", "minimum": int(low), "maximum": int(high)}
+        assert len(json.dumps(schema)) < 1_000
 
     def test_object_requires_every_criterion_and_nothing_else(self) -> None:
         """The answer is an object requiring every criterion, in order, with no additional properties."""
@@ -155,6 +169,12 @@ class TestLogprobWeightedScores:
             token('"}'),
         ]
         assert logprob_weighted_scores(logprobs, [FLUENCY])["fluency"] == pytest.approx(4.25)
+
+    def test_wide_integer_scale_is_weighted_over_its_integers(self) -> None:
+        """On a 0-1000 scale (no enum) the score tokens inside it are weighted, those outside it left out."""
+        wide = Criterion("fluency", min_score=0, max_score=1000)
+        tops = {"40": 0.5, "60": 0.5, "2000": 0.9}
+        assert logprob_weighted_scores(answer(tops, None), [wide]) == {"fluency": 50.0}
 
     def test_empty_logprobs(self) -> None:
         """No tokens give no weighted scores."""

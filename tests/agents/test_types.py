@@ -73,6 +73,17 @@ class TestCriterion:
         """Fractional bounds on an integer scale allow only the integers inside them."""
         assert Criterion("fluency", min_score=0.5, max_score=3.5).allowed_scores == (1, 2, 3)
 
+    def test_integer_scale_without_an_integer_is_refused(self) -> None:
+        """An integer scale between two fractions with no integer between them could never be answered."""
+        with pytest.raises(InvalidRequestError, match=r"'fluency'.*no integer between 0.2 and 0.8"):
+            Criterion("fluency", min_score=0.2, max_score=0.8)
+
+    def test_wide_integer_scale_is_not_enumerated(self) -> None:
+        """An integer scale of more than 100 values is given by its bounds: no tuple of a trillion scores."""
+        wide = Criterion("fluency", min_score=1, max_score=1e12)
+        assert wide.allowed_scores == ()
+        assert wide.allows(7) and wide.allows(1e12) and not wide.allows(7.5) and not wide.allows(0)
+
     def test_contains_is_inclusive(self) -> None:
         """The bounds belong to the range; values outside do not."""
         assert FLUENCY.contains(1.0)
@@ -127,6 +138,27 @@ class TestScoreTask:
         with pytest.raises(InvalidRequestError, match=r"score: no instruction for criteria \['coherence'\]"):
             ScoreTask(Routing.JOINT, BOTH, prompt, SAMPLE)
 
+    def test_64_criteria_are_accepted(self) -> None:
+        """64 criteria in one request is the most a request may carry."""
+        criteria = tuple(Criterion(f"c{i}") for i in range(64))
+        prompt = JudgePrompt(tuple(Instruction(c.name, "Rate it.") for c in criteria))
+        assert len(ScoreTask(Routing.JOINT, criteria, prompt, SAMPLE).criteria) == 64
+
+    def test_more_than_64_criteria_are_refused(self) -> None:
+        """A request with 65 criteria is refused with a message giving the count and the limit, for every kind of
+        request (each would put them all into one prompt)."""
+        criteria = tuple(Criterion(f"c{i}") for i in range(65))
+        prompt = JudgePrompt(tuple(Instruction(c.name, "Rate it.") for c in criteria))
+        limit = r"65 criteria in one request; at most 64 are allowed"
+        with pytest.raises(InvalidRequestError, match=rf"score: {limit}"):
+            ScoreTask(Routing.JOINT, criteria, prompt, SAMPLE)
+        with pytest.raises(InvalidRequestError, match=rf"critique: {limit}"):
+            CritiqueTask(Routing.JOINT, criteria, "s1", ())
+        with pytest.raises(InvalidRequestError, match=rf"gradient: {limit}"):
+            GradientTask(Routing.JOINT, criteria, "s1", ())
+        with pytest.raises(InvalidRequestError, match=rf"step: {limit}"):
+            StepTask(Routing.JOINT, criteria, prompt)
+
     def test_no_criteria_is_refused(self) -> None:
         """A score task without criteria is refused."""
         with pytest.raises(InvalidRequestError, match="score: no criteria given"):
@@ -145,17 +177,35 @@ class TestPerCriterionRouting:
         assert focus_criteria(Routing.JOINT, BOTH) == tuple(c.name for c in BOTH)
 
     def test_per_criterion_tasks_accept_context_criteria(self) -> None:
-        """A per-criterion task may carry other criteria as context (a policy with a wider scope)."""
-        CritiqueTask(Routing.PER_CRITERION, BOTH, "s1", ())
-        GradientTask(Routing.PER_CRITERION, BOTH, "s1", ())
-        StepTask(Routing.PER_CRITERION, BOTH, PROMPT)
+        """A per-criterion task may carry other criteria as context (a policy with a wider scope): it keeps them
+        all, and is about its first criterion only."""
+        tasks = (
+            CritiqueTask(Routing.PER_CRITERION, BOTH, "s1", ()),
+            GradientTask(Routing.PER_CRITERION, BOTH, "s1", ()),
+            StepTask(Routing.PER_CRITERION, BOTH, PROMPT),
+        )
+        for task in tasks:
+            assert task.criteria == BOTH
+            assert focus_criteria(task.routing, task.criteria) == ("fluency",)
 
     def test_per_criterion_tasks_with_one_criterion_construct(self) -> None:
-        """Per-criterion critique, gradient and step tasks with one criterion construct."""
+        """Per-criterion critique, gradient and step tasks with one criterion construct and keep what they were
+        given: the evidence, the prompt and the gradients."""
         evidence = (CriterionEvidence("fluency", prediction=4.0, ground_truth=2.0),)
-        CritiqueTask(Routing.PER_CRITERION, (FLUENCY,), "s1", evidence)
-        GradientTask(Routing.PER_CRITERION, (FLUENCY,), "s1", evidence, prompt=PROMPT.restricted_to(["fluency"]))
-        StepTask(Routing.PER_CRITERION, (FLUENCY,), PROMPT.restricted_to(["fluency"]), (gradient("fluency"),))
+        one = PROMPT.restricted_to(["fluency"])
+        critique = CritiqueTask(Routing.PER_CRITERION, (FLUENCY,), "s1", evidence)
+        assert (critique.criteria, critique.evidence, critique.sample, critique.judge_output) == (
+            (FLUENCY,),
+            evidence,
+            None,
+            None,
+        )
+        gradient_task = GradientTask(Routing.PER_CRITERION, (FLUENCY,), "s1", evidence, prompt=one)
+        assert gradient_task.evidence == evidence and gradient_task.prompt == one
+        assert gradient_task.prompt.instruction_for("fluency") == "Rate fluency."
+        step = StepTask(Routing.PER_CRITERION, (FLUENCY,), one, (gradient("fluency"),))
+        assert [g.criteria for g in step.gradients] == [("fluency",)]
+        assert focus_criteria(step.routing, step.criteria) == ("fluency",)
 
 
 class TestEvidenceAndGradients:

@@ -81,6 +81,14 @@ CONFIG_CASES: dict[str, tuple[Any, tuple[str, ...]]] = {
         run_section(dataset={**SMALL_DATA, "criteria": [{"name": "fluency", "min_score": 5, "max_score": 1}]}),
         ("criteria",),
     ),
+    "empty-initial-instruction": (
+        run_section(initial_instructions={"fluency": ""}),
+        ("initial_instructions", "fluency"),
+    ),
+    "blank-initial-instruction": (
+        run_section(initial_instructions={"coherence": " \n "}),
+        ("initial_instructions", "coherence", "empty"),
+    ),
     "top-level-a-list": ("- run\n- models\n", ("mapping",)),
     "not-yaml": ("run: [steps: 2\n", ("YAML",)),
     "not-utf8": (b"run:\n  steps: 2  # caf\xe9\n", ("judgeopt.yaml",)),
@@ -124,6 +132,14 @@ class TestInvalidConfig:
             else ["--config", config_file(tmp_path, run_section(mode="XYZ"))]
         )
         refused(tmp_path, capsys, argv, error="PolicyError", names=("'XYZ'", "SSS"))
+
+    def test_empty_initial_instruction_is_refused_by_the_dry_run(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An empty initial instruction would make every judge call invalid: --dry-run refuses it too, naming the
+        criterion, instead of estimating a run that cannot start."""
+        path = config_file(tmp_path, run_section(initial_instructions={"relevance": ""}))
+        refused(tmp_path, capsys, ["--config", path, "--dry-run"], error="ConfigError", names=("relevance", "empty"))
 
     @pytest.mark.parametrize("setting", ["steps", "batch_size"])
     def test_boolean_for_a_run_count_is_refused(

@@ -114,6 +114,110 @@ class TestMalformedFiles:
         assert "Parquet" in refusal(path)
 
 
+LONG_INTEGER = "9" * 5_000
+"""More digits than Python converts to an int (4,300 by default)."""
+DEEP = "[" * 100_000 + "]" * 100_000
+"""Nested deeper than Python's JSON reader recurses."""
+
+
+class TestUnreadableValues:
+    """Values that pass as JSON or CSV but that a run could not use: each refused when the data is loaded, before
+    any model call, on one line naming the file, the row and the column."""
+
+    def test_lone_surrogate_in_jsonl_text(self, tmp_path: Path) -> None:
+        """``\\ud800`` (half of a UTF-16 pair) decodes as JSON but is no Unicode text: no request could carry it."""
+        path = tmp_path / "surrogate.jsonl"
+        path.write_bytes(jsonl(GOOD_ROW, {**GOOD_ROW, "text": "Half a pair: \ud800 here."}))
+        message = refusal(path)
+        assert "row 2:" in message and "column 'text'" in message and "surrogate" in message
+        assert "\\ud800" in message and "character 14" in message
+
+    def test_lone_surrogate_in_an_id(self, tmp_path: Path) -> None:
+        path = tmp_path / "surrogate-id.json"
+        path.write_text(json.dumps([{**GOOD_ROW, "id": "a"}, {**GOOD_ROW, "id": "b\udfff"}]))
+        message = refusal(path, id_field="id")
+        assert "row 2:" in message and "column 'id'" in message and "surrogate" in message
+
+    @pytest.mark.parametrize(("suffix", "where"), [(".jsonl", "line 2:"), (".json", "row 2:")])
+    def test_integer_of_more_than_4300_digits(self, tmp_path: Path, suffix: str, where: str) -> None:
+        """A 5,000-digit label is valid JSON that Python refuses to convert: named, not a traceback."""
+        good = json.dumps(GOOD_ROW)
+        bad = f'{{"text": "A fine text.", "fluency": {LONG_INTEGER}, "coherence": 3}}'
+        path = tmp_path / f"long-integer{suffix}"
+        path.write_text(f"{good}\n{bad}\n" if suffix == ".jsonl" else f"[{good}, {bad}]")
+        message = refusal(path)
+        assert where in message and "column 'fluency'" in message and "4,300 digits" in message
+        assert len(message) < 300
+
+    @pytest.mark.parametrize(("suffix", "where"), [(".jsonl", "line 1:"), (".json", "row 1:")])
+    def test_deeply_nested_json(self, tmp_path: Path, suffix: str, where: str) -> None:
+        """A column nested 100,000 levels deep: named, not a RecursionError."""
+        row = f'{{"text": "A fine text.", "notes": {DEEP}, "fluency": 4, "coherence": 3}}'
+        path = tmp_path / f"deep{suffix}"
+        path.write_text(f"{row}\n" if suffix == ".jsonl" else f"[{row}]")
+        message = refusal(path)
+        assert where in message and "column 'notes'" in message and "nested too deeply" in message
+        assert len(message) < 300
+
+    def test_csv_field_over_131072_characters_loads(self, tmp_path: Path) -> None:
+        """A 200,000-character CSV field is within the default max_text_chars: it loads (the csv module's own
+        131,072-character limit does not decide)."""
+        path = tmp_path / "long.csv"
+        text = "word " * 40_000
+        path.write_text(f"text,fluency,coherence\nshort,4,3\n{text},2,1\n")
+        dataset = load_dataset(file_config(path))
+        assert [len(dict(r.fields)["text"]) for r in dataset.records] == [5, 200_000]
+
+    def test_csv_field_over_max_text_chars_names_row_and_column(self, tmp_path: Path) -> None:
+        """Over max_text_chars, the same field is refused like any other long text: row, column and the limit."""
+        path = tmp_path / "long.csv"
+        path.write_text(f"text,fluency,coherence\nshort,4,3\n{'word ' * 40_000},2,1\n")
+        message = refusal(path, max_text_chars=150_000)
+        assert "row 2:" in message and "column 'text'" in message and "200,000 characters" in message
+        assert "max_text_chars (150,000)" in message and "malformed" not in message
+
+    def test_a_huge_non_numeric_label_is_shown_cut_short(self, tmp_path: Path) -> None:
+        """A 200,000-character label is refused on a line of sane length."""
+        path = tmp_path / "label.csv"
+        path.write_text(f"text,fluency,coherence\nshort,{'x' * 200_000},1\n")
+        message = refusal(path)
+        assert "row 1:" in message and "column 'fluency'" in message and len(message) < 300
+
+    def test_more_criteria_than_one_request_holds(self, tmp_path: Path) -> None:
+        """65 criteria cannot go into one judge request (at most 64): refused before anything runs."""
+        path = tmp_path / "wide.jsonl"
+        path.write_bytes(jsonl(GOOD_ROW))
+        criteria = [{"name": f"c{i}"} for i in range(65)]
+        with pytest.raises(DataError, match=r"65 criteria.*at most 64"):
+            load_dataset(file_config(path, criteria=criteria))
+
+    @pytest.mark.parametrize("case", ["surrogate", "long-integer", "deep"])
+    def test_optimize_refuses_them_in_one_line_without_a_run_directory(
+        self, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`judgeopt optimize` on such a file: one `DataError:` line naming file, line and column, exit 1, no run
+        directory (a surrogate used to pass and crash the run mid-way with a traceback, leaving it "running")."""
+        rows = {
+            "surrogate": json.dumps({**GOOD_ROW, "text": "\ud800"}),
+            "long-integer": f'{{"text": "A fine text.", "fluency": {LONG_INTEGER}, "coherence": 3}}',
+            "deep": f'{{"text": "A fine text.", "fluency": {DEEP}, "coherence": 3}}',
+        }
+        data = tmp_path / "data.jsonl"
+        data.write_text(json.dumps(GOOD_ROW) + "\n" + rows[case] + "\n")
+        config = tmp_path / "run.yaml"
+        sizes = {"train_size": 1, "val_size": 0, "test_size": 1}
+        dataset = {"name": "file", "path": str(data), "text_fields": ["text"], "criteria": CRITERIA, **sizes}
+        config.write_text(
+            yaml.safe_dump({"models": {"default": {"base_url": "http://127.0.0.1:9/v1"}}, "run": {"dataset": dataset}})
+        )
+        code = main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(err) == 1, err
+        where = "row 2: column 'text'" if case == "surrogate" else "line 2: column 'fluency'"
+        assert err[0].startswith(f"DataError: {data}: {where}: "), err[0]
+        assert not (tmp_path / "run").exists()
+
+
 class TestHugeText:
     @pytest.fixture
     def huge(self, tmp_path: Path) -> Path:

@@ -1,5 +1,7 @@
 """The container image: deploy/docker/Dockerfile passes hadolint, has the shape deploy/README.md promises, and the
-command it runs works in a plain virtual environment (no container engine here to build the image itself)."""
+command it runs works in a plain virtual environment (no container engine here to build the image itself): the
+default command serves mutual TLS and requires a token, its HEALTHCHECK speaks TLS with the container's certificate,
+and without the certificates it refuses to start."""
 
 from __future__ import annotations
 
@@ -11,18 +13,20 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.eventually import wait_until  # type: ignore[import-not-found,unused-ignore]
+from helpers.pki import Pki, make_pki  # type: ignore[import-not-found,unused-ignore]
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / "deploy" / "docker" / "Dockerfile.dockerignore"
 VENV_BIN = REPO / ".venv" / "bin"
 IMAGE_PORT = "50051"
+TLS_DIR = "/var/run/secrets/judgeopt/tls"
+TOKEN_ENV = "JUDGEOPT_TOKEN"
 
 Instruction = tuple[str, str]
 
@@ -138,12 +142,32 @@ class TestShape:
         (user,) = [args for instruction, args in final if instruction == "USER"]
         uid = user.split(":")[0]
         assert uid.isdigit() and int(uid) != 0
-        assert healthcheck_command(final)[:3] == ["python", "-m", "judgeopt.services.healthcheck"]
         assert exec_form(final, "ENTRYPOINT") == ["judgeopt"]
         command = exec_form(final, "CMD")
         assert command[:2] == ["serve", "judge"]
         assert command[command.index("--host") + 1] == "0.0.0.0"
         assert command[command.index("--port") + 1] == IMAGE_PORT
+
+    def test_the_default_command_requires_mutual_tls_and_a_token_and_so_does_its_healthcheck(self) -> None:
+        """CMD serves with the certificate, key and client CA from the image's TLS folder and --token-env, never
+        --insecure; HEALTHCHECK is `judgeopt healthcheck` on that port over mutual TLS with the same files."""
+        final = stages(instructions(DOCKERFILE.read_text()))[-1]
+        command = exec_form(final, "CMD")
+        assert "--insecure" not in command
+        tls = {flag: command[command.index(flag) + 1] for flag in ("--tls-cert", "--tls-key", "--tls-client-ca")}
+        assert tls == {
+            "--tls-cert": f"{TLS_DIR}/tls.crt",
+            "--tls-key": f"{TLS_DIR}/tls.key",
+            "--tls-client-ca": f"{TLS_DIR}/ca.crt",
+        }
+        assert command[command.index("--token-env") + 1] == TOKEN_ENV
+        probe = healthcheck_command(final)
+        assert probe[:3] == ["judgeopt", "healthcheck", f"127.0.0.1:{IMAGE_PORT}"]
+        assert {flag: probe[probe.index(flag) + 1] for flag in ("--tls-ca", "--tls-cert", "--tls-key")} == {
+            "--tls-ca": tls["--tls-client-ca"],
+            "--tls-cert": tls["--tls-cert"],
+            "--tls-key": tls["--tls-key"],
+        }
 
     def test_build_context_ignore_file_lets_the_copied_sources_through(self) -> None:
         """The context is the repository root, cut down by Dockerfile.dockerignore to what the builder copies."""
@@ -169,35 +193,52 @@ def _free_port() -> int:
         return port
 
 
-def _healthcheck(target: str) -> subprocess.CompletedProcess[str]:
-    """The image's HEALTHCHECK command, with the venv's python and ``target`` in place of 127.0.0.1:50051."""
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _in_venv(command: list[str], pki: Pki, target: str) -> list[str]:
+    """An image command as it runs here: the venv's judgeopt, ``target`` in place of the image's address, the test
+    PKI's files in place of the image's TLS folder (the container's certificate is the service's)."""
+    files = {f"{TLS_DIR}/tls.crt": pki.server_cert, f"{TLS_DIR}/tls.key": pki.server_key, f"{TLS_DIR}/ca.crt": pki.ca}
+    swapped = [str(files.get(c, c)) for c in command]
+    swapped = [target if c == f"127.0.0.1:{IMAGE_PORT}" else c for c in swapped]
+    executable = VENV_BIN / swapped[0]
+    if not executable.is_file():
+        pytest.fail(f"{executable} is missing: run ./scripts/install.sh")
+    return [str(executable), *swapped[1:]]
+
+
+def _healthcheck(pki: Pki, target: str) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command against ``target``."""
     final = stages(instructions(DOCKERFILE.read_text()))[-1]
-    command = healthcheck_command(final)
-    command = [sys.executable if c == "python" else target if c == f"127.0.0.1:{IMAGE_PORT}" else c for c in command]
+    command = _in_venv(healthcheck_command(final), pki, target)
     return subprocess.run([*command, "--timeout", "2"], capture_output=True, text=True, timeout=30, check=False)
 
 
+def _image_command(pki: Pki, host: str, port: str) -> list[str]:
+    """The image's ENTRYPOINT + CMD from the venv on ``host:port``, with an endpoint that never answers (the
+    service needs none to start)."""
+    final = stages(instructions(DOCKERFILE.read_text()))[-1]
+    command = [*exec_form(final, "ENTRYPOINT"), *exec_form(final, "CMD")]
+    command[command.index("--host") + 1] = host
+    command[command.index("--port") + 1] = port
+    return [*_in_venv(command, pki, ""), "--endpoint", "http://127.0.0.1:9/v1"]
+
+
 @pytest.fixture
-def image_command(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """The image's ENTRYPOINT + CMD from the venv, on loopback and a free port, with an endpoint that never answers
-    (the service needs none to start)."""
-    parsed = instructions(DOCKERFILE.read_text())
-    final = stages(parsed)[-1]
-    (entrypoint,) = exec_form(final, "ENTRYPOINT")
-    command = exec_form(final, "CMD")
-    command[command.index("--host") + 1] = "127.0.0.1"
-    command[command.index("--port") + 1] = "0"
-    executable = VENV_BIN / entrypoint
-    if not executable.is_file():
-        pytest.fail(f"{executable} is missing: run ./scripts/install.sh")
+def image_command(pki: Pki, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """The image's command on loopback and a free port, the token in its variable."""
     log = tmp_path / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(executable), *command, "--endpoint", "http://127.0.0.1:9/v1"],
+            _image_command(pki, "127.0.0.1", "0"),
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, TOKEN_ENV: "tok-image-test"},
         )
     try:
         yield process, log
@@ -210,10 +251,11 @@ def image_command(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Pat
 
 class TestImageCommand:
     def test_the_image_command_serves_and_its_healthcheck_says_so(
-        self, image_command: tuple[subprocess.Popen[bytes], Path]
+        self, image_command: tuple[subprocess.Popen[bytes], Path], pki: Pki
     ) -> None:
-        """`judgeopt serve judge --host … --port …` starts, the HEALTHCHECK command exits 0 against it, and
-        SIGTERM (what `docker stop` and Kubernetes send) ends it cleanly."""
+        """`judgeopt serve judge --host … --port …` with the certificates and the token starts under mutual TLS
+        with token authentication, the HEALTHCHECK command exits 0 against it, and SIGTERM (what `docker stop` and
+        Kubernetes send) ends it cleanly."""
         process, log = image_command
         listening = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
@@ -224,14 +266,35 @@ class TestImageCommand:
         wait_until(announced, timeout=60, interval=0.1, message="the service never announced its port")
         match = listening.search(log.read_text(errors="replace"))
         assert match is not None
-        result = _healthcheck(f"127.0.0.1:{match.group(1)}")
+        ready = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{") and "service.ready" in x]
+        assert ready and ready[0]["tls"] == "mutual" and ready[0]["token_auth"] is True
+        result = _healthcheck(pki, f"127.0.0.1:{match.group(1)}")
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SERVING" in result.stdout
+        assert result.stdout.strip().endswith(": SERVING")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
 
-    def test_the_healthcheck_fails_against_a_closed_port(self) -> None:
+    def test_the_healthcheck_fails_against_a_closed_port(self, pki: Pki) -> None:
         """Nothing listening: the HEALTHCHECK command exits non-zero."""
-        result = _healthcheck(f"127.0.0.1:{_free_port()}")
+        result = _healthcheck(pki, f"127.0.0.1:{_free_port()}")
         assert result.returncode != 0
         assert "UNAVAILABLE" in result.stdout or "DEADLINE_EXCEEDED" in result.stdout
+
+    def test_without_its_certificates_the_image_command_refuses_to_start(self, tmp_path: Path) -> None:
+        """The image's command as it is (0.0.0.0, the image's TLS folder), with no certificate mounted: it stops
+        before binding anything, with one ConfigError line naming the flag and the missing file (exit 2)."""
+        final = stages(instructions(DOCKERFILE.read_text()))[-1]
+        command = exec_form(final, "CMD")
+        command[command.index("--port") + 1] = "0"
+        result = subprocess.run(
+            [str(VENV_BIN / "judgeopt"), *command, "--endpoint", "http://127.0.0.1:9/v1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, TOKEN_ENV: "tok-image-test"},
+        )
+        assert result.returncode == 2
+        assert result.stderr.strip() == (
+            f"ConfigError: --tls-cert: cannot read {TLS_DIR}/tls.crt (No such file or directory)"
+        )

@@ -1,11 +1,14 @@
 """The Kubernetes manifests: `kubectl kustomize` builds the base and every overlay, every rendered object validates
 offline against the Kubernetes OpenAPI schemas shipped by `kubernetes-validate`, and the rendered objects say what
-deploy/README.md promises (roles, headless Services, probes, limits, non-root, NetworkPolicy, a resuming Job)."""
+deploy/README.md promises (roles, headless Services, probes, limits, non-root, NetworkPolicy, a resuming Job), and
+that they are safe by default: mutual TLS and a bearer token on every agent's gRPC port, TLS health probes, every
+other plaintext port documented, the restricted Pod Security Standard enforced, egress denied unless needed."""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -42,6 +45,15 @@ SCRAPE_ANNOTATIONS = {
     "prometheus.io/path": "/metrics",
 }
 CLUSTER_SCOPED = {"Namespace"}
+README = REPO / "deploy" / "README.md"
+TLS_DIR = "/var/run/secrets/judgeopt/tls"
+TLS_CERT, TLS_KEY, TLS_CA = f"{TLS_DIR}/tls.crt", f"{TLS_DIR}/tls.key", f"{TLS_DIR}/ca.crt"
+TOKEN_ENV = "JUDGEOPT_TOKEN"
+SERVE_SECURITY = ("--tls-cert", TLS_CERT, "--tls-key", TLS_KEY, "--tls-client-ca", TLS_CA, "--token-env", TOKEN_ENV)
+CLIENT_SECURITY = ("--tls-ca", TLS_CA, "--tls-cert", TLS_CERT, "--tls-key", TLS_KEY, "--token-env", TOKEN_ENV)
+PROBE_TLS = ("--tls-ca", TLS_CA, "--tls-cert", TLS_CERT, "--tls-key", TLS_KEY)
+MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
+PSA_LEVELS = ("enforce", "audit", "warn")
 
 Obj = dict[str, Any]
 
@@ -167,8 +179,9 @@ def test_the_validator_works_offline_and_rejects_a_broken_object() -> None:
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_each_role_has_a_hardened_deployment_behind_a_headless_service(target: str, tmp_path: Path) -> None:
     """Per role: a Deployment running `serve <role>` on 0.0.0.0:50051 with its metrics on 9464 (a container port
-    named metrics, and the pod annotated for Prometheus to scrape /metrics there) and its config file from the
-    role's ConfigMap, native gRPC readiness (the role's service name) and liveness probes, requests and limits,
+    named metrics, and the pod annotated for Prometheus to scrape /metrics there), its config file from the
+    role's ConfigMap and mutual TLS and a token, exec health probes over TLS (readiness: the role's service name),
+    requests and limits,
     non-root with a read-only root filesystem and no capabilities, the API key from a Secret (optional); a
     headless Service with port 50051 named grpc selecting exactly those pods; a PodDisruptionBudget."""
     objs = render(target)
@@ -182,6 +195,7 @@ def test_each_role_has_a_hardened_deployment_behind_a_headless_service(target: s
         assert c["args"] == [
             *("serve", role, "--host", "0.0.0.0", "--port", str(PORT), "--metrics-port", str(METRICS_PORT)),
             *("--config", "/etc/judgeopt/models.yaml"),
+            *SERVE_SECURITY,
         ]
         assert "command" not in c  # the image's ENTRYPOINT (judgeopt) runs
         assert {"name": "grpc", "containerPort": PORT, "protocol": "TCP"} in c["ports"]
@@ -190,8 +204,10 @@ def test_each_role_has_a_hardened_deployment_behind_a_headless_service(target: s
         assert annotations.items() >= SCRAPE_ANNOTATIONS.items(), f"{role}: not annotated for scraping"
 
         readiness, liveness = c["readinessProbe"], c["livenessProbe"]
-        assert readiness["grpc"] == {"port": PORT, "service": ROLE_BINDINGS[role].service_name}
-        assert liveness["grpc"]["port"] == PORT
+        assert readiness["exec"]["command"] == [
+            *("judgeopt", "healthcheck", f"127.0.0.1:{PORT}", ROLE_BINDINGS[role].service_name, *PROBE_TLS)
+        ]
+        assert liveness["exec"]["command"] == ["judgeopt", "healthcheck", f"127.0.0.1:{PORT}", *PROBE_TLS]
 
         resources = c["resources"]
         for bound in ("requests", "limits"):
@@ -204,10 +220,12 @@ def test_each_role_has_a_hardened_deployment_behind_a_headless_service(target: s
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"]["drop"] == ["ALL"]
 
-        secret_refs = [
-            e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
+        key_refs = [
+            e["valueFrom"]["secretKeyRef"]
+            for e in c.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {}) and e["name"] != TOKEN_ENV
         ]
-        assert secret_refs and all(ref["optional"] is True for ref in secret_refs)
+        assert key_refs and all(ref["optional"] is True for ref in key_refs)
         _, config = models_file(objs, role, tmp_path)
         model = config.models.for_role(role)
         assert model.base_url is not None, f"{role}: no endpoint configured"
@@ -259,8 +277,9 @@ def _workload_pods(objs: list[Obj]) -> dict[str, dict[str, str]]:
 def test_network_policy_admits_only_the_orchestrator_to_grpc_and_prometheus_to_metrics(target: str) -> None:
     """Every agent pod is isolated for ingress (a default-deny selects it) and the only ingress any policy grants
     it is TCP 50051 from pods with the orchestrator's labels, in the namespace (no namespaceSelector, no ipBlock),
-    and TCP 9464 (metrics, nothing else) from pods that must be labelled as Prometheus (any namespace may be
-    allowed, never a whole namespace or an ipBlock). The orchestrator Job's pods carry the orchestrator's
+    and TCP 9464 (metrics, nothing else) from pods that must be labelled as Prometheus in the namespace
+    `monitoring` (never a whole namespace, another namespace or an ipBlock). The orchestrator Job's pods carry the
+    orchestrator's
     labels and no other workload's do; no workload of the render passes for Prometheus."""
     objs = render(target)
     policies = kinds(objs, "NetworkPolicy")
@@ -283,6 +302,7 @@ def test_network_policy_admits_only_the_orchestrator_to_grpc_and_prometheus_to_m
                     assert "podSelector" in peer and set(peer) <= {"namespaceSelector", "podSelector"}, peer
                     required = peer["podSelector"].get("matchLabels") or {}
                     assert required.items() >= PROMETHEUS_LABELS.items(), f"{role}: the metrics port admits {peer}"
+                    assert peer.get("namespaceSelector") == {"matchLabels": MONITORING_NAMESPACE}, peer
                     role_scrapers.append(peer["podSelector"])
                 continue
             # Any other rule (a rule with no ports opens every port, 50051 included) must be the orchestrator's.
@@ -358,6 +378,8 @@ def test_orchestrator_job_keeps_its_run_on_a_volume_and_resumes_it(target: str, 
     resumed = _run_orchestrator_script(c, runs, tmp_path)
     assert resumed[:2] == ["resume", str(run_dir)]
     for argv in (started, resumed):
+        for flag, value in zip(CLIENT_SECURITY[::2], CLIENT_SECURITY[1::2], strict=True):
+            assert argv[argv.index(flag) + 1] == value, f"{target}: the orchestrator's {flag}"
         for role in ROLES:
             address = argv[argv.index(f"--{role}-addr") + 1]
             assert address.startswith("dns:///"), address
@@ -365,6 +387,217 @@ def test_orchestrator_job_keeps_its_run_on_a_volume_and_resumes_it(target: str, 
             service = find(objs, "Service", host.split(".")[0])
             assert service["spec"]["clusterIP"] == "None" and service["spec"]["selector"][COMPONENT_LABEL] == role
             assert int(port) == PORT
+
+
+# --- safe by default ----------------------------------------------------------------------------------------------
+
+
+def workloads(objs: Iterable[Obj]) -> list[Obj]:
+    return [o for o in objs if o["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet")]
+
+
+def all_containers(workload: Obj) -> list[Obj]:
+    spec = pod_spec(workload)
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def secret_mount(workload: Obj, c: Obj, path: str) -> Obj:
+    """The Secret volume that holds ``path`` in container ``c``: mounted read-only, and never optional."""
+    mounts = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1, f"{c['name']}: {path} is not on exactly one mount"
+    assert mounts[0].get("readOnly") is True, f"{c['name']}: {mounts[0]['mountPath']} is writable"
+    volume = {v["name"]: v for v in pod_spec(workload)["volumes"]}[mounts[0]["name"]]
+    assert "secret" in volume, f"{c['name']}: {path} does not come from a Secret"
+    assert not volume["secret"].get("optional", False)
+    secret: Obj = volume["secret"]
+    return secret
+
+
+def secret_env(c: Obj, name: str) -> Obj:
+    """The non-optional Secret key the variable ``name`` of container ``c`` is set from."""
+    (entry,) = [e for e in c.get("env", []) if e["name"] == name]
+    ref: Obj = entry["valueFrom"]["secretKeyRef"]
+    assert not ref.get("optional", False), f"{c['name']}: {name} may be missing"
+    return ref
+
+
+def flag(argv: list[str], name: str) -> str:
+    assert argv.count(name) == 1, f"{name} in {argv}"
+    return argv[argv.index(name) + 1]
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_every_agent_port_requires_mutual_tls_and_a_token(target: str, tmp_path: Path) -> None:
+    """Every agent serves its gRPC port with --tls-cert/--tls-key/--tls-client-ca from a Secret mounted read-only and
+    --token-env naming a variable set from a Secret (neither optional), never --insecure; its startup, readiness and
+    liveness probes are exec probes running `judgeopt healthcheck` over mutual TLS with the pod's own certificate
+    (a native gRPC probe cannot speak TLS). The orchestrator's CA, client certificate and key come from a Secret of
+    its own (not the agents'), and its token from a Secret."""
+    objs = render(target)
+    probes = 0
+    for role in ROLES:
+        deployment = find(objs, "Deployment", role)
+        c = container(deployment)
+        args = c["args"]
+        assert "--insecure" not in args
+        secrets = {
+            secret_mount(deployment, c, flag(args, f))["secretName"]
+            for f in ("--tls-cert", "--tls-key", "--tls-client-ca")
+        }
+        assert len(secrets) == 1, f"{role}: certificate, key and CA from one Secret"
+        secret_env(c, flag(args, "--token-env"))
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = c[kind]
+            assert not set(probe) & {"grpc", "httpGet", "tcpSocket"}, f"{role}: {kind} is not an exec probe"
+            command = probe["exec"]["command"]
+            assert command[:3] == ["judgeopt", "healthcheck", f"127.0.0.1:{PORT}"], command
+            assert flag(command, "--tls-ca") == flag(args, "--tls-client-ca")
+            assert flag(command, "--tls-cert") == flag(args, "--tls-cert")
+            assert flag(command, "--tls-key") == flag(args, "--tls-key")
+            probes += 1
+    assert probes == 3 * len(ROLES)
+
+    job = find(objs, "Job", "orchestrator")
+    orchestrator = container(job, "orchestrator")
+    argv = _run_orchestrator_script(orchestrator, tmp_path / "runs", tmp_path)
+    for name in ("--tls-ca", "--tls-cert", "--tls-key"):
+        secret_mount(job, orchestrator, flag(argv, name))
+    secret_env(orchestrator, flag(argv, "--token-env"))
+    judge = find(objs, "Deployment", "judge")
+    agents_secret = secret_mount(judge, container(judge), TLS_CERT)["secretName"]
+    assert secret_mount(job, orchestrator, flag(argv, "--tls-cert"))["secretName"] != agents_secret
+
+
+def documented_plaintext_ports() -> dict[tuple[str, int], str]:
+    """``(container, port)`` → why, from the table under "### Ports without mutual TLS" in deploy/README.md."""
+    section = README.read_text().split("### Ports without mutual TLS", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]  # after the header and its rule
+    documented: dict[tuple[str, int], str] = {}
+    for row in rows:
+        containers, port, reason = (cell.strip() for cell in row.strip().strip("|").split("|"))
+        number = re.match(r"`?(\d+)", port)
+        assert number, f"deploy/README.md: no port number in {port!r}"
+        for name in re.sub(r"\(.*?\)", "", containers).split(","):
+            documented[(name.strip().strip("`"), int(number.group(1)))] = reason
+    return documented
+
+
+def test_every_port_without_mutual_tls_is_documented_with_its_reason() -> None:
+    """Every container port of every render is an agent's gRPC port under mutual TLS and a token, or is listed in
+    deploy/README.md with its reason; and every listed port is in some render (the list is not stale)."""
+    documented = documented_plaintext_ports()
+    assert documented and all(len(reason) > 30 for reason in documented.values()), documented
+    seen: set[tuple[str, int]] = set()
+    mutual = 0
+    for target in TARGETS:
+        for workload in workloads(render(target)):
+            for c in all_containers(workload):
+                args = c.get("args", [])
+                for port in c.get("ports", []):
+                    number = port["containerPort"]
+                    secured = {"--tls-client-ca", "--token-env"} <= set(args)
+                    if c["name"] in ROLES and number == PORT and secured:
+                        mutual += 1
+                        continue
+                    where = f"{target}: {workload['kind']}/{workload['metadata']['name']} {c['name']}:{number}"
+                    assert (c["name"], number) in documented, f"{where} is plaintext and not in deploy/README.md"
+                    seen.add((c["name"], number))
+    assert mutual == len(ROLES) * len(TARGETS)
+    assert seen == set(documented), f"listed but rendered nowhere: {sorted(set(documented) - seen)}"
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_the_namespace_enforces_the_restricted_pod_security_standard(target: str) -> None:
+    """The Namespace carries the Pod Security Admission labels enforce/audit/warn = restricted, and every pod of
+    the render (init containers included) meets what that level checks, so none is refused."""
+    objs = render(target)
+    (namespace,) = kinds(objs, "Namespace")
+    labels = namespace["metadata"]["labels"]
+    for mode in PSA_LEVELS:
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", mode
+    checked = 0
+    for workload in workloads(objs):
+        spec = pod_spec(workload)
+        pod = spec.get("securityContext", {})
+        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+        assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+        assert all("hostPath" not in v for v in spec.get("volumes", []))
+        for c in all_containers(workload):
+            security = c.get("securityContext", {})
+            assert security.get("runAsNonRoot", pod.get("runAsNonRoot")) is True
+            assert security.get("allowPrivilegeEscalation") is False
+            assert security.get("capabilities", {}).get("drop") == ["ALL"]
+            assert not security.get("capabilities", {}).get("add") and not security.get("privileged")
+            assert not any(p.get("hostPort") for p in c.get("ports", []))
+            checked += 1
+    assert checked >= len(ROLES) + 2  # the agents, the orchestrator and its init container at least
+
+
+def egress_rules(policies: list[Obj], labels: dict[str, str]) -> list[Obj]:
+    return [
+        rule
+        for p in policies
+        if "Egress" in p["spec"].get("policyTypes", []) and selector_matches(p["spec"]["podSelector"], labels)
+        for rule in p["spec"].get("egress", [])
+    ]
+
+
+def rule_ports(rules: list[Obj]) -> set[tuple[str, int]]:
+    return {(port.get("protocol", "TCP"), port["port"]) for rule in rules for port in rule.get("ports", [])}
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_egress_is_denied_unless_a_policy_opens_it(target: str) -> None:
+    """One default-deny egress policy selects every pod; what is opened is opened by port and destination: DNS to
+    kube-dns for every pod, the agents' gRPC port for the orchestrator alone (to agent pods), and the agents' model
+    endpoints (HTTPS anywhere but the cloud metadata address, and the in-cluster model server `llm`)."""
+    objs = render(target)
+    policies = kinds(objs, "NetworkPolicy")
+    deny = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {} and p["spec"].get("policyTypes") == ["Egress"] and not p["spec"].get("egress")
+    ]
+    assert len(deny) == 1, "no default-deny egress policy"
+    pods = _workload_pods(objs)
+    for name, labels in pods.items():
+        rules = egress_rules(policies, labels)
+        for rule in rules:
+            assert rule.get("ports") and rule.get("to"), f"{name}: an egress rule opens every port or destination"
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    assert "169.254.169.254/32" in peer["ipBlock"].get("except", []), f"{name}: {peer}"
+        ports = rule_ports(rules)
+        assert {("UDP", 53), ("TCP", 53)} <= ports, f"{name} cannot resolve names"
+        dns = [r for r in rules if {"protocol": "UDP", "port": 53} in r["ports"]]
+        assert all(
+            peer.get("namespaceSelector") == {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+            for r in dns
+            for peer in r["to"]
+        )
+        component = labels[COMPONENT_LABEL]
+        if component == "orchestrator":
+            calls = [r for r in rules if {"protocol": "TCP", "port": PORT} in r["ports"]]
+            reached = {
+                pod
+                for r in calls
+                for peer in r["to"]
+                for pod, pl in pods.items()
+                if set(peer) == {"podSelector"} and selector_matches(peer["podSelector"], pl)
+            }
+            assert reached == {f"Deployment/{role}" for role in ROLES}
+        else:
+            assert ("TCP", PORT) not in ports, f"{name} may call the agents"
+        if component in ROLES:
+            assert ("TCP", 443) in ports, f"{name} cannot reach an HTTPS model endpoint"
+            if "Deployment/llm" in pods:
+                model_server = [r for r in rules if {"protocol": "TCP", "port": 8080} in r["ports"]]
+                assert any(
+                    selector_matches(peer["podSelector"], pods["Deployment/llm"])
+                    for r in model_server
+                    for peer in r["to"]
+                    if "podSelector" in peer
+                ), f"{name} cannot reach the model server"
 
 
 # --- overlays ----------------------------------------------------------------------------------------------------
@@ -412,10 +645,13 @@ def test_scaled_overlay_runs_several_judge_and_loss_replicas_on_an_external_endp
 
 def test_swap_gradient_overlay_changes_only_the_gradient_model(tmp_path: Path) -> None:
     """swap-gradient differs from scaled, object by object, only in the gradient ConfigMap, and there only in the
-    gradient role's model and base_url."""
+    gradient role's model and base_url, plus one egress NetworkPolicy that lets the gradient pods (and no other)
+    reach the new endpoint's port."""
     parent = {key(o): o for o in render("scaled")}
     swapped = {key(o): o for o in render("swap-gradient")}
-    assert parent.keys() == swapped.keys()
+    added = sorted(swapped.keys() - parent.keys())
+    assert parent.keys() <= swapped.keys()
+    assert added == [("networking.k8s.io/v1", "NetworkPolicy", NAMESPACE, "gradient-egress-model")]
     changed = sorted(k for k in parent if parent[k] != swapped[k])
     assert changed == [("v1", "ConfigMap", NAMESPACE, "gradient-models")]
     before = yaml.safe_load(parent[changed[0]]["data"]["models.yaml"])
@@ -427,4 +663,12 @@ def test_swap_gradient_overlay_changes_only_the_gradient_model(tmp_path: Path) -
     assert differing and differing <= {"model", "base_url"}
     path = tmp_path / "models.yaml"
     path.write_text(swapped[changed[0]]["data"]["models.yaml"])
-    assert load_config(path).models.for_role("gradient").model == new["model"]
+    swapped_model = load_config(path).models.for_role("gradient")
+    assert swapped_model.model == new["model"]
+    pods = _workload_pods(list(swapped.values()))
+    policy = swapped[added[0]]
+    assert [name for name, labels in pods.items() if selector_matches(policy["spec"]["podSelector"], labels)] == [
+        "Deployment/gradient"
+    ]
+    assert swapped_model.base_url is not None
+    assert rule_ports(policy["spec"]["egress"]) == {("TCP", swapped_model.base_url.port)}

@@ -8,6 +8,11 @@ replicas, the orchestrator in yet another namespace, and a scripted OpenAI-compa
                                                                        ├─ loss-b        10.77.N.6
                                                                        └─ orchestrator  10.77.N.7
 
+Every agent binds an address other machines reach, so it serves as it would in a cluster: mutual TLS (a throwaway
+PKI, ``helpers.pki``: one agent certificate naming every agent address and ``judgeopt-agents``) and a bearer token.
+The orchestrator presents its client certificate and the token; the two loss replicas behind ``ipv4:A,B`` share
+no name with the target, so their certificate is checked against ``judgeopt-agents`` (``--tls-server-name``).
+
 The namespaces, veths and bridge are created and removed here (root needed). In CI this must run: without root or
 when ``ip netns add`` fails, the tests FAIL; they skip only off CI ($CI unset) when not root.
 """
@@ -31,9 +36,10 @@ import pytest
 import yaml
 from helpers.eventually import wait_until  # type: ignore[import-not-found,unused-ignore]
 from helpers.fake_openai import FakeOpenAI  # type: ignore[import-not-found,unused-ignore]
+from helpers.pki import Pki, make_pki  # type: ignore[import-not-found,unused-ignore]
 from helpers.scripts import deterministic_handler  # type: ignore[import-not-found,unused-ignore]
 
-from judgeopt.services.healthcheck import check
+from judgeopt.services.healthcheck import ProbeTLS, check
 
 REPO = Path(__file__).resolve().parents[2]
 JUDGEOPT = REPO / ".venv" / "bin" / "judgeopt"
@@ -60,11 +66,15 @@ RUN_SETTINGS: dict[str, Any] = {
     "dataset": {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6},
 }
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy", "no_proxy")
+TOKEN_ENV = "JUDGEOPT_MULTIHOST_TOKEN"
+TOKEN = f"tok-{os.urandom(16).hex()}"
+AGENTS_NAME = "judgeopt-agents"
 
 
 def _clean_env() -> dict[str, str]:
-    """The environment for the namespaced processes: no HTTP proxy may carry traffic meant for the bridge."""
-    return {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    """The environment for the namespaced processes: no HTTP proxy may carry traffic meant for the bridge, and the
+    services' bearer token in its variable."""
+    return {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES} | {TOKEN_ENV: TOKEN}
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -94,6 +104,7 @@ class Lab:
     """The test network and the processes in it; ``close()`` removes everything, whatever state it is in."""
 
     work: Path
+    pki: Pki | None = None
     tag: str = field(default_factory=lambda: f"jo{os.getpid()}")
     subnet: str = ""
     namespaces: list[str] = field(default_factory=list)
@@ -112,6 +123,19 @@ class Lab:
 
     def agent_address(self, name: str) -> str:
         return f"{self.address(AGENTS[name][1])}:{PORT}"
+
+    def make_pki(self) -> Pki:
+        """The agents' certificate names every agent address (and ``judgeopt-agents``); known once the subnet is."""
+        folder = self.work / "pki"
+        folder.mkdir()
+        addresses = [self.address(octet) for _, octet in AGENTS.values()]
+        self.pki = make_pki(folder, names=(AGENTS_NAME,), addresses=addresses)
+        return self.pki
+
+    @property
+    def probe_tls(self) -> ProbeTLS:
+        assert self.pki is not None
+        return ProbeTLS(self.pki.ca, self.pki.server_cert, self.pki.server_key)
 
     # --- network ------------------------------------------------------------------------------------------------
 
@@ -155,6 +179,8 @@ class Lab:
         return process
 
     def start_agents(self, config: Path, ledgers: Path) -> None:
+        pki = self.pki
+        assert pki is not None
         for name, (role, _) in AGENTS.items():
             host = self.agent_address(name).rsplit(":", 1)[0]
             self.spawn(
@@ -163,6 +189,8 @@ class Lab:
                 [
                     *(str(JUDGEOPT), "serve", role, "--host", host, "--port", str(PORT)),
                     *("--ledger", str(ledgers / f"{name}.ledger.jsonl"), "--config", str(config)),
+                    *("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)),
+                    *("--tls-client-ca", str(pki.ca), "--token-env", TOKEN_ENV),
                 ],
             )
         for name in AGENTS:
@@ -172,7 +200,7 @@ class Lab:
                 if process.poll() is not None:
                     log = _tail(self.work / f"{name}.log")
                     raise AssertionError(f"the {name} service exited with {process.returncode}:\n{log}")
-                return check(self.agent_address(name), timeout=1.0)[0]
+                return check(self.agent_address(name), timeout=1.0, tls=self.probe_tls)[0]
 
             wait_until(serving, timeout=60, interval=0.1, message=f"the {name} service never answered SERVING")
 
@@ -234,12 +262,16 @@ class Deployment:
 
     def optimize_command(self, run_dir: Path) -> list[str]:
         lab = self.lab
+        pki = lab.pki
+        assert pki is not None
         loss = ",".join(lab.agent_address(name) for name in ("loss-a", "loss-b"))
         return [
             *(str(JUDGEOPT), "optimize", "--config", str(self.config), "--run-dir", str(run_dir)),
             *("--data-dir", str(DATA_DIR)),
             *("--judge-addr", lab.agent_address("judge"), "--loss-addr", f"ipv4:{loss}"),
             *("--gradient-addr", lab.agent_address("gradient"), "--optimizer-addr", lab.agent_address("optimizer")),
+            *("--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)),
+            *("--tls-server-name", AGENTS_NAME, "--token-env", TOKEN_ENV),
         ]
 
     def collect_ledgers(self, run_dir: Path) -> None:
@@ -260,6 +292,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             lab.build_network()
         except RuntimeError as exc:
             pytest.fail(f"could not build the test network (network namespaces need root and iproute2): {exc}")
+        lab.make_pki()
         with FakeOpenAI(deterministic_handler(), host=lab.address(1)) as endpoint:
             config = work / "models.yaml"
             models = {
@@ -348,6 +381,17 @@ class TestMultiHost:
         audit = _audit(run_dir)
         assert audit.returncode == 0, audit.stdout + audit.stderr
         assert "audit ok" in audit.stdout
+
+    def test_the_agents_speak_only_mutual_tls(self, deployment: Deployment) -> None:
+        """From the bridge, every agent refuses a plaintext probe and a TLS probe without a client certificate; the
+        probe presenting the agents' own certificate finds it SERVING (health needs no token)."""
+        lab = deployment.lab
+        assert lab.pki is not None
+        for name in AGENTS:
+            address = lab.agent_address(name)
+            assert check(address, timeout=2)[0] is False, name
+            assert check(address, timeout=2, tls=ProbeTLS(lab.pki.ca))[0] is False, name
+            assert check(address, timeout=2, tls=lab.probe_tls) == (True, "SERVING"), name
 
     @pytest.mark.timeout(180)
     def test_killing_a_loss_replica_mid_run_still_completes_with_nothing_lost(

@@ -72,7 +72,7 @@ class TestLocalModelRun:
 class TestLocalModelExperiment:
     @pytest.mark.timeout(900)
     def test_tiny_experiment_produces_a_report(self, local_llm: LocalModelServer, tmp_path: Path) -> None:
-        """A one-cell experiment (CCC, no gate, one step) with diagnostics rated by the local evaluator, then a
+        """A one-cell experiment (SSS, no gate, one step) with diagnostics rated by the local evaluator, then a
         report with every section and embedded figures."""
         grid = tmp_path / "grid.yaml"
         base = {
@@ -93,18 +93,18 @@ class TestLocalModelExperiment:
                     },
                     "run": {
                         "steps": 1,
-                        "batch_size": 2,  # two gradients: one that does not parse must not leave nothing to rate
+                        "batch_size": 2,  # eight per-criterion gradients: a few that do not parse leave others to rate
                         "concurrency": 1,
                         "bootstrap_resamples": 0,
                         "dataset": {"name": "summeval", "train_size": 8, "val_size": 2, "test_size": 3},
                     },
-                    "grid": {"modes": ["CCC"], "gates": ["none"], "runs": 1},
+                    "grid": {"modes": ["SSS"], "gates": ["none"], "runs": 1},
                 }
             )
         )
         directory = tmp_path / "exp"
         assert main(["experiment", "--grid", str(grid), "--dir", str(directory)]) == 0
-        with sqlite3.connect(directory / "cells" / "CCC-none-run0" / "run.sqlite") as db:
+        with sqlite3.connect(directory / "cells" / "SSS-none-run0" / "run.sqlite") as db:
             ratings = db.execute("SELECT COUNT(*) FROM diagnostics").fetchone()[0]
             seen = db.execute(
                 "SELECT stage || ':' || outcome, COUNT(*) FROM calls GROUP BY 1 UNION ALL "

@@ -40,6 +40,7 @@ __all__ = [
     "ScriptExhaustedError",
     "TokenLogprob",
     "by_system_prompt",
+    "echo_authorization",
     "sequence",
     "static",
 ]
@@ -210,6 +211,16 @@ def by_system_prompt(routes: dict[str, Handler], default: Handler) -> Handler:
             if key in system:
                 return route(request)
         return default(request)
+
+    return handle
+
+
+def echo_authorization(status: int = 401) -> Handler:
+    """A handler answering ``status`` with an error message that repeats the request's ``Authorization`` header, as
+    endpoints reporting a wrong key do (``Incorrect API key provided: …``): what a service must never pass on."""
+
+    def handle(request: RecordedRequest) -> Reply:
+        return HttpError(status, f"Incorrect API key provided: {request.headers.get('authorization', '(none)')}")
 
     return handle
 

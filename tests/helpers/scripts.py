@@ -21,6 +21,12 @@ LOSS_MARK = "You evaluate the output of an automatic judge"
 GRADIENT_MARK = "You give feedback on the instructions"
 OPTIMIZER_MARK = "You improve the instructions"
 EVALUATOR_MARK = "You assess the outputs of an automatic prompt-optimization process"
+# ...and of the study protocol's templates (agents/prompts/study_*_system.txt); the loss and the gradient share the
+# study's backward system prompt and differ in their user message.
+STUDY_JUDGE_MARK = "careful, calibrated evaluator"
+STUDY_BACKWARD_MARK = "You are the gradient (feedback) engine"
+STUDY_LOSS_MARK = "<INPUTS_TO_FUNCTION>"
+STUDY_OPTIMIZER_MARK = "You are part of an optimization system that improves text"
 SPECIFIC_RATING = 9
 DILUTED_RATING = 4
 ADHERENCE_RATING = 7
@@ -36,7 +42,19 @@ def role_of(request: RecordedRequest) -> str:
     ):
         if mark in request.system_text:
             return role
-    return "unknown"
+    return study_role_of(request) or "unknown"
+
+
+def study_role_of(request: RecordedRequest) -> str | None:
+    """The role of a request rendered from the study protocol's templates; ``None`` for any other request."""
+    system = request.system_text
+    if STUDY_JUDGE_MARK in system:
+        return "judge"
+    if STUDY_BACKWARD_MARK in system:
+        return "loss" if STUDY_LOSS_MARK in request.last_user_text else "gradient"
+    if STUDY_OPTIMIZER_MARK in system:
+        return "optimizer"
+    return None
 
 
 def _judge(_request: RecordedRequest) -> Reply:
@@ -123,6 +141,7 @@ def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
     def handle(request: RecordedRequest) -> Reply:
         text = request.last_user_text
         role = role_of(request)
+        study = study_role_of(request) is not None
         if role == "judge":
             schema = _schema(request)
             bad = worse_marker is not None and worse_marker in text
@@ -132,6 +151,8 @@ def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
             return Completion(f"Critique {_digest(text) % 997}: the score is off.")
         if role == "gradient":
             h = _digest(text) % 997
+            if study:  # the study's gradient answers in 3 plain paragraphs
+                return Completion(f"keep {h}\n\nproblem {h}\n\nfix {h}")
             return Completion(json.dumps({"keep": f"keep {h}", "problem": f"problem {h}", "fix": f"fix {h}"}))
         if role == "optimizer":
             suffix = f" {worse_marker}" if worse_marker else ""
@@ -141,6 +162,8 @@ def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
                 names = inner.get("required", [])
                 new = {n: f"Rate {n} from 1 to 5, revision {_digest(text, n) % 9973}.{suffix}" for n in names}
                 return Completion(json.dumps({"instructions": new}))
+            if study:  # the study's per-criterion optimizer answers in plain text
+                return Completion(f"Rate from 1 to 5, revision {_digest(text) % 9973}.{suffix}")
             return Completion(
                 json.dumps({"instruction": f"Rate from 1 to 5, revision {_digest(text) % 9973}.{suffix}"})
             )

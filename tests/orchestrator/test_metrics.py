@@ -23,6 +23,7 @@ from judgeopt.orchestrator.engine.metrics import (
     hypervolume,
     hypervolume_indicator,
     non_dominated,
+    paired_delta_interval,
 )
 
 PREDICTIONS = [1.5, 2.0, 2.5, 5.0, 4.0, 3.0, 1.0, 4.5]
@@ -351,3 +352,27 @@ class TestHypervolumeIndicator:
         dimension = data.draw(st.integers(1, 4), label="dimension")
         vectors = data.draw(point_sets(dimension, 10), label="vectors")
         assert hypervolume_indicator(vectors) == pytest.approx(hypervolume(vectors), abs=1e-12)
+
+
+PAIRED_TRUTHS = {"a": [1.0, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0, 3.0, 4.0, 5.0], "b": [5.0, 4.0, 3.0, 2.0, 1.0] * 2}
+
+
+class TestPairedDeltaInterval:
+    def test_the_same_predictions_give_a_zero_interval(self) -> None:
+        same: dict[str, list[float | None]] = {
+            "a": [3.0, 1, 4, 1, 5, 9, 2, 6, 5, 3],
+            "b": [2.0, 7, 1, 8, 2, 8, 1, 8, 2, 8],
+        }
+        assert paired_delta_interval(same, same, PAIRED_TRUTHS, resamples=200, seed=1) == (0.0, 0.0)
+
+    def test_a_perfect_judge_beats_a_reversed_one_with_an_interval_above_zero(self) -> None:
+        reversed_ = {c: [6.0 - v for v in t] for c, t in PAIRED_TRUTHS.items()}
+        perfect = {c: list(t) for c, t in PAIRED_TRUTHS.items()}
+        low, high = paired_delta_interval(reversed_, perfect, PAIRED_TRUTHS, resamples=200, seed=1) or (0.0, 0.0)
+        assert 1.5 < low <= high <= 2.0
+
+    def test_items_a_prompt_failed_on_are_left_out_and_too_few_give_none(self) -> None:
+        scored = {c: list(t) for c, t in PAIRED_TRUTHS.items()}
+        failed: dict[str, list[float | None]] = {c: [None] * 8 + list(t[8:]) for c, t in PAIRED_TRUTHS.items()}
+        assert paired_delta_interval(failed, scored, PAIRED_TRUTHS, resamples=50, seed=1) is None
+        assert paired_delta_interval(scored, scored, PAIRED_TRUTHS, resamples=0, seed=1) is None

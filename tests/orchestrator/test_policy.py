@@ -16,6 +16,7 @@ from judgeopt.orchestrator.engine.policy import (
     PER_CRITERION_FIELDS,
     PRESETS,
     REQUIRED_FIELDS,
+    ROUTED_FIELDS,
     SHARED_FIELDS,
     STAGE_FIELDS,
     STAGES,
@@ -106,10 +107,11 @@ class TestPresets:
             assert REQUIRED_FIELDS[stage] <= fields <= STAGE_FIELDS[stage], stage
 
     def test_field_vocabulary_is_partitioned(self) -> None:
-        """Every contract field is either shared or per-criterion, never both."""
+        """Every contract field is shared, per-criterion or routed (the call's focus's), exactly one of them."""
         every = frozenset().union(*STAGE_FIELDS.values())
         assert not SHARED_FIELDS & PER_CRITERION_FIELDS
-        assert every <= SHARED_FIELDS | PER_CRITERION_FIELDS
+        assert not ROUTED_FIELDS & (SHARED_FIELDS | PER_CRITERION_FIELDS)
+        assert every <= SHARED_FIELDS | PER_CRITERION_FIELDS | ROUTED_FIELDS
 
     def test_presets_roundtrip_through_mapping(self) -> None:
         """A preset dumped to JSON-like data validates back to an equal policy (what a run stores and audits)."""

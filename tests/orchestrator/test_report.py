@@ -20,6 +20,7 @@ from helpers.scripts import deterministic_handler
 
 from judgeopt.cli import main
 from judgeopt.core.errors import ConfigError
+from judgeopt.orchestrator.engine.metrics import hypervolume_indicator
 from judgeopt.orchestrator.study.reporting import write_report
 
 MODES = ("SSS", "single")
@@ -64,7 +65,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "steps": 2,
                 "batch_size": 2,
                 "gate": "mae",
-                "bootstrap_resamples": 0,
+                "bootstrap_resamples": 50,
                 "concurrency": 8,
                 "dataset": {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6},
             },
@@ -160,6 +161,16 @@ class TestFigureFiles:
             assert {f"trajectories-gate-{gate}.png", f"macro-hvi-gate-{gate}.png"} <= files
 
 
+def hvi_of_run_means(runs: list[dict[str, Any]]) -> float:
+    """The study's HVI, recomputed from the summaries: the archive of run-mean per-criterion ρ vectors over the
+    steps tested in every run, and its hypervolume against −1 (the exact computation is tested in test_metrics)."""
+    tested = [{s["step"]: s["rho"] for s in run["steps"] if s["rho"] is not None} for run in runs]
+    steps = sorted(set.intersection(*(set(t) for t in tested)))
+    criteria = sorted(tested[0][steps[0]])
+    points = [[fmean(t[s][c] for t in tested) for c in criteria] for s in steps]
+    return hypervolume_indicator(points)
+
+
 class TestTable1:
     @pytest.mark.parametrize("mode", MODES)
     @pytest.mark.parametrize("gate", GATES)
@@ -174,14 +185,18 @@ class TestTable1:
         assert cells[3].startswith(f"{initial:.3f} ± ")
         assert cells[4].startswith(f"{best_rho:.3f} ± ") and cells[4].endswith(f"(step {best})")
         assert cells[5] == f"{best_rho - initial:+.3f}"
-        assert cells[6].startswith(f"{hvi:.3f} ± ")
+        intervals = [run["delta_macro_rho"]["ci95"] for run in runs]
+        assert all(intervals)
+        assert cells[6] == "; ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in intervals)
+        assert cells[7].startswith(f"{hvi:.3f} ± ")
+        assert cells[8] == f"{hvi_of_run_means(runs):.3f}"
         assert cells[4] in report.html
 
     def test_study_column_only_on_mae_rows(self, report: Report) -> None:
         """The study's published Table 1 values stand beside the MAE-gate rows only."""
         table = section(report.markdown, 1)
         assert row(table, "single", "mae")[-1] == "0.274 → 0.305 (step 2)"
-        assert row(table, "SSS", "mae")[-1] == "0.284 → 0.284 (step 0)"
+        assert row(table, "SSS", "mae")[-1] == "0.284 → 0.284 (step 0), HVI 2.749"
         assert row(table, "SSS", "none")[-1] == "—"
 
 

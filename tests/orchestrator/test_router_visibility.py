@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 
 from judgeopt.core.manifest import received_fields
 from judgeopt.orchestrator.data.records import CriterionSpec, Record
-from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
+from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample, StepArtifacts
 from judgeopt.orchestrator.engine.audit import allowed_fields
 from judgeopt.orchestrator.engine.policy import (
     LEARNING_STAGES,
     PER_CRITERION_FIELDS,
     PRESETS,
     REQUIRED_FIELDS,
+    ROUTED_FIELDS,
     SHARED_FIELDS,
     STAGE_FIELDS,
     STAGES,
@@ -179,11 +180,14 @@ def oracle_visible(stage_policy: StagePolicy, focus: tuple[str, ...], names: tup
     return focus + tuple(n for n in names if n in seen and n not in focus)
 
 
-def oracle_allowed(stage_policy: StagePolicy, visible: Sequence[str]) -> set[str]:
+def oracle_allowed(stage_policy: StagePolicy, visible: Sequence[str], joint: bool) -> set[str]:
     granted = stage_policy.fields
-    return {f"*:{f}" for f in granted & SHARED_FIELDS} | {
-        f"{c}:{f}" for c in visible for f in granted & PER_CRITERION_FIELDS
-    }
+    owners = ["*"] if joint else list(visible[:1])
+    return (
+        {f"*:{f}" for f in granted & SHARED_FIELDS}
+        | {f"{c}:{f}" for c in visible for f in granted & PER_CRITERION_FIELDS}
+        | {f"{c}:{f}" for c in owners for f in granted & ROUTED_FIELDS}
+    )
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,8 @@ class Context:
     prediction: ScoredSample | None = None
     critiques: Sequence[Critique] = ()
     gradients: Sequence[Gradient] = ()
+    conversations: bool = False
+    """Whether the optimizer was given the batch (records and predictions) to show as conversations."""
 
 
 def oracle_fields(scenario: Scenario, stage: Stage, visible: Sequence[str], ctx: Context) -> set[str]:
@@ -216,16 +222,20 @@ def oracle_fields(scenario: Scenario, stage: Stage, visible: Sequence[str], ctx:
             expected.add(f"{c}:critique")
         if stage == "optimizer" and "gradient" in granted and c in covered_by_gradient:
             expected.add(f"{c}:gradient")
+    if stage == "optimizer" and "conversations" in granted and ctx.conversations:
+        joint = set(visible) == set(scenario.names) and scenario.policy.optimizer.routing == "joint"
+        expected.add("*:conversations" if joint else f"{visible[0]}:conversations")
     return expected
 
 
 def hidden_markers(scenario: Scenario, stage: Stage, visible: Sequence[str]) -> list[str]:
     """Texts that must not occur in a request of ``stage`` seeing only ``visible``."""
     granted = scenario.policy.stage(stage).fields
+    conversations = "conversations" in granted  # the batch's samples, with the raw judge output when joint
     markers = []
-    if "sample" not in granted:
+    if "sample" not in granted and not conversations:
         markers += ["ARTICLE TEXT", "SUMMARY TEXT"]
-    if "judge_output" not in granted:
+    if "judge_output" not in granted and not conversations:
         markers.append("RAW JUDGE OUTPUT")
     if "task_description" not in granted:
         markers.append(TASK)
@@ -250,7 +260,7 @@ def check_call(scenario: Scenario, call: RoutedCall[Any], stage: Stage, ctx: Con
 
     # No field and no criterion the policy hides.
     assert received <= allowed_fields(policy, stage, call.criteria, names)
-    assert received <= oracle_allowed(stage_policy, visible)
+    assert received <= oracle_allowed(stage_policy, visible, call.routing == "joint")
     assert set(sent_criteria) <= set(policy.view(stage, call.criteria, RoutingState(0, tuple(names))).visible)
     assert sent_criteria == visible
     # ...and everything the policy grants (for which there is something to send) does arrive.
@@ -333,7 +343,8 @@ def test_no_request_carries_what_its_policy_hides(scenario: Scenario) -> None:
             context = Context(record=rec, prediction=prediction, critiques=critiques)
             check_call(scenario, gradient_call, "gradient", context)
 
-    optimizer_calls = router.optimizer(scenario.prompt, scenario.gradients, router.state())
+    batch = StepArtifacts(predictions=list(scenario.predictions))
+    optimizer_calls = router.optimizer(scenario.prompt, scenario.gradients, router.state(batch), scenario.records)
     assert [c.criteria for c in optimizer_calls] == expected_focus(policy.optimizer.routing, names)
     for optimizer_call in optimizer_calls:
         seen = set(optimizer_call.audit.visible)
@@ -344,7 +355,18 @@ def test_no_request_carries_what_its_policy_hides(scenario: Scenario) -> None:
         else:
             assert optimizer_call.audit.artifacts == ()
             assert len(optimizer_call.request.gradients) == 0
-        check_call(scenario, optimizer_call, "optimizer", Context(gradients=carried))
+        check_call(scenario, optimizer_call, "optimizer", Context(gradients=carried, conversations=True))
+        conversations = optimizer_call.request.conversations
+        if "conversations" in policy.optimizer.fields:
+            assert [c.sample.id for c in conversations] == [r.id for r in scenario.records]
+            for conversation, prediction in zip(conversations, scenario.predictions, strict=True):
+                if optimizer_call.routing == "joint":
+                    assert conversation.output == prediction.raw_output
+                else:
+                    score = prediction.scores[optimizer_call.criteria[0]]
+                    assert conversation.output == ("" if score is None else f"{score:g}")
+        else:
+            assert not conversations
 
 
 def test_request_ids_are_unique() -> None:

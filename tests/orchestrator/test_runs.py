@@ -176,7 +176,6 @@ class TestResume:
             )
             assert duplicates.fetchone()[0] == 0
 
-
     def test_resume_refuses_a_run_whose_prompt_templates_changed(
         self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -2,8 +2,9 @@
 
 `judgeopt optimize` runs as its own process with every role's key in the variable ``--api-key-env`` names and the
 services' token in the variable ``--token-env`` names. The scripted endpoint proves the key was really sent; then
-every file under the run directory (run.sqlite and its journal, summary.json, services/*.log, the ledgers, the
-services' config file) and the command's output are searched for both secrets.
+every file under the run directory (run.sqlite and its journal, summary.json, services/*.log, the ledgers) and the
+command's output are searched for both secrets. The services' config file lives outside the run, in a private
+temporary folder removed when the services stop.
 """
 
 from __future__ import annotations
@@ -98,12 +99,13 @@ class TestPlantedSecrets:
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
 
     def test_no_file_of_the_run_holds_either_secret(self, planted_run: tuple[Path, str]) -> None:
-        """run.sqlite, summary.json, the services' logs, ledgers and config: neither secret, in whole or in part.
-        The store keeps the variable's name, which is all a resume needs."""
+        """run.sqlite, summary.json, the services' logs and ledgers: neither secret, in whole or in part. The store
+        keeps the variable's name, which is all a resume needs; the services' config file is not left behind."""
         run_dir, _ = planted_run
         files = [p for p in run_dir.rglob("*") if p.is_file()]
         names = {p.name for p in files}
-        assert {"run.sqlite", "summary.json", "judge.log", "loss.ledger.jsonl", "services.yaml"} <= names
+        assert {"run.sqlite", "summary.json", "judge.log", "loss.ledger.jsonl"} <= names
+        assert "services.yaml" not in names
         for path in files:
             data = path.read_bytes()
             for secret in SECRETS:

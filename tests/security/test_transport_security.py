@@ -1,18 +1,14 @@
 """TLS, mutual TLS, the bearer token and message-size limits, against `judgeopt serve` running as its own process.
 
-Certificates come from a throwaway CA made here with the ``openssl`` command line (the ``cryptography`` package is
-not among judgeopt's dependencies): a server certificate for 127.0.0.1 and localhost, a client certificate, and a
-second, unrelated CA with its own client certificate for the "wrong CA" cases.
+Certificates come from a throwaway PKI (``helpers.pki``): a server certificate for 127.0.0.1 and localhost, a client
+certificate, and a second, unrelated CA with its own client certificate for the "wrong CA" cases.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -23,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers.eventually import wait_until
 from helpers.fake_openai import FakeOpenAI
 from helpers.messages import critique_request
+from helpers.pki import Pki, make_pki
 from helpers.services import Served, served
 
 from judgeopt.cli import main
@@ -31,73 +28,14 @@ from judgeopt.orchestrator.agent_clients import AgentClients, ClientSettings
 from judgeopt.orchestrator.errors import AgentCallError
 from judgeopt.v1 import common_pb2, loss_pb2, loss_pb2_grpc
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command line")
-
 TOKEN_ENV = "JUDGEOPT_TEST_SERVICE_TOKEN"
 TOKEN = f"tok-{secrets.token_hex(16)}"
 SMALL_LIMIT = 64 * 1024
 
 
-# --- a throwaway PKI ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path
-    other_client_cert: Path
-    other_client_key: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _make_ca(folder: Path, name: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    _openssl(
-        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"),
-        *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}"),
-        *("-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"),
-        cwd=folder,
-    )
-    return cert, key
-
-
-def _issue(folder: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
-    cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
-    ext.write_text(extensions)
-    _openssl(
-        *("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"),
-        *("-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"),
-        cwd=folder,
-    )
-    _openssl(
-        *("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial"),
-        *("-days", "2", "-out", str(cert), "-extfile", str(ext)),
-        cwd=folder,
-    )
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("pki")
-    ca = _make_ca(folder, "judgeopt-test-ca")
-    server = _issue(
-        folder,
-        "server",
-        ca,
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    client = _issue(folder, "orchestrator", ca, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
-    other_ca = _make_ca(folder, "unrelated-ca")
-    other_client = _issue(folder, "stranger", other_ca, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
-    return Pki(ca[0], *server, *client, other_ca[0], *other_client)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # --- `judgeopt serve` as a process ----------------------------------------------------------------------------
@@ -259,6 +197,61 @@ class TestMutualTls:
         assert endpoint.requests == []
 
 
+class TestHealthcheckCommand:
+    """`judgeopt healthcheck`: what the image's HEALTHCHECK and the pods' exec probes run, since a kubelet's native
+    gRPC probe cannot speak TLS."""
+
+    def test_mutual_tls_with_the_pods_certificate_is_serving(
+        self, mtls_loss: Served, pki: Pki, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Against the mutual-TLS service (which also requires a token: health needs none), the service's own
+        certificate as the client certificate, checking the server and the role's service: exit 0, SERVING."""
+        tls = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+        for service in ([], ["judgeopt.v1.LossService"]):
+            code = main(["healthcheck", mtls_loss.address, *service, *tls])
+            out = capsys.readouterr().out
+            assert code == 0, out
+            assert out.strip().endswith(": SERVING")
+
+    @pytest.mark.parametrize(
+        "flags",
+        [
+            [],
+            ["--tls-ca", "{ca}"],
+            ["--tls-ca", "{other_ca}", "--tls-cert", "{server_cert}", "--tls-key", "{server_key}"],
+        ],
+        ids=["plaintext", "no-client-certificate", "unrelated-ca"],
+    )
+    def test_without_what_the_service_requires_it_is_unhealthy(
+        self, mtls_loss: Served, pki: Pki, capsys: pytest.CaptureFixture[str], flags: list[str]
+    ) -> None:
+        """Plaintext, TLS without a client certificate, and a CA that did not issue the service's certificate all
+        fail the handshake: exit 1, and the line names no SERVING."""
+        names = {"ca": pki.ca, "other_ca": pki.other_ca, "server_cert": pki.server_cert, "server_key": pki.server_key}
+        code = main(["healthcheck", mtls_loss.address, "--timeout", "2", *(f.format(**names) for f in flags)])
+        out = capsys.readouterr().out
+        assert code == 1
+        assert "SERVING" not in out.replace("NOT_SERVING", "")
+
+    def test_an_unknown_service_name_is_unhealthy(
+        self, tls_loss: Served, pki: Pki, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The probe checks the role's service: another role's name is not served here (exit 1, NOT_FOUND)."""
+        code = main(["healthcheck", tls_loss.address, "judgeopt.v1.JudgeService", "--tls-ca", str(pki.ca)])
+        assert code == 1
+        assert "NOT_FOUND" in capsys.readouterr().out
+
+    def test_unusable_tls_files_are_one_config_error_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A missing file stops the probe with one ConfigError line naming the flag and the path (exit 2)."""
+        missing = tmp_path / "missing.pem"
+        code = main(["healthcheck", "127.0.0.1:9", "--tls-ca", str(missing)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2
+        assert err == f"ConfigError: --tls-ca: cannot read {missing} (No such file or directory)"
+
+
 # --- bearer token ---------------------------------------------------------------------------------------------
 
 
@@ -288,26 +281,36 @@ class TestBearerToken:
         assert first.critique.text and second.critique.text
         assert len(endpoint.requests) == 2
 
-    async def test_health_and_reflection_answer_without_a_token(self, token_loss: Served) -> None:
-        """Probes keep working: health says SERVING and reflection lists the services, with no token at all."""
+    async def test_health_answers_without_a_token_and_reflection_needs_it(
+        self, token_loss: Served, token_in_env: str
+    ) -> None:
+        """Probes keep working: health says SERVING with no token at all. Reflection (which tells a stranger what
+        the service offers) is refused UNAUTHENTICATED without the token and lists the services with it."""
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
         async with grpc.aio.insecure_channel(token_loss.address) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-            )
+            for refused in ((), (("authorization", "Bearer tok-wrong"),)):
+                # Nothing is written: the refusal comes before the first message, as the call's status.
+                call = stub.ServerReflectionInfo(metadata=refused, timeout=5)
+                assert await call.code() == grpc.StatusCode.UNAUTHENTICATED
+            call = stub.ServerReflectionInfo(metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=5)
+            await call.write(request)
             listing = await call.read()
-        assert "judgeopt.v1.LossService" in {s.name for s in listing.list_services_response.service}
+            await call.done_writing()
+        services = {s.name for s in listing.list_services_response.service}
+        assert {"judgeopt.v1.LossService", "grpc.health.v1.Health"} <= services
 
     async def test_refused_calls_are_logged_without_the_token(self, token_loss: Served, token_in_env: str) -> None:
-        """A refused call leaves an access-log line with code UNAUTHENTICATED and its request id; the token
-        (sent right or wrong) never appears in the service's log."""
+        """A refused call leaves an access-log line with code UNAUTHENTICATED and its request id (from the metadata,
+        as clients send it: a refused call's body is never read); the token (sent right or wrong) never appears in
+        the service's log."""
         request = critique_request()
+        metadata = (("authorization", f"Bearer {TOKEN}x"), ("x-request-id", request.meta.request_id))
         async with grpc.aio.insecure_channel(token_loss.address) as channel:
             with pytest.raises(grpc.aio.AioRpcError):
-                await loss_pb2_grpc.LossServiceStub(channel).Critique(
-                    request, timeout=5, metadata=(("authorization", f"Bearer {TOKEN}x"),)
-                )
+                await loss_pb2_grpc.LossServiceStub(channel).Critique(request, timeout=5, metadata=metadata)
         async with AgentClients({"loss": token_loss.address}, ClientSettings(token_env=token_in_env)) as clients:
             await clients.critique(critique_request())
 

@@ -29,9 +29,18 @@ TOKEN_ENV = "JUDGEOPT_TEST_DESCRIBE_TOKEN"
 TOKEN = f"tok-{secrets.token_hex(16)}"
 
 
+STUDY_SHARED = {"loss": "study_backward_", "gradient": "study_backward_"}
+"""The study protocol's backward-engine system prompt, shared by the loss and gradient roles."""
+
+
 def expected_templates(role: Role) -> dict[str, str]:
-    """Computed here from the files, independently of ``prompting.template_hashes``."""
-    return {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in PROMPTS.glob(f"{role}_*.txt")}
+    """Computed here from the files, independently of ``prompting.template_hashes``: the role's own templates under
+    both protocols (``<role>_*``, ``study_<role>_*``) and the study templates it shares."""
+    patterns = [f"{role}_*.txt", f"study_{role}_*.txt"]
+    if role in STUDY_SHARED:
+        patterns.append(f"{STUDY_SHARED[role]}*.txt")
+    files = [p for pattern in patterns for p in PROMPTS.glob(pattern)]
+    return {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 @pytest.fixture(scope="module")

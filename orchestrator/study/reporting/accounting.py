@@ -103,7 +103,8 @@ def _plain(value: Any) -> str:
 
 
 def provenance_section(study: Study) -> Section:
-    first = study.cells[0].summary.get("provenance", {})
+    first_summary = study.cells[0].summary
+    first = first_summary.get("provenance", {})
     checksums = sorted({str(c.summary.get("provenance", {}).get("data_checksum")) for c in study.cells})
     models = first.get("models") or {}
     grid = study.grid
@@ -128,6 +129,8 @@ def provenance_section(study: Study) -> Section:
             or "—"
         ),
         f"source: {study.kind} directory {study.directory}",
+        f"profile: {first_summary.get('profile', '—')}; differs from the study in: "
+        + (", ".join(first_summary.get("differs_from_study") or []) or "nothing"),
     ]
     unfinished = [c.name for c in study.cells if c.summary.get("status") != "complete"]
     if unfinished:

@@ -85,6 +85,15 @@ class Aggregate:
     def mean_macro(self, step: int | None) -> float | None:
         return None if step is None or step not in self.macro else fmean(self.macro[step])
 
+    @property
+    def hvi_of_run_means(self) -> float | None:
+        """The study's HVI: the hypervolume of the archive of the run-mean per-criterion ρ vectors of every step
+        tested in all runs (reference −1), which is not the mean of the runs' own HVIs."""
+        steps = sorted(set.intersection(*(set(series) for series in self.rho.values()))) if self.rho else []
+        if not steps:
+            return None
+        return hypervolume_indicator([[fmean(self.rho[c][s]) for c in self.rho] for s in steps])
+
     def improves_on_test(self) -> bool:
         start = self.mean_macro(0)
         return start is not None and any(fmean(v) > start for s, v in self.macro.items() if s != 0)

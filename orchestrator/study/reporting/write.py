@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from judgeopt.core.private_files import private_dir, write_private_bytes, write_private_text
 from judgeopt.orchestrator.study.reporting.accounting import provenance_section, spend_section
 from judgeopt.orchestrator.study.reporting.aggregate import aggregate
 from judgeopt.orchestrator.study.reporting.document import FILES_DIR, Document, Paragraph, render_html, render_markdown
@@ -53,10 +54,10 @@ def build_document(study: Study) -> Document:
 
 def _write_figures(document: Document, files_dir: Path) -> None:
     """Write the figures, and drop PNG files a previous report left that this one no longer has."""
-    files_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(files_dir)
     names = set()
     for figure in document.figures():
-        (files_dir / figure.name).write_bytes(figure.png)
+        write_private_bytes(files_dir / figure.name, figure.png)
         names.add(figure.name)
     for stale in files_dir.glob("*.png"):
         if stale.name not in names:
@@ -64,10 +65,11 @@ def _write_figures(document: Document, files_dir: Path) -> None:
 
 
 def write_report(directory: Path) -> tuple[Path, Path]:
-    """Write ``report.md``, ``report.html`` and ``report_files/*.png`` into ``directory``; returns both documents."""
+    """Write ``report.md``, ``report.html`` and ``report_files/*.png`` into ``directory`` (0600, the folder 0700);
+    returns both documents."""
     document = build_document(load_study(directory))
     _write_figures(document, directory / FILES_DIR)
     markdown_path, html_path = directory / REPORT_MARKDOWN, directory / REPORT_HTML
-    markdown_path.write_text(render_markdown(document), encoding="utf-8")
-    html_path.write_text(render_html(document), encoding="utf-8")
+    write_private_text(markdown_path, render_markdown(document))
+    write_private_text(html_path, render_html(document))
     return markdown_path, html_path

@@ -111,20 +111,26 @@ class RequestMeta(google.protobuf.message.Message):
     REQUEST_ID_FIELD_NUMBER: builtins.int
     RUN_ID_FIELD_NUMBER: builtins.int
     CALL_LABEL_FIELD_NUMBER: builtins.int
+    PROMPT_PROTOCOL_FIELD_NUMBER: builtins.int
     request_id: builtins.str
     """Unique per logical call; a retried call keeps its id."""
     run_id: builtins.str
     """The optimization run this call belongs to."""
     call_label: builtins.str
     """Free-form stage label for logs, e.g. "step-3/gradient"."""
+    prompt_protocol: builtins.str
+    """Which prompt templates the agent renders: "" or "judgeopt" for judgeopt's own, "study" for the study's
+    (docs/study-protocol.md). Anything else is refused.
+    """
     def __init__(
         self,
         *,
         request_id: builtins.str = ...,
         run_id: builtins.str = ...,
         call_label: builtins.str = ...,
+        prompt_protocol: builtins.str = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["call_label", b"call_label", "request_id", b"request_id", "run_id", b"run_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["call_label", b"call_label", "prompt_protocol", b"prompt_protocol", "request_id", b"request_id", "run_id", b"run_id"]) -> None: ...
 
 global___RequestMeta = RequestMeta
 
@@ -198,6 +204,29 @@ class Sample(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["fields", b"fields", "id", b"id"]) -> None: ...
 
 global___Sample = Sample
+
+@typing.final
+class Conversation(google.protobuf.message.Message):
+    """One judged sample and what the judge answered for it, as the optimizer is shown it (the study's conversations)."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    SAMPLE_FIELD_NUMBER: builtins.int
+    OUTPUT_FIELD_NUMBER: builtins.int
+    output: builtins.str
+    """Per-criterion calls: that criterion's score as text. Joint calls: the judge's raw reply."""
+    @property
+    def sample(self) -> global___Sample: ...
+    def __init__(
+        self,
+        *,
+        sample: global___Sample | None = ...,
+        output: builtins.str = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["sample", b"sample"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["output", b"output", "sample", b"sample"]) -> None: ...
+
+global___Conversation = Conversation
 
 @typing.final
 class Instruction(google.protobuf.message.Message):

@@ -22,6 +22,7 @@ class StepRequest(google.protobuf.message.Message):
     CRITERIA_FIELD_NUMBER: builtins.int
     PROMPT_FIELD_NUMBER: builtins.int
     GRADIENTS_FIELD_NUMBER: builtins.int
+    CONVERSATIONS_FIELD_NUMBER: builtins.int
     routing: judgeopt.v1.common_pb2.Routing.ValueType
     """PER_CRITERION: rewrite one instruction (plain text answer). JOINT: rewrite the whole set (JSON answer)."""
     @property
@@ -36,6 +37,10 @@ class StepRequest(google.protobuf.message.Message):
     def gradients(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Gradient]:
         """The gradients of the mini-batch that apply to the criteria in scope."""
 
+    @property
+    def conversations(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Conversation]:
+        """The mini-batch's judged samples with the judge's output, if the caller lets the optimizer see them."""
+
     def __init__(
         self,
         *,
@@ -44,9 +49,10 @@ class StepRequest(google.protobuf.message.Message):
         criteria: collections.abc.Iterable[judgeopt.v1.common_pb2.Criterion] | None = ...,
         prompt: judgeopt.v1.common_pb2.JudgePrompt | None = ...,
         gradients: collections.abc.Iterable[judgeopt.v1.common_pb2.Gradient] | None = ...,
+        conversations: collections.abc.Iterable[judgeopt.v1.common_pb2.Conversation] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["meta", b"meta", "prompt", b"prompt"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["criteria", b"criteria", "gradients", b"gradients", "meta", b"meta", "prompt", b"prompt", "routing", b"routing"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["conversations", b"conversations", "criteria", b"criteria", "gradients", b"gradients", "meta", b"meta", "prompt", b"prompt", "routing", b"routing"]) -> None: ...
 
 global___StepRequest = StepRequest
 
@@ -63,7 +69,8 @@ class StepResponse(google.protobuf.message.Message):
     @property
     def instructions(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Instruction]:
         """The rewritten instructions, one per criterion in scope. On a parse failure the caller's instructions are
-        returned unchanged and status says why.
+        returned unchanged and status says why; under the study protocol a criterion the reply lacks is left out
+        instead (the caller falls back to the track's initial instruction).
         """
 
     @property
