@@ -14,6 +14,7 @@ from judgeopt.agents.errors import InvalidRequestError
 from judgeopt.agents.model_client import ModelRunner
 from judgeopt.agents.parsing import find_json_object, lookup_key, parse_scores
 from judgeopt.agents.types import Criterion, Gradient, ParseStatus, Usage
+from judgeopt.core.wire import MAX_CRITERIA
 
 RATING = Criterion("score", "", 1.0, 10.0, integer_scores=True)
 RATING_SCHEMA: dict[str, Any] = {
@@ -33,6 +34,10 @@ class SpecificityTask:
     def __post_init__(self) -> None:
         if not self.gradients:
             raise InvalidRequestError("specificity: no gradients to rate")
+        if len(self.others) + 1 > MAX_CRITERIA:
+            raise InvalidRequestError(
+                f"specificity: {len(self.others) + 1} criteria in one request; at most {MAX_CRITERIA} are allowed"
+            )
 
 
 @dataclass(frozen=True)

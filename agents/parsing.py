@@ -268,10 +268,11 @@ def strip_wrapping(text: str) -> str:
 
 _SECTION = re.compile(
     r"^(?:[#*.\d-]|[^\S\n])*+(?P<name>keep|what works|problem|what went wrong|cause|fix|how to fix)\b[^:\n]*+:",
-    re.IGNORECASE | re.MULTILINE,
+    re.IGNORECASE | re.MULTILINE | re.ASCII,
 )
 """A heading line: ``## Problem:``, ``- **Fix**:``, ``2. What went wrong (cause):``. Matched within its line (a
-leading run that could cross lines made megabytes of blank lines take hours)."""
+leading run that could cross lines made megabytes of blank lines take hours), and in ASCII only: Unicode case folding
+would let ``cauſe:`` (long s) match a name it is not."""
 _SECTION_KEYS = {
     "keep": "keep",
     "what works": "keep",

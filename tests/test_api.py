@@ -213,6 +213,13 @@ class TestJudge:
         with pytest.raises(judgeopt.DataError, match=r"^rows: row 2: missing column 'summary'"):
             finished.judge("best").score(rows)
 
+    def test_a_row_with_a_lone_surrogate_is_refused_naming_the_row(self, finished: judgeopt.Run) -> None:
+        """Half a UTF-16 pair is no text any request could carry: a DataError naming row and column, not a
+        UnicodeEncodeError."""
+        rows = [{"article": "A text.", "summary": "A summary."}, {"article": "A text.", "summary": "Half \ud800."}]
+        with pytest.raises(judgeopt.DataError, match=r"^rows: row 2: column 'summary': a lone surrogate"):
+            finished.judge("best").score(rows)
+
 
 class TestErrors:
     @pytest.mark.parametrize(

@@ -150,7 +150,8 @@ def _write_rows(path: Path, rows: Sequence[Mapping[str, Any]], text_fields: Sequ
         if not isinstance(row, Mapping):
             raise DataError(f"rows: row {n}: expected a mapping of text fields, got {type(row).__name__}")
         try:
-            lines.append(json.dumps({f: row[f] for f in text_fields if f in row}, ensure_ascii=False))
+            # ASCII escapes: a lone surrogate in a row stays writable, to be refused by the reader naming its row.
+            lines.append(json.dumps({f: row[f] for f in text_fields if f in row}))
         except (TypeError, ValueError) as exc:
             raise DataError(f"rows: row {n}: {exc}") from None
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -21,5 +21,9 @@ def run(args: argparse.Namespace) -> int:
     for breach in report.breaches:
         print(f"BREACH {breach.stage} {breach.request_id}: {breach.problem}")
     verdict = "ok" if report.ok else f"{len(report.breaches)} breach(es)"
-    print(f"audit {verdict}: {report.checked_requests} received requests checked in {len(report.ledger_files)} ledgers")
+    unsent = f" ({report.never_sent} never reached a service: every attempt failed)" if report.never_sent else ""
+    print(
+        f"audit {verdict}: {report.checked_requests} received requests checked in {len(report.ledger_files)} "
+        f"ledgers; {report.received_requests} of {report.routed_requests} routed requests received{unsent}"
+    )
     return 0 if report.ok else 1

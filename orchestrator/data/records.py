@@ -3,6 +3,7 @@ run config, and the SummEval criteria."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
@@ -42,6 +43,8 @@ class CriterionSpec(BaseModel):
     def _check_range(self) -> Self:
         if self.max_score <= self.min_score:
             raise ValueError(f"max_score ({self.max_score:g}) must be greater than min_score ({self.min_score:g})")
+        if self.integer_scores and math.ceil(self.min_score) > math.floor(self.max_score):
+            raise ValueError(f"integer scores, but no integer between {self.min_score:g} and {self.max_score:g}")
         return self
 
 

@@ -4,6 +4,10 @@ The evidence is the services' own ledgers (``services/<role>.ledger.jsonl``: wha
 by the receiving service), not the router's log alone: every request a service received must match a routed call
 of this run, carry only the criteria that call may see, and only the fields the policy grants its stage. The
 router's own log is checked against the policy too.
+
+The ledgers must account for the run's whole traffic: every routed call must have been received by a service,
+unless every attempt of it failed (the calls table says so: it never reached one). An audit that checked nothing
+(ledgers emptied, or of another run) is refused, not passed.
 """
 
 from __future__ import annotations
@@ -34,8 +38,15 @@ class Breach:
 @dataclass(frozen=True)
 class AuditReport:
     checked_requests: int
+    """Ledger lines of the run checked: a request received twice (a retry keeps its id) counts twice."""
     ledger_files: tuple[str, ...]
     breaches: tuple[Breach, ...]
+    routed_requests: int
+    """Calls the router logged."""
+    received_requests: int
+    """Routed calls some ledger holds."""
+    never_sent: int
+    """Routed calls no service received because every attempt failed before reaching one."""
 
     @property
     def ok(self) -> bool:
@@ -90,6 +101,9 @@ def audit_run(run_dir: Path) -> AuditReport:
         run_id, policy = manifest.run_id, manifest.policy
         tracks = {t: manifest.track_criteria(t) for t in manifest.tracks}
         routed = {e.request_id: e for e in store.audit_entries()}
+        outcomes: dict[str, set[str]] = {}
+        for request_id, *_, outcome in store.calls():
+            outcomes.setdefault(request_id, set()).add(outcome)
     finally:
         store.close()
     # A run's own services, or those an experiment's cells share (EXPERIMENT/cells/<cell> → EXPERIMENT/services).
@@ -102,11 +116,13 @@ def audit_run(run_dir: Path) -> AuditReport:
     for entry in routed.values():
         breaches += _check(policy, entry, tracks[entry.track], entry.visible, entry.fields, "router sent")
     checked = 0
+    received_ids: set[str] = set()
     for received in ledger:
         if received.get("run_id") != run_id or received.get("rpc") not in WORK_METHODS:
             continue  # another run's request, or the evaluator's diagnostics (outside the policy's stages)
         checked += 1
         request_id = str(received["request_id"])
+        received_ids.add(request_id)
         stage = WORK_METHODS[str(received["rpc"])]
         logged = routed.get(request_id)
         if logged is None:
@@ -120,4 +136,19 @@ def audit_run(run_dir: Path) -> AuditReport:
         fields = received["fields"]
         assert isinstance(crit, list) and isinstance(fields, list)
         breaches += _check(policy, entry, tracks[entry.track], crit, fields, "service received")
-    return AuditReport(checked, tuple(files), tuple(breaches))
+    if checked == 0:
+        raise ConfigError(
+            f"{services_dir}: the ledgers hold no request of run {run_id} ({len(routed)} routed); nothing was checked"
+        )
+    never_sent = 0
+    for request_id, entry in routed.items():
+        if request_id in received_ids:
+            continue
+        attempts = outcomes.get(request_id, set())
+        if attempts == {"failed"}:
+            never_sent += 1  # every attempt failed before a service took it: nothing was carried anywhere
+            continue
+        how = "answered" if "ok" in attempts else "with no attempt recorded"
+        breaches.append(Breach(request_id, entry.stage, f"routed ({how}), but no service received it"))
+    routed_and_received = len(received_ids & routed.keys())
+    return AuditReport(checked, tuple(files), tuple(breaches), len(routed), routed_and_received, never_sent)

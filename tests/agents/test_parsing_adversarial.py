@@ -150,6 +150,11 @@ def test_logprob_scoring_takes_linear_time_on_a_hostile_reply(reply: str) -> Non
     assert _superlinear(lambda tokens: logprob_weighted_scores(tokens, BOTH), small, large) is None
 
 
+def test_a_heading_in_look_alike_letters_is_not_a_heading() -> None:
+    """``Cauſe:`` (a long s) is no "cause" heading: Unicode case folding once matched it and then crashed on it."""
+    assert parse_feedback("Cau\u017fe: x\nFix: y") == ({"fix": "y"}, ParseStatus.REPAIRED)
+
+
 # --- fuzzing: never raises, always a typed status ---------------------------------------------------------------
 
 _JSON_VALUES = st.recursive(
@@ -209,6 +214,9 @@ _PIECES = st.sampled_from(
         "\ud800",
         "\x00",
         "instruction",
+        "Cau\u017fe:",
+        "\u212aeep:",
+        "\u00b2",
     ]
 )
 REPLIES = st.one_of(

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from judgeopt.agents.errors import InvalidRequestError
+from judgeopt.agents.evaluator import SpecificityTask
 from judgeopt.agents.types import (
     Criterion,
     CriterionEvidence,
@@ -158,6 +159,8 @@ class TestScoreTask:
             GradientTask(Routing.JOINT, criteria, "s1", ())
         with pytest.raises(InvalidRequestError, match=rf"step: {limit}"):
             StepTask(Routing.JOINT, criteria, prompt)
+        with pytest.raises(InvalidRequestError, match=rf"specificity: {limit}"):
+            SpecificityTask(criteria[0], criteria[1:], (gradient("c0"),))
 
     def test_no_criteria_is_refused(self) -> None:
         """A score task without criteria is refused."""

@@ -77,6 +77,10 @@ CONFIG_CASES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "steps-below-zero": (run_section(steps=-1), ("run.steps",)),
     "batch-zero": (run_section(batch_size=0), ("run.batch_size",)),
     "unknown-gate": (run_section(gate="accuracy"), ("accuracy", "mae")),
+    "integer-scale-without-an-integer": (
+        run_section(dataset={**SMALL_DATA, "criteria": [{"name": "fluency", "min_score": 0.2, "max_score": 0.8}]}),
+        ("criteria", "no integer between 0.2 and 0.8"),
+    ),
     "inverted-criterion-range": (
         run_section(dataset={**SMALL_DATA, "criteria": [{"name": "fluency", "min_score": 5, "max_score": 1}]}),
         ("criteria",),

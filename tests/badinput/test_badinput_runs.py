@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers.fake_openai import FakeOpenAI, Handler, HttpError, RecordedRequest, Reply
+from helpers.runs import assert_audited_every_call
 from helpers.scripts import SUMMEVAL, deterministic_handler, role_of
 
 from judgeopt.cli import main
@@ -140,7 +141,8 @@ class TestHostileSamples:
         assert summary["status"] == "complete"
         assert [s["step"] for s in summary["steps"]] == [0, 1]
         capsys.readouterr()
-        assert main(["audit", str(finished.run_dir)]) == 0, capsys.readouterr().out
+        assert main(["audit", str(finished.run_dir)]) == 0
+        assert_audited_every_call(capsys.readouterr().out, finished.run_dir)
 
     @pytest.mark.parametrize("role", ["loss", "optimizer"])
     def test_loss_and_optimizer_requests_never_carry_sample_text(self, finished: FinishedRun, role: str) -> None:

@@ -37,6 +37,7 @@ import yaml
 from helpers.eventually import wait_until  # type: ignore[import-not-found,unused-ignore]
 from helpers.fake_openai import FakeOpenAI  # type: ignore[import-not-found,unused-ignore]
 from helpers.pki import Pki, make_pki  # type: ignore[import-not-found,unused-ignore]
+from helpers.runs import assert_audited_every_call  # type: ignore[import-not-found,unused-ignore]
 from helpers.scripts import deterministic_handler  # type: ignore[import-not-found,unused-ignore]
 
 from judgeopt.services.healthcheck import ProbeTLS, check
@@ -380,7 +381,7 @@ class TestMultiHost:
             assert _ledger_requests(deployment.ledgers / f"{name}.ledger.jsonl", summary["run_id"]), name
         audit = _audit(run_dir)
         assert audit.returncode == 0, audit.stdout + audit.stderr
-        assert "audit ok" in audit.stdout
+        assert_audited_every_call(audit.stdout, run_dir)
 
     def test_the_agents_speak_only_mutual_tls(self, deployment: Deployment) -> None:
         """From the bridge, every agent refuses a plaintext probe and a TLS probe without a client certificate; the
@@ -397,28 +398,47 @@ class TestMultiHost:
     def test_killing_a_loss_replica_mid_run_still_completes_with_nothing_lost(
         self, deployment: Deployment, reference_run: tuple[Path, dict[str, Any]]
     ) -> None:
-        """SIGKILL one loss replica once the run has recorded loss calls: the orchestrator's retries land on the
-        other replica, the run completes with every step exactly once, no call attempt stored twice, the same
-        metrics as the undisturbed run, and a clean audit."""
+        """SIGKILL one loss replica while it holds loss calls of the run (the model takes 2 s on them): those attempts
+        fail and are answered on retry by the other replica, which takes every loss call of the run; the run
+        completes with every step exactly once, no call attempt stored twice, the same metrics as the undisturbed
+        run, and a clean audit of every call."""
+        from helpers.fake_openai import RecordedRequest, Reply  # type: ignore[import-not-found,unused-ignore]
+        from helpers.scripts import role_of, with_latency  # type: ignore[import-not-found,unused-ignore]
+
         reference_dir, reference = reference_run
         run_dir = deployment.lab.work / "disturbed"
-        process = _optimize(deployment, run_dir)
         store = run_dir / "run.sqlite"
+        scripted = deterministic_handler()
+        slow = with_latency(scripted, 2.0)
 
-        def loss_calls_recorded() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"the run ended before the kill:\n{_tail(deployment.lab.work / 'disturbed.log')}")
-            if not store.exists():
-                return False
-            try:
-                with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
-                    row = db.execute("SELECT COUNT(*) FROM calls WHERE stage = 'loss'").fetchone()
-            except sqlite3.OperationalError:  # the store is still being created
-                return False
-            return bool(row[0])
+        def slow_loss(request: RecordedRequest) -> Reply:  # a loss call stays in flight long enough to be cut
+            return slow(request) if role_of(request) == "loss" else scripted(request)
 
-        wait_until(loss_calls_recorded, timeout=90, interval=0.01, message="no loss call was ever recorded")
-        deployment.lab.kill("loss-b")
+        deployment.endpoint.set_handler(slow_loss)
+        process = _optimize(deployment, run_dir)
+        try:
+
+            def run_id() -> str | None:
+                if process.poll() is not None:
+                    raise AssertionError(
+                        f"the run ended before the kill:\n{_tail(deployment.lab.work / 'disturbed.log')}"
+                    )
+                try:
+                    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+                        row = db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+                except sqlite3.OperationalError:  # the store is still being created
+                    return None
+                return None if row is None else str(json.loads(row[0])["run_id"])
+
+            wait_until(lambda: run_id() is not None, timeout=90, interval=0.01, message="the run never started")
+            disturbed = run_id()
+            assert disturbed is not None
+            ledger_b = deployment.ledgers / "loss-b.ledger.jsonl"
+            wait_until(lambda: bool(_ledger_requests(ledger_b, disturbed)), timeout=90, interval=0.01)
+            deployment.lab.kill("loss-b")
+        finally:
+            deployment.endpoint.set_handler(scripted)
+        cut = set(_ledger_requests(ledger_b, disturbed))  # what loss-b took before it died, all still in flight
         summary = _finish(deployment, process, run_dir)
 
         assert summary["status"] == "complete"
@@ -431,7 +451,10 @@ class TestMultiHost:
             unanswered = db.execute(
                 "SELECT COUNT(*) FROM (SELECT request_id FROM calls GROUP BY request_id HAVING SUM(outcome = 'ok') = 0)"
             ).fetchone()[0]
-            loss_ok = db.execute("SELECT COUNT(*) FROM calls WHERE stage = 'loss' AND outcome = 'ok'").fetchone()[0]
+            loss_ok = {r for (r,) in db.execute("SELECT request_id FROM calls WHERE stage = 'loss' AND outcome = 'ok'")}
+            failed = {
+                r for (r,) in db.execute("SELECT request_id FROM calls WHERE stage = 'loss' AND outcome = 'failed'")
+            }
         with contextlib.closing(sqlite3.connect(reference_dir / "run.sqlite")) as db:
             reference_loss = db.execute(
                 "SELECT COUNT(*) FROM calls WHERE stage = 'loss' AND outcome = 'ok'"
@@ -439,9 +462,13 @@ class TestMultiHost:
         assert steps == [(step,) for step in range(STEPS + 1)]  # every step exactly once
         assert duplicates == 0
         assert unanswered == 0  # every call was eventually answered: nothing lost
-        assert loss_ok == reference_loss
-        survivor = _ledger_requests(deployment.ledgers / "loss-a.ledger.jsonl", summary["run_id"])
-        assert survivor, "the surviving loss replica received no call of the disturbed run"
+        assert len(loss_ok) == reference_loss
+        # The kill's effect: every call loss-b held failed, and was answered on retry by loss-a, which took every
+        # loss call of the run from then on (loss-b answered none).
+        assert cut and cut <= failed, (cut, failed)
+        survivor = set(_ledger_requests(deployment.ledgers / "loss-a.ledger.jsonl", summary["run_id"]))
+        assert failed <= survivor and loss_ok <= survivor
         deployment.collect_ledgers(run_dir)
         audit = _audit(run_dir)
         assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert_audited_every_call(audit.stdout, run_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.runs import assert_audited_every_call
 
 from judgeopt.cli import main
 from judgeopt.core.local_model import LocalModelServer
@@ -19,7 +20,7 @@ USABLE = (common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED)
 class TestLocalModelRun:
     @pytest.mark.timeout(900)
     def test_short_sss_run_parses_judge_replies_and_records_an_instruction_change(
-        self, local_llm: LocalModelServer, tmp_path: Path
+        self, local_llm: LocalModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """One SSS step on SummEval through the four services: at least 90% of judge scores parse into in-range
         values (constrained output), every optimizer reply is recorded, and the step's candidate instruction
@@ -66,7 +67,9 @@ class TestLocalModelRun:
         assert optimizer == 4  # one recorded optimizer outcome per criterion
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "complete" and len(summary["steps"]) == 2
+        capsys.readouterr()
         assert main(["audit", str(run_dir)]) == 0
+        assert_audited_every_call(capsys.readouterr().out, run_dir)
 
 
 class TestLocalModelExperiment:

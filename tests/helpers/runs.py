@@ -75,3 +75,16 @@ def outcome(run_dir: Path) -> dict[str, Any]:
         "steps": [{k: s[k] for k in STEP_KEYS} for s in summary["steps"]],
         "prompts": final_prompts(run_dir),
     }
+
+
+def routed_requests(run_dir: Path) -> int:
+    """Calls the run's router logged: what `judgeopt audit` must find received in the services' ledgers."""
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        return int(db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+
+
+def assert_audited_every_call(output: str, run_dir: Path) -> None:
+    """`judgeopt audit`'s output says it passed, and that every request the run routed was received and checked."""
+    routed = routed_requests(run_dir)
+    assert routed > 0, "the run routed no request"
+    assert "audit ok: " in output and f"; {routed} of {routed} routed requests received" in output, output

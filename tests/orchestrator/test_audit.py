@@ -25,7 +25,7 @@ from judgeopt.orchestrator.engine.audit import AuditReport, allowed_fields, audi
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.policy import PRESETS, CallView, Policy
 from judgeopt.orchestrator.engine.router import RoutedCall, Router
-from judgeopt.orchestrator.engine.store import RunStore
+from judgeopt.orchestrator.engine.store import CallAttempt, RunStore
 from judgeopt.v1 import common_pb2, gradient_pb2
 
 RUN_ID = "r1"
@@ -120,6 +120,31 @@ def make_run(run_dir: Path, policy: Policy, router_class: type[Router] = Router)
     return calls
 
 
+def record_attempts(run_dir: Path, calls: Sequence[Call], *, failed: dict[str, int]) -> None:
+    """The calls table as the executor leaves it: one ``ok`` attempt per call, or ``failed[request_id]`` failed
+    attempts (UNAVAILABLE) and nothing else."""
+    store = RunStore(run_dir)
+    try:
+        for call in calls:
+            for attempt in range(1, failed.get(call.request_id, 0) + 1):
+                store.record_attempt(
+                    CallAttempt(call.request_id, attempt, "all", 0, call.stage, "train", "failed", "UNAVAILABLE")
+                )
+            if call.request_id not in failed:
+                store.record_attempt(CallAttempt(call.request_id, 1, "all", 0, call.stage, "train", "ok"))
+    finally:
+        store.close()
+
+
+def drop_from_ledgers(run_dir: Path, request_ids: set[str]) -> None:
+    """Remove the lines of ``request_ids`` from every ledger (as if no service had received them)."""
+    for ledger in (run_dir / "services").glob("*.ledger.jsonl"):
+        lines = ledger.read_text(encoding="utf-8").splitlines(keepends=True)
+        ledger.write_text(
+            "".join(line for line in lines if json.loads(line)["request_id"] not in request_ids), encoding="utf-8"
+        )
+
+
 class LeakyGradientRouter(Router):
     """Adds the ground truth to every gradient request after its (clean) audit entry was built."""
 
@@ -160,7 +185,8 @@ class TestHonestRuns:
         report = audit_run(tmp_path)
         assert report.breaches == ()
         assert report.ok
-        assert report.checked_requests == len(calls)
+        assert report.checked_requests == report.routed_requests == report.received_requests == len(calls)
+        assert report.never_sent == 0
         assert sorted(Path(f).name for f in report.ledger_files) == sorted(f"{s}.ledger.jsonl" for s in RPC)
 
     def test_single_task_tracks(self, tmp_path: Path) -> None:
@@ -177,7 +203,7 @@ class TestHonestRuns:
         write_ledgers(tmp_path, calls)
         report = audit_run(tmp_path)
         assert report.ok, report.breaches
-        assert report.checked_requests == len(calls)
+        assert report.checked_requests == report.routed_requests == len(calls)
 
     def test_retried_request_is_checked_each_time(self, tmp_path: Path) -> None:
         """A request received twice (a retry keeps its id) is checked twice and still passes."""
@@ -186,6 +212,7 @@ class TestHonestRuns:
         report = audit_run(tmp_path)
         assert report.ok
         assert report.checked_requests == len(calls) + 1
+        assert report.routed_requests == report.received_requests == len(calls)
 
     def test_requests_of_other_runs_are_ignored(self, tmp_path: Path) -> None:
         """Ledger lines of another run (a service shared between runs) are neither checked nor breaches."""
@@ -195,7 +222,7 @@ class TestHonestRuns:
         write_ledgers(tmp_path, foreign)
         report = audit_run(tmp_path)
         assert report.ok
-        assert report.checked_requests == len(calls)
+        assert report.checked_requests == report.routed_requests == len(calls)
 
 
 class TestBreaches:
@@ -208,6 +235,7 @@ class TestBreaches:
         assert all(item.HasField("ground_truth") for c in gradient_calls for item in c.request.evidence)
         report = audit_run(tmp_path)
         assert not report.ok
+        assert report.checked_requests == report.routed_requests == len(calls)
         assert {b.stage for b in report.breaches} == {"gradient"}
         assert not [b for b in report.breaches if "router sent" in b.problem]
         leaked = breaches_about(report, "gradient", "service received fields the policy hides")
@@ -218,8 +246,9 @@ class TestBreaches:
 
     def test_leak_the_router_logs_is_caught_twice(self, tmp_path: Path) -> None:
         """A router that leaks and logs it is caught in its own log and in the service ledger."""
-        make_run(tmp_path, PRESETS["SSS"], SelfReportingLeakyRouter)
+        calls = make_run(tmp_path, PRESETS["SSS"], SelfReportingLeakyRouter)
         report = audit_run(tmp_path)
+        assert report.checked_requests == report.routed_requests == len(calls)
         assert breaches_about(report, "gradient", "router sent fields the policy hides")
         assert breaches_about(report, "gradient", "service received fields the policy hides")
         assert {b.stage for b in report.breaches} == {"gradient"}
@@ -237,6 +266,30 @@ class TestBreaches:
         assert "never routed" in report.breaches[0].problem
         assert report.checked_requests == len(calls) + 1
 
+    def test_request_routed_but_never_received(self, tmp_path: Path) -> None:
+        """A routed call that was answered (an ``ok`` attempt in the calls table) but that no service's ledger holds
+        is a breach: the audit saw a different traffic than the run had."""
+        calls = make_run(tmp_path, PRESETS["SSS"])
+        lost = next(c for c in calls if c.stage == "gradient")
+        record_attempts(tmp_path, calls, failed={})
+        drop_from_ledgers(tmp_path, {lost.request_id})
+        report = audit_run(tmp_path)
+        assert [(b.request_id, b.stage) for b in report.breaches] == [(lost.request_id, "gradient")]
+        assert "routed" in report.breaches[0].problem and "no service received" in report.breaches[0].problem
+        assert (report.routed_requests, report.received_requests) == (len(calls), len(calls) - 1)
+
+    def test_routed_call_whose_every_attempt_failed_before_any_service(self, tmp_path: Path) -> None:
+        """A routed call whose every attempt failed (UNAVAILABLE: it never reached a service) is in the calls table
+        as failed, and in no ledger: no breach, counted as never sent."""
+        calls = make_run(tmp_path, PRESETS["SSS"])
+        unsent = next(c for c in calls if c.stage == "loss")
+        record_attempts(tmp_path, calls, failed={unsent.request_id: 3})
+        drop_from_ledgers(tmp_path, {unsent.request_id})
+        report = audit_run(tmp_path)
+        assert report.ok, report.breaches
+        assert report.never_sent == 1
+        assert (report.routed_requests, report.received_requests) == (len(calls), len(calls) - 1)
+
     def test_criterion_outside_the_visible_scope(self, tmp_path: Path) -> None:
         """A per-criterion loss request that arrived defining another criterion too is a breach."""
         store = start_run(tmp_path, PRESETS["SSS"])
@@ -248,6 +301,7 @@ class TestBreaches:
         target = next(c for c in calls if c.stage == "loss" and c.criteria == ("coherence",))
         write_ledgers(tmp_path, calls, edit={target.request_id: {"criteria": ["coherence", "fluency"]}})
         report = audit_run(tmp_path)
+        assert report.checked_requests == report.routed_requests == len(calls)
         assert [(b.request_id, b.stage) for b in report.breaches] == [(target.request_id, "loss")]
         assert "criteria the policy hides" in report.breaches[0].problem
         assert "fluency" in report.breaches[0].problem
@@ -264,6 +318,7 @@ class TestBreaches:
         fields = [*manifest(target.request, RPC["gradient"])["fields"], "coherence:critique"]
         write_ledgers(tmp_path, calls, edit={target.request_id: {"fields": fields}})
         report = audit_run(tmp_path)
+        assert report.checked_requests == report.routed_requests == len(calls)
         assert [(b.request_id, b.stage) for b in report.breaches] == [(target.request_id, "gradient")]
         assert "'coherence:critique'" in report.breaches[0].problem
 
@@ -275,6 +330,7 @@ class TestBreaches:
         with (tmp_path / "services" / "gradient.ledger.jsonl").open("a", encoding="utf-8") as ledger:
             ledger.write(json.dumps(misplaced) + "\n")
         report = audit_run(tmp_path)
+        assert report.checked_requests == len(calls) + 1 and report.routed_requests == len(calls)
         assert [(b.request_id, b.stage) for b in report.breaches] == [(loss_call.request_id, "gradient")]
         assert "routed as loss" in report.breaches[0].problem
 
@@ -293,6 +349,15 @@ class TestNothingToAudit:
         store.close()
         (tmp_path / "services").mkdir()
         with pytest.raises(ConfigError, match="no service ledgers"):
+            audit_run(tmp_path)
+
+    def test_emptied_ledgers_are_not_a_pass(self, tmp_path: Path) -> None:
+        """Ledgers that exist but hold nothing of the run (emptied, or another run's): nothing was checked, and that
+        is a one-line refusal naming how many requests were routed, not "audit ok: 0 checked"."""
+        calls = make_run(tmp_path, PRESETS["SSS"])
+        for ledger in (tmp_path / "services").glob("*.ledger.jsonl"):
+            ledger.write_text("", encoding="utf-8")
+        with pytest.raises(ConfigError, match=rf"hold no request of run {RUN_ID} \({len(calls)} routed\)"):
             audit_run(tmp_path)
 
     def test_no_run(self, tmp_path: Path) -> None:
@@ -320,18 +385,36 @@ class TestAllowedFields:
 
 class TestCli:
     def test_honest_run_exits_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """`judgeopt audit` on an honest run exits 0 and prints no breach."""
+        """`judgeopt audit` on an honest run exits 0, prints no breach, and reports checked = routed."""
         calls = make_run(tmp_path, PRESETS["SSS"])
         assert main(["audit", str(tmp_path)]) == 0
         out = capsys.readouterr().out
         assert "BREACH" not in out
-        assert f"audit ok: {len(calls)} received requests checked in 4 ledgers" in out
+        n = len(calls)
+        assert f"audit ok: {n} received requests checked in 4 ledgers; {n} of {n} routed requests received" in out
+
+    def test_emptied_ledgers_exit_non_zero_in_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        make_run(tmp_path, PRESETS["SSS"])
+        for ledger in (tmp_path / "services").glob("*.ledger.jsonl"):
+            ledger.write_text("", encoding="utf-8")
+        assert main(["audit", str(tmp_path)]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ConfigError: ") and "nothing was checked" in err[0]
+        assert "audit ok" not in captured.out
 
     def test_leaky_run_exits_non_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """`judgeopt audit` on a leaky run exits non-zero with a BREACH line naming the stage and the field."""
-        make_run(tmp_path, PRESETS["SSS"], LeakyGradientRouter)
+        calls = make_run(tmp_path, PRESETS["SSS"], LeakyGradientRouter)
         assert main(["audit", str(tmp_path)]) != 0
         lines = capsys.readouterr().out.splitlines()
+        n = len(calls)
+        assert (
+            lines[-1]
+            == f"audit 4 breach(es): {n} received requests checked in 4 ledgers; {n} of {n} routed requests received"
+        )
         breaches = [line for line in lines if line.startswith("BREACH ")]
         assert len(breaches) == 4
         assert all(line.startswith("BREACH gradient ") for line in breaches)
@@ -352,6 +435,8 @@ class TestCli:
         make_run(tmp_path, PRESETS["SSS"])
         with (tmp_path / "services" / "judge.ledger.jsonl").open("a", encoding="utf-8") as ledger:
             ledger.write('{"request_id": "ab')
+        report = audit_run(tmp_path)
+        assert report.ok and report.checked_requests == report.routed_requests
         assert main(["audit", str(tmp_path)]) == 0
 
     def test_corrupt_ledger_line_is_one_line_error(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

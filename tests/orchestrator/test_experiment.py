@@ -16,7 +16,7 @@ import pytest
 import yaml
 from helpers.eventually import wait_until
 from helpers.fake_openai import FakeOpenAI
-from helpers.runs import run_settings, scripted_model
+from helpers.runs import assert_audited_every_call, run_settings, scripted_model
 from helpers.scripts import DILUTED_RATING, SPECIFIC_RATING, deterministic_handler, role_of
 from helpers.services import served_agents
 
@@ -58,7 +58,7 @@ def cell_status(cell: Path) -> str | None:
 
 class TestExperimentGrid:
     def test_grid_runs_every_cell_with_diagnostics_on_shared_services(
-        self, scripted: FakeOpenAI, tmp_path: Path
+        self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """2 modes × 2 gates × 2 runs: eight complete run directories with their own seeds, one set of services
         (five: the evaluator too), diagnostics stored per step and criterion, and each cell passes its audit."""
@@ -84,9 +84,11 @@ class TestExperimentGrid:
         assert sorted(p.name for p in (directory / "services").glob("*.log")) == [
             f"{r}.log" for r in sorted(("evaluator", "gradient", "judge", "loss", "optimizer"))
         ]
+        capsys.readouterr()
         for cell in cells:
             assert cell_status(directory / "cells" / cell) == "complete"
             assert main(["audit", str(directory / "cells" / cell)]) == 0
+            assert_audited_every_call(capsys.readouterr().out, directory / "cells" / cell)
         with sqlite3.connect(directory / "cells" / "SSS-mae-run0" / "run.sqlite") as db:
             sss = {s for (s,) in db.execute("SELECT score FROM diagnostics WHERE kind = 'specificity'")}
         with sqlite3.connect(directory / "cells" / "CCC-mae-run0" / "run.sqlite") as db:

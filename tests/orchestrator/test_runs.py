@@ -19,7 +19,7 @@ import yaml
 from helpers.eventually import wait_until
 from helpers.fake_openai import Completion, FakeOpenAI, RecordedRequest, Reply
 from helpers.runs import BATCH as B
-from helpers.runs import final_prompts, outcome, train_calls, write_config
+from helpers.runs import assert_audited_every_call, final_prompts, outcome, train_calls, write_config
 from helpers.scripts import deterministic_handler, fail_first_time, failing_role, role_of
 
 from judgeopt.cli import main
@@ -46,7 +46,7 @@ FORMULA = {  # training calls per step: judge, loss, gradient, optimizer (DESIGN
 class TestPresets:
     @pytest.mark.parametrize("mode", list(FORMULA))
     def test_preset_runs_end_to_end_with_the_call_formula_and_a_clean_audit(
-        self, mode: str, scripted: FakeOpenAI, tmp_path: Path
+        self, mode: str, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """Each preset completes, writes summary.json with its required keys, makes exactly the mode's number of
         calls per stage at every step, and passes the audit of what the services received."""
@@ -65,7 +65,9 @@ class TestPresets:
         calls = train_calls(run_dir)
         for step in (1, 2):
             assert {stage: calls[(step, stage)] for stage in FORMULA[mode]} == FORMULA[mode]
+        capsys.readouterr()
         assert main(["audit", str(run_dir)]) == 0
+        assert_audited_every_call(capsys.readouterr().out, run_dir)
 
     def test_rescoring_an_unchanged_prompt_costs_no_call(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
         """A rejected candidate leaves the prompt unchanged: its validation and test scores come from the cache."""
