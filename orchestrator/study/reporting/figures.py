@@ -180,10 +180,10 @@ def specificity_drop_figure(pooled: Sequence[tuple[str, PooledSpecificity]]) -> 
     ax.set_xticks(range(len(groups)), [f"{g} gradients" for g in groups])
     ax.set_ylim(0, 12.6)
     ax.set_yticks(range(0, 11, 2))
-    ax.set_ylabel("mean specificity (1–10), mean of the modes' means")
+    ax.set_ylabel("mean specificity (1–10)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="upper right")
-    ax.set_title("Gradient specificity: per-criterion (Single, SSS, SSC) vs joint (SCC, CCC) gradients")
+    ax.set_title("Gradient specificity, mean of the modes' means")
     return Figure(
         "specificity-drop.png",
         "Mean gradient specificity with per-criterion gradients (Single-Task, SSS, SSC) and with joint gradients "
