@@ -45,7 +45,7 @@ from judgeopt.orchestrator.engine.run import (
     start_run,
 )
 from judgeopt.orchestrator.engine.store import RunStore
-from judgeopt.orchestrator.engine.summary import write_summary
+from judgeopt.orchestrator.engine.summary import refresh_spend
 from judgeopt.orchestrator.study.diagnostics import rate_run
 from judgeopt.orchestrator.study.interference import SELECTION_LABELS, SelectOn, picks_of, stitch_and_score
 
@@ -213,11 +213,11 @@ async def run_experiment(
 
 
 async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
-    """The evaluator's diagnostics of a finished cell, then its summary again, so that its spend includes them."""
+    """The evaluator's diagnostics of a finished cell, then its summary's spend again, so that it includes them."""
     attempts = store.manifest().config.call_attempts
     executor = CallExecutor(store, limit=limit, retries=CallRetries(attempts=attempts), rate_limits=rates)
     await rate_run(store, clients, executor)
-    write_summary(store, run_dir)
+    refresh_spend(store, run_dir)
 
 
 async def _rate_finished(run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:

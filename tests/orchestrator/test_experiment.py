@@ -21,6 +21,8 @@ from helpers.scripts import DILUTED_RATING, SPECIFIC_RATING, deterministic_handl
 from helpers.services import served_agents
 
 from judgeopt.cli import main
+from judgeopt.orchestrator.engine import summary as summary_module
+from judgeopt.orchestrator.engine.metrics import paired_delta_interval
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +60,22 @@ def cell_status(cell: Path) -> str | None:
 
 class TestExperimentGrid:
     def test_grid_runs_every_cell_with_diagnostics_on_shared_services(
-        self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self,
+        scripted: FakeOpenAI,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """2 modes × 2 gates × 2 runs: eight complete run directories with their own seeds, one set of services
-        (five: the evaluator too), diagnostics stored per step and criterion, and each cell passes its audit."""
+        (five: the evaluator too), diagnostics stored per step and criterion, and each cell passes its audit. Each
+        cell's Δ interval is bootstrapped once, at its run's end (the diagnostics only bring its spend up to date)."""
+        intervals: list[object] = []
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            intervals.append(args)
+            return paired_delta_interval(*args, **kwargs)
+
+        monkeypatch.setattr(summary_module, "paired_delta_interval", counted)
         directory = tmp_path / "exp"
         assert (
             main(
@@ -99,6 +113,7 @@ class TestExperimentGrid:
         assert rated == 2 * 4  # every (step, criterion) of the two training steps
         summary = json.loads((directory / "cells" / "CCC-mae-run0" / "summary.json").read_text())
         assert summary["llm_calls"]["evaluator"] == evaluator_calls > 0  # the spend includes the diagnostics
+        assert len(intervals) == len(cells) == 8
 
     def test_grid_on_running_services_behind_a_bearer_token(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
         """`--<role>-addr` for the five roles and `--token-env`: the cells run on those services (no service is
