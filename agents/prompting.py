@@ -36,7 +36,7 @@ ROLE_TEMPLATE_PREFIXES: dict[str, tuple[str, ...]] = {
     "loss": ("loss_", "study_loss_", "study_backward_"),
     "gradient": ("gradient_", "study_gradient_", "study_backward_"),
     "optimizer": ("optimizer_", "study_optimizer_"),
-    "evaluator": ("evaluator_",),
+    "evaluator": ("evaluator_", "study_evaluator_"),
 }
 """The templates each role may render, under either prompt protocol."""
 
@@ -172,12 +172,15 @@ def judge_output_example(criteria: Sequence[Criterion]) -> str:
     return "{" + ", ".join(f"{json.dumps(c.name)}: <{scale(c)}>" for c in criteria) + "}"
 
 
-def format_gradients(gradients: Sequence[Gradient]) -> str:
+def format_gradients(gradients: Sequence[Gradient], *, show_criteria: bool = True) -> str:
+    """Numbered ``<feedback>`` blocks; ``show_criteria``: name in each block the criteria it was written for (the
+    specificity rating leaves them out: the evaluator must judge from the text what a gradient is about)."""
     if not gradients:
         return "(no feedback collected)"
     blocks = []
     for n, g in enumerate(gradients, start=1):
-        parts = [f'<feedback n={n} criteria="{", ".join(g.criteria)}">']
+        about = f' criteria="{", ".join(g.criteria)}"' if show_criteria else ""
+        parts = [f"<feedback n={n}{about}>"]
         for label, text in (("Keep", g.keep), ("Problem", g.problem), ("Fix", g.fix)):
             if text:
                 parts.append(f"{label}: {_fence(text)}")

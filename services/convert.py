@@ -172,6 +172,7 @@ def specificity_task_from_proto(request: evaluator_pb2.SpecificityRequest) -> Sp
         criterion=criterion_from_proto(request.criterion),
         others=criteria_from_proto(list(request.other_criteria)),
         gradients=tuple(gradient_from_proto(g) for g in request.gradients),
+        protocol=protocol_from_proto(request.meta),
     )
 
 
@@ -181,6 +182,7 @@ def adherence_task_from_proto(request: evaluator_pb2.AdherenceRequest) -> Adhere
         old_instruction=request.old_instruction,
         new_instruction=request.new_instruction,
         gradients=tuple(gradient_from_proto(g) for g in request.gradients),
+        protocol=protocol_from_proto(request.meta),
     )
 
 

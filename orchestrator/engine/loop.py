@@ -20,7 +20,7 @@ import structlog
 from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.config import RunConfig
-from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
+from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits, shown_criteria
 from judgeopt.orchestrator.engine.artifacts import PromptState, StepArtifacts
 from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
@@ -136,9 +136,7 @@ class OptimizationLoop:
 
     def _shown_criteria(self, track: Track) -> tuple[CriterionSpec, ...]:
         """The track's criteria as the agents are shown them: without their definitions when the run says so."""
-        if self.settings.run.criterion_definitions:
-            return track.criteria
-        return tuple(c.model_copy(update={"description": ""}) for c in track.criteria)
+        return shown_criteria(track.criteria, definitions=self.settings.run.criterion_definitions)
 
     # --- the whole run ---------------------------------------------------------------------------------------------
 

@@ -109,7 +109,6 @@ def build_summary(store: RunStore) -> dict[str, Any]:
     criteria = list(manifest.criterion_names)
     steps = _combined_steps(store, list(manifest.tracks), criteria)
     tested = [s for s in steps if s["rho"] is not None]
-    usage = store.usage_by_role()
     initial = _pick(steps[:1], "macro_rho")
     best = _pick(steps, "val_metric")
     oracle = _pick(steps, "macro_rho")
@@ -127,13 +126,7 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
         "steps": steps,
-        "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},
-        "rpc_attempts": {stage: u["rpc_attempts"] for stage, u in usage.items()},
-        "failed_attempts": {stage: u["failed_attempts"] for stage, u in usage.items()},
-        "tokens": {
-            stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
-        },
-        "cost": _cost(store, usage),
+        **_spend(store),
         "provenance": {
             "judgeopt_version": metadata.version("judgeopt"),
             "dataset": config.dataset.name,
@@ -161,6 +154,20 @@ def _finite(summary: dict[str, Any]) -> dict[str, Any]:
     return {key: strict(value) for key, value in summary.items()}
 
 
+def _spend(store: RunStore) -> dict[str, Any]:
+    """Calls, attempts, tokens and cost per role, from the store's call records."""
+    usage = store.usage_by_role()
+    return {
+        "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},
+        "rpc_attempts": {stage: u["rpc_attempts"] for stage, u in usage.items()},
+        "failed_attempts": {stage: u["failed_attempts"] for stage, u in usage.items()},
+        "tokens": {
+            stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
+        },
+        "cost": _cost(store, usage),
+    }
+
+
 def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] | None:
     """Spend per role at the models' ``price_per_1k_tokens``, when any is given."""
     models = store.manifest().models
@@ -178,6 +185,18 @@ def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] |
 def write_summary(store: RunStore, run_dir: Path) -> dict[str, Any]:
     summary = build_summary(store)
     write_private_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return summary
+
+
+def refresh_spend(store: RunStore, run_dir: Path) -> dict[str, Any]:
+    """The finished run's summary with its spend brought up to date (calls made after the run, such as the
+    evaluator's diagnostics), everything else as written at the run's end: the Δ interval's bootstrap is not
+    redone. Without a summary, a full one is written."""
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return write_summary(store, run_dir)
+    summary: dict[str, Any] = {**json.loads(path.read_text(encoding="utf-8")), **_finite(_spend(store))}
+    write_private_text(path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
 

@@ -258,8 +258,11 @@ async def drive_every_agent() -> None:
             StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol)
         )
     evaluator = EvaluatorAgent(as_runner(RecordingRunner('{"score": 8, "rationale": "focused"}')))
-    await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,)))
-    await evaluator.adherence(AdherenceTask(FLUENCY, "Rate fluency.", "Rate grammar and flow.", (gradient,)))
+    for protocol in protocols:
+        await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,), protocol=protocol))
+        await evaluator.adherence(
+            AdherenceTask(FLUENCY, "Rate fluency.", "Rate grammar and flow.", (gradient,), protocol=protocol)
+        )
 
 
 class TestTemplates:
