@@ -61,7 +61,8 @@ class TestExperimentGrid:
         self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """2 modes × 2 gates × 2 runs: eight complete run directories with their own seeds, one set of services
-        (five: the evaluator too), diagnostics stored per step and criterion, and each cell passes its audit."""
+        (five: the evaluator too), diagnostics stored per step and criterion, and each cell passes its audit; the
+        ungated cells are warned about once."""
         directory = tmp_path / "exp"
         assert (
             main(
@@ -75,6 +76,8 @@ class TestExperimentGrid:
             )
             == 0
         )
+        warned = [line for line in capsys.readouterr().err.splitlines() if "gate none" in line]
+        assert len(warned) == 1, warned  # four ungated cells, one warning for the grid
         cells = sorted(p.name for p in (directory / "cells").iterdir())
         assert cells == [f"{m}-{g}-run{k}" for m in ("CCC", "SSS") for g in ("mae", "none") for k in (0, 1)]
         seeds = {
