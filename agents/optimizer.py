@@ -120,17 +120,19 @@ class OptimizerAgent:
         if task.protocol == "study":
             return await self._study_step(task)
         gradients = prompting.format_gradients(task.gradients)
+        conversations = prompting.format_conversations(task.conversations)
         if task.routing is Routing.PER_CRITERION:
             criterion = task.criteria[0]
             user = prompting.render(
                 "optimizer_user_per_criterion",
                 criterion=prompting.format_scope(task.routing, task.criteria),
                 instruction=task.prompt.instruction_for(criterion.name) or "",
+                conversations=conversations,
                 gradients=gradients,
             )
         else:
             task_description = (
-                f"The judge's task:\n<task>\n{task.prompt.task_description}\n</task>\n"
+                f"The judge's task:\n{prompting.format_task(task.prompt.task_description)}\n"
                 if task.prompt.task_description
                 else ""
             )
@@ -138,6 +140,7 @@ class OptimizerAgent:
                 "optimizer_user_joint",
                 task_description=task_description,
                 instructions=prompting.format_instructions(task.prompt, task.criteria),
+                conversations=conversations,
                 gradients=gradients,
             )
         completion = await self._runner.complete(

@@ -80,7 +80,14 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.core.roles import ROLES
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
     from judgeopt.orchestrator.config import load_config
-    from judgeopt.orchestrator.study.experiment import STUDY_RUN, create_experiment, load_experiment, run_experiment
+    from judgeopt.orchestrator.engine.risks import warn_risks
+    from judgeopt.orchestrator.study.experiment import (
+        STUDY_RUN,
+        cell_configs,
+        create_experiment,
+        load_experiment,
+        run_experiment,
+    )
 
     configure_logging(json=False, level=logging.WARNING)
     if args.resume is None:
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     service_addresses = addresses(args, ALL_ROLES if grid.diagnostics else ROLES)
     settings = client_settings(args, service_addresses)
     cells = len(grid.modes) * len(grid.gates) * grid.runs
+    warn_risks(cell_configs(grid, base).values())  # once for the grid, before the progress bar
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with DirectoryLock(directory), Progress(*columns, console=Console(stderr=True)) as progress:
         bar = progress.add_task(f"experiment ({cells} cells × {base.steps + 1} steps)", total=cells * (base.steps + 1))

@@ -21,6 +21,7 @@ from judgeopt.core.private_files import write_private_text
 from judgeopt.core.roles import ALL_ROLES
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.metrics import hypervolume_indicator, paired_delta_interval
+from judgeopt.orchestrator.engine.risks import run_risks
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.profiles import study_differences
 
@@ -119,6 +120,7 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "gate": config.gate,
         "profile": config.profile,
         "differs_from_study": study_differences(config, manifest.models),
+        "warnings": run_risks(config),
         "criteria": criteria,
         "initial": initial,
         "best": best,

@@ -67,8 +67,9 @@ class TestExperimentGrid:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """2 modes × 2 gates × 2 runs: eight complete run directories with their own seeds, one set of services
-        (five: the evaluator too), diagnostics stored per step and criterion, and each cell passes its audit. Each
-        cell's Δ interval is bootstrapped once, at its run's end (the diagnostics only bring its spend up to date)."""
+        (five: the evaluator too), diagnostics stored per step and criterion, each cell passes its audit, and the
+        ungated cells are warned about once. Each cell's Δ interval is bootstrapped once, at its run's end (the
+        diagnostics only bring its spend up to date)."""
         intervals: list[object] = []
 
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -89,6 +90,8 @@ class TestExperimentGrid:
             )
             == 0
         )
+        warned = [line for line in capsys.readouterr().err.splitlines() if "gate none" in line]
+        assert len(warned) == 1, warned  # four ungated cells, one warning for the grid
         cells = sorted(p.name for p in (directory / "cells").iterdir())
         assert cells == [f"{m}-{g}-run{k}" for m in ("CCC", "SSS") for g in ("mae", "none") for k in (0, 1)]
         seeds = {
