@@ -121,8 +121,8 @@ def stage_label(stage: str, purpose: str) -> str:
 def step_timing(mode: str, run_dir: Path, step: int, args: argparse.Namespace, run_wall: float) -> StepTiming:
     rows = query(
         run_dir,
-        "SELECT stage, purpose, COUNT(DISTINCT request_id), MIN(at - seconds), MAX(at) FROM calls "
-        "WHERE step = ? AND outcome = 'ok' GROUP BY stage, purpose",
+        "SELECT stage, purpose, COUNT(DISTINCT request_id), MIN(at - endpoint_seconds - queue_seconds), MAX(at) "
+        "FROM calls WHERE step = ? AND outcome = 'ok' GROUP BY stage, purpose",
         (step,),
     )
     found = {(stage, purpose): (n, start, end) for stage, purpose, n, start, end in rows}

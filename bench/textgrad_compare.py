@@ -81,7 +81,7 @@ def judgeopt_step(run_dir: Path, step: int) -> dict[str, Any]:
     def one(sql: str) -> Any:
         return query(run_dir, sql, (step,))[0][0]
 
-    start = one("SELECT MIN(at - seconds) FROM calls WHERE step = ?")
+    start = one("SELECT MIN(at - endpoint_seconds - queue_seconds) FROM calls WHERE step = ?")
     train_end = one("SELECT MAX(at) FROM calls WHERE step = ? AND purpose = 'train'")
     val_end = one("SELECT MAX(at) FROM calls WHERE step = ? AND purpose = 'val'")
     return {
