@@ -7,6 +7,7 @@ They are loaded through ``importlib`` so that ``mypy --strict bench/…`` needs 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
@@ -72,6 +73,10 @@ def machine_load() -> str:
     cores = os.cpu_count() or 1
     note = "  [bold yellow]busy machine: timings are inflated[/]" if five > cores else ""
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {cores} cores{note}"
+
+
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, help="also write the figures, machine, load and commit to this file")
 
 
 def verdict(ok: bool, text: str) -> str:
