@@ -107,6 +107,7 @@ def endpoint(
     delay: float = 0.0,
     worse_marker: str | None = None,
     textgrad: bool = False,
+    tie: bool = False,
     log_bodies: bool = False,
 ) -> Iterator[Endpoint]:
     """Start the scripted endpoint (``deterministic_handler`` with a fixed delay per reply) in its own process, so
@@ -118,6 +119,8 @@ def endpoint(
             command += ["--worse-marker", worse_marker]
         if textgrad:
             command.append("--textgrad")
+        if tie:
+            command.append("--tie")
         if log_bodies:
             command.append("--log-bodies")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

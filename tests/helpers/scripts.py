@@ -130,12 +130,14 @@ def _rating(text: str) -> int:
     return SPECIFIC_RATING if blocks and all(b == target for b in blocks) else DILUTED_RATING
 
 
-def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
+def deterministic_handler(*, worse_marker: str | None = None, tie: bool = False) -> Handler:
     """Replies that are pure functions of the request content, so a resumed run equals an undisturbed one.
 
     The judge scores each criterion from a hash of the whole prompt; an instruction containing ``worse_marker``
-    makes the judge answer 1 everywhere (a candidate the gate must reject). The optimizer always proposes a new
-    instruction derived from what it was shown (containing ``worse_marker`` when one is given).
+    makes the judge answer 1 everywhere (a candidate the gate must reject). With ``tie`` the judge answers the
+    lowest score everywhere, whatever the prompt: every candidate ties with the prompt before it, so a gate accepts
+    it, and since every accepted prompt is new, no judge call is ever served from the cache. The optimizer always
+    proposes a new instruction derived from what it was shown (containing ``worse_marker`` when one is given).
     """
 
     def handle(request: RecordedRequest) -> Reply:
@@ -144,7 +146,7 @@ def deterministic_handler(*, worse_marker: str | None = None) -> Handler:
         study = study_role_of(request) is not None
         if role == "judge":
             schema = _schema(request)
-            bad = worse_marker is not None and worse_marker in text
+            bad = tie or (worse_marker is not None and worse_marker in text)
             scores = {n: _score(spec, _digest(text, n), lowest=bad) for n, spec in schema.get("properties", {}).items()}
             return Completion(json.dumps(scores), prompt_tokens=len(text) // 4, completion_tokens=8)
         if role == "loss":
