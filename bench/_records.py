@@ -80,7 +80,7 @@ def load_average() -> list[float]:
 
 
 @dataclass
-class Record:
+class BenchRecord:
     """The figures of one bench run, written as JSON by :meth:`write`."""
 
     bench: str

@@ -42,7 +42,7 @@ from typing import Any
 
 import openai
 from _bound import Call, list_schedule, stage_barrier_bound, step_graph
-from _records import Record, Target
+from _records import BenchRecord, Target
 from _support import (
     add_json_argument,
     console,
@@ -191,7 +191,7 @@ def run_mode(mode: str, base_url: str, tmp: Path, args: argparse.Namespace) -> l
     return [step_timing(mode, run_dir, step, args, wall) for step in range(1, args.steps + 1)]
 
 
-def report(results: list[StepTiming], floor: float, args: argparse.Namespace, record: Record) -> None:
+def report(results: list[StepTiming], floor: float, args: argparse.Namespace, record: BenchRecord) -> None:
     title = (
         f"Step n + its validation and test, fixed latency {args.latency * 1000:g} ms, concurrency {args.concurrency} "
         f"(batch {args.batch}, val {args.val}, test {args.test}, bootstrap {args.bootstrap})"
@@ -285,7 +285,7 @@ def main() -> None:
     add_json_argument(parser)
     args = parser.parse_args()
     console.print(machine_load(), style="dim")
-    record = Record("concurrency")
+    record = BenchRecord("concurrency")
     results = []
     with endpoint(delay=args.latency) as ep, tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
         floor = asyncio.run(endpoint_floor(ep.base_url, args.concurrency, waves=10))

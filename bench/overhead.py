@@ -45,7 +45,7 @@ from typing import Any
 
 import grpc
 import openai
-from _records import Record, Target
+from _records import BenchRecord, Target
 from _support import (
     BENCH,
     add_json_argument,
@@ -272,7 +272,7 @@ async def measure(args: argparse.Namespace) -> None:
         await runner.close()
         await direct_client.close()
     service_added = median(samples["(b) gRPC service + agent"]) - median(samples["(a) direct openai client"])
-    record = Record("overhead")
+    record = BenchRecord("overhead")
     for name, values in samples.items():
         record.add(f"{name}: median per call", median(values), "ms")
     record.add("service hop + wrapper, added per call (median)", service_added, "ms", TARGET_MS)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from _records import Record, Target
+from _records import BenchRecord, Target
 from _support import VENV_BIN, add_json_argument, console, exit_on_sigterm, machine_load, median, percentile, verdict
 from rich.table import Table
 
@@ -45,7 +45,7 @@ def main() -> None:
     add_json_argument(parser)
     args = parser.parse_args()
     console.print(machine_load(), style="dim")
-    record = Record("startup")
+    record = BenchRecord("startup")
 
     for command in COMMANDS.values():
         wall_seconds(command)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from _bound import Call, list_schedule, lower_bound, stage_barrier_bound, step_graph
+from textgrad_compare import textgrad_graph
 
 MIDDLE = tuple(f"m{i}" for i in range(5))
 
@@ -80,3 +83,11 @@ def test_tracks_run_side_by_side() -> None:
 def test_counts_that_are_no_step_are_refused(counts: dict[str, dict[str, int]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         step_graph(counts, 1.0)
+
+
+def test_textgrad_is_bounded_by_the_graph_it_runs() -> None:
+    """TextGrad's step: B forward → loss pairs, side by side when threaded (else one sample after the other), its
+    backward calls one at a time, its optimizer call, then the validation forwards on the slots."""
+    calls = Counter({"textgrad forward": 3 + 16, "textgrad loss or gradient": 3 + 6, "textgrad optimizer": 1})
+    assert list_schedule(textgrad_graph(calls, 3, 1.0, threaded=True), 8) == 2 + 6 + 1 + 2
+    assert list_schedule(textgrad_graph(calls, 3, 1.0, threaded=False), 8) == 6 + 6 + 1 + 2

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from _bound import Call, list_schedule, step_graph
-from _records import Record, Target, missed, read_records
+from _records import BenchRecord, Target, missed, read_records
 
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.router import RoutedCall
@@ -84,7 +84,7 @@ async def test_a_sleep_planted_in_the_executor_makes_the_check_fail(tmp_path: Pa
     honest = await _measure(tmp_path, "honest", CallExecutor)
     planted = await _measure(tmp_path, "planted", SleepyExecutor)
     assert planted > honest * 1.5  # each of the 5 waves takes three latencies instead of one
-    record = Record("concurrency", command=".venv/bin/python bench/concurrency.py")
+    record = BenchRecord("concurrency", command=".venv/bin/python bench/concurrency.py")
     record.add("SSS step 1 wall / graph bound", planted, "ratio", TARGET)
     record.write(tmp_path / "results" / "concurrency.json")
     checked = _check(tmp_path / "results")
@@ -105,7 +105,7 @@ def test_the_verdict_is_recomputed_from_value_and_target() -> None:
 
 
 def test_recorded_figures_that_meet_their_targets_pass_the_check(tmp_path: Path) -> None:
-    record = Record("startup", command=".venv/bin/python bench/startup.py")
+    record = BenchRecord("startup", command=".venv/bin/python bench/startup.py")
     record.add("judgeopt --help median", 0.09, "s", Target("<", 0.3))
     record.add("python -c pass median", 0.04, "s")
     record.write(tmp_path / "startup.json")
