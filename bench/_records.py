@@ -57,7 +57,6 @@ class Figure:
 
 def machine() -> dict[str, Any]:
     return {
-        "host": platform.node(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
