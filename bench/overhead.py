@@ -223,6 +223,7 @@ async def profiled(call: Call, count: int) -> str:
 
 
 async def measure(args: argparse.Namespace) -> None:
+    record = BenchRecord("overhead")
     with endpoint(delay=0.0, log_bodies=True) as ep, tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         models = ModelsConfig(
             default={
@@ -272,7 +273,6 @@ async def measure(args: argparse.Namespace) -> None:
         await runner.close()
         await direct_client.close()
     service_added = median(samples["(b) gRPC service + agent"]) - median(samples["(a) direct openai client"])
-    record = BenchRecord("overhead")
     for name, values in samples.items():
         record.add(f"{name}: median per call", median(values), "ms")
     record.add("service hop + wrapper, added per call (median)", service_added, "ms", TARGET_MS)
