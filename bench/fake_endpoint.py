@@ -70,7 +70,10 @@ def main() -> None:
 
     def role_of(request: Any) -> str:
         role: str = scripts.role_of(request)
-        return textgrad_kind(request) if args.textgrad and role == "unknown" else role
+        # The study protocol's prompts are TextGrad's own, so with --textgrad (judgeopt then runs its own protocol)
+        # a request the study's marks recognise is TextGrad's.
+        theirs = role == "unknown" or scripts.study_role_of(request) is not None
+        return textgrad_kind(request) if args.textgrad and theirs else role
 
     def answer(request: Any) -> Any:
         return _textgrad_reply(request, fake.Completion) if role_of(request).startswith("textgrad") else inner(request)
