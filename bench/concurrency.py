@@ -233,6 +233,7 @@ def report(results: list[StepTiming], floor: float, args: argparse.Namespace, re
         record.add(f"{r.mode} step {r.step} wall", r.wall, "s")
         record.add(f"{r.mode} step {r.step} graph bound", r.bound, "s")
         record.add(f"{r.mode} step {r.step} wall / stage-barrier ideal", r.wall / r.stage_ideal, "ratio")
+        record.add(f"{r.mode} step {r.step} wall / floor bound", r.wall / floor_bound, "ratio")
     console.print(table)
 
     detail = Table(title="Per stage: span (first issue → last reply), and the gap before it (ms)")
