@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, astuple, dataclass
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS calls (
     track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL, purpose TEXT NOT NULL,
     outcome TEXT NOT NULL, code TEXT, error TEXT,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
-    model TEXT, seconds REAL NOT NULL, at REAL NOT NULL,
+    model TEXT, queue_seconds REAL, endpoint_seconds REAL NOT NULL, at REAL NOT NULL,
     UNIQUE (request_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
@@ -82,7 +83,28 @@ class CallAttempt:
     completion_tokens: int = 0
     llm_calls: int = 0
     model: str | None = None
-    seconds: float = 0.0
+    queue_seconds: float = 0.0
+    """Waiting for a slot: the run's concurrency limit, then the endpoint's rate limits."""
+    endpoint_seconds: float = 0.0
+    """From sending the request to the service until its reply (or failure): the call's own speed."""
+
+
+@dataclass(frozen=True)
+class CallTimes:
+    """The attempts of one stage: seconds at the service, and seconds spent waiting for a slot (recorded ones)."""
+
+    endpoint: list[float]
+    queue: list[float]
+
+    def as_json(self) -> dict[str, float | int | None]:
+        """Per-call speed from the time at the service (a queued call is not a slow one), and the queueing apart."""
+        return {
+            "attempts": len(self.endpoint),
+            "endpoint_median": statistics.median(self.endpoint) if self.endpoint else None,
+            "endpoint_total": sum(self.endpoint),
+            "queue_median": statistics.median(self.queue) if self.queue else None,
+            "queue_total": sum(self.queue) if self.queue else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -130,11 +152,20 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._split_call_seconds()
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
             raise
         self._manifest: RunManifest | None = None
+
+    def _split_call_seconds(self) -> None:
+        """A store written before queue waits were kept apart has one ``seconds`` per attempt, queue included: it
+        becomes ``endpoint_seconds`` with the queue wait unknown (NULL), so old runs still read, and say so."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+        if "seconds" in columns:
+            self._db.execute("ALTER TABLE calls RENAME COLUMN seconds TO endpoint_seconds")
+            self._db.execute("ALTER TABLE calls ADD COLUMN queue_seconds REAL")
 
     def close(self) -> None:
         self._db.close()
@@ -387,11 +418,19 @@ class RunStore:
             result.append((track, step, gradient))
         return result
 
-    def call_seconds_by_stage(self) -> dict[str, float]:
-        return dict(self._db.execute("SELECT stage, SUM(seconds) FROM calls GROUP BY stage").fetchall())
+    def call_times_by_stage(self) -> dict[str, CallTimes]:
+        """Per stage, the attempts' time at the service and their wait for a slot (``None`` where not recorded)."""
+        times: dict[str, CallTimes] = {}
+        for stage, endpoint, queue in self._db.execute("SELECT stage, endpoint_seconds, queue_seconds FROM calls"):
+            entry = times.setdefault(stage, CallTimes([], []))
+            entry.endpoint.append(endpoint)
+            if queue is not None:
+                entry.queue.append(queue)
+        return times
 
     def wall_seconds(self) -> float:
-        """From the first call to the last step committed."""
-        first = self._db.execute("SELECT MIN(at) FROM calls").fetchone()[0]
+        """From the moment the first call was issued to the last step committed."""
+        first = self._db.execute("SELECT MIN(at - endpoint_seconds - COALESCE(queue_seconds, 0)) FROM calls")
         last = self._db.execute("SELECT MAX(finished_at) FROM steps").fetchone()[0]
-        return float(last - first) if first is not None and last is not None else 0.0
+        start = first.fetchone()[0]
+        return float(last - start) if start is not None and last is not None else 0.0

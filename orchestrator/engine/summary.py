@@ -166,6 +166,7 @@ def _spend(store: RunStore) -> dict[str, Any]:
         "tokens": {
             stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
         },
+        "call_seconds": {stage: times.as_json() for stage, times in sorted(store.call_times_by_stage().items())},
         "cost": _cost(store, usage),
     }
 
@@ -250,10 +251,12 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
     for row in rows:
         table.add_row(*row)
     spend = Table(title="calls and tokens per role")
-    for column in ("role", "LLM calls", "RPC attempts", "failed", "prompt tokens", "completion tokens"):
+    columns = ("role", "LLM calls", "RPC attempts", "failed", "prompt tokens", "completion tokens", "s per call")
+    for column in columns:
         spend.add_column(column, justify="right" if column != "role" else "left")
     for role, calls in summary["llm_calls"].items():
         tokens = summary["tokens"][role]
+        speed = summary.get("call_seconds", {}).get(role, {}).get("endpoint_median")
         spend.add_row(
             role,
             str(calls),
@@ -261,5 +264,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
             str(summary["failed_attempts"][role]),
             str(tokens["prompt"]),
             str(tokens["completion"]),
+            "—" if speed is None else f"{speed:.3f}",
         )
+    spend.caption = "s per call: median seconds at the service per attempt (its wait for a slot left out)"
     return [table, spend]

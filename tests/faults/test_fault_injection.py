@@ -137,8 +137,8 @@ class TestEndpointFaults:
             assert main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 0
         rows = _rows(
             tmp_path / "run",
-            "SELECT a.at, b.at - b.seconds FROM calls a JOIN calls b ON a.request_id = b.request_id "
-            "AND b.attempt = a.attempt + 1 WHERE a.outcome = 'failed'",
+            "SELECT a.at, b.at - b.endpoint_seconds - b.queue_seconds FROM calls a JOIN calls b "
+            "ON a.request_id = b.request_id AND b.attempt = a.attempt + 1 WHERE a.outcome = 'failed'",
         )
         assert rows
         assert all(retried - failed_at >= 0.95 for failed_at, retried in rows)

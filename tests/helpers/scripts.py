@@ -184,12 +184,16 @@ def _judged_criteria(request: RecordedRequest) -> dict[str, Any]:
     return {name: {} for name in re.findall(r"^- ([A-Za-z0-9_-]+): ", block, re.MULTILINE)}
 
 
-def deterministic_handler(*, worse_marker: str | None = None, topical_gradients: bool = False) -> Handler:
+def deterministic_handler(
+    *, worse_marker: str | None = None, topical_gradients: bool = False, tie: bool = False
+) -> Handler:
     """Replies that are pure functions of the request content, so a resumed run equals an undisturbed one.
 
     The judge scores each criterion from a hash of the whole prompt; an instruction containing ``worse_marker``
-    makes the judge answer 1 everywhere (a candidate the gate must reject). The optimizer always proposes a new
-    instruction derived from what it was shown (containing ``worse_marker`` when one is given). With
+    makes the judge answer 1 everywhere (a candidate the gate must reject). With ``tie`` the judge answers the
+    lowest score everywhere, whatever the prompt: every candidate ties with the prompt before it, so a gate accepts
+    it, and since every accepted prompt is new, no judge call is ever served from the cache. The optimizer always
+    proposes a new instruction derived from what it was shown (containing ``worse_marker`` when one is given). With
     ``topical_gradients`` a gradient names the criteria it was asked about, so that the scripted evaluator can tell
     a joint gradient from a per-criterion one by reading it. Replies are read from the response schema when there
     is one, else from the prompt (the study profile's free-text replies).
@@ -200,7 +204,7 @@ def deterministic_handler(*, worse_marker: str | None = None, topical_gradients:
         role = role_of(request)
         study = study_role_of(request) is not None
         if role == "judge":
-            bad = worse_marker is not None and worse_marker in text
+            bad = tie or (worse_marker is not None and worse_marker in text)
             scores = {n: _score(spec, _digest(text, n), lowest=bad) for n, spec in _judged_criteria(request).items()}
             return Completion(json.dumps(scores), prompt_tokens=len(text) // 4, completion_tokens=8)
         if role == "loss":

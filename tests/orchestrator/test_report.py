@@ -7,6 +7,8 @@ import base64
 import json
 import re
 import shutil
+import sqlite3
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,3 +330,26 @@ class TestNotAReport:
         assert main(["report", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("ConfigError: ") and "\n" not in err
+
+
+class TestSpend:
+    def test_per_call_speed_is_the_time_at_the_service(self, report: Report) -> None:
+        """The judge's median seconds per attempt is the median of its attempts' time at the service over every
+        cell, with their wait for a slot counted apart, not their whole time from issue to reply."""
+        at_service: list[float] = []
+        queued: list[float] = []
+        for store in sorted((report.directory / "cells").glob("*/run.sqlite")):
+            with sqlite3.connect(store) as db:
+                for service, queue in db.execute(
+                    "SELECT endpoint_seconds, queue_seconds FROM calls WHERE stage = ?", ("judge",)
+                ):
+                    at_service.append(service)
+                    queued.append(queue)
+        assert len(at_service) > 100
+        spend = report.markdown[report.markdown.index("Calls, tokens and wall time per role") :]
+        total, median, queue = row(spend, "judge")[-3:]
+        assert (total, median, queue) == (
+            f"{sum(at_service):,.1f}",
+            f"{statistics.median(at_service):.3f}",
+            f"{sum(queued):,.1f}",
+        )

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from judgeopt.core.errors import ConfigError
-from judgeopt.orchestrator.engine.store import STORE_FILE, Diagnostic, RunStore
+from judgeopt.orchestrator.engine.store import STORE_FILE, CallTimes, Diagnostic, RunStore
 from judgeopt.orchestrator.engine.summary import SUMMARY_FILE
 from judgeopt.orchestrator.study.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
 
@@ -26,7 +26,7 @@ class Cell:
     summary: dict[str, Any]
     diagnostics: tuple[Diagnostic, ...]
     usage: dict[str, dict[str, int]]
-    call_seconds: dict[str, float]
+    call_times: dict[str, CallTimes]
     attempts_by_purpose: dict[tuple[str, str], int]
     wall_seconds: float
 
@@ -102,7 +102,7 @@ def read_cell(run_dir: Path, name: str, what: str) -> Cell:
             summary=summary,
             diagnostics=tuple(store.diagnostics()),
             usage=store.usage_by_role(),
-            call_seconds=store.call_seconds_by_stage(),
+            call_times=store.call_times_by_stage(),
             attempts_by_purpose=_attempts_by_purpose(store),
             wall_seconds=store.wall_seconds(),
         )
