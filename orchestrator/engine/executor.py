@@ -119,6 +119,7 @@ class CallExecutor:
                     prompt_tokens=getattr(usage, "prompt_tokens", 0),
                     completion_tokens=getattr(usage, "completion_tokens", 0),
                     llm_calls=getattr(usage, "llm_calls", 0),
+                    truncated=getattr(usage, "truncated_calls", 0),
                     model=getattr(usage, "model", None),
                     seconds=time.perf_counter() - started,
                 )

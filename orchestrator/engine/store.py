@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS calls (
     track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL, purpose TEXT NOT NULL,
     outcome TEXT NOT NULL, code TEXT, error TEXT,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
-    model TEXT, seconds REAL NOT NULL, at REAL NOT NULL,
+    model TEXT, seconds REAL NOT NULL, at REAL NOT NULL, truncated INTEGER NOT NULL DEFAULT 0,
     UNIQUE (request_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
@@ -83,6 +83,8 @@ class CallAttempt:
     llm_calls: int = 0
     model: str | None = None
     seconds: float = 0.0
+    truncated: int = 0
+    """Of ``llm_calls``, the replies that stopped at the model's output cap (recorded, never used)."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +132,18 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_truncated_column()
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
             raise
         self._manifest: RunManifest | None = None
+
+    def _add_truncated_column(self) -> None:
+        """A store written before truncated replies were counted gets the column (as zeros), so it still resumes."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+        if "truncated" not in columns:
+            self._db.execute("ALTER TABLE calls ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -341,17 +350,18 @@ class RunStore:
         )
 
     def usage_by_role(self) -> dict[str, dict[str, int]]:
-        """Calls (every attempt) and tokens per stage: what the run really spent."""
+        """Calls (every attempt), replies cut off at the output cap and tokens per stage: what the run really spent."""
         usage: dict[str, dict[str, int]] = {}
         query = (
-            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(prompt_tokens), "
+            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(truncated), SUM(prompt_tokens), "
             "SUM(completion_tokens) FROM calls GROUP BY stage ORDER BY stage"
         )
-        for stage, attempts, failed, llm_calls, prompt_tokens, completion_tokens in self._db.execute(query):
+        for stage, attempts, failed, llm_calls, truncated, prompt_tokens, completion_tokens in self._db.execute(query):
             usage[stage] = {
                 "rpc_attempts": attempts,
                 "failed_attempts": failed,
                 "llm_calls": llm_calls,
+                "truncated_replies": truncated,
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
             }

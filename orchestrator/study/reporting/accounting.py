@@ -20,7 +20,7 @@ def _roles(study: Study) -> list[str]:
 
 
 def _usage_rows(study: Study) -> list[tuple[str, ...]]:
-    fields = ("llm_calls", "rpc_attempts", "failed_attempts", "prompt_tokens", "completion_tokens")
+    fields = ("llm_calls", "rpc_attempts", "failed_attempts", "truncated_replies", "prompt_tokens", "completion_tokens")
     rows = []
     totals = dict.fromkeys(fields, 0)
     total_seconds = 0.0
@@ -72,7 +72,9 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
             Paragraph(
                 "Totals over all cells, counted from each cell's store (every RPC attempt, including the evaluator's "
                 "diagnostics and the interference evaluations made after a run's summary.json was written). "
-                "Model-call seconds add up the durations of concurrent calls, so they can exceed the wall time."
+                "Model-call seconds add up the durations of concurrent calls, so they can exceed the wall time. "
+                "Truncated replies stopped at their role's output cap: each is recorded as a failed answer of its "
+                "call (nothing in it is used, in per-criterion and joint calls alike)."
             ),
             Table(
                 (
@@ -80,6 +82,7 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
                     "LLM calls",
                     "RPC attempts",
                     "failed attempts",
+                    "truncated replies",
                     "prompt tokens",
                     "completion tokens",
                     "model-call seconds",
