@@ -19,6 +19,7 @@ FAULTS: dict[str, Reply] = {
     "unavailable": HttpError(503, "overloaded"),
     "timeout": Hang(HANG_SECONDS),
     "reset": Reset(),
+    "bad-gateway": HttpError(502, "bad gateway"),
     "html": Garbage(b"<html><body>502 Bad Gateway</body></html>", 200, "text/html"),
     "truncated-json": Garbage(b'{"id": "cmpl-1", "object": "chat.completion", "choices": [{"mess'),
 }
