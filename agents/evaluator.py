@@ -105,6 +105,8 @@ class EvaluatorAgent:
         completion = await self._runner.complete(
             prompting.render("evaluator_system"), user, schema=RATING_SCHEMA, schema_name="rating"
         )
+        if completion.truncated:
+            return Rating(None, ParseStatus.TRUNCATED, "", completion.text), completion.usage
         return read_rating(completion.text), completion.usage
 
     async def specificity(self, task: SpecificityTask) -> tuple[Rating, Usage]:

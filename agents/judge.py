@@ -20,6 +20,7 @@ from judgeopt.agents.types import (
     Criterion,
     CriterionScore,
     JudgePrompt,
+    ParseStatus,
     Prediction,
     PromptProtocol,
     Routing,
@@ -164,6 +165,8 @@ class JudgeAgent:
             schema_name="scores",
             logprobs=use_logprobs,
         )
+        if completion.truncated:
+            return tuple(CriterionScore(c.name, None, ParseStatus.TRUNCATED) for c in criteria), completion
         scores = parse_scores(completion.text, criteria)
         if use_logprobs and completion.logprobs:
             weighted = logprob_weighted_scores(completion.logprobs, criteria)

@@ -57,14 +57,25 @@ _UNKNOWN_MODEL_INFO = ModelInfo(
 )
 
 
+CUT_OFF = "length"
+"""The finish reason of a reply that stopped at ``max_tokens``."""
+
+
 @dataclass(frozen=True)
 class Completion:
-    """One model reply: its text, token log-probabilities when asked for, and what it cost."""
+    """One model reply: its text, token log-probabilities when asked for, and what it cost.
+
+    An empty text is a reply like any other (the role's parser finds nothing in it); a reply that stopped at the
+    output cap is :attr:`truncated`, and every role treats it the same way: recorded, never used cut off."""
 
     text: str
     logprobs: list[ChatCompletionTokenLogprob] | None
     usage: Usage
     finish_reason: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == CUT_OFF
 
 
 class _PerRequestClient(ChatCompletionClient):
@@ -271,15 +282,13 @@ class ModelRunner:
             raise ModelUnavailableError("model endpoint returned no completion")
         final = result.messages[-1]
         text = final.content if isinstance(final, TextMessage) else ""
-        if not text.strip() and created.finish_reason != "length":
-            # Nothing to parse and no sign the model ran out of room: a failed reply, retried like a 500.
-            raise ModelUnavailableError("model endpoint returned an empty reply")
         usage = Usage(
             prompt_tokens=created.usage.prompt_tokens,
             completion_tokens=created.usage.completion_tokens,
             llm_calls=1,
             model_seconds=elapsed,
             model=self.config.model,
+            truncated_calls=int(created.finish_reason == CUT_OFF),
         )
         return Completion(text=text, logprobs=created.logprobs, usage=usage, finish_reason=created.finish_reason)
 

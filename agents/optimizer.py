@@ -1,7 +1,9 @@
 """The optimizer role: one textual gradient-descent step, rewriting one instruction or a whole set.
 
-A reply that cannot be used keeps the previous instruction and says so in its status; it is never fatal. Under the
-study's protocol a criterion the reply lacks is left out instead (the caller falls back to its initial instruction).
+A reply that cannot be used (unreadable, empty, lacking a criterion, or cut off at the output cap) keeps the previous
+instruction and says so in its status; it is never fatal. Under the study's protocol a criterion the reply does not
+answer is left out instead (the caller falls back to its initial instruction). Per-criterion and joint replies follow
+the same rule.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _parse_plain(text: str, task: StepTask) -> StepResult:
     """The study's per-criterion reply: the instruction as plain text. Empty (or a placeholder) yields nothing."""
     new = strip_wrapping(text)
     if not new or is_placeholder(new):
-        return StepResult((), ParseStatus.INVALID, text)
+        return _nothing_taken(text, task, ParseStatus.INVALID)
     status = ParseStatus.OK if new == text.strip() else ParseStatus.REPAIRED
     return StepResult((Instruction(task.criteria[0].name, new),), status, text)
 
@@ -100,16 +102,30 @@ def _study_user(task: StepTask) -> str:
 
 
 def _parse_single(text: str, task: StepTask) -> StepResult:
-    criterion = task.criteria[0].name
     new, status = find_text_field(text, "instruction")
     if not status.usable:
-        new = task.prompt.instruction_for(criterion) or ""
-    return StepResult((Instruction(criterion, new),), status, text)
+        return _nothing_taken(text, task, status)
+    return StepResult((Instruction(task.criteria[0].name, new),), status, text)
 
 
-def read_step(text: str, task: StepTask) -> StepResult:
-    """The rewritten instruction(s) in an optimizer reply; the previous ones where the reply holds none."""
-    return _parse_single(text, task) if task.routing is Routing.PER_CRITERION else _parse_joint(text, task)
+def _nothing_taken(text: str, task: StepTask, status: ParseStatus) -> StepResult:
+    """A reply with no usable instruction: the previous ones are kept, or (study protocol) left out."""
+    kept = (
+        ()
+        if task.protocol == "study"
+        else tuple(Instruction(c.name, task.prompt.instruction_for(c.name) or "") for c in task.criteria)
+    )
+    return StepResult(kept, status, text)
+
+
+def read_step(text: str, task: StepTask, *, truncated: bool = False) -> StepResult:
+    """The rewritten instruction(s) in an optimizer reply; the previous ones where the reply holds none. A reply
+    ``truncated`` at the output cap holds none, whatever it reads."""
+    if truncated:
+        return _nothing_taken(text, task, ParseStatus.TRUNCATED)
+    if task.routing is Routing.JOINT:
+        return _parse_joint(text, task)
+    return _parse_plain(text, task) if task.protocol == "study" else _parse_single(text, task)
 
 
 class OptimizerAgent:
@@ -149,7 +165,7 @@ class OptimizerAgent:
             schema=instruction_schema(task.criteria, task.routing),
             schema_name="instructions",
         )
-        return read_step(completion.text, task), completion.usage
+        return read_step(completion.text, task, truncated=completion.truncated), completion.usage
 
     async def _study_step(self, task: StepTask) -> tuple[StepResult, Usage]:
         joint = task.routing is Routing.JOINT
@@ -159,5 +175,4 @@ class OptimizerAgent:
             schema=instruction_schema(task.criteria, task.routing) if joint else None,
             schema_name="instructions",
         )
-        parse = _parse_joint if joint else _parse_plain
-        return parse(completion.text, task), completion.usage
+        return read_step(completion.text, task, truncated=completion.truncated), completion.usage

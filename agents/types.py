@@ -43,6 +43,8 @@ class ParseStatus(enum.IntEnum):
     OUT_OF_RANGE = 3
     MISSING = 4
     INVALID = 5
+    TRUNCATED = 6
+    """The reply stopped at the model's output cap: cut off, so nothing in it is used (every role, every routing)."""
 
     @property
     def usable(self) -> bool:
@@ -154,12 +156,15 @@ class Usage:
     llm_calls: int = 0
     model_seconds: float = 0.0
     model: str = ""
+    truncated_calls: int = 0
+    """Of ``llm_calls``, the replies that stopped at the model's output cap."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             llm_calls=self.llm_calls + other.llm_calls,
+            truncated_calls=self.truncated_calls + other.truncated_calls,
             model_seconds=self.model_seconds + other.model_seconds,
             model=self.model or other.model,
         )

@@ -196,6 +196,7 @@ def usage_to_proto(usage: Usage) -> common_pb2.Usage:
         llm_calls=usage.llm_calls,
         model_seconds=usage.model_seconds,
         model=usage.model,
+        truncated_calls=usage.truncated_calls,
     )
 
 

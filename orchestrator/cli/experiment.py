@@ -70,6 +70,7 @@ def print_grid_estimate(grid: GridConfig, base: RunConfig, models: ModelsConfig,
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import sys
     import time
 
     from rich.console import Console
@@ -82,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.orchestrator.config import load_config
     from judgeopt.orchestrator.engine.risks import warn_risks
     from judgeopt.orchestrator.study.experiment import (
-        STUDY_RUN,
         cell_configs,
         create_experiment,
+        experiment_run,
         load_experiment,
         run_experiment,
     )
@@ -94,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         directory = args.dir or Path("experiments") / time.strftime("%Y%m%d-%H%M%S")
         file_config = load_config(args.config)
         models = models_from_args(args, ALL_ROLES)
-        base = file_config.run if args.config is not None else STUDY_RUN
+        base, note = experiment_run(file_config.run if args.config is not None else None, str(args.config))
+        if note is not None and args.dataset is None:
+            print(f"note: {note}", file=sys.stderr)
         config, models = run_config(args, base, models)
         grid = grid_from_args(args, file_config.grid)
         if args.dry_run:

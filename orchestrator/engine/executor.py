@@ -125,6 +125,7 @@ class CallExecutor:
                     prompt_tokens=getattr(usage, "prompt_tokens", 0),
                     completion_tokens=getattr(usage, "completion_tokens", 0),
                     llm_calls=getattr(usage, "llm_calls", 0),
+                    truncated=getattr(usage, "truncated_calls", 0),
                     model=getattr(usage, "model", None),
                     queue_seconds=sent - started,
                     endpoint_seconds=answered - sent,

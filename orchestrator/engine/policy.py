@@ -241,8 +241,12 @@ PRESETS: dict[str, Policy] = {
 
 def study_policy(preset: str) -> Policy:
     """The preset as the study's protocol runs it: its optimizer also sees the batch's conversations (each judged
-    sample with the judge's output), as the study's optimizer prompt shows them."""
+    sample with the judge's output), as the study's optimizer prompt shows them. Single-Task runs CCC on each
+    one-criterion track, as the study ran it (with one criterion every mode computes the same; the forms are the
+    joint ones). judgeopt's own ``single`` preset uses the per-criterion forms."""
     policy = PRESETS[preset]
+    if policy.independent_criteria:
+        policy = PRESETS["CCC"].model_copy(update={"name": policy.name, "independent_criteria": True})
     optimizer = policy.optimizer.model_copy(update={"fields": policy.optimizer.fields | {"conversations"}})
     return policy.model_copy(update={"optimizer": optimizer})
 

@@ -101,7 +101,12 @@ def evaluation_of(
     return evaluate(predictions, truths, bootstrap_resamples=bootstrap_resamples, seed=seed)
 
 
-_WHY_UNUSABLE = {"OUT_OF_RANGE": "out of range", "MISSING": "missing from the reply", "INVALID": "unreadable"}
+_WHY_UNUSABLE = {
+    "OUT_OF_RANGE": "out of range",
+    "MISSING": "missing from the reply",
+    "INVALID": "unreadable",
+    "TRUNCATED": "cut off at the output cap",
+}
 """Parse statuses (``convert.status_name``) as a cause."""
 
 

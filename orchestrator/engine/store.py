@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS calls (
     outcome TEXT NOT NULL, code TEXT, error TEXT,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
     model TEXT, queue_seconds REAL, endpoint_seconds REAL NOT NULL, at REAL NOT NULL,
+    truncated INTEGER NOT NULL DEFAULT 0,
     UNIQUE (request_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
@@ -87,6 +88,8 @@ class CallAttempt:
     """Waiting for a slot: the run's concurrency limit, then the endpoint's rate limits."""
     endpoint_seconds: float = 0.0
     """From sending the request to the service until its reply (or failure): the call's own speed."""
+    truncated: int = 0
+    """Of ``llm_calls``, the replies that stopped at the model's output cap (recorded, never used)."""
 
 
 @dataclass(frozen=True)
@@ -152,20 +155,24 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-            self._split_call_seconds()
+            self._upgrade_calls_table()
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
             raise
         self._manifest: RunManifest | None = None
 
-    def _split_call_seconds(self) -> None:
-        """A store written before queue waits were kept apart has one ``seconds`` per attempt, queue included: it
-        becomes ``endpoint_seconds`` with the queue wait unknown (NULL), so old runs still read, and say so."""
+    def _upgrade_calls_table(self) -> None:
+        """Bring a store written by an earlier judgeopt up to today's calls table, so old runs still read and resume.
+
+        One ``seconds`` per attempt (queue included) becomes ``endpoint_seconds`` with the queue wait unknown (NULL);
+        truncated replies, not counted then, read as none."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
         if "seconds" in columns:
             self._db.execute("ALTER TABLE calls RENAME COLUMN seconds TO endpoint_seconds")
             self._db.execute("ALTER TABLE calls ADD COLUMN queue_seconds REAL")
+        if "truncated" not in columns:
+            self._db.execute("ALTER TABLE calls ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -372,17 +379,18 @@ class RunStore:
         )
 
     def usage_by_role(self) -> dict[str, dict[str, int]]:
-        """Calls (every attempt) and tokens per stage: what the run really spent."""
+        """Calls (every attempt), replies cut off at the output cap and tokens per stage: what the run really spent."""
         usage: dict[str, dict[str, int]] = {}
         query = (
-            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(prompt_tokens), "
+            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(truncated), SUM(prompt_tokens), "
             "SUM(completion_tokens) FROM calls GROUP BY stage ORDER BY stage"
         )
-        for stage, attempts, failed, llm_calls, prompt_tokens, completion_tokens in self._db.execute(query):
+        for stage, attempts, failed, llm_calls, truncated, prompt_tokens, completion_tokens in self._db.execute(query):
             usage[stage] = {
                 "rpc_attempts": attempts,
                 "failed_attempts": failed,
                 "llm_calls": llm_calls,
+                "truncated_replies": truncated,
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
             }

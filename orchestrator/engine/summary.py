@@ -163,6 +163,7 @@ def _spend(store: RunStore) -> dict[str, Any]:
         "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},
         "rpc_attempts": {stage: u["rpc_attempts"] for stage, u in usage.items()},
         "failed_attempts": {stage: u["failed_attempts"] for stage, u in usage.items()},
+        "truncated_replies": {stage: u["truncated_replies"] for stage, u in usage.items()},
         "tokens": {
             stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
         },
@@ -251,7 +252,16 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
     for row in rows:
         table.add_row(*row)
     spend = Table(title="calls and tokens per role")
-    columns = ("role", "LLM calls", "RPC attempts", "failed", "prompt tokens", "completion tokens", "s per call")
+    columns = (
+        "role",
+        "LLM calls",
+        "RPC attempts",
+        "failed",
+        "truncated",
+        "prompt tokens",
+        "completion tokens",
+        "s per call",
+    )
     for column in columns:
         spend.add_column(column, justify="right" if column != "role" else "left")
     for role, calls in summary["llm_calls"].items():
@@ -262,6 +272,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
             str(calls),
             str(summary["rpc_attempts"][role]),
             str(summary["failed_attempts"][role]),
+            str(summary["truncated_replies"][role]),
             str(tokens["prompt"]),
             str(tokens["completion"]),
             "—" if speed is None else f"{speed:.3f}",

@@ -69,6 +69,20 @@ STUDY_RUN = RunConfig(dataset=DatasetConfig(name="summeval-wgc"))
 """The study's settings: 12 steps, batch 3, validation on 100 samples, its exact 160/480 split."""
 
 
+def experiment_run(file_run: RunConfig | None, origin: str) -> tuple[RunConfig, str | None]:
+    """The base run of an experiment: the grid file's ``run`` section (``None``: no file, the study's settings).
+    A file that names no dataset gets the experiment's default data (the study's split, as without a file) rather
+    than the single-run default; the second value says so, naming the file."""
+    if file_run is None:
+        return STUDY_RUN, None
+    if "name" in file_run.dataset.model_fields_set:
+        return file_run, None
+    given = file_run.model_dump(mode="json", exclude_unset=True)
+    dataset = {**given.get("dataset", {}), "name": STUDY_RUN.dataset.name}
+    note = f"{origin} names no dataset (run.dataset.name): using {STUDY_RUN.dataset.name}, the experiments' default"
+    return RunConfig.model_validate({**given, "dataset": dataset}), note
+
+
 def cell_name(mode: str, gate: str, run: int) -> str:
     return f"{mode}-{gate}-run{run}"
 

@@ -27,6 +27,7 @@ from judgeopt.orchestrator.engine.policy import (
     load_policy,
     policy_from_mapping,
     resolve_policy,
+    study_policy,
 )
 from judgeopt.orchestrator.errors import PolicyError
 
@@ -66,6 +67,18 @@ class TestPresets:
     def test_judge_is_joint(self, name: str) -> None:
         """In every study mode the judge scores all criteria of its prompt in one call."""
         assert PRESETS[name].judge.routing == "joint"
+
+    @pytest.mark.parametrize(
+        ("name", "letters"), [("SSS", "SSS"), ("SSC", "SSC"), ("SCC", "SCC"), ("CCC", "CCC"), ("single", "CCC")]
+    )
+    def test_study_letters(self, name: str, letters: str) -> None:
+        """Under the study protocol each preset keeps its letters, but Single-Task runs CCC on each one-criterion
+        track, as the study ran it; it stays Single-Task (its name, independent tracks) and its optimizer sees the
+        conversations like every study preset's."""
+        policy = study_policy(name)
+        assert (policy.letters(), policy.name) == (letters, name)
+        assert policy.independent_criteria == (name == "single")
+        assert "conversations" in policy.optimizer.fields
 
     def test_only_single_has_independent_criteria(self) -> None:
         """Single-Task is the one preset that optimizes each criterion on its own track."""

@@ -33,6 +33,7 @@ def _summary(constant: list[str]) -> dict[str, Any]:
         "llm_calls": {"judge": 4},
         "rpc_attempts": {"judge": 4},
         "failed_attempts": {"judge": 0},
+        "truncated_replies": {"judge": 0},
         "tokens": {"judge": {"prompt": 100, "completion": 10}},
     }
 

@@ -14,7 +14,7 @@ from helpers.messages import criteria, critique_request, meta, prompt, sample
 from helpers.scripts import JUDGE_SCORES, SUMMEVAL
 
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.errors import AgentCallError, AgentUnavailable
+from judgeopt.orchestrator.errors import AgentCallError
 from judgeopt.orchestrator.fleet import ServiceFleet
 from judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, optimizer_pb2
 
@@ -108,13 +108,26 @@ class TestJudgeService:
         for score in reply.prediction.scores:
             assert score.HasField("value") == (score.status in (OK, common_pb2.PARSE_STATUS_REPAIRED))
 
-    async def test_an_empty_reply_is_an_endpoint_failure_the_caller_retries(
+    async def test_an_empty_reply_is_an_unreadable_answer_not_a_failure(
         self, clients: AgentClients, endpoint: FakeOpenAI
     ) -> None:
-        """No text at all, and not cut off by max_tokens: UNAVAILABLE (retried), never an all-missing prediction."""
+        """No text at all, ended normally: the model's answer, unreadable on every criterion; one model call, no
+        endpoint failure for the caller to retry."""
         endpoint.set_handler(static(""))
-        with pytest.raises(AgentUnavailable, match="empty reply"):
-            await clients.score(score_request())
+        reply = await clients.score(score_request())
+        assert [s.status for s in reply.prediction.scores] == [common_pb2.PARSE_STATUS_INVALID] * len(SUMMEVAL)
+        assert len(endpoint.requests) == 1 and reply.usage.llm_calls == 1
+
+    async def test_a_reply_at_the_output_cap_is_truncated_however_complete(
+        self, clients: AgentClients, endpoint: FakeOpenAI
+    ) -> None:
+        """finish_reason "length": no score is taken from the reply, even a complete-looking one, and its usage
+        counts the truncated call."""
+        endpoint.set_handler(lambda _r: Completion(json.dumps(JUDGE_SCORES), finish_reason="length"))
+        reply = await clients.score(score_request())
+        assert [s.status for s in reply.prediction.scores] == [common_pb2.PARSE_STATUS_TRUNCATED] * len(SUMMEVAL)
+        assert not any(s.HasField("value") for s in reply.prediction.scores)
+        assert reply.usage.truncated_calls == 1
 
     async def test_truncated_json_keeps_what_was_written(self, clients: AgentClients, endpoint: FakeOpenAI) -> None:
         """A reply cut off mid-JSON yields the scores it contains and marks the rest as not parsed."""

@@ -21,7 +21,7 @@ def _roles(study: Study) -> list[str]:
 
 
 def _usage_rows(study: Study) -> list[tuple[str, ...]]:
-    fields = ("llm_calls", "rpc_attempts", "failed_attempts", "prompt_tokens", "completion_tokens")
+    fields = ("llm_calls", "rpc_attempts", "failed_attempts", "truncated_replies", "prompt_tokens", "completion_tokens")
     rows = []
     totals = dict.fromkeys(fields, 0)
     every = CallTimes([], [])
@@ -92,7 +92,9 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
                 "Seconds at the services add up the durations of concurrent calls, so they can exceed the wall "
                 "time; they run from sending a request to its reply, so the median per attempt is the calls' own "
                 "speed. The wait for a slot (the concurrency limit and the endpoints' rate limits) is counted apart "
-                "as queue wait (— for runs stored before it was kept apart)."
+                "as queue wait (— for runs stored before it was kept apart). "
+                "Truncated replies stopped at their role's output cap: each is recorded as a failed answer of its "
+                "call (nothing in it is used, in per-criterion and joint calls alike)."
             ),
             Table(
                 (
@@ -100,6 +102,7 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
                     "LLM calls",
                     "RPC attempts",
                     "failed attempts",
+                    "truncated replies",
                     "prompt tokens",
                     "completion tokens",
                     "seconds at the services",
