@@ -314,6 +314,7 @@ class Usage(google.protobuf.message.Message):
     LLM_CALLS_FIELD_NUMBER: builtins.int
     MODEL_SECONDS_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: builtins.int
     prompt_tokens: builtins.int
     completion_tokens: builtins.int
     llm_calls: builtins.int
@@ -322,6 +323,10 @@ class Usage(google.protobuf.message.Message):
     """Wall time spent waiting for the model."""
     model: builtins.str
     """Model name as reported by the endpoint configuration."""
+    cached_prompt_tokens: builtins.int
+    """Prompt tokens served from the endpoint's prefix cache, where it reports them
+    (usage.prompt_tokens_details.cached_tokens); 0 otherwise.
+    """
     def __init__(
         self,
         *,
@@ -330,8 +335,9 @@ class Usage(google.protobuf.message.Message):
         llm_calls: builtins.int = ...,
         model_seconds: builtins.float = ...,
         model: builtins.str = ...,
+        cached_prompt_tokens: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["completion_tokens", b"completion_tokens", "llm_calls", b"llm_calls", "model", b"model", "model_seconds", b"model_seconds", "prompt_tokens", b"prompt_tokens"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "llm_calls", b"llm_calls", "model", b"model", "model_seconds", b"model_seconds", "prompt_tokens", b"prompt_tokens"]) -> None: ...
 
 global___Usage = Usage
 
