@@ -157,6 +157,10 @@ def _joint_with_criteria_list() -> dict[str, Any]:
     return with_stage("optimizer", routing="joint", scope=["fluency"])
 
 
+def _prefix_shared_loss() -> dict[str, Any]:
+    return with_stage("loss", routing="prefix_shared")
+
+
 def _bad_routing() -> dict[str, Any]:
     return with_stage("gradient", routing="sometimes")
 
@@ -171,6 +175,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], tuple[str, ...]]] = [
     ("judge-per-criterion-all", _judge_per_criterion_sees_all, ("stage 'judge'", "own")),
     ("judge-per-criterion-list", _judge_per_criterion_sees_list, ("stage 'judge'", "own")),
     ("joint-with-list", _joint_with_criteria_list, ("stage 'optimizer'", "joint")),
+    ("prefix-shared-loss", _prefix_shared_loss, ("stage 'loss'", "prefix_shared is a judge routing")),
     ("bad-routing", _bad_routing, ("gradient", "per_criterion", "joint")),
 ]
 
