@@ -119,6 +119,7 @@ class CallExecutor:
                     prompt_tokens=getattr(usage, "prompt_tokens", 0),
                     completion_tokens=getattr(usage, "completion_tokens", 0),
                     llm_calls=getattr(usage, "llm_calls", 0),
+                    cached_prompt_tokens=getattr(usage, "cached_prompt_tokens", 0),
                     model=getattr(usage, "model", None),
                     seconds=time.perf_counter() - started,
                 )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS calls (
     track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL, purpose TEXT NOT NULL,
     outcome TEXT NOT NULL, code TEXT, error TEXT,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
-    model TEXT, seconds REAL NOT NULL, at REAL NOT NULL,
+    model TEXT, seconds REAL NOT NULL, at REAL NOT NULL, cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
     UNIQUE (request_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
@@ -63,6 +64,18 @@ CREATE TABLE IF NOT EXISTS audit (
     criteria TEXT NOT NULL, visible TEXT NOT NULL, artifacts TEXT NOT NULL, fields TEXT NOT NULL
 );
 """
+
+
+_ADDED_COLUMNS = {"calls": {"cached_prompt_tokens": "INTEGER NOT NULL DEFAULT 0"}}
+"""Columns added since a table was first created: a store written before them gets them when opened."""
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in columns.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,8 @@ class CallAttempt:
     llm_calls: int = 0
     model: str | None = None
     seconds: float = 0.0
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the endpoint's prefix cache served, where it reports them."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            _add_missing_columns(self._db)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -340,20 +356,31 @@ class RunStore:
             attempts=attempts,
         )
 
+    def count_scoring_methods(self, counts: Mapping[str, int]) -> None:
+        """Add to the run's count of the judge's valid scores by method (``sampled``, ``logprob_weighted``)."""
+        total = Counter(self.scoring_methods())
+        total.update(counts)
+        self.set_meta("scoring_methods", dict(total))
+
+    def scoring_methods(self) -> dict[str, int]:
+        counts: dict[str, int] = self.get_meta("scoring_methods", {})
+        return counts
+
     def usage_by_role(self) -> dict[str, dict[str, int]]:
         """Calls (every attempt) and tokens per stage: what the run really spent."""
         usage: dict[str, dict[str, int]] = {}
         query = (
             "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(prompt_tokens), "
-            "SUM(completion_tokens) FROM calls GROUP BY stage ORDER BY stage"
+            "SUM(completion_tokens), SUM(cached_prompt_tokens) FROM calls GROUP BY stage ORDER BY stage"
         )
-        for stage, attempts, failed, llm_calls, prompt_tokens, completion_tokens in self._db.execute(query):
+        for stage, attempts, failed, llm_calls, prompt_tokens, completion_tokens, cached in self._db.execute(query):
             usage[stage] = {
                 "rpc_attempts": attempts,
                 "failed_attempts": failed,
                 "llm_calls": llm_calls,
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
+                "cached_prompt_tokens": cached,
             }
         return usage
 

@@ -56,6 +56,7 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
                 "macro_rho": fmean(rho[c] for c in criteria) if tested else None,
                 "rho": {c: rho[c] for c in criteria} if tested else None,
                 "constant": sorted(constant) if tested else None,
+                "halo": ordered[0].test.get("halo") if tested and len(ordered) == 1 and ordered[0].test else None,
                 "failed_calls": sum(r.failed_calls for r in ordered),
             }
         )
@@ -131,8 +132,14 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "rpc_attempts": {stage: u["rpc_attempts"] for stage, u in usage.items()},
         "failed_attempts": {stage: u["failed_attempts"] for stage, u in usage.items()},
         "tokens": {
-            stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
+            stage: {
+                "prompt": u["prompt_tokens"],
+                "completion": u["completion_tokens"],
+                "cached_prompt": u["cached_prompt_tokens"],
+            }
+            for stage, u in usage.items()
         },
+        "judge_scoring": _judge_scoring(store, manifest),
         "cost": _cost(store, usage),
         "provenance": {
             "judgeopt_version": metadata.version("judgeopt"),
@@ -143,6 +150,18 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         },
     }
     return _finite(summary)
+
+
+def _judge_scoring(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """How the judge's valid scores were obtained: what was asked (``logprob_weighted`` where the judge's model
+    settings ask for log probabilities) and how many scores were weighted and how many sampled."""
+    counts = store.scoring_methods()
+    asked = manifest.models.for_role("judge").logprobs
+    return {
+        "asked": "logprob_weighted" if asked else "sampled",
+        "logprob_weighted": counts.get("logprob_weighted", 0),
+        "sampled": counts.get("sampled", 0),
+    }
 
 
 def _finite(summary: dict[str, Any]) -> dict[str, Any]:
@@ -228,8 +247,17 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
         table.add_column(column, justify="right" if column != "criterion" else "left")
     for row in rows:
         table.add_row(*row)
-    spend = Table(title="calls and tokens per role")
-    for column in ("role", "LLM calls", "RPC attempts", "failed", "prompt tokens", "completion tokens"):
+    scoring = summary.get("judge_scoring")  # absent from the summaries of older runs
+    caption = None
+    if scoring:
+        caption = (
+            f"judge scores: {scoring['logprob_weighted']} logprob-weighted, {scoring['sampled']} sampled "
+            f"({scoring['asked'].replace('_', '-')} asked)"
+        )
+    spend = Table(title="calls and tokens per role", caption=caption)
+    columns: tuple[str, ...] = ("role", "LLM calls", "RPC attempts", "failed", "prompt tokens", "cached prompt tokens")
+    columns += ("completion tokens",)
+    for column in columns:
         spend.add_column(column, justify="right" if column != "role" else "left")
     for role, calls in summary["llm_calls"].items():
         tokens = summary["tokens"][role]
@@ -239,6 +267,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
             str(summary["rpc_attempts"][role]),
             str(summary["failed_attempts"][role]),
             str(tokens["prompt"]),
+            str(tokens.get("cached_prompt", 0)),
             str(tokens["completion"]),
         )
     return [table, spend]

@@ -20,7 +20,8 @@ def _roles(study: Study) -> list[str]:
 
 
 def _usage_rows(study: Study) -> list[tuple[str, ...]]:
-    fields = ("llm_calls", "rpc_attempts", "failed_attempts", "prompt_tokens", "completion_tokens")
+    fields: tuple[str, ...] = ("llm_calls", "rpc_attempts", "failed_attempts", "prompt_tokens", "cached_prompt_tokens")
+    fields += ("completion_tokens",)
     rows = []
     totals = dict.fromkeys(fields, 0)
     total_seconds = 0.0
@@ -81,6 +82,7 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
                     "RPC attempts",
                     "failed attempts",
                     "prompt tokens",
+                    "cached prompt tokens",
                     "completion tokens",
                     "model-call seconds",
                 ),
