@@ -74,7 +74,8 @@ class Scorer:
             if reply is not None:
                 found[key] = convert.scored_sample(reply.prediction)
                 self.store.cache_prediction(key, prompt.id, found[key])
-        self._count_methods([reply.prediction for reply in replies if reply is not None])
+        answered = [reply.prediction for reply in replies if reply is not None]
+        count_scoring_methods(self.store, answered, weighting_asked=self._weighting_asked)
         results: list[ScoredSample | None] = []
         for record, calls in zip(records, keyed, strict=True):
             parts = [found.get(key) for key, _ in calls]
@@ -82,30 +83,33 @@ class Scorer:
             results.append(merge_parts(record.id, complete) if len(complete) == len(parts) else None)
         return results
 
-    def _count_methods(self, predictions: Sequence[common_pb2.Prediction]) -> None:
-        """Add the judge's valid scores, by how it obtained them, to the run's count; the first time logprob
-        weighting was asked for and a score came back sampled, say so once."""
-        counts = Counter(
-            "logprob_weighted" if s.method == common_pb2.SCORING_METHOD_LOGPROB_WEIGHTED else "sampled"
-            for prediction in predictions
-            for s in prediction.scores
-            if s.HasField("value")
-        )
-        if not counts:
-            return
-        self.store.count_scoring_methods(counts)
-        if self._weighting_asked and counts["sampled"] and not self.store.get_meta(_WEIGHTING_WARNED, False):
-            self.store.set_meta(_WEIGHTING_WARNED, True)
-            log.warning(
-                "judge.logprob_weighting_not_applied",
-                sampled=counts["sampled"],
-                weighted=counts["logprob_weighted"],
-                why="the endpoint sent no usable log probabilities, or a scale is beyond single digits",
-            )
-
 
 _WEIGHTING_WARNED = "warned_logprob_weighting"
 """Meta key: the run has warned that logprob weighting could not be applied (once per run, resumes included)."""
+
+
+def count_scoring_methods(
+    store: RunStore, predictions: Sequence[common_pb2.Prediction], *, weighting_asked: bool
+) -> None:
+    """Add the judge's valid scores, by how it obtained them, to the run's count; the first time logprob weighting
+    was asked for and a score came back sampled, say so (once per run, resumes included)."""
+    counts = Counter(
+        "logprob_weighted" if s.method == common_pb2.SCORING_METHOD_LOGPROB_WEIGHTED else "sampled"
+        for prediction in predictions
+        for s in prediction.scores
+        if s.HasField("value")
+    )
+    if not counts:
+        return
+    store.count_scoring_methods(counts)
+    if weighting_asked and counts["sampled"] and not store.get_meta(_WEIGHTING_WARNED, False):
+        store.set_meta(_WEIGHTING_WARNED, True)
+        log.warning(
+            "judge.logprob_weighting_not_applied",
+            sampled=counts["sampled"],
+            weighted=counts["logprob_weighted"],
+            why="the endpoint sent no usable log probabilities, or a scale is beyond single digits",
+        )
 
 
 def merge_parts(sample_id: str, parts: Sequence[ScoredSample]) -> ScoredSample:
