@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from judgeopt.core.errors import ConfigError
+from judgeopt.core.models import ModelsConfig
+from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.engine.policy import (
     LEARNING_STAGES,
     PER_CRITERION_FIELDS,
@@ -28,6 +30,7 @@ from judgeopt.orchestrator.engine.policy import (
     policy_from_mapping,
     resolve_policy,
 )
+from judgeopt.orchestrator.engine.run import prepare
 from judgeopt.orchestrator.errors import PolicyError
 
 TRACK = ("coherence", "consistency", "fluency", "relevance")
@@ -460,3 +463,16 @@ class TestStagePolicy:
         """Policies are immutable once validated."""
         with pytest.raises(ValueError, match="frozen"):
             PRESETS["SSS"].loss.routing = "joint"  # type: ignore[misc]
+
+
+def test_study_protocol_refuses_a_prefix_shared_judge(tmp_path: Path) -> None:
+    """The study's templates have no prefix-shared layout: such a run is refused before any service starts."""
+    judge = {"routing": "prefix_shared", "fields": ["task_description", "instruction", "sample"]}
+    path = write_yaml(tmp_path / "mine.yaml", with_stage("judge", **judge))
+    config = RunConfig(prompt_protocol="study", policy_file=path)
+    with pytest.raises(PolicyError, match="no prefix-shared judge layout"):
+        prepare(config, ModelsConfig(), None)
+    assert (
+        prepare(config.model_copy(update={"prompt_protocol": "judgeopt"}), ModelsConfig(), None).policy.judge.routing
+        == "prefix_shared"
+    )
