@@ -126,6 +126,7 @@ class CallExecutor:
                     completion_tokens=getattr(usage, "completion_tokens", 0),
                     llm_calls=getattr(usage, "llm_calls", 0),
                     truncated=getattr(usage, "truncated_calls", 0),
+                    cached_prompt_tokens=getattr(usage, "cached_prompt_tokens", 0),
                     model=getattr(usage, "model", None),
                     queue_seconds=sent - started,
                     endpoint_seconds=answered - sent,

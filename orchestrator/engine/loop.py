@@ -192,7 +192,7 @@ class OptimizationLoop:
         # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
         resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
         evaluation = evaluation_of(names, records, scored, resamples, self.settings.run.seed)
-        return evaluation, evaluation_json(evaluation, scored)
+        return evaluation, evaluation_json(evaluation, scored, records)
 
     def _gate_metric(self, evaluation: Evaluation, track: Track) -> float:
         name = "mae" if self.settings.run.gate == "none" else self.settings.run.gate

@@ -7,9 +7,11 @@ MAE, off-by-one accuracy); ``evaluate`` does it for every criterion and averages
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import fmean
 
 import numpy as np
 import structlog
@@ -58,6 +60,22 @@ def _spearman(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
     return _finite_or_zero(stats.spearmanr(x, y).statistic)
+
+
+def halo(scores: Mapping[str, Sequence[float | None]]) -> float | None:
+    """The mean Spearman ρ between every two criteria's scores (each pair over the items both have): how far one
+    impression runs through every criterion, a halo. Set beside the same figure for the human labels, the excess is
+    interference at inference time. ``None`` with fewer than two criteria or no pair defined (a constant side, or
+    fewer than three items in common)."""
+    values = []
+    for first, second in itertools.combinations(scores, 2):
+        pairs = [(x, y) for x, y in zip(scores[first], scores[second], strict=True) if x is not None and y is not None]
+        if len(pairs) < 3:
+            continue
+        x, y = np.array(pairs, dtype=np.float64).T
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            values.append(float(stats.spearmanr(x, y).statistic))
+    return fmean(values) if values else None
 
 
 def _spearman_along(x: NDArray[np.float64], y: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:

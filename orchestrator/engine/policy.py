@@ -1,8 +1,11 @@
 """Decomposition modes as data: a policy says, per stage, how calls are routed and what each call may see.
 
 A stage's **routing** is ``per_criterion`` (one call per criterion) or ``joint`` (one call for all criteria of a
-track). Its **fields** are what a call may carry; per-criterion fields (``instruction``, ``prediction``,
-``ground_truth``, ``verdict``, ``critique``, ``gradient``) are visible for the criteria in the call's **scope**
+track); the judge may also be ``prefix_shared``: one request per sample, which the judge answers with one model call
+per criterion, each starting with the same text (task description, sample) and ending with its own criterion, so an
+endpoint's prefix cache prefills the sample once per sample rather than once per criterion. Its **fields** are what
+a call may carry; per-criterion fields (``instruction``, ``prediction``, ``ground_truth``, ``verdict``,
+``critique``, ``gradient``) are visible for the criteria in the call's **scope**
 (``own``: the call's own criterion; ``all``: every criterion; or a list of extra criteria), shared fields
 (``task_description``, ``sample``, ``judge_output``) are visible or not, and routed fields (``conversations``: the
 batch's samples with the judge's output) belong to the call's own criterion in a per-criterion call and are shared
@@ -32,7 +35,9 @@ if TYPE_CHECKING:
 Stage = Literal["judge", "loss", "gradient", "optimizer"]
 STAGES: tuple[Stage, ...] = ("judge", "loss", "gradient", "optimizer")
 LEARNING_STAGES: tuple[Stage, ...] = ("loss", "gradient", "optimizer")
-Routing = Literal["per_criterion", "joint"]
+Routing = Literal["per_criterion", "joint", "prefix_shared"]
+ONE_REQUEST: frozenset[Routing] = frozenset({"joint", "prefix_shared"})
+"""Routings that send one request for all of a track's criteria."""
 
 SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output"})
 PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "verdict", "critique", "gradient"})
@@ -137,6 +142,8 @@ class Policy(BaseModel):
             missing = sorted(REQUIRED_FIELDS[stage] - policy.fields)
             if missing:
                 raise ValueError(f"stage {stage!r}: cannot work without field {missing[0]!r}")
+            if stage != "judge" and policy.routing == "prefix_shared":
+                raise ValueError(f"stage {stage!r}: prefix_shared is a judge routing (per_criterion or joint here)")
             if stage == "judge" and policy.routing == "per_criterion" and policy.scope != "own":
                 raise ValueError("stage 'judge': a per-criterion judge call sees only its own instruction (scope: own)")
             if policy.routing == "joint" and policy.scope not in ("own", "all"):
@@ -166,7 +173,7 @@ class Policy(BaseModel):
     def calls(self, stage: Stage, state: RoutingState) -> list[tuple[str, ...]]:
         """The focus of each call ``stage`` makes in the step described by ``state``: the whole track for a joint
         stage, one criterion per call otherwise."""
-        if self.routing_at(stage, state) == "joint":
+        if self.routing_at(stage, state) in ONE_REQUEST:
             return [state.track]
         return [(name,) for name in state.track]
 

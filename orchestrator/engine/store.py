@@ -12,7 +12,8 @@ import json
 import sqlite3
 import statistics
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS calls (
     outcome TEXT NOT NULL, code TEXT, error TEXT,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
     model TEXT, queue_seconds REAL, endpoint_seconds REAL NOT NULL, at REAL NOT NULL,
-    truncated INTEGER NOT NULL DEFAULT 0,
+    truncated INTEGER NOT NULL DEFAULT 0, cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
     UNIQUE (request_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
@@ -65,6 +66,27 @@ CREATE TABLE IF NOT EXISTS audit (
     criteria TEXT NOT NULL, visible TEXT NOT NULL, artifacts TEXT NOT NULL, fields TEXT NOT NULL
 );
 """
+
+
+_ADDED_COLUMNS = {
+    "calls": {"truncated": "INTEGER NOT NULL DEFAULT 0", "cached_prompt_tokens": "INTEGER NOT NULL DEFAULT 0"}
+}
+"""Columns added since a table was first created: a store written before them gets them (as zeros) when opened."""
+
+
+def _upgrade_tables(db: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier judgeopt up to today's tables, so old runs still read and resume.
+
+    One ``seconds`` per call attempt (queue wait included) becomes ``endpoint_seconds`` with the queue wait unknown
+    (NULL), and columns added since get their defaults."""
+    if "seconds" in {row[1] for row in db.execute("PRAGMA table_info(calls)")}:
+        db.execute("ALTER TABLE calls RENAME COLUMN seconds TO endpoint_seconds")
+        db.execute("ALTER TABLE calls ADD COLUMN queue_seconds REAL")
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in columns.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,8 @@ class CallAttempt:
     """From sending the request to the service until its reply (or failure): the call's own speed."""
     truncated: int = 0
     """Of ``llm_calls``, the replies that stopped at the model's output cap (recorded, never used)."""
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the endpoint's prefix cache served, where it reports them."""
 
 
 @dataclass(frozen=True)
@@ -155,24 +179,12 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-            self._upgrade_calls_table()
+            _upgrade_tables(self._db)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
             raise
         self._manifest: RunManifest | None = None
-
-    def _upgrade_calls_table(self) -> None:
-        """Bring a store written by an earlier judgeopt up to today's calls table, so old runs still read and resume.
-
-        One ``seconds`` per attempt (queue included) becomes ``endpoint_seconds`` with the queue wait unknown (NULL);
-        truncated replies, not counted then, read as none."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
-        if "seconds" in columns:
-            self._db.execute("ALTER TABLE calls RENAME COLUMN seconds TO endpoint_seconds")
-            self._db.execute("ALTER TABLE calls ADD COLUMN queue_seconds REAL")
-        if "truncated" not in columns:
-            self._db.execute("ALTER TABLE calls ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -378,14 +390,25 @@ class RunStore:
             attempts=attempts,
         )
 
+    def count_scoring_methods(self, counts: Mapping[str, int]) -> None:
+        """Add to the run's count of the judge's valid scores by method (``sampled``, ``logprob_weighted``)."""
+        total = Counter(self.scoring_methods())
+        total.update(counts)
+        self.set_meta("scoring_methods", dict(total))
+
+    def scoring_methods(self) -> dict[str, int]:
+        counts: dict[str, int] = self.get_meta("scoring_methods", {})
+        return counts
+
     def usage_by_role(self) -> dict[str, dict[str, int]]:
         """Calls (every attempt), replies cut off at the output cap and tokens per stage: what the run really spent."""
         usage: dict[str, dict[str, int]] = {}
         query = (
             "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(truncated), SUM(prompt_tokens), "
-            "SUM(completion_tokens) FROM calls GROUP BY stage ORDER BY stage"
+            "SUM(completion_tokens), SUM(cached_prompt_tokens) FROM calls GROUP BY stage ORDER BY stage"
         )
-        for stage, attempts, failed, llm_calls, truncated, prompt_tokens, completion_tokens in self._db.execute(query):
+        rows = self._db.execute(query)
+        for stage, attempts, failed, llm_calls, truncated, prompt_tokens, completion_tokens, cached in rows:
             usage[stage] = {
                 "rpc_attempts": attempts,
                 "failed_attempts": failed,
@@ -393,6 +416,7 @@ class RunStore:
                 "truncated_replies": truncated,
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
+                "cached_prompt_tokens": cached,
             }
         return usage
 

@@ -57,6 +57,7 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
                 "macro_rho": fmean(rho[c] for c in criteria) if tested else None,
                 "rho": {c: rho[c] for c in criteria} if tested else None,
                 "constant": sorted(constant) if tested else None,
+                "halo": ordered[0].test.get("halo") if tested and len(ordered) == 1 and ordered[0].test else None,
                 "failed_calls": sum(r.failed_calls for r in ordered),
             }
         )
@@ -129,6 +130,7 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
         "steps": steps,
         **_spend(store),
+        "judge_scoring": _judge_scoring(store, manifest),
         "provenance": {
             "judgeopt_version": metadata.version("judgeopt"),
             "dataset": config.dataset.name,
@@ -138,6 +140,18 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         },
     }
     return _finite(summary)
+
+
+def _judge_scoring(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """How the judge's valid scores were obtained: what was asked (``logprob_weighted`` where the judge's model
+    settings ask for log probabilities) and how many scores were weighted and how many sampled."""
+    counts = store.scoring_methods()
+    asked = manifest.models.for_role("judge").logprobs
+    return {
+        "asked": "logprob_weighted" if asked else "sampled",
+        "logprob_weighted": counts.get("logprob_weighted", 0),
+        "sampled": counts.get("sampled", 0),
+    }
 
 
 def _finite(summary: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +179,12 @@ def _spend(store: RunStore) -> dict[str, Any]:
         "failed_attempts": {stage: u["failed_attempts"] for stage, u in usage.items()},
         "truncated_replies": {stage: u["truncated_replies"] for stage, u in usage.items()},
         "tokens": {
-            stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
+            stage: {
+                "prompt": u["prompt_tokens"],
+                "completion": u["completion_tokens"],
+                "cached_prompt": u["cached_prompt_tokens"],
+            }
+            for stage, u in usage.items()
         },
         "call_seconds": {stage: times.as_json() for stage, times in sorted(store.call_times_by_stage().items())},
         "cost": _cost(store, usage),
@@ -251,7 +270,14 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
         table.add_column(column, justify="right" if column != "criterion" else "left")
     for row in rows:
         table.add_row(*row)
-    spend = Table(title="calls and tokens per role")
+    scoring = summary.get("judge_scoring")  # absent from the summaries of older runs
+    caption = "s per call: median seconds at the service per attempt (its wait for a slot left out)"
+    if scoring:
+        caption += (
+            f"; judge scores: {scoring['logprob_weighted']} logprob-weighted, {scoring['sampled']} sampled "
+            f"({scoring['asked'].replace('_', '-')} asked)"
+        )
+    spend = Table(title="calls and tokens per role", caption=caption)
     columns = (
         "role",
         "LLM calls",
@@ -259,6 +285,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
         "failed",
         "truncated",
         "prompt tokens",
+        "cached prompt tokens",
         "completion tokens",
         "s per call",
     )
@@ -274,8 +301,8 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
             str(summary["failed_attempts"][role]),
             str(summary["truncated_replies"][role]),
             str(tokens["prompt"]),
+            str(tokens.get("cached_prompt", 0)),
             str(tokens["completion"]),
             "—" if speed is None else f"{speed:.3f}",
         )
-    spend.caption = "s per call: median seconds at the service per attempt (its wait for a slot left out)"
     return [table, spend]

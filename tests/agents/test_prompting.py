@@ -26,6 +26,7 @@ from judgeopt.agents.types import (
     Gradient,
     GradientTask,
     Instruction,
+    JudgeLayout,
     JudgePrompt,
     ParseStatus,
     PromptProtocol,
@@ -291,6 +292,9 @@ async def drive_every_agent() -> None:
         await OptimizerAgent(as_runner(RecordingRunner('{"instruction": "New."}'))).step(
             StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol)
         )
+    await JudgeAgent(as_runner(RecordingRunner('{"fluency": 4}'))).score(
+        ScoreTask(Routing.JOINT, BOTH, PROMPT, SAMPLE, layout=JudgeLayout.PREFIX_SHARED)
+    )
     evaluator = EvaluatorAgent(as_runner(RecordingRunner('{"score": 8, "rationale": "focused"}')))
     for protocol in protocols:
         await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,), protocol=protocol))

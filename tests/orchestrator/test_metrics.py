@@ -20,6 +20,7 @@ from judgeopt.orchestrator.engine.metrics import (
     Evaluation,
     criterion_metrics,
     evaluate,
+    halo,
     hypervolume,
     hypervolume_indicator,
     non_dominated,
@@ -376,3 +377,38 @@ class TestPairedDeltaInterval:
         failed: dict[str, list[float | None]] = {c: [None] * 8 + list(t[8:]) for c, t in PAIRED_TRUTHS.items()}
         assert paired_delta_interval(failed, scored, PAIRED_TRUTHS, resamples=50, seed=1) is None
         assert paired_delta_interval(scored, scored, PAIRED_TRUTHS, resamples=0, seed=1) is None
+
+
+class TestHalo:
+    def test_planted_scores_give_the_known_mean_correlation(self) -> None:
+        """Three criteria: b ranks as a (ρ 1), c reverses a (ρ −1 with a, −1 with b): the mean is −1/3. Items a
+        criterion failed to score leave only that pair's common items."""
+        scores: dict[str, list[float | None]] = {
+            "a": [1, 2, 3, 4, 5],
+            "b": [2, 3, 4, 5, 5.5],
+            "c": [5, 4, 3, 2, 1],
+        }
+        assert halo(scores) == pytest.approx(-1 / 3)
+        scores["c"] = [5, 4, None, 2, 1]
+        assert halo(scores) == pytest.approx(-1 / 3)
+
+    def test_one_number_for_every_criterion_is_a_full_halo(self) -> None:
+        """A judge that writes the same score for every criterion: every pair correlates perfectly."""
+        row = [1.0, 3.0, 2.0, 5.0, 4.0]
+        assert halo({"a": row, "b": list(row), "c": list(row)}) == pytest.approx(1.0)
+
+    def test_known_spearman_value(self) -> None:
+        """Two criteria with one swapped pair among five items: ρ = 1 − 6·2/(5·24) = 0.9."""
+        assert halo({"a": [1, 2, 3, 4, 5], "b": [2, 1, 3, 4, 5]}) == pytest.approx(0.9)
+
+    @pytest.mark.parametrize(
+        "scores",
+        [
+            {"a": [1.0, 2.0, 3.0]},
+            {"a": [1.0, 2.0, 3.0], "b": [4.0, 4.0, 4.0]},
+            {"a": [1.0, 2.0, None], "b": [1.0, 3.0, 5.0]},
+        ],
+        ids=["one-criterion", "constant-side", "under-three-shared-items"],
+    )
+    def test_undefined_halo_is_none(self, scores: dict[str, list[float | None]]) -> None:
+        assert halo(scores) is None

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from judgeopt.core.errors import ConfigError
+from judgeopt.core.models import ModelsConfig
+from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.engine.policy import (
     LEARNING_STAGES,
     PER_CRITERION_FIELDS,
@@ -29,6 +31,7 @@ from judgeopt.orchestrator.engine.policy import (
     resolve_policy,
     study_policy,
 )
+from judgeopt.orchestrator.engine.run import prepare
 from judgeopt.orchestrator.errors import PolicyError
 
 TRACK = ("coherence", "consistency", "fluency", "relevance")
@@ -170,6 +173,10 @@ def _joint_with_criteria_list() -> dict[str, Any]:
     return with_stage("optimizer", routing="joint", scope=["fluency"])
 
 
+def _prefix_shared_loss() -> dict[str, Any]:
+    return with_stage("loss", routing="prefix_shared")
+
+
 def _bad_routing() -> dict[str, Any]:
     return with_stage("gradient", routing="sometimes")
 
@@ -184,6 +191,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], tuple[str, ...]]] = [
     ("judge-per-criterion-all", _judge_per_criterion_sees_all, ("stage 'judge'", "own")),
     ("judge-per-criterion-list", _judge_per_criterion_sees_list, ("stage 'judge'", "own")),
     ("joint-with-list", _joint_with_criteria_list, ("stage 'optimizer'", "joint")),
+    ("prefix-shared-loss", _prefix_shared_loss, ("stage 'loss'", "prefix_shared is a judge routing")),
     ("bad-routing", _bad_routing, ("gradient", "per_criterion", "joint")),
 ]
 
@@ -468,3 +476,16 @@ class TestStagePolicy:
         """Policies are immutable once validated."""
         with pytest.raises(ValueError, match="frozen"):
             PRESETS["SSS"].loss.routing = "joint"  # type: ignore[misc]
+
+
+def test_study_protocol_refuses_a_prefix_shared_judge(tmp_path: Path) -> None:
+    """The study's templates have no prefix-shared layout: such a run is refused before any service starts."""
+    judge = {"routing": "prefix_shared", "fields": ["task_description", "instruction", "sample"]}
+    path = write_yaml(tmp_path / "mine.yaml", with_stage("judge", **judge))
+    config = RunConfig(prompt_protocol="study", policy_file=path)
+    with pytest.raises(PolicyError, match="no prefix-shared judge layout"):
+        prepare(config, ModelsConfig(), None)
+    assert (
+        prepare(config.model_copy(update={"prompt_protocol": "judgeopt"}), ModelsConfig(), None).policy.judge.routing
+        == "prefix_shared"
+    )

@@ -35,6 +35,7 @@ SECTIONS = (
     "Macro ρ and hypervolume over steps",
     "Diagnostics: gradient specificity and optimizer adherence",
     "Instruction interference: stitched vs generic vs separate",
+    "How the judge scored: logprob weighting and halo",
     "Calls, tokens and wall time per role",
     "Provenance",
 )
@@ -127,6 +128,26 @@ class TestSections:
         """report.html carries every section heading as an <h2>."""
         for number, title in enumerate(SECTIONS, 1):
             assert f">{number}. {title}</h2>" in report.html
+
+
+class TestJudging:
+    def test_scoring_counts_and_halo_match_the_summaries(self, report: Report) -> None:
+        """Each run's weighted and sampled score counts, and its judge and human halo at every step, as in its
+        summary.json."""
+        text = section(report.markdown, SECTIONS.index("How the judge scored: logprob weighting and halo") + 1)
+        checked = 0
+        for gate in GATES:
+            for k, run in enumerate(summaries(report.directory, "SSS", gate)):
+                name = f"SSS-{gate}-run{k}"
+                scoring = run["judge_scoring"]
+                assert scoring["sampled"] > 0
+                assert row(text, name)[1:4] == ["sampled", "0", str(scoring["sampled"])]
+                for step in run["steps"]:
+                    cells = row(text, name, str(step["step"]))
+                    halo = step["halo"]
+                    assert cells[2:4] == [f"{halo['judge']:.3f}", f"{halo['human']:.3f}"]
+                    checked += 1
+        assert checked == len(GATES) * RUNS * 3
 
 
 class TestSelfContainedHtml:

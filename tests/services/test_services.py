@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers.fake_openai import Completion, FakeOpenAI, Garbage, Hang, HttpError, Reset, TokenLogprob, static
 from helpers.messages import criteria, critique_request, meta, prompt, sample
-from helpers.scripts import JUDGE_SCORES, SUMMEVAL
+from helpers.scripts import JUDGE_SCORES, SUMMEVAL, agent_roles_handler
 
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.errors import AgentCallError
@@ -87,6 +88,22 @@ class TestJudgeService:
             seen = [n for n in SUMMEVAL if f"[{n}]" in request.last_user_text]
             assert len(seen) == 1
         assert reply.usage.llm_calls == len(SUMMEVAL)
+
+    async def test_prefix_shared_layout_makes_k_calls_and_reports_cached_tokens(
+        self, clients: AgentClients, endpoint: FakeOpenAI
+    ) -> None:
+        """A joint request laid out prefix-shared: one model call per criterion, each asking for its criterion only,
+        and the cached prompt tokens the endpoint reported, summed in the reply's usage."""
+        script = agent_roles_handler()
+        endpoint.set_handler(lambda request: dataclasses.replace(script(request), cached_tokens=50))
+        request = score_request()
+        request.layout = judge_pb2.JUDGE_LAYOUT_PREFIX_SHARED
+        reply = await clients.score(request)
+        assert [(s.criterion, s.status) for s in reply.prediction.scores] == [(n, OK) for n in SUMMEVAL]
+        assert reply.usage.llm_calls == len(endpoint.requests) == len(SUMMEVAL)
+        assert reply.usage.cached_prompt_tokens == 50 * len(SUMMEVAL)
+        asked = sorted(r.body["response_format"]["json_schema"]["schema"]["required"][0] for r in endpoint.requests)
+        assert asked == sorted(SUMMEVAL)
 
     @pytest.mark.parametrize(
         ("content", "expected"),

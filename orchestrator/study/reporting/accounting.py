@@ -21,7 +21,15 @@ def _roles(study: Study) -> list[str]:
 
 
 def _usage_rows(study: Study) -> list[tuple[str, ...]]:
-    fields = ("llm_calls", "rpc_attempts", "failed_attempts", "truncated_replies", "prompt_tokens", "completion_tokens")
+    fields = (
+        "llm_calls",
+        "rpc_attempts",
+        "failed_attempts",
+        "truncated_replies",
+        "prompt_tokens",
+        "cached_prompt_tokens",
+        "completion_tokens",
+    )
     rows = []
     totals = dict.fromkeys(fields, 0)
     every = CallTimes([], [])
@@ -104,6 +112,7 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
                     "failed attempts",
                     "truncated replies",
                     "prompt tokens",
+                    "cached prompt tokens",
                     "completion tokens",
                     "seconds at the services",
                     "median s per attempt",

@@ -323,6 +323,7 @@ class Usage(google.protobuf.message.Message):
     MODEL_SECONDS_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
     TRUNCATED_CALLS_FIELD_NUMBER: builtins.int
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: builtins.int
     prompt_tokens: builtins.int
     completion_tokens: builtins.int
     llm_calls: builtins.int
@@ -333,6 +334,10 @@ class Usage(google.protobuf.message.Message):
     """Model name as reported by the endpoint configuration."""
     truncated_calls: builtins.int
     """Of llm_calls, the replies that stopped at the model's output cap (their parse status is TRUNCATED)."""
+    cached_prompt_tokens: builtins.int
+    """Prompt tokens served from the endpoint's prefix cache, where it reports them
+    (usage.prompt_tokens_details.cached_tokens); 0 otherwise.
+    """
     def __init__(
         self,
         *,
@@ -342,8 +347,9 @@ class Usage(google.protobuf.message.Message):
         model_seconds: builtins.float = ...,
         model: builtins.str = ...,
         truncated_calls: builtins.int = ...,
+        cached_prompt_tokens: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["completion_tokens", b"completion_tokens", "llm_calls", b"llm_calls", "model", b"model", "model_seconds", b"model_seconds", "prompt_tokens", b"prompt_tokens", "truncated_calls", b"truncated_calls"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "llm_calls", b"llm_calls", "model", b"model", "model_seconds", b"model_seconds", "prompt_tokens", b"prompt_tokens", "truncated_calls", b"truncated_calls"]) -> None: ...
 
 global___Usage = Usage
 
