@@ -64,7 +64,7 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
     return steps
 
 
-def _test_scores(store: RunStore, manifest: RunManifest, step: int) -> dict[str, list[float | None]]:
+def scores_on_test(store: RunStore, manifest: RunManifest, step: int) -> dict[str, list[float | None]]:
     """Per criterion, the judge's test-set scores under the prompt each track held after ``step``, in split order."""
     test_ids = manifest.splits.get("test", ())
     scores: dict[str, list[float | None]] = {}
@@ -86,8 +86,8 @@ def _delta(store: RunStore, manifest: RunManifest, initial: dict[str, Any] | Non
     interval = None
     if manifest.test_truths:
         interval = paired_delta_interval(
-            _test_scores(store, manifest, initial["step"]),
-            _test_scores(store, manifest, best["step"]),
+            scores_on_test(store, manifest, initial["step"]),
+            scores_on_test(store, manifest, best["step"]),
             {c: manifest.test_truths[c] for c in manifest.criterion_names},
             resamples=manifest.config.bootstrap_resamples,
             seed=manifest.config.seed,

@@ -210,10 +210,24 @@ class TestTable1:
         assert cells[5] == f"{best_rho - initial:+.3f}"
         intervals = [run["delta_macro_rho"]["ci95"] for run in runs]
         assert all(intervals)
-        assert cells[6] == "; ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in intervals)
-        assert cells[7].startswith(f"{hvi:.3f} ± ")
-        assert cells[8] == f"{hvi_of_run_means(runs):.3f}"
+        assert cells[7] == "; ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in intervals)
+        assert cells[8].startswith(f"{hvi:.3f} ± ")
+        assert cells[9] == f"{hvi_of_run_means(runs):.3f}"
         assert cells[4] in report.html
+
+    @pytest.mark.parametrize("mode", MODES)
+    @pytest.mark.parametrize("gate", GATES)
+    def test_each_configuration_has_its_delta_interval(self, report: Report, mode: str, gate: str) -> None:
+        """Beside Δ, the configuration's interval (both runs, one bootstrap draw of test items) around the
+        configuration's Δ, at its validation-chosen step: kept at step 0, Δ is 0 on every resample (whatever the
+        runs' own best steps and intervals)."""
+        cells = row(section(report.markdown, 1), mode, gate)
+        low, high = (float(v) for v in cells[6].strip("[]").split(", "))
+        delta = float(cells[5])
+        assert low - 0.0005 <= delta <= high + 0.0005
+        assert low <= high
+        if cells[4].endswith("(step 0)"):
+            assert cells[6] == "[+0.000, +0.000]"
 
     def test_study_column_only_on_mae_rows(self, report: Report) -> None:
         """The study's published Table 1 values stand beside the MAE-gate rows only."""

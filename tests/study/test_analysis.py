@@ -3,8 +3,9 @@ Single-Task run and step) and gradient specificity pooled per-criterion vs joint
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -12,9 +13,9 @@ from judgeopt.core.errors import ConfigError
 from judgeopt.orchestrator.engine.artifacts import PromptState
 from judgeopt.orchestrator.engine.store import Diagnostic, StepRecord
 from judgeopt.orchestrator.study.interference import pick_best
-from judgeopt.orchestrator.study.reporting.aggregate import pooled_specificity
+from judgeopt.orchestrator.study.reporting.aggregate import aggregate, pooled_specificity
 from judgeopt.orchestrator.study.reporting.document import Table
-from judgeopt.orchestrator.study.reporting.inputs import Cell, Study
+from judgeopt.orchestrator.study.reporting.inputs import Cell, Configuration, RunTestScores, Study
 from judgeopt.orchestrator.study.reporting.sections import specificity_drop_blocks
 
 
@@ -107,3 +108,46 @@ def test_report_rows_beside_the_study() -> None:
     assert rows["gate none"] == ("9.50", "4.00", "-58%")
     assert rows["study (arXiv 2605.26046)"] == ("9.00", "3.70", "-59%")
     assert any(getattr(b, "name", "") == "specificity-drop.png" for b in blocks)
+
+
+TRUTHS = [float(k % 5 + 1) for k in range(10)]
+
+
+def run_cell(run: int, ids: Sequence[str], truths: list[float], before: list[float], after: list[float]) -> Cell:
+    """A finished SSS run on one criterion, tested at steps 0 and 1 (step 1 chosen on validation)."""
+    steps = [
+        {"step": t, "macro_rho": rho, "val_metric": val, "rho": {"fluency": rho}}
+        for t, rho, val in ((0, 0.0, 0.0), (1, 0.1, 0.5))
+    ]
+    scores = {0: {"fluency": list[float | None](before)}, 1: {"fluency": list[float | None](after)}}
+    test = RunTestScores(tuple(ids), {"fluency": tuple(truths)}, scores, 200, 5)
+    return Cell(f"SSS-mae-run{run}", "SSS", "mae", {"steps": steps}, (), {}, {}, {}, 0.0, test)
+
+
+class TestConfigurationDeltaInterval:
+    """Table 1's configuration interval: the runs' test predictions aligned by item, one draw for every run."""
+
+    IDS = tuple(f"s{k}" for k in range(10))
+    BEFORE: ClassVar[list[float]] = [3.0, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    AFTER: ClassVar[list[float]] = [1.0, 2, 3, 4, 4, 1, 2, 3, 5, 5]
+
+    def interval(self, *cells: Cell) -> tuple[float, float] | None:
+        return aggregate(Configuration("SSS", "mae", cells), ["fluency"]).delta_interval
+
+    def test_a_run_repeated_in_another_item_order_gives_the_runs_interval(self) -> None:
+        """The same run stored with its test items in another order: aligned by item, the configuration's
+        interval is the run's own (unaligned, it would mix unrelated items)."""
+        run = run_cell(0, self.IDS, TRUTHS, self.BEFORE, self.AFTER)
+        order = [9, 3, 0, 7, 1, 8, 2, 6, 4, 5]
+
+        def permuted(values: Sequence[Any]) -> list[Any]:
+            return [values[k] for k in order]
+
+        again = run_cell(1, permuted(self.IDS), permuted(TRUTHS), permuted(self.BEFORE), permuted(self.AFTER))
+        one = self.interval(run)
+        assert one is not None and one[0] < one[1]
+        assert self.interval(run, again) == pytest.approx(one)
+
+    def test_no_test_predictions_give_no_interval(self) -> None:
+        bare = Cell("SSS-mae-run0", "SSS", "mae", {"steps": []}, (), {}, {}, {}, 0.0)
+        assert self.interval(bare) is None

@@ -66,6 +66,10 @@ def test_every_call_speaks_the_study_protocol(report: tuple[Path, str]) -> None:
     assert {"judge", "loss", "gradient", "optimizer", "evaluator"} <= set(roles)
     evaluator = [r.last_user_text for r in RECEIVED if study_role_of(r) == "evaluator"]
     assert sum("Possible tasks:" in text for text in evaluator) == 5 * 2 * 4  # every mode, gate, criterion
+    evaluator_settings = {
+        (r.body.get("temperature"), r.body.get("max_tokens")) for r in RECEIVED if study_role_of(r) == "evaluator"
+    }
+    assert evaluator_settings == {(0.0, 10)}  # the profile's, not the file's (which sets neither)
     for request in RECEIVED:
         assert not any(c.description in request.last_user_text for c in SUMMEVAL_CRITERIA)
 
@@ -92,8 +96,8 @@ def test_table1_has_intervals_and_hvi_both_ways(report: tuple[Path, str]) -> Non
             cells = first_row(table, mode, gate)
             summary = json.loads((directory / "cells" / f"{mode}-{gate}-run0" / "summary.json").read_text())
             low, high = summary["delta_macro_rho"]["ci95"]
-            assert cells[6] == f"[{low:+.3f}, {high:+.3f}]"
-            assert cells[7] == cells[8] == f"{summary['hvi']:.3f}"
+            assert cells[6] == cells[7] == f"[{low:+.3f}, {high:+.3f}]"  # one run: its interval is the configuration's
+            assert cells[8] == cells[9] == f"{summary['hvi']:.3f}"
     assert first_row(table, "SSS", "mae")[-1] == "0.284 → 0.284 (step 0), HVI 2.749"
     assert first_row(table, "CCC", "mae")[-1] == "0.285 → 0.296 (step 9), HVI 2.900"
     assert first_row(table, "CCC", "none")[-1] == "—"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
-from judgeopt.orchestrator.engine.metrics import hypervolume_indicator
+from judgeopt.orchestrator.engine.metrics import Scores, hypervolume_indicator, mean_delta_interval
 from judgeopt.orchestrator.engine.policy import PRESETS
 from judgeopt.orchestrator.study.reporting.inputs import Cell, Configuration
 
@@ -94,6 +94,27 @@ class Aggregate:
         if not steps:
             return None
         return hypervolume_indicator([[fmean(self.rho[c][s]) for c in self.rho] for s in steps])
+
+    @property
+    def delta_interval(self) -> tuple[float, float] | None:
+        """The 95% interval of the configuration's Δ (the mean over runs of test macro ρ at the validation-chosen
+        step minus at step 0): a paired bootstrap over the test items every run scored, one draw for every run
+        (``mean_delta_interval``), with the first run's resamples and seed. ``None`` without resamples or test
+        predictions."""
+        best = self.best_step
+        tests = [c.test for c in self.config.cells if c.test is not None]
+        if best is None or len(tests) < len(self.config.cells) or any({0, best} - set(t.scores) for t in tests):
+            return None
+        items = tests[0].ids
+        positions = [{item: k for k, item in enumerate(t.ids)} for t in tests]
+        common = [item for item in items if all(item in p for p in positions)]
+
+        def aligned(scores: Scores, where: Mapping[str, int]) -> dict[str, list[float | None]]:
+            return {c: [values[where[item]] for item in common] for c, values in scores.items()}
+
+        runs = [(aligned(t.scores[0], p), aligned(t.scores[best], p)) for t, p in zip(tests, positions, strict=True)]
+        truths = {c: [values[positions[0][item]] for item in common] for c, values in tests[0].truths.items()}
+        return mean_delta_interval(runs, truths, resamples=tests[0].resamples, seed=tests[0].seed)
 
     def improves_on_test(self) -> bool:
         start = self.mean_macro(0)
