@@ -168,12 +168,31 @@ def _judge_score(criterion: Criterion, value: float, repaired: bool) -> Criterio
     return CriterionScore(criterion.name, value, ParseStatus.REPAIRED if repaired else ParseStatus.OK)
 
 
-def _score_from_prose(text: str, criterion: Criterion, sole: bool) -> tuple[float, bool] | None:
+_WORD = re.compile(r"[\w-]+")
+_WORD_AND_NUMBER = re.compile(rf"(?<![\w-])([\w-]+)(?![\w-])\W{{0,5}}?({_NUMBER.pattern})")
+
+
+def _numbers_after_words(text: str) -> dict[str, float]:
+    """Each word's first number in prose (``fluency: 4``, ``Fluency - 4/5``), by the word in lower case: one pass
+    over the reply whatever the number of criteria, so a reply with no JSON costs the same for 4 criteria or 64."""
+    numbers: dict[str, float] = {}
+    for match in _WORD_AND_NUMBER.finditer(text):
+        numbers.setdefault(match.group(1).lower(), float(match.group(2)))
+    return numbers
+
+
+def _score_from_prose(
+    text: str, criterion: Criterion, after_words: dict[str, float], sole: bool
+) -> tuple[float, bool] | None:
     """``fluency: 4`` / ``Fluency - 4/5`` in prose; a lone number counts only when one criterion is asked."""
-    pattern = rf"(?<![\w-]){re.escape(criterion.name)}(?![\w-])\W{{0,5}}?({_NUMBER.pattern})"
-    match = re.search(pattern, text, re.IGNORECASE)
-    if match:
-        return float(match.group(1)), True
+    if _WORD.fullmatch(criterion.name):
+        value = after_words.get(criterion.name.lower())
+    else:  # a name of several words (or signs) is looked for on its own
+        pattern = rf"(?<![\w-]){re.escape(criterion.name)}(?![\w-])\W{{0,5}}?({_NUMBER.pattern})"
+        match = re.search(pattern, text, re.IGNORECASE)
+        value = float(match.group(1)) if match else None
+    if value is not None:
+        return value, True
     if sole:
         numbers = [m.group() for m in itertools.islice(_NUMBER.finditer(text), 2)]
         if len(numbers) == 1:
@@ -189,6 +208,7 @@ def parse_scores(text: str, criteria: Sequence[Criterion]) -> tuple[CriterionSco
     reading = find_answer_object(text, keys)
     index = None if reading is None else KeyIndex(reading.value)
     scores: list[CriterionScore] = []
+    after_words: dict[str, float] | None = None
     for criterion in criteria:
         found: tuple[float, bool] | None = None
         entry = None
@@ -200,7 +220,9 @@ def parse_scores(text: str, criteria: Sequence[Criterion]) -> tuple[CriterionSco
             if entry is not None and number is not None:
                 found = (number, reading.repaired or entry[1])
         if found is None and entry is None:  # a key with an unreadable value is not looked for in prose
-            found = _score_from_prose(text, criterion, sole=len(criteria) == 1)
+            if after_words is None:
+                after_words = _numbers_after_words(text)
+            found = _score_from_prose(text, criterion, after_words, sole=len(criteria) == 1)
         if found is None:
             status = ParseStatus.MISSING if reading is not None else ParseStatus.INVALID
             scores.append(CriterionScore(criterion.name, None, status))

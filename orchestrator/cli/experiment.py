@@ -110,9 +110,11 @@ def run(args: argparse.Namespace) -> int:
     service_addresses = addresses(args, ALL_ROLES if grid.diagnostics else ROLES)
     settings = client_settings(args, service_addresses)
     cells = len(grid.modes) * len(grid.gates) * grid.runs
-    warn_risks(cell_configs(grid, base).values())  # once for the grid, before the progress bar
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with DirectoryLock(directory), Progress(*columns, console=Console(stderr=True)) as progress:
+    lock = DirectoryLock(directory)
+    lock.acquire()  # a directory another process writes is refused before anything else is said
+    warn_risks(cell_configs(grid, base).values())  # once for the grid, before the progress bar
+    with lock, Progress(*columns, console=Console(stderr=True)) as progress:
         bar = progress.add_task(f"experiment ({cells} cells × {base.steps + 1} steps)", total=cells * (base.steps + 1))
         reached: dict[str, int] = {}
 

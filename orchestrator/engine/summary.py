@@ -274,7 +274,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
     caption = "s per call: median seconds at the service per attempt (its wait for a slot left out)"
     if scoring:
         caption += (
-            f"; judge scores: {scoring['logprob_weighted']} logprob-weighted, {scoring['sampled']} sampled "
+            f"\njudge scores: {scoring['logprob_weighted']} logprob-weighted, {scoring['sampled']} sampled "
             f"({scoring['asked'].replace('_', '-')} asked)"
         )
     spend = Table(title="calls and tokens per role", caption=caption)
