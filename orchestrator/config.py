@@ -23,7 +23,7 @@ class RunConfig(BaseModel):
 
     Counts are strict integers: YAML's ``yes``/``true`` is refused rather than read as 1."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     mode: str = "SSS"
     """A preset: SSS, SSC, SCC, CCC or single. Ignored when ``policy_file`` is set."""
@@ -97,7 +97,7 @@ class RunConfig(BaseModel):
 class GridConfig(BaseModel):
     """The grid of an experiment; by default the study's 10 configurations × 3 runs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     modes: tuple[str, ...] = ("SSS", "SSC", "SCC", "CCC", "single")
     gates: tuple[str, ...] = ("mae", "none")
@@ -109,7 +109,7 @@ class GridConfig(BaseModel):
 
 
 class JudgeoptConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     run: RunConfig = Field(default_factory=RunConfig)
     grid: GridConfig = Field(default_factory=GridConfig)

@@ -1,14 +1,14 @@
-"""The single structlog configuration, applied once at the entry point: JSON for services, console for the CLI.
-Every string of every event passes through ``judgeopt.core.redact`` before it is rendered."""
+"""The single structlog configuration, applied once at the entry point (``judgeopt.cli.main`` from ``--log-format`` and
+``--log-level``, each command giving its defaults): JSON on stdout for services, console on stderr for the CLI, whose
+stdout holds its results. Every string of every event passes through ``judgeopt.core.redact`` before it is rendered."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
-
-import structlog
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
 
 from judgeopt.core.redact import redact
 
@@ -29,7 +29,25 @@ def _redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -
     return {key: _redacted(value) for key, value in event.items()}
 
 
-def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
+LogFormat = Literal["console", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("console", "json")
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+@dataclass(frozen=True)
+class LogDefaults:
+    """A command's logging when the root flags do not say: the orchestrator's commands log warnings as console lines
+    on stderr; a service logs JSON lines on stdout, for the container runtime to collect."""
+
+    format: LogFormat = "console"
+    level: str = "warning"
+    stdout: bool = False
+
+
+def configure_logging(*, json: bool, level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """``stream`` defaults to stdout for JSON (services) and stderr for the console."""
+    import structlog  # here, so that command modules can name their LogDefaults without loading structlog
+
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
@@ -43,7 +61,6 @@ def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        # Services log to stdout (collected by the container runtime); the CLI keeps stdout for its results.
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout if json else sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream or (sys.stdout if json else sys.stderr)),
         cache_logger_on_first_use=False,  # tests reconfigure logging; a cached logger would keep a stale config
     )

@@ -45,7 +45,7 @@ class StructuredOutput(StrEnum):
 class RoleModelConfig(BaseModel):
     """How one role reaches its model over the OpenAI-compatible chat API."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     base_url: HttpUrl | None = None
     """Endpoint, e.g. ``http://127.0.0.1:8080/v1``. ``None`` means the embedded local model."""
@@ -124,7 +124,7 @@ class ModelsConfig(BaseModel):
           gradient: {base_url: "https://api.openai.com/v1", model: gpt-4o-mini, api_key_env: OPENAI_API_KEY}
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     default: dict[str, Any] = Field(default_factory=dict)
     judge: dict[str, Any] = Field(default_factory=dict)

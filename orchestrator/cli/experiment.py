@@ -23,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", help="comma-separated presets (default: SSS,SSC,SCC,CCC,single)")
     parser.add_argument("--gates", help="comma-separated gates (default: mae,none)")
     parser.add_argument("--runs", type=int, help="repeated runs per configuration (default 3)")
-    parser.add_argument("--select-on", choices=["val", "test"], help="interference: choose best steps on val/test")
+    parser.add_argument(
+        "--select-on",
+        choices=["val", "test"],
+        help="interference: choose best steps on val/test (default: the grid's, val)",
+    )
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the evaluator's ratings")
     parser.add_argument("--dry-run", action="store_true", help="print the grid's calls, tokens and cost; make no call")
     add_model_flags(parser, ALL_ROLES)
@@ -69,20 +73,17 @@ def print_grid_estimate(grid: GridConfig, base: RunConfig, models: ModelsConfig,
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
     import time
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from judgeopt.core.files import DirectoryLock
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.core.roles import ROLES
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
     from judgeopt.orchestrator.config import load_config
     from judgeopt.orchestrator.study.experiment import STUDY_RUN, create_experiment, load_experiment, run_experiment
 
-    configure_logging(json=False, level=logging.WARNING)
     if args.resume is None:
         directory = args.dir or Path("experiments") / time.strftime("%Y%m%d-%H%M%S")
         file_config = load_config(args.config)

@@ -26,24 +26,32 @@ def models_from_args(args: argparse.Namespace, roles: Sequence[Role]) -> ModelsC
 
 def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -> None:
     group = parser.add_argument_group("run (override the config file's run section)")
-    group.add_argument("--mode", help="preset policy: SSS, SSC, SCC, CCC or single")
-    group.add_argument("--policy", type=Path, metavar="FILE", help="a policy in YAML (instead of --mode)")
+    group.add_argument("--mode", help="preset policy: SSS, SSC, SCC, CCC or single (default: SSS)")
     group.add_argument(
-        "--gate", help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one) or none"
+        "--policy", type=Path, metavar="FILE", help="a policy in YAML (instead of --mode; default: the mode's)"
     )
-    group.add_argument("--steps", type=int)
-    group.add_argument("--batch-size", type=int)
-    group.add_argument("--test-interval", type=int)
-    group.add_argument("--seed", type=int)
+    group.add_argument(
+        "--gate",
+        help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one) or none (default: mae)",
+    )
+    group.add_argument("--steps", type=int, help="optimization steps after step 0 (default: 2 quick, 12 otherwise)")
+    group.add_argument("--batch-size", type=int, help="training samples per step (default: 2 quick, 3 otherwise)")
+    group.add_argument("--test-interval", type=int, help="score the test split every N steps (default: 1)")
+    group.add_argument("--seed", type=int, help="seed of the data split and the training batches (default: 0)")
     group.add_argument(
         "--concurrency", type=int, help="calls in flight at once (default: 1 on the local model, else 8)"
     )
-    group.add_argument("--dataset", choices=["summeval", "summeval-wgc", "file"])
+    group.add_argument(
+        "--dataset",
+        choices=["summeval", "summeval-wgc", "file"],
+        help="summeval (1,600 summaries), summeval-wgc (the study's split) or file (--data-file) (default: summeval; "
+        "summeval-wgc under the study profiles)",
+    )
     group.add_argument("--data-file", type=Path, help="the dataset file (with --dataset file)")
-    group.add_argument("--criteria", help="comma-separated subset of the dataset's criteria")
-    group.add_argument("--train-size", type=int)
-    group.add_argument("--val-size", type=int)
-    group.add_argument("--test-size", type=int)
+    group.add_argument("--criteria", help="comma-separated subset of the dataset's criteria (default: all)")
+    group.add_argument("--train-size", type=int, help="training rows (default: 20 quick, else 160)")
+    group.add_argument("--val-size", type=int, help="validation rows (default: 4 quick, else 100)")
+    group.add_argument("--test-size", type=int, help="test rows (default: 8 quick, else 480)")
     group.add_argument(
         "--profile",
         choices=["quick", "full", "study", "study-code"],
@@ -57,7 +65,12 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
         "--val-overlaps-train", action="store_true", help="study quirk: draw validation from the training rows"
     )
     add_budget_flags(group)
-    parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder holding the SummEval files (default: $JUDGEOPT_DATA_DIR, ../shared/data beside the checkout, "
+        "the user cache; else downloaded into the cache)",
+    )
     if not single_run:
         return
     parser.add_argument("--dry-run", action="store_true", help="print the calls and tokens per role; make no call")
@@ -66,8 +79,12 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
 
 
 def add_budget_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--max-calls", type=int, help="budget: stop at the step boundary before exceeding N calls")
-    group.add_argument("--max-tokens", type=int, help="budget: stop at the step boundary before exceeding N tokens")
+    group.add_argument(
+        "--max-calls", type=int, help="budget: stop at the step boundary before exceeding N calls (default: no limit)"
+    )
+    group.add_argument(
+        "--max-tokens", type=int, help="budget: stop at the step boundary before exceeding N tokens (default: no limit)"
+    )
 
 
 def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> tuple[RunConfig, ModelsConfig]:

@@ -26,7 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -34,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
 
     from judgeopt.core.files import DirectoryLock
     from judgeopt.core.flags import apply_model_flags
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.core.models import ModelsConfig
     from judgeopt.core.private_files import private_dir
     from judgeopt.core.roles import Role
@@ -45,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.orchestrator.study.apply import score_file, state_dir
     from judgeopt.orchestrator.study.export import read_judge
 
-    configure_logging(json=False, level=logging.WARNING)
     judge = read_judge(args.judge)
     # The exported settings as the default section, so --endpoint/--model/--api-key-env override them.
     models = apply_model_flags(args, ModelsConfig(default=judge.model.model_dump(mode="json")), [])

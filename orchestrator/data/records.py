@@ -28,7 +28,7 @@ def _not_a_boolean(value: object) -> object:
 class CriterionSpec(BaseModel):
     """One rated quality: its scale, and how close a prediction must be to the human score to count as correct."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     description: str = ""
@@ -104,7 +104,7 @@ class Splits:
 class DatasetConfig(BaseModel):
     """The dataset section of a run config."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: Literal["summeval", "summeval-wgc", "file"] = "summeval"
     path: Path | None = None

@@ -25,6 +25,9 @@ from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.profiles import study_differences
 
 SUMMARY_FILE = "summary.json"
+SUMMARY_SCHEMA_VERSION = 1
+"""``summary.json``'s ``schema_version``: raised when a field is removed, renamed or changes meaning; a field may be
+added within a version, so readers ignore the ones they do not know."""
 ORACLE_LABEL = "chosen on the test set (the study's choice; an oracle, optimistic)"
 
 
@@ -114,6 +117,7 @@ def build_summary(store: RunStore) -> dict[str, Any]:
     best = _pick(steps, "val_metric")
     oracle = _pick(steps, "macro_rho")
     summary: dict[str, Any] = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_id": manifest.run_id,
         "status": store.status,
         "mode": manifest.policy.name,

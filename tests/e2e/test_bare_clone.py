@@ -21,6 +21,7 @@ from helpers.upstream import lay_out_upstream, serving
 from judgeopt.orchestrator.data import sources
 from judgeopt.orchestrator.data.loading import WGC_FILES
 from judgeopt.orchestrator.data.locating import locate_data_file
+from judgeopt.orchestrator.engine.summary import SUMMARY_SCHEMA_VERSION
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SUMMEVAL_SHA256 = "b4f52322882d9c4567a5f8ed59e965646548bdf1313f1564609e69e42227bf79"
@@ -95,6 +96,7 @@ def test_a_bare_clone_runs_optimize_with_the_data_fetched_once(
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "complete"
+    assert next(iter(summary)) == "schema_version" and summary["schema_version"] == SUMMARY_SCHEMA_VERSION
     assert len(summary["steps"]) == 2
     cached = tmp_path / "cache" / "judgeopt" / "summeval.jsonl"
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == SUMMEVAL_SHA256
