@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that suggest a next one
     module: ModuleType | None = args.command_module
     if module is None:
         return _completion(parser, args.shell)

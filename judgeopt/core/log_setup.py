@@ -4,10 +4,12 @@ stdout holds its results. Every string of every event passes through ``judgeopt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import MutableMapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from judgeopt.core.redact import redact
@@ -64,3 +66,44 @@ def configure_logging(*, json: bool, level: int = logging.INFO, stream: TextIO |
         logger_factory=structlog.PrintLoggerFactory(stream or (sys.stdout if json else sys.stderr)),
         cache_logger_on_first_use=False,  # tests reconfigure logging; a cached logger would keep a stale config
     )
+
+
+@dataclass
+class HeldWarnings:
+    """Warning events held back while a screen is being drawn, counted by kind, the first of each kept."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    first: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """One line per kind, most frequent first: ``metrics.constant_predictions ×20 (first: n=4, reason=…)``."""
+        lines = []
+        for kind, count in self.counts.most_common():
+            details = ", ".join(f"{key}={value}" for key, value in self.first[kind].items())
+            lines.append(f"{kind} ×{count}" + (f" (first: {details})" if details else ""))
+        return lines
+
+
+@contextlib.contextmanager
+def holding_warnings() -> Iterator[HeldWarnings]:
+    """While inside, warning events are held (counted by kind) instead of written; errors are still written at once.
+    The logging configuration in force is restored on the way out."""
+    import structlog
+
+    held = HeldWarnings()
+    config = structlog.get_config()
+
+    def hold(_logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if method != "warning":
+            return event
+        kind = str(event.get("event"))
+        if kind not in held.first:
+            held.first[kind] = {key: _redacted(value) for key, value in event.items() if key != "event"}
+        held.counts[kind] += 1
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[hold, *config["processors"]])
+    try:
+        yield held
+    finally:
+        structlog.configure(processors=config["processors"])
