@@ -86,11 +86,26 @@ def run(args: argparse.Namespace) -> int:
     )
     if outcome.evaluation is not None:
         table = Table(title="agreement with the human scores")
-        for column in ("criterion", "Spearman ρ", "Kendall τ", "Pearson r", "MAE", "off-by-one", "n"):
+        columns = ("criterion", "Spearman ρ", "Kendall τ", "Pearson r", "MAE", "off-by-one", "α int", "α ord", "κ quad")
+        for column in (*columns, "n"):
             table.add_column(column, justify="left" if column == "criterion" else "right")
         for name, m in outcome.evaluation.per_criterion.items():
             table.add_row(
-                name, *(f"{v:.3f}" for v in (m.spearman, m.kendall, m.pearson, m.mae, m.off_by_one)), str(m.n)
+                name,
+                *(
+                    f"{v:.3f}"
+                    for v in (
+                        m.spearman,
+                        m.kendall,
+                        m.pearson,
+                        m.mae,
+                        m.off_by_one,
+                        m.alpha_interval,
+                        m.alpha_ordinal,
+                        m.kappa_quadratic,
+                    )
+                ),
+                str(m.n),
             )
         Console().print(table)
     return 1 if outcome.failed else 0

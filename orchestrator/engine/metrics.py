@@ -1,8 +1,10 @@
 """Agreement between judge scores and human scores, per criterion and across criteria, and Pareto/hypervolume tools.
 
 ``criterion_metrics`` compares one criterion's predictions with the human truths (rank and linear correlations,
-MAE, off-by-one accuracy); ``evaluate`` does it for every criterion and averages. ``non_dominated``,
-``hypervolume`` and ``hypervolume_indicator`` treat per-criterion Spearman vectors as points to maximize.
+MAE, off-by-one accuracy, and the agreement statistics annotation work reports: Krippendorff's α, interval and
+ordinal, from the ``krippendorff`` package, and quadratic-weighted Cohen's κ from scikit-learn); ``evaluate`` does
+it for every criterion and averages. ``non_dominated``, ``hypervolume`` and ``hypervolume_indicator`` treat
+per-criterion Spearman vectors as points to maximize.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import structlog
@@ -46,11 +49,42 @@ class CriterionMetrics:
     """Fewer than 2 scored items, or constant predictions or truths among them: correlations are reported as 0.0."""
     spearman_ci: tuple[float, float] | None = None
     """Bootstrap 95% percentile interval of Spearman rho, when asked for and defined."""
+    alpha_interval: float = 0.0
+    """Krippendorff's α of the judge and the humans as two coders, interval distance; 0.0 where undefined."""
+    alpha_ordinal: float = 0.0
+    """Krippendorff's α, ordinal distance (the values seen are the ordered categories); 0.0 where undefined."""
+    kappa_quadratic: float = 0.0
+    """Cohen's κ with quadratic weights on the scores rounded to whole points (averaged human labels are rounded to
+    the nearest point: κ is for categories); 0.0 where undefined."""
 
 
 def _finite_or_zero(value: float) -> float:
     value = float(value)
     return value if math.isfinite(value) else 0.0
+
+
+def _krippendorff_alpha(
+    pred: NDArray[np.float64], truth: NDArray[np.float64], level: Literal["interval", "ordinal"]
+) -> float:
+    import krippendorff
+
+    try:
+        return _finite_or_zero(
+            krippendorff.alpha(reliability_data=np.vstack([pred, truth]), level_of_measurement=level)
+        )
+    except ValueError:  # a single value in the whole domain: no disagreement to measure
+        return 0.0
+
+
+def _quadratic_kappa(pred: NDArray[np.float64], truth: NDArray[np.float64]) -> float:
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score  # here: scikit-learn takes a while to import
+
+    with warnings.catch_warnings():  # one shared label is reported as undefined (nan, counted as 0.0 here)
+        warnings.simplefilter("ignore")
+        kappa = cohen_kappa_score(np.rint(pred).astype(int), np.rint(truth).astype(int), weights="quadratic")
+    return _finite_or_zero(kappa)
 
 
 def _spearman(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
@@ -167,6 +201,9 @@ def criterion_metrics(
         n_missing=len(predictions) - n,
         constant=constant,
         spearman_ci=_spearman_interval(pred, truth, bootstrap_resamples, seed) if wants_interval else None,
+        alpha_interval=_krippendorff_alpha(pred, truth, "interval") if n >= 2 else 0.0,
+        alpha_ordinal=_krippendorff_alpha(pred, truth, "ordinal") if n >= 2 else 0.0,
+        kappa_quadratic=_quadratic_kappa(pred, truth) if n >= 2 else 0.0,
     )
 
 
