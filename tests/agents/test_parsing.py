@@ -515,6 +515,10 @@ class TestJsonRepair:
         ids=["single-quotes", "trailing-comma", "line-comment", "block-comment-in-prose", "bare-keys"],
     )
     def test_near_json_scores_are_parsed_as_repaired(self, reply: str) -> None:
+        """Read as the object it is (not by the prose fallback, which would also find these numbers)."""
+        reading = parsing.find_answer_object(reply, ["fluency", "coherence"])
+        assert reading is not None and reading.repaired
+        assert reading.value == {"fluency": 4, "coherence": 2}
         assert values_and_statuses(parse_scores(reply, BOTH)) == [
             ("fluency", 4.0, ParseStatus.REPAIRED),
             ("coherence", 2.0, ParseStatus.REPAIRED),
