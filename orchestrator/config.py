@@ -53,6 +53,9 @@ class RunConfig(BaseModel):
     """Budget: LLM calls the run may make (every attempt counts). A step that could exceed it is not started."""
     max_tokens: StrictInt | None = Field(default=None, ge=0)
     """Budget: prompt + completion tokens; checked with the step's estimate before each step."""
+    max_cost: float | None = Field(default=None, ge=0)
+    """Money budget, in the currency of the models' prices: stop at the step boundary before the run could cost more
+    (a step's cost is estimated from its calls, as the dry run does; a role with no price costs nothing)."""
     rate_window_seconds: float = Field(default=60.0, gt=0)
     """The window of the models' requests/tokens-per-minute limits (shorter only for tests)."""
 

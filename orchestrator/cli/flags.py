@@ -85,6 +85,12 @@ def add_budget_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--max-tokens", type=int, help="budget: stop at the step boundary before exceeding N tokens (default: no limit)"
     )
+    group.add_argument(
+        "--max-cost",
+        type=float,
+        help="budget: stop at the step boundary before the run could cost more, at the models' prices (default: "
+        "no limit)",
+    )
 
 
 def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> tuple[RunConfig, ModelsConfig]:
@@ -109,6 +115,7 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "drop_output_format_after_update": args.drop_output_format or None,
                 "max_calls": args.max_calls,
                 "max_tokens": args.max_tokens,
+                "max_cost": args.max_cost,
             }
         )
     )

@@ -22,7 +22,7 @@ from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
 from judgeopt.orchestrator.engine.artifacts import PromptState, StepArtifacts
-from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, tests_at
+from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, spend_by_role, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.metrics import Evaluation
 from judgeopt.orchestrator.engine.policy import Policy
@@ -165,10 +165,11 @@ class OptimizationLoop:
         shape = settings.shapes[track.name]
         estimate = shape.initial() if step == 0 else shape.training(with_test=self._tests_at(step))
         calls, tokens = self.store.spent()
-        if budget.allows(calls, tokens, estimate):
+        cost = sum(spend_by_role(budget.models, self.store.usage_by_role()).values()) if budget.models else 0.0
+        if budget.allows(calls, tokens, estimate, cost):
             return True
         self.budget_reached = True
-        log.warning("budget.reached", track=track.name, step=step, calls=calls, tokens=tokens)
+        log.warning("budget.reached", track=track.name, step=step, calls=calls, tokens=tokens, cost=round(cost, 4))
         return False
 
     def _commit(self, track: Track, outcome: StepOutcome) -> StepRecord:

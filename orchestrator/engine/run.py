@@ -231,8 +231,8 @@ async def run_with_clients(
     tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
     limit = limit or asyncio.Semaphore(default_concurrency(config, models))
     budget = None
-    if config.max_calls is not None or config.max_tokens is not None:
-        budget = RunBudget(config.max_calls, config.max_tokens)
+    if config.max_calls is not None or config.max_tokens is not None or config.max_cost is not None:
+        budget = RunBudget(config.max_calls, config.max_tokens, config.max_cost, models)
     sample_tokens = mean_sample_tokens([*splits.train, *splits.val, *splits.test])
     batch = min(config.batch_size, len(splits.train))
     shapes = {

@@ -18,7 +18,7 @@ from typing import Any
 from rich.table import Table
 
 from judgeopt.core.private_files import write_private_text
-from judgeopt.core.roles import ALL_ROLES
+from judgeopt.orchestrator.engine.budget import spend_by_role
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.metrics import hypervolume_indicator, paired_delta_interval
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
@@ -166,17 +166,9 @@ def _finite(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] | None:
-    """Spend per role at the models' ``price_per_1k_tokens``, when any is given."""
-    models = store.manifest().models
-    prices = {r: models.for_role(r, local_base_url="http://local").price_per_1k_tokens for r in usage if r in ALL_ROLES}
-    if not any(p is not None for p in prices.values()):
-        return None
-    per_role = {
-        role: (usage[role]["prompt_tokens"] + usage[role]["completion_tokens"]) / 1000 * price
-        for role, price in prices.items()
-        if price is not None
-    }
-    return {"per_role": per_role, "total": sum(per_role.values())}
+    """Spend per role at the models' prompt and completion prices, when any role is priced."""
+    per_role = spend_by_role(store.manifest().models, usage)
+    return {"per_role": per_role, "total": sum(per_role.values())} if per_role else None
 
 
 def write_summary(store: RunStore, run_dir: Path) -> dict[str, Any]:
