@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "healthcheck": "judgeopt.services.healthcheck",
     "local-llm": "judgeopt.orchestrator.cli.local_llm",
     "config": "judgeopt.orchestrator.cli.config",
+    "init": "judgeopt.orchestrator.cli.init",
 }
 """Subcommand → its module (``HELP``, ``add_arguments(parser)``, ``run(args) -> int``, optionally ``LOG_DEFAULTS``)."""
 

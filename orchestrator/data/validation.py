@@ -111,11 +111,13 @@ def _label(row: Row, criterion: CriterionSpec) -> float:
     if not criterion.min_score <= value <= criterion.max_score:
         raise row.error(
             f"column {column!r}: label {_shown(raw)} is outside the range "
-            f"{criterion.min_score:g}-{criterion.max_score:g}"
+            f"{criterion.min_score:g}-{criterion.max_score:g} of criterion {criterion.name!r} (set its min_score and "
+            "max_score; they are 1 and 5 unless set)"
         )
     if criterion.integer_scores and not value.is_integer():
         raise row.error(
-            f"column {column!r}: label {_shown(raw)} is not an integer, but the criterion has integer scores"
+            f"column {column!r}: label {_shown(raw)} is not a whole number, but criterion {criterion.name!r} has "
+            "integer_scores (the default; set integer_scores: false for averaged or continuous labels)"
         )
     return value
 
