@@ -51,6 +51,6 @@ def print_estimate(title: str, estimates: Sequence[CallEstimate], models: Models
         table.add_row(
             role, str(total.calls.get(role, 0)), str(total.tokens.get(role, 0)), "—" if cost is None else f"{cost:.2f}"
         )
-    money = f"{sum(costs.values()):.2f}" if costs else "— (set input/output_price_per_1k_tokens per role)"
+    money = f"{sum(costs.values()):.2f}" if costs else "— (no prices set)"
     table.add_row("total", str(total.total_calls), str(total.total_tokens), money)
     Console().print(table)

@@ -133,8 +133,14 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
         )
     )
     if args.criteria:
+        chosen = [name.strip() for name in args.criteria.split(",")]
         known = {c["name"]: c for c in data["dataset"].get("criteria", [])}
-        data["dataset"]["criteria"] = [known.get(n.strip(), {"name": n.strip()}) for n in args.criteria.split(",")]
+        if known and (unknown := [name for name in chosen if name not in known]):
+            raise ConfigError(f"--criteria: unknown criterion {unknown[0]!r}; the config's: {', '.join(known)}")
+        data["dataset"]["criteria"] = [known.get(name, {"name": name}) for name in chosen]
+        # A full config's instructions for the criteria left out are not wanted for this run, not an error.
+        instructions = data.get("initial_instructions", {})
+        data["initial_instructions"] = {name: text for name, text in instructions.items() if name in chosen}
     return validated_run_config(data), models
 
 

@@ -73,3 +73,14 @@ def test_label_errors_name_the_criterion_and_its_defaults(criterion: CriterionSp
         load_dataset(config)
     for fragment in fragments:
         assert fragment in str(caught.value)
+
+
+def test_criteria_flag_picks_from_a_full_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """--criteria chooses among the config's criteria (their instructions for the others are dropped, not an
+    error); a name the config lacks is one line naming the config's criteria."""
+    config = str(REVIEWS.with_name("judgeopt.yaml"))
+    assert main(["optimize", "--config", config, "--criteria", "clarity,actionability", "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["optimize", "--config", config, "--criteria", "clarity,nope", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "ConfigError: --criteria: unknown criterion 'nope'; the config's: correctness, clarity, actionability"
