@@ -69,7 +69,7 @@ def infer_layout(path: Path) -> InferredLayout:
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(READERS)}")
-    rows = [values for _, values in reader(str(path), read_bytes(path))]
+    rows = [_flattened(values) for _, values in reader(str(path), read_bytes(path))]
     if not rows:
         raise DataError(f"{path}: no data rows")
     columns = list(dict.fromkeys(column for row in rows for column in row))
@@ -81,7 +81,7 @@ def infer_layout(path: Path) -> InferredLayout:
         present = [value for value in values[column] if value not in (None, "")]
         numbers = [number for value in present if (number := _number(value)) is not None]
         if present and len(numbers) == len(present) and column.lower() not in _ID_NAMES:
-            criteria.append(_criterion(column, numbers))
+            criteria.append(_criterion(column.rsplit(".", 1)[-1], numbers))  # a nested label is found by its name
         elif present and all(isinstance(value, str | int) and not isinstance(value, bool) for value in present):
             (keys if _is_key(column, present, len(rows)) else texts).append(column)
     if not criteria:
@@ -91,6 +91,17 @@ def infer_layout(path: Path) -> InferredLayout:
     group = next((c for c in texts if len(set(map(str, values[c]))) < len(rows) and len(texts) > 1), None)
     ordered = [group, *(c for c in texts if c != group)] if group else texts  # the shared text first
     return InferredLayout(len(rows), tuple(ordered), tuple(criteria), keys[0] if keys else None, group)
+
+
+def _flattened(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Objects nested one level down as dotted columns (``scores.fluency``), as the loader reads them."""
+    flat: dict[str, Any] = {}
+    for column, value in row.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{column}.{key}": item for key, item in value.items()})
+        else:
+            flat[column] = value
+    return flat
 
 
 def _is_key(column: str, present: Sequence[Any], rows: int) -> bool:

@@ -40,10 +40,29 @@ class Layout:
     max_text_chars: int = MAX_TEXT_CHARS
 
 
+def _nested(values: Mapping[str, object]) -> dict[str, object]:
+    """The keys of objects nested one level down, by dotted path (``scores.fluency``)."""
+    return {
+        f"{column}.{key}": item
+        for column, value in values.items()
+        if isinstance(value, Mapping)
+        for key, item in value.items()
+    }
+
+
 def _value(row: Row, column: str) -> object:
-    if column not in row.values:
-        raise row.error(f"missing column {column!r}; available: {', '.join(map(repr, row.values))}")
-    return row.values[column]
+    """A column's value; in JSON, a dotted path (``scores.fluency``) reads into a nested object, and a name found in
+    no column is looked for in the nested objects, when exactly one holds it (``{"scores": {"fluency": 4}}``)."""
+    if column in row.values:
+        return row.values[column]
+    nested = _nested(row.values)
+    if column in nested:
+        return nested[column]
+    holders = [path for path in nested if path.rsplit(".", 1)[1] == column]
+    if len(holders) == 1:
+        return nested[holders[0]]
+    available = [*row.values, *nested]
+    raise row.error(f"missing column {column!r}; available: {', '.join(map(repr, available))}")
 
 
 def _is_blank(value: object) -> bool:

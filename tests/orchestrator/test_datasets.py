@@ -486,7 +486,7 @@ class TestCriteriaSelection:
     def test_overrides_are_checked_against_the_data(self) -> None:
         """Declaring SummEval's averaged labels integer makes the first fractional label an error."""
         with pytest.raises(
-            DataError, match=r"summeval\.jsonl: line 1, summary M11: column 'coherence'.*not an integer"
+            DataError, match=r"summeval\.jsonl: line 1, summary M11: column 'coherence'.*not a whole number"
         ):
             load_dataset(DatasetConfig(criteria=(CriterionSpec(name="coherence", integer_scores=True),)))
 
@@ -621,7 +621,7 @@ BAD_FILES: dict[str, tuple[str, str | bytes | list[dict[str, object]], tuple[str
         "id,text,quality\na,fine,3\nb,fine,6\n",
         ("row 2:", "'quality'", "outside the range 1-5"),
     ),
-    "non-integer": ("a.csv", "id,text,quality\na,fine,3\nb,fine,3.5\n", ("row 2:", "'quality'", "not an integer")),
+    "non-integer": ("a.csv", "id,text,quality\na,fine,3\nb,fine,3.5\n", ("row 2:", "'quality'", "not a whole number")),
     "duplicate id": (
         "a.csv",
         "id,text,quality\na,fine,3\nb,fine,3\na,fine,3\n",

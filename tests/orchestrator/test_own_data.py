@@ -84,3 +84,26 @@ def test_criteria_flag_picks_from_a_full_config(capsys: pytest.CaptureFixture[st
     assert main(["optimize", "--config", config, "--criteria", "clarity,nope", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "ConfigError: --criteria: unknown criterion 'nope'; the config's: correctness, clarity, actionability"
+
+
+def test_labels_nested_in_json_are_found_by_name(tmp_path: Path) -> None:
+    """``{"scores": {...}}``: init names the criteria by their keys, and the loader finds each label there; a text
+    field may be a dotted path."""
+    rows = [
+        {
+            "item": {"question": f"question {i}?", "answer": f"answer number {i}"},
+            "scores": {"helpful": 1 + i % 5, "safe": i % 2},
+        }
+        for i in range(10)
+    ]
+    data = tmp_path / "nested.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "judgeopt.yaml"
+    assert main(["init", str(data), "--out", str(out)]) == 0
+    dataset = load_config(out).run.dataset
+    assert [c.name for c in dataset.criteria] == ["helpful", "safe"]
+    assert set(dataset.text_fields) == {"item.question", "item.answer"}
+    records = load_dataset(dataset).records
+    assert len(records) == 10
+    assert [r.labels for r in records[:2]] == [{"helpful": 1.0, "safe": 0.0}, {"helpful": 2.0, "safe": 1.0}]
+    assert dict(records[1].fields)["item.answer"] == "answer number 1"
