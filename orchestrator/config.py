@@ -142,6 +142,6 @@ def load_config(path: Path | None) -> JudgeoptConfig:
     try:
         config = JudgeoptConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"{path}: {describe_validation_error(exc, raw)}") from None
     config.models.check_file_key_variables(path)
     return config

@@ -154,7 +154,7 @@ def validated_run_config(data: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"run settings: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"run settings: {describe_validation_error(exc, data)}") from None
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:

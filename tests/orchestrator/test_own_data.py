@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from judgeopt.cli import main
+from judgeopt.core.errors import ConfigError
 from judgeopt.orchestrator.config import load_config
 from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import CriterionSpec, DatasetConfig
@@ -107,3 +108,13 @@ def test_labels_nested_in_json_are_found_by_name(tmp_path: Path) -> None:
     assert len(records) == 10
     assert [r.labels for r in records[:2]] == [{"helpful": 1.0, "safe": 0.0}, {"helpful": 2.0, "safe": 1.0}]
     assert dict(records[1].fields)["item.answer"] == "answer number 1"
+
+
+def test_a_criterion_error_names_the_criterion_not_its_index(tmp_path: Path) -> None:
+    criteria = [{"name": f"c{i}"} for i in range(5)] + [{"name": "fluency", "max_score": "high"}]
+    config = tmp_path / "bad.yaml"
+    config.write_text(json.dumps({"run": {"dataset": {"name": "file", "criteria": criteria}}}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert "run.dataset.criteria[fluency].max_score" in str(caught.value)
+    assert "criteria.5" not in str(caught.value)
