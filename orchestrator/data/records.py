@@ -39,6 +39,13 @@ class CriterionSpec(BaseModel):
 
     _no_booleans = field_validator("min_score", "max_score", "tolerance", mode="before")(_not_a_boolean)
 
+    @property
+    def off_by_one_width(self) -> float:
+        """How far a prediction may be from the truth to count as off by at most one: one point on a whole-number
+        scale, else a quarter of the range (one point of a 1-5 scale, 0.25 of a 0-1 one), so that the figure does not
+        read 1.000 on a short continuous scale."""
+        return 1.0 if self.integer_scores else (self.max_score - self.min_score) / 4
+
     @model_validator(mode="after")
     def _check_range(self) -> Self:
         if self.max_score <= self.min_score:

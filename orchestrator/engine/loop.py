@@ -191,10 +191,9 @@ class OptimizationLoop:
         self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
     ) -> tuple[Evaluation, dict[str, Any]]:
         scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
-        names = [c.name for c in track.criteria]
         # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
         resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
-        evaluation = evaluation_of(names, records, scored, resamples, self.settings.run.seed)
+        evaluation = evaluation_of(track.criteria, records, scored, resamples, self.settings.run.seed)
         return evaluation, evaluation_json(evaluation, scored)
 
     def _gate_metric(self, evaluation: Evaluation, track: Track) -> float:

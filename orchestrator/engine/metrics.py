@@ -40,7 +40,8 @@ class CriterionMetrics:
     mae: float
     """Mean absolute error over the scored items; ``math.inf`` when no item was scored."""
     off_by_one: float
-    """Share of scored items with ``|pred - truth| <= 1``; 0.0 when no item was scored."""
+    """Share of scored items with ``|pred - truth| <= within`` (one point unless the scale says otherwise: see
+    ``CriterionSpec.off_by_one_width``); 0.0 when no item was scored."""
     n: int
     """Items with a usable prediction."""
     n_missing: int
@@ -160,6 +161,7 @@ def criterion_metrics(
     *,
     bootstrap_resamples: int = 0,
     seed: int = 0,
+    within: float = 1.0,
 ) -> CriterionMetrics:
     """Agreement of one criterion's predictions with the truths, item by item.
 
@@ -196,7 +198,7 @@ def criterion_metrics(
         kendall=kendall,
         pearson=pearson,
         mae=float(errors.mean()) if n else math.inf,
-        off_by_one=float(np.mean(errors <= 1.0 + _OFF_BY_ONE_SLACK)) if n else 0.0,
+        off_by_one=float(np.mean(errors <= within + _OFF_BY_ONE_SLACK)) if n else 0.0,
         n=n,
         n_missing=len(predictions) - n,
         constant=constant,
@@ -293,8 +295,10 @@ def evaluate(
     *,
     bootstrap_resamples: int = 0,
     seed: int = 0,
+    within: Mapping[str, float] | None = None,
 ) -> Evaluation:
-    """``criterion_metrics`` for every criterion; the criteria order is that of ``truths``."""
+    """``criterion_metrics`` for every criterion; the criteria order is that of ``truths``; ``within`` is each
+    criterion's off-by-one width (1.0 when not given)."""
     if predictions.keys() != truths.keys():
         only_predicted = sorted(predictions.keys() - truths.keys())
         only_true = sorted(truths.keys() - predictions.keys())
@@ -302,7 +306,11 @@ def evaluate(
     return Evaluation(
         {
             criterion: criterion_metrics(
-                predictions[criterion], truth, bootstrap_resamples=bootstrap_resamples, seed=seed
+                predictions[criterion],
+                truth,
+                bootstrap_resamples=bootstrap_resamples,
+                seed=seed,
+                within=(within or {}).get(criterion, 1.0),
             )
             for criterion, truth in truths.items()
         }

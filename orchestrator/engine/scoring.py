@@ -14,7 +14,7 @@ from typing import Any
 
 from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.data.records import Record
+from judgeopt.orchestrator.data.records import CriterionSpec, Record
 from judgeopt.orchestrator.engine.artifacts import PromptState, ScoredSample, content_id
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.metrics import Evaluation, evaluate
@@ -90,15 +90,17 @@ def merge_parts(sample_id: str, parts: Sequence[ScoredSample]) -> ScoredSample:
 
 
 def evaluation_of(
-    criteria: Sequence[str],
+    criteria: Sequence[CriterionSpec],
     records: Sequence[Record],
     scored: Sequence[ScoredSample | None],
     bootstrap_resamples: int,
     seed: int,
 ) -> Evaluation:
-    predictions = {n: [s.scores.get(n) if s else None for s in scored] for n in criteria}
-    truths = {n: [r.labels[n] for r in records] for n in criteria}
-    return evaluate(predictions, truths, bootstrap_resamples=bootstrap_resamples, seed=seed)
+    names = [c.name for c in criteria]
+    predictions = {n: [s.scores.get(n) if s else None for s in scored] for n in names}
+    truths = {n: [r.labels[n] for r in records] for n in names}
+    within = {c.name: c.off_by_one_width for c in criteria}
+    return evaluate(predictions, truths, bootstrap_resamples=bootstrap_resamples, seed=seed, within=within)
 
 
 _WHY_UNUSABLE = {"OUT_OF_RANGE": "out of range", "MISSING": "missing from the reply", "INVALID": "unreadable"}

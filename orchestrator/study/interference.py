@@ -80,7 +80,7 @@ async def stitch_and_score(
     results: dict[str, Any] = {}
     for label, prompt in (("stitched", stitched), ("generic", generic)):
         scored = await joint.score(prompt, test, step=config.steps, purpose="interference")
-        evaluation = evaluation_of(names, test, scored, 0, config.seed)
+        evaluation = evaluation_of(criteria, test, scored, 0, config.seed)
         results[label] = {
             "macro_rho": evaluation.macro_spearman,
             "rho": dict(zip(names, evaluation.rho_vector(), strict=True)),
@@ -89,7 +89,7 @@ async def stitch_and_score(
     for spec in criteria:
         one = best[spec.name].prompt
         scored = await scorer(spec.name, (spec,)).score(one, test, step=best[spec.name].step, purpose="interference")
-        separate[spec.name] = evaluation_of([spec.name], test, scored, 0, config.seed).macro_spearman
+        separate[spec.name] = evaluation_of((spec,), test, scored, 0, config.seed).macro_spearman
     results["separate"] = {"macro_rho": fmean(separate.values()), "rho": separate}
     results["best_steps"] = {name: record.step for name, record in best.items()}
     results["instruction_tokens"] = {c.name: approx_tokens(stitched.instruction(c.name)) for c in criteria}

@@ -12,7 +12,9 @@ from judgeopt.cli import main
 from judgeopt.core.errors import ConfigError
 from judgeopt.orchestrator.config import load_config
 from judgeopt.orchestrator.data.loading import load_dataset
-from judgeopt.orchestrator.data.records import CriterionSpec, DatasetConfig
+from judgeopt.orchestrator.data.records import CriterionSpec, DatasetConfig, Record
+from judgeopt.orchestrator.engine.artifacts import ScoredSample
+from judgeopt.orchestrator.engine.scoring import evaluation_of
 from judgeopt.orchestrator.errors import DataError
 
 REVIEWS = Path(__file__).resolve().parents[2] / "examples" / "code_review" / "reviews.csv"
@@ -118,3 +120,22 @@ def test_a_criterion_error_names_the_criterion_not_its_index(tmp_path: Path) -> 
         load_config(config)
     assert "run.dataset.criteria[fluency].max_score" in str(caught.value)
     assert "criteria.5" not in str(caught.value)
+
+
+def test_off_by_one_scales_with_a_continuous_scale() -> None:
+    """On 0-1 continuous labels, predictions 0.5 away are not 'off by at most one' (a quarter of the range is the
+    width); on a whole-number 1-3 scale one point still is."""
+    correctness = CriterionSpec(name="correctness", min_score=0, max_score=1, integer_scores=False)
+    clarity = CriterionSpec(name="clarity", min_score=1, max_score=3)
+    records = [
+        Record(id=f"r{i}", fields=(("text", "t"),), labels={"correctness": truth, "clarity": 2.0}, group=f"r{i}")
+        for i, truth in enumerate([0.0, 0.5, 1.0, 0.25])
+    ]
+    predictions = [(0.5, 3.0), (0.5, 1.0), (0.5, 2.0), (0.25, 3.0)]
+    scored = [
+        ScoredSample(r.id, {"correctness": c, "clarity": k}, {}, "")
+        for r, (c, k) in zip(records, predictions, strict=True)
+    ]
+    evaluation = evaluation_of((correctness, clarity), records, scored, 0, 0)
+    assert evaluation.per_criterion["correctness"].off_by_one == pytest.approx(0.5)  # 0.5 and 0.0 away: 2 of 4
+    assert evaluation.per_criterion["clarity"].off_by_one == pytest.approx(1.0)
