@@ -26,7 +26,8 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     config, tracks = manifest.config, manifest.tracks
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     hold = contextlib.nullcontext(HeldWarnings()) if args.log_format == "json" else holding_warnings()
-    with hold as held, Progress(*columns, console=console, transient=False) as progress:
+    # Transient: the bars vanish when the run ends, so a failure leaves its one-line error alone on the screen.
+    with hold as held, Progress(*columns, console=console, transient=True) as progress:
         bars = {t: progress.add_task(f"track {t}", total=config.steps + 1) for t in tracks}
         for t in tracks:
             done = store.last_step(t)

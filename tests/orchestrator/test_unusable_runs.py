@@ -79,8 +79,10 @@ class TestNothingUsable:
             config = write_config(tmp_path / "run.yaml", endpoint.base_url)
             code = main(["optimize", "--config", str(config), "--run-dir", str(run_dir)])
             calls = {role_of(r) for r in endpoint.requests}
-        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("RunFailed")]
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("RunFailed")]
         assert code == 1 and len(errors) == 1, errors
+        assert [line for line in err.splitlines() if line.strip()] == errors  # no progress bar left above it
         assert errors[0].startswith("RunFailed: track all, step 0: the judge gave no valid score")
         assert cause in errors[0] and "validation" in errors[0]
         assert calls == {"judge"}  # nothing was learnt from nothing
