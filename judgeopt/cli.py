@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from judgeopt.core.log_setup import LogDefaults
+    from judgeopt.core.log_defaults import LogDefaults
 
 COMMANDS: dict[str, str] = {
     "optimize": "judgeopt.orchestrator.cli.optimize",
@@ -74,7 +74,7 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from judgeopt.core.log_setup import LOG_FORMATS, LOG_LEVELS
+    from judgeopt.core.log_defaults import LOG_FORMATS, LOG_LEVELS
 
     parser = argparse.ArgumentParser(
         prog="judgeopt", description="Optimize multi-criterion LLM judges.", formatter_class=_DefaultsHelpFormatter
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        choices=list(LOG_LEVELS),
+        choices=LOG_LEVELS,
         help="the least severe events logged (default: warning; info for serve, audit and local-llm)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -113,12 +113,15 @@ def _completion(parser: argparse.ArgumentParser, shell: str) -> int:
 
 
 def _configure_logging(args: argparse.Namespace, defaults: LogDefaults | None) -> None:
-    from judgeopt.core.log_setup import LOG_LEVELS, LogDefaults, configure_logging
+    import logging
+
+    from judgeopt.core.log_defaults import LogDefaults
+    from judgeopt.core.log_setup import configure_logging
 
     defaults = defaults or LogDefaults()
     configure_logging(
         json=(args.log_format or defaults.format) == "json",
-        level=LOG_LEVELS[args.log_level or defaults.level],
+        level=logging.getLevelNamesMapping()[(args.log_level or defaults.level).upper()],
         stream=sys.stdout if defaults.stdout else sys.stderr,
     )
 

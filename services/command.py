@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from judgeopt.core.flags import add_model_flags
-from judgeopt.core.log_setup import LogDefaults
+from judgeopt.core.log_defaults import LogDefaults
 from judgeopt.core.roles import ALL_ROLES
 
 if TYPE_CHECKING:

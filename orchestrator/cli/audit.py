@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from judgeopt.core.log_setup import LogDefaults
+from judgeopt.core.log_defaults import LogDefaults
 
 LOG_DEFAULTS = LogDefaults(level="info")
 """What this command logs unless --log-format and --log-level say otherwise."""

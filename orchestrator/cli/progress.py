@@ -8,7 +8,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from judgeopt.core.log_setup import HeldWarnings, holding_warnings
+from judgeopt.core.held_warnings import HeldWarnings, holding_warnings
 from judgeopt.orchestrator.cli.closing import capable_endpoint_command, what_it_shows, where_it_is
 from judgeopt.orchestrator.cli.flags import addresses
 
