@@ -14,6 +14,7 @@ from judgeopt.core.service_config import ServiceConfig
 from judgeopt.core.yaml_files import read_yaml_mapping
 from judgeopt.orchestrator.data.records import DatasetConfig
 
+ArchiveChoice = Literal["hypervolume", "weights", "maxmin"]
 GATE_METRICS: tuple[str, ...] = ("mae", "spearman", "kendall", "pearson", "off_by_one")
 """The metrics a gate may compare (``Evaluation.metric`` accepts them); ``none`` turns the gate off."""
 
@@ -29,7 +30,21 @@ class RunConfig(BaseModel):
     """A preset: SSS, SSC, SCC, CCC or single. Ignored when ``policy_file`` is set."""
     policy_file: Path | None = None
     gate: str = "mae"
-    """Validation metric a candidate must not get worse on (``mae``, ``spearman``, …), or ``none``."""
+    """Validation metric a candidate must not get worse on (``mae``, ``spearman``, …), ``pareto`` (no criterion's
+    ``gate_metric`` may drop by more than ``gate_epsilon``), or ``none``."""
+    gate_metric: str = "mae"
+    """The per-criterion metric of the ``pareto`` gate and its archive (a ``GATE_METRICS`` name)."""
+    gate_epsilon: float = Field(default=0.0, ge=0.0)
+    """The ``pareto`` gate's tolerance: how far one criterion's metric may drop (in the metric's units)."""
+    gate_drop_interval: bool = False
+    """With the ``pareto`` gate: refuse a drop only when its 95% paired-bootstrap interval over the validation items
+    lies wholly beyond ``gate_epsilon`` (``bootstrap_resamples`` resamples), so noise alone does not refuse."""
+    archive_choice: ArchiveChoice = "hypervolume"
+    """With the ``pareto`` gate, how ``best`` is chosen from the archive of non-dominated prompts: the largest
+    hypervolume contribution, the largest ``archive_weights``-weighted sum, or the best worst criterion (each on the
+    metric scaled to 0-1 over its range)."""
+    archive_weights: dict[str, float] = Field(default_factory=dict)
+    """Per criterion, for ``archive_choice: weights``; a criterion not listed weighs 1."""
     steps: StrictInt = Field(default=12, ge=0)
     batch_size: StrictInt = Field(default=3, ge=1)
     test_interval: StrictInt = Field(default=1, ge=1)
@@ -80,8 +95,23 @@ class RunConfig(BaseModel):
     @field_validator("gate")
     @classmethod
     def _known_gate(cls, value: str) -> str:
-        if value != "none" and value not in GATE_METRICS:
-            raise ValueError(f"unknown gate {value!r} (none, {', '.join(GATE_METRICS)})")
+        if value not in ("none", "pareto") and value not in GATE_METRICS:
+            raise ValueError(f"unknown gate {value!r} (none, pareto, {', '.join(GATE_METRICS)})")
+        return value
+
+    @field_validator("gate_metric")
+    @classmethod
+    def _known_gate_metric(cls, value: str) -> str:
+        if value not in GATE_METRICS:
+            raise ValueError(f"unknown gate metric {value!r} ({', '.join(GATE_METRICS)})")
+        return value
+
+    @field_validator("archive_weights")
+    @classmethod
+    def _non_negative_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        negative = [name for name, weight in value.items() if weight < 0]
+        if negative:
+            raise ValueError(f"the archive weight of criterion {negative[0]!r} is negative")
         return value
 
     @field_validator("initial_instructions")

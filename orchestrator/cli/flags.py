@@ -29,7 +29,21 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
     group.add_argument("--mode", help="preset policy: SSS, SSC, SCC, CCC or single")
     group.add_argument("--policy", type=Path, metavar="FILE", help="a policy in YAML (instead of --mode)")
     group.add_argument(
-        "--gate", help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one) or none"
+        "--gate",
+        help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one), pareto (no criterion may "
+        "drop by more than --gate-epsilon on --gate-metric) or none",
+    )
+    group.add_argument("--gate-metric", help="per-criterion metric of the pareto gate and its archive (default mae)")
+    group.add_argument("--gate-epsilon", type=float, help="pareto gate: how far one criterion may drop (default 0)")
+    group.add_argument(
+        "--gate-drop-interval",
+        action="store_true",
+        help="pareto gate: refuse a drop only when its bootstrap 95%% interval lies wholly beyond the epsilon",
+    )
+    group.add_argument(
+        "--archive-choice",
+        choices=["hypervolume", "weights", "maxmin"],
+        help="pareto gate: how the deployable prompt is chosen from the archive (default hypervolume)",
     )
     group.add_argument("--steps", type=int)
     group.add_argument("--batch-size", type=int)
@@ -84,6 +98,10 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "mode": args.mode,
                 "policy_file": str(args.policy) if args.policy else None,
                 "gate": args.gate,
+                "gate_metric": args.gate_metric,
+                "gate_epsilon": args.gate_epsilon,
+                "gate_drop_interval": args.gate_drop_interval or None,
+                "archive_choice": args.archive_choice,
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "test_interval": args.test_interval,

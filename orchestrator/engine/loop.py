@@ -21,10 +21,11 @@ from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
-from judgeopt.orchestrator.engine.artifacts import PromptState, StepArtifacts
+from judgeopt.orchestrator.engine.artifacts import PromptState, ScoredSample, StepArtifacts
 from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.metrics import Evaluation
+from judgeopt.orchestrator.engine.pareto import ArchiveMember, admitted, drop_intervals, regressions, worst_errors
 from judgeopt.orchestrator.engine.policy import Policy
 from judgeopt.orchestrator.engine.router import RoutedCall, Router
 from judgeopt.orchestrator.engine.scoring import Scorer, evaluation_json, evaluation_of
@@ -83,6 +84,15 @@ class _Tally:
 class StepOutcome:
     record: StepRecord
     artifacts: StepArtifacts | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """A prompt scored on a split: its figures, as stored, and the judge's scores item by item."""
+
+    evaluation: Evaluation
+    figures: dict[str, Any]
+    scored: list[ScoredSample | None]
 
 
 ProgressHook = Callable[[str, int], None]
@@ -172,7 +182,8 @@ class OptimizationLoop:
         return False
 
     def _commit(self, track: Track, outcome: StepOutcome) -> StepRecord:
-        self.store.commit_step(outcome.record, outcome.artifacts)
+        archive = self._admit(track, outcome.record) if self._pareto else None
+        self.store.commit_step(outcome.record, outcome.artifacts, archive)
         log.info(
             "step.done",
             track=track.name,
@@ -188,20 +199,70 @@ class OptimizationLoop:
 
     async def _evaluate(
         self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
-    ) -> tuple[Evaluation, dict[str, Any]]:
+    ) -> _Evaluated:
         scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
         names = [c.name for c in track.criteria]
         # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
         resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
         evaluation = evaluation_of(names, records, scored, resamples, self.settings.run.seed)
-        return evaluation, evaluation_json(evaluation, scored)
+        figures = evaluation_json(evaluation, scored)
+        if self._pareto and purpose == "val":
+            figures["gate_values"] = self._gate_values(evaluation, track)
+        return _Evaluated(evaluation, figures, scored)
+
+    @property
+    def _pareto(self) -> bool:
+        return self.settings.run.gate == "pareto"
 
     def _gate_metric(self, evaluation: Evaluation, track: Track) -> float:
-        name = "mae" if self.settings.run.gate == "none" else self.settings.run.gate
+        """The macro value the gate compares (with the Pareto gate: its per-criterion metric's macro average)."""
+        gate = self.settings.run.gate
+        name = {"none": "mae", "pareto": self.settings.run.gate_metric}.get(gate, gate)
         if not self.settings.run.gate_counts_parse_failures:
             return evaluation.metric(name)  # the study's: items the judge failed to score are left out
-        worst = {c.name: c.max_score - c.min_score for c in track.criteria}
-        return evaluation.metric(name, worst_errors=worst)
+        return evaluation.metric(name, worst_errors=worst_errors(track.criteria))
+
+    def _gate_values(self, evaluation: Evaluation, track: Track) -> dict[str, float]:
+        """Per criterion, the Pareto gate's metric (oriented: higher is better), counting parse failures as the
+        scalar gate does."""
+        worst = worst_errors(track.criteria) if self.settings.run.gate_counts_parse_failures else None
+        return evaluation.values(self.settings.run.gate_metric, worst_errors=worst)
+
+    async def _regressed(
+        self, track: Track, last: StepRecord, candidate: _Evaluated, step: int
+    ) -> tuple[list[str], dict[str, tuple[float, float]] | None]:
+        """The criteria on which the candidate falls more than ``gate_epsilon`` below the current prompt, and the
+        drops' bootstrap intervals when the run asks for them (the current prompt's validation scores then come
+        from the prediction cache: no call unless the run re-judges unchanged prompts)."""
+        run = self.settings.run
+        assert last.val is not None
+        before, after = last.val["gate_values"], candidate.figures["gate_values"]
+        intervals = None
+        if run.gate_drop_interval:
+            current = await self._evaluate(track, last.prompt, self.splits.val, step=step, purpose="val")
+            names = [c.name for c in track.criteria]
+
+            def scores(scored: Sequence[ScoredSample | None]) -> dict[str, list[float | None]]:
+                return {n: [s.scores.get(n) if s else None for s in scored] for n in names}
+
+            intervals = drop_intervals(
+                scores(current.scored),
+                scores(candidate.scored),
+                {n: [r.labels[n] for r in self.splits.val] for n in names},
+                metric=run.gate_metric,
+                worst=worst_errors(track.criteria) if run.gate_counts_parse_failures else None,
+                resamples=run.bootstrap_resamples,
+                seed=run.seed + step,
+            )
+        return regressions(before, after, run.gate_epsilon, intervals), intervals
+
+    def _admit(self, track: Track, record: StepRecord) -> list[ArchiveMember]:
+        """The track's archive after ``record``: a prompt the track now holds is offered to it."""
+        archive = self.store.archive(track.name)
+        if record.status not in ("initial", "accepted") or record.val is None:
+            return archive
+        member = ArchiveMember(record.step, record.prompt.id, dict(record.val["gate_values"]))
+        return admitted(archive, member, [c.name for c in track.criteria])
 
     def _tests_at(self, step: int) -> bool:
         return tests_at(step, self.settings.run.steps, self.settings.run.test_interval)
@@ -209,8 +270,9 @@ class OptimizationLoop:
     # --- steps -------------------------------------------------------------------------------------------------------
 
     async def _initial_step(self, track: Track) -> StepRecord:
-        val, val_json = await self._evaluate(track, track.initial, self.splits.val, step=0, purpose="val")
-        _, test_json = await self._evaluate(track, track.initial, self.splits.test, step=0, purpose="test")
+        val = await self._evaluate(track, track.initial, self.splits.val, step=0, purpose="val")
+        val_json = val.figures
+        test_json = (await self._evaluate(track, track.initial, self.splits.test, step=0, purpose="test")).figures
         evaluated = val_json["n"] + test_json["n"]
         if evaluated and val_json["failed_calls"] + test_json["failed_calls"] == evaluated:
             raise RunFailed(
@@ -225,7 +287,7 @@ class OptimizationLoop:
             status="initial",
             prompt=track.initial,
             candidate=None,
-            val_metric=self._gate_metric(val, track),
+            val_metric=self._gate_metric(val.evaluation, track),
             val=val_json,
             test=test_json,
             batch=(),
@@ -273,12 +335,20 @@ class OptimizationLoop:
         candidate = current.replaced(updates)
         if self.settings.run.drop_output_format_after_update and candidate != current:
             candidate = PromptState(candidate.task_description, candidate.instructions, omit_output_format=True)
-        val, val_json = await self._evaluate(track, candidate, self.splits.val, step=step, purpose="val")
-        candidate_metric = self._gate_metric(val, track)
+        val = await self._evaluate(track, candidate, self.splits.val, step=step, purpose="val")
+        val_json = val.figures
+        candidate_metric = self._gate_metric(val.evaluation, track)
         unusable = "no_valid_score" in val_json  # under the candidate the judge gave no valid score: the step fails
         if unusable:
             log.warning("step.no_valid_score", track=track.name, step=step, cause=val_json["no_valid_score"])
-        passes = self.settings.run.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
+        if self._pareto and not unusable:
+            regressed, intervals = await self._regressed(track, last, val, step)
+            val_json["regressed"] = regressed
+            if intervals is not None:
+                val_json["drop_ci"] = {c: list(i) for c, i in intervals.items()}
+            passes = not regressed
+        else:
+            passes = self.settings.run.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
         if passes and not unusable:
             record = replace(template, status="accepted", prompt=candidate, val_metric=candidate_metric, val=val_json)
         else:
@@ -290,7 +360,7 @@ class OptimizationLoop:
     async def _test_json(self, track: Track, prompt: PromptState, step: int) -> dict[str, Any] | None:
         if not self._tests_at(step):
             return None
-        _, test_json = await self._evaluate(track, prompt, self.splits.test, step=step, purpose="test")
+        test_json = (await self._evaluate(track, prompt, self.splits.test, step=step, purpose="test")).figures
         _require_scores(track, step, "test", test_json)
         return test_json
 

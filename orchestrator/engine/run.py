@@ -32,6 +32,7 @@ from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, mean_sampl
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
 from judgeopt.orchestrator.engine.loop import LoopSettings, OptimizationLoop, Track
 from judgeopt.orchestrator.engine.manifest import RunManifest
+from judgeopt.orchestrator.engine.pareto import check_weights
 from judgeopt.orchestrator.engine.policy import Policy, resolve_policy, study_policy
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.store import STORE_FILE, RunStore
@@ -92,6 +93,7 @@ def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> R
         policy = study_policy(policy.name)  # the preset as the study ran it (its optimizer sees the conversations)
     dataset = load_dataset(config.dataset, data_dir)
     policy.check_criteria([c.name for c in dataset.criteria])
+    check_weights(config.archive_weights, [c.name for c in dataset.criteria])
     return RunSetup(config, models, policy, dataset)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from judgeopt.core.files import DirectoryLock
 from judgeopt.core.private_files import private_dir, private_file
 from judgeopt.orchestrator.engine.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
 from judgeopt.orchestrator.engine.manifest import MANIFEST_VERSION, RunManifest, RunStatus
+from judgeopt.orchestrator.engine.pareto import ArchiveMember
 from judgeopt.orchestrator.engine.router import AuditEntry
 
 STORE_FILE = "run.sqlite"
@@ -57,6 +58,10 @@ CREATE TABLE IF NOT EXISTS diagnostics (
     track TEXT NOT NULL, step INTEGER NOT NULL, criterion TEXT NOT NULL, kind TEXT NOT NULL,
     score REAL, status INTEGER NOT NULL, rationale TEXT NOT NULL,
     PRIMARY KEY (track, step, criterion, kind)
+);
+CREATE TABLE IF NOT EXISTS archive (
+    track TEXT NOT NULL, step INTEGER NOT NULL, prompt_id TEXT NOT NULL, vals TEXT NOT NULL,
+    PRIMARY KEY (track, step)
 );
 CREATE TABLE IF NOT EXISTS audit (
     request_id TEXT PRIMARY KEY, track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL,
@@ -246,7 +251,10 @@ class RunStore:
 
     # --- one transaction per finished step ---------------------------------------------------------------------
 
-    def commit_step(self, record: StepRecord, artifacts: StepArtifacts | None) -> None:
+    def commit_step(
+        self, record: StepRecord, artifacts: StepArtifacts | None, archive: Sequence[ArchiveMember] | None = None
+    ) -> None:
+        """The step, its artifacts and (with the Pareto gate) its track's archive as it stands after the step."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -272,6 +280,12 @@ class RunStore:
             )
             if artifacts is not None:
                 self._insert_artifacts(record.track, record.step, artifacts)
+            if archive is not None:
+                db.execute("DELETE FROM archive WHERE track = ?", (record.track,))
+                db.executemany(
+                    "INSERT INTO archive VALUES (?, ?, ?, ?)",
+                    [(record.track, m.step, m.prompt_id, json.dumps(m.values)) for m in archive],
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -339,6 +353,11 @@ class RunStore:
             total_calls=total,
             attempts=attempts,
         )
+
+    def archive(self, track: str) -> list[ArchiveMember]:
+        """The track's archive of non-dominated prompts (Pareto gate), in step order; empty without one."""
+        rows = self._db.execute("SELECT step, prompt_id, vals FROM archive WHERE track = ? ORDER BY step", (track,))
+        return [ArchiveMember(step, prompt_id, json.loads(vals)) for step, prompt_id, vals in rows]
 
     def usage_by_role(self) -> dict[str, dict[str, int]]:
         """Calls (every attempt) and tokens per stage: what the run really spent."""

@@ -2,7 +2,8 @@
 
 ``best`` is chosen on validation; ``best_oracle`` on test, as the study did, and labelled as such. With several
 tracks (Single-Task) a step's figures combine the tracks: each contributes its own criteria's ρ, and the
-validation metric is the tracks' mean.
+validation metric is the tracks' mean. With the Pareto gate, ``archive`` holds each track's non-dominated prompts
+and the member its rule chose; for one track that member is ``best`` (when its step was tested).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from judgeopt.core.private_files import write_private_text
 from judgeopt.core.roles import ALL_ROLES
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.metrics import hypervolume_indicator, paired_delta_interval
+from judgeopt.orchestrator.engine.pareto import choose, metric_bounds
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.profiles import study_differences
 
@@ -103,6 +105,27 @@ def _pick(steps: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
     return {k: best.get(k) for k in keys}
 
 
+def _archives(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """Per track, the Pareto archive (members with their per-criterion validation values) and its chosen member."""
+    config = manifest.config
+    archives = {}
+    for track in manifest.tracks:
+        members = store.archive(track)
+        if not members:
+            continue
+        names = set(manifest.track_criteria(track))
+        bounds = metric_bounds(config.gate_metric, [c for c in manifest.criteria if c.name in names])
+        weights = {c: w for c, w in config.archive_weights.items() if c in names}
+        chosen = choose(members, rule=config.archive_choice, bounds=bounds, weights=weights)
+        archives[track] = {
+            "metric": config.gate_metric,
+            "rule": config.archive_choice,
+            "members": [{"step": m.step, "prompt_id": m.prompt_id, "values": m.values} for m in members],
+            "chosen": chosen.step,
+        }
+    return archives
+
+
 def build_summary(store: RunStore) -> dict[str, Any]:
     manifest = store.manifest()
     config = manifest.config
@@ -112,6 +135,10 @@ def build_summary(store: RunStore) -> dict[str, Any]:
     usage = store.usage_by_role()
     initial = _pick(steps[:1], "macro_rho")
     best = _pick(steps, "val_metric")
+    archives = _archives(store, manifest) if config.gate == "pareto" else {}
+    if len(archives) == 1 and len(manifest.tracks) == 1:  # the archive's choice is the deployable prompt
+        (archive,) = archives.values()
+        best = _pick([s for s in steps if s["step"] == archive["chosen"]], "val_metric") or best
     oracle = _pick(steps, "macro_rho")
     summary: dict[str, Any] = {
         "run_id": manifest.run_id,
@@ -125,6 +152,7 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "best": best,
         "delta_macro_rho": _delta(store, manifest, initial, best),
         "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
+        **({"archive": archives} if config.gate == "pareto" else {}),
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
         "steps": steps,
         "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},
