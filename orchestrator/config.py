@@ -45,6 +45,10 @@ class RunConfig(BaseModel):
     metric scaled to 0-1 over its range)."""
     archive_weights: dict[str, float] = Field(default_factory=dict)
     """Per criterion, for ``archive_choice: weights``; a criterion not listed weighs 1."""
+    specificity_fallback: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Turn on the specificity fallback with this focus threshold (0-1): after a joint gradient call, criteria
+    named in less than this share of its sentences get per-criterion gradient calls in the same step (and fresh
+    per-criterion loss calls where the loss was joint). Sets the policy's ``specificity_fallback``."""
     steps: StrictInt = Field(default=12, ge=0)
     batch_size: StrictInt = Field(default=3, ge=1)
     test_interval: StrictInt = Field(default=1, ge=1)

@@ -45,6 +45,13 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
         choices=["hypervolume", "weights", "maxmin"],
         help="pareto gate: how the deployable prompt is chosen from the archive (default hypervolume)",
     )
+    group.add_argument(
+        "--specificity-fallback",
+        type=float,
+        metavar="SHARE",
+        help="after a joint gradient, per-criterion gradient calls for criteria named in less than SHARE (0-1) of "
+        "its sentences",
+    )
     group.add_argument("--steps", type=int)
     group.add_argument("--batch-size", type=int)
     group.add_argument("--test-interval", type=int)
@@ -102,6 +109,7 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "gate_epsilon": args.gate_epsilon,
                 "gate_drop_interval": args.gate_drop_interval or None,
                 "archive_choice": args.archive_choice,
+                "specificity_fallback": args.specificity_fallback,
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "test_interval": args.test_interval,

@@ -90,6 +90,17 @@ class Gradient:
     status: int
 
 
+@dataclass(frozen=True)
+class FocusRecord:
+    """A joint gradient's focus per criterion (the specificity fallback's proxy), and the criteria the fallback
+    issued per-criterion calls for."""
+
+    sample_id: str
+    gradient_id: str
+    shares: dict[str, float]
+    diluted: tuple[str, ...]
+
+
 @dataclass
 class StepArtifacts:
     """Everything one training step produced, kept for the store and for the step's audit."""
@@ -98,6 +109,8 @@ class StepArtifacts:
     critiques: list[Critique] = field(default_factory=list)
     gradients: list[Gradient] = field(default_factory=list)
     optimizer_statuses: dict[str, int] = field(default_factory=dict)
+    focus: list[FocusRecord] = field(default_factory=list)
+    """With the specificity fallback: one record per joint gradient."""
 
     def critiques_for(self, sample_id: str, criteria: Sequence[str]) -> list[Critique]:
         """Critiques of ``sample_id`` covering any of ``criteria``; a joint critique counts for every criterion

@@ -21,9 +21,10 @@ from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
-from judgeopt.orchestrator.engine.artifacts import PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.artifacts import FocusRecord, PromptState, ScoredSample, StepArtifacts
 from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.focus import focus_shares
 from judgeopt.orchestrator.engine.metrics import Evaluation
 from judgeopt.orchestrator.engine.pareto import ArchiveMember, admitted, drop_intervals, regressions, worst_errors
 from judgeopt.orchestrator.engine.policy import Policy
@@ -377,37 +378,57 @@ class OptimizationLoop:
         tally = _Tally()
         names = [c.name for c in track.criteria]
 
-        async def send_all(calls: Sequence[RoutedCall[Any]], send: Callable[[Any], Awaitable[Any]]) -> list[Any]:
+        async def send_all(
+            calls: Sequence[RoutedCall[Any]], send: Callable[[Any], Awaitable[Any]], purpose: str = "train"
+        ) -> list[Any]:
             replies = await asyncio.gather(
-                *(self.executor.send(c, send, track=track.name, step=step, purpose="train") for c in calls)
+                *(self.executor.send(c, send, track=track.name, step=step, purpose=purpose) for c in calls)
             )
             tally.add(replies)
             return list(replies)
 
-        async def chain(record: Record) -> StepArtifacts:
-            """The judge, loss and gradient work of one sample."""
-            own = StepArtifacts()
-            (scored,) = await self._scorers[track.name].score(prompt, [record], step=step, purpose="train")
-            tally.add([scored])
-            if scored is None:
-                return own
-            own.predictions.append(scored)
+        async def learn_from(record: Record, scored: ScoredSample, own: StepArtifacts, purpose: str) -> None:
+            """The sample's loss calls, then its gradient calls, as the policy routes them given what the sample's
+            chain has produced so far (``own``); a gradient call goes out only for criteria some critique covers."""
             loss_calls = router.loss(record, scored, prompt, router.state(own))
-            for loss_call, reply in zip(loss_calls, await send_all(loss_calls, self.clients.critique), strict=True):
+            replies = await send_all(loss_calls, self.clients.critique, purpose)
+            for loss_call, reply in zip(loss_calls, replies, strict=True):
                 if reply is not None and reply.critique.status in convert.USABLE_STATUSES:
                     own.critiques.append(
                         convert.critique_of(reply, loss_call.request_id, record.id, loss_call.criteria)
                     )
             critiques = own.critiques_for(record.id, names)
+            if (
+                purpose == "fallback"
+            ):  # a per-criterion fallback call sees its own criterion's critique, never a joint one
+                critiques = [c for c in critiques if len(c.criteria) == 1]
             critiqued = {n for c in critiques for n in c.criteria}
             gradient_calls = [
                 c
                 for c in router.gradient(record, scored, critiques, prompt, router.state(own))
                 if set(c.criteria) & critiqued
             ]
-            for call, reply in zip(gradient_calls, await send_all(gradient_calls, self.clients.gradient), strict=True):
+            replies = await send_all(gradient_calls, self.clients.gradient, purpose)
+            for call, reply in zip(gradient_calls, replies, strict=True):
                 if reply is not None and reply.gradient.status in convert.USABLE_STATUSES:
                     own.gradients.append(convert.gradient_of(reply, call.request_id, call.criteria))
+
+        async def chain(record: Record) -> StepArtifacts:
+            """The judge, loss and gradient work of one sample; with the specificity fallback, the focus of its
+            joint gradient and, for the criteria it lost, per-criterion calls (``fallback`` in the calls table)."""
+            own = StepArtifacts()
+            (scored,) = await self._scorers[track.name].score(prompt, [record], step=step, purpose="train")
+            tally.add([scored])
+            if scored is None:
+                return own
+            own.predictions.append(scored)
+            await learn_from(record, scored, own, "train")
+            joint = [g for g in own.gradients if len(g.criteria) > 1]
+            if self.policy.specificity_fallback is not None and joint:
+                diluted = self.policy.diluted(router.state(own))
+                own.focus.append(FocusRecord(record.id, joint[0].id, focus_shares(joint[0], names), diluted))
+                if diluted:
+                    await learn_from(record, scored, own, "fallback")
             return own
 
         artifacts = StepArtifacts()
@@ -415,6 +436,7 @@ class OptimizationLoop:
             artifacts.predictions.extend(own.predictions)
             artifacts.critiques.extend(own.critiques)
             artifacts.gradients.extend(own.gradients)
+            artifacts.focus.extend(own.focus)
 
         optimizer_calls = router.optimizer(prompt, artifacts.gradients, router.state(artifacts), batch)
         updates: dict[str, str] = {}

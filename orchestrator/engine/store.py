@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.files import DirectoryLock
 from judgeopt.core.private_files import private_dir, private_file
-from judgeopt.orchestrator.engine.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.artifacts import FocusRecord, Gradient, PromptState, ScoredSample, StepArtifacts
 from judgeopt.orchestrator.engine.manifest import MANIFEST_VERSION, RunManifest, RunStatus
 from judgeopt.orchestrator.engine.pareto import ArchiveMember
 from judgeopt.orchestrator.engine.router import AuditEntry
@@ -309,6 +309,8 @@ class RunStore:
                     g.status,
                 )
             )
+        for f in artifacts.focus:
+            rows.append((f"focus-{f.gradient_id}", "focus", f.sample_id, f.diluted, {"shares": f.shares}, 0))
         for criterion, status in artifacts.optimizer_statuses.items():
             rows.append((f"opt-{track}-{step}-{criterion}", "optimizer_status", None, [criterion], {}, status))
         self._db.executemany(
@@ -405,6 +407,36 @@ class RunStore:
             )
             result.append((track, step, gradient))
         return result
+
+    def artifact_criteria(self) -> dict[str, tuple[str, ...]]:
+        """The criteria each stored critique and gradient is about, by id (what the audit checks carried ids by)."""
+        rows = self._db.execute("SELECT id, criteria FROM artifacts WHERE kind IN ('critique', 'gradient')")
+        return {aid: tuple(json.loads(criteria)) for aid, criteria in rows}
+
+    def focus_records(self) -> list[tuple[str, int, FocusRecord]]:
+        """Every joint gradient's focus the specificity fallback measured, as (track, step, record)."""
+        rows = self._db.execute(
+            "SELECT track, step, id, sample_id, criteria, body FROM artifacts WHERE kind = 'focus' ORDER BY step, id"
+        )
+        return [
+            (
+                track,
+                step,
+                FocusRecord(sample_id, fid.removeprefix("focus-"), json.loads(body)["shares"], tuple(json.loads(crit))),
+            )
+            for track, step, fid, sample_id, crit, body in rows
+        ]
+
+    def usage_by_purpose(self, purpose: str) -> dict[str, dict[str, int]]:
+        """RPC attempts and tokens per stage of the calls made for ``purpose`` (e.g. ``fallback``)."""
+        query = (
+            "SELECT stage, COUNT(*), COUNT(DISTINCT request_id), SUM(prompt_tokens), SUM(completion_tokens) "
+            "FROM calls WHERE purpose = ? GROUP BY stage ORDER BY stage"
+        )
+        return {
+            stage: {"rpc_attempts": attempts, "calls": calls, "prompt_tokens": prompt, "completion_tokens": completion}
+            for stage, attempts, calls, prompt, completion in self._db.execute(query, (purpose,))
+        }
 
     def call_seconds_by_stage(self) -> dict[str, float]:
         return dict(self._db.execute("SELECT stage, SUM(seconds) FROM calls GROUP BY stage").fetchall())

@@ -3,7 +3,8 @@
 ``best`` is chosen on validation; ``best_oracle`` on test, as the study did, and labelled as such. With several
 tracks (Single-Task) a step's figures combine the tracks: each contributes its own criteria's ρ, and the
 validation metric is the tracks' mean. With the Pareto gate, ``archive`` holds each track's non-dominated prompts
-and the member its rule chose; for one track that member is ``best`` (when its step was tested).
+and the member its rule chose; for one track that member is ``best`` (when its step was tested). With the
+specificity fallback, ``fallback`` says how often it fell back and what its calls cost.
 """
 
 from __future__ import annotations
@@ -126,6 +127,24 @@ def _archives(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
     return archives
 
 
+def _fallback(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """How often the specificity fallback fell back and what it cost: joint gradients measured, how many lost
+    focus on some criterion, per criterion how often, the share of (joint gradient, criterion) pairs that got a
+    per-criterion call, and the fallback calls' attempts and tokens per stage."""
+    records = [record for _track, _step, record in store.focus_records()]
+    per_criterion = {c: sum(c in r.diluted for r in records) for c in manifest.criterion_names}
+    pairs = sum(len(r.shares) for r in records)
+    return {
+        "threshold": manifest.policy.specificity_fallback,
+        "joint_gradients": len(records),
+        "fell_back": sum(bool(r.diluted) for r in records),
+        "per_criterion": per_criterion,
+        "rate": sum(per_criterion.values()) / pairs if pairs else None,
+        "mean_focus": {c: fmean(r.shares[c] for r in records) if records else None for c in manifest.criterion_names},
+        "cost": store.usage_by_purpose("fallback"),
+    }
+
+
 def build_summary(store: RunStore) -> dict[str, Any]:
     manifest = store.manifest()
     config = manifest.config
@@ -153,6 +172,7 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "delta_macro_rho": _delta(store, manifest, initial, best),
         "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
         **({"archive": archives} if config.gate == "pareto" else {}),
+        **({"fallback": _fallback(store, manifest)} if manifest.policy.specificity_fallback is not None else {}),
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
         "steps": steps,
         "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},
