@@ -45,6 +45,9 @@ class RunConfig(BaseModel):
     metric scaled to 0-1 over its range)."""
     archive_weights: dict[str, float] = Field(default_factory=dict)
     """Per criterion, for ``archive_choice: weights``; a criterion not listed weighs 1."""
+    conflict_arbiter: bool = False
+    """Turn on the conflict arbiter: before each joint optimizer call, find pairs of criteria whose gradients ask
+    for contradictory changes and hand the optimizer a resolution (one more optimizer-model call per step)."""
     specificity_fallback: float | None = Field(default=None, ge=0.0, le=1.0)
     """Turn on the specificity fallback with this focus threshold (0-1): after a joint gradient call, criteria
     named in less than this share of its sentences get per-criterion gradient calls in the same step (and fresh

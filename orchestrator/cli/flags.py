@@ -52,6 +52,11 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
         help="after a joint gradient, per-criterion gradient calls for criteria named in less than SHARE (0-1) of "
         "its sentences",
     )
+    group.add_argument(
+        "--conflict-arbiter",
+        action="store_true",
+        help="before each joint optimizer call, resolve gradients that ask for contradictory changes",
+    )
     group.add_argument("--steps", type=int)
     group.add_argument("--batch-size", type=int)
     group.add_argument("--test-interval", type=int)
@@ -110,6 +115,7 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "gate_drop_interval": args.gate_drop_interval or None,
                 "archive_choice": args.archive_choice,
                 "specificity_fallback": args.specificity_fallback,
+                "conflict_arbiter": args.conflict_arbiter or None,
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "test_interval": args.test_interval,

@@ -101,6 +101,14 @@ class FocusRecord:
     diluted: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """Two criteria whose gradients the conflict arbiter found asking for contradictory changes."""
+
+    criteria: tuple[str, str]
+    issue: str
+
+
 @dataclass
 class StepArtifacts:
     """Everything one training step produced, kept for the store and for the step's audit."""
@@ -111,6 +119,9 @@ class StepArtifacts:
     optimizer_statuses: dict[str, int] = field(default_factory=dict)
     focus: list[FocusRecord] = field(default_factory=list)
     """With the specificity fallback: one record per joint gradient."""
+    conflicts: list[Conflict] = field(default_factory=list)
+    resolution: str = ""
+    """With the conflict arbiter: what it found, and the resolution the optimizer received ("" for none)."""
 
     def critiques_for(self, sample_id: str, criteria: Sequence[str]) -> list[Critique]:
         """Critiques of ``sample_id`` covering any of ``criteria``; a joint critique counts for every criterion

@@ -21,7 +21,7 @@ from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
-from judgeopt.orchestrator.engine.artifacts import FocusRecord, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.artifacts import Conflict, FocusRecord, PromptState, ScoredSample, StepArtifacts
 from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.focus import focus_shares
@@ -365,6 +365,23 @@ class OptimizationLoop:
         _require_scores(track, step, "test", test_json)
         return test_json
 
+    async def _arbitrate(
+        self,
+        router: Router,
+        artifacts: StepArtifacts,
+        send_all: Callable[[Sequence[RoutedCall[Any]], Callable[[Any], Awaitable[Any]], str], Awaitable[list[Any]]],
+    ) -> None:
+        """The conflict arbiter between gradient and optimizer: the conflicts it finds go into the step's
+        artifacts, with the resolution the joint optimizer call will carry. An unusable reply finds nothing."""
+        calls = router.arbiter(artifacts.gradients, router.state(artifacts))
+        for reply in await send_all(calls, self.clients.arbitrate, "arbiter"):
+            if reply is None or reply.status not in convert.USABLE_STATUSES:
+                continue
+            pairs = [c for c in reply.conflicts if len(c.criteria) == 2]
+            artifacts.conflicts += [Conflict((c.criteria[0], c.criteria[1]), c.issue) for c in pairs]
+            if reply.conflicts:
+                artifacts.resolution = reply.resolution
+
     async def _learn(
         self, track: Track, prompt: PromptState, batch: Sequence[Record], step: int
     ) -> tuple[StepArtifacts, _Tally, dict[str, str]]:
@@ -438,7 +455,11 @@ class OptimizationLoop:
             artifacts.gradients.extend(own.gradients)
             artifacts.focus.extend(own.focus)
 
-        optimizer_calls = router.optimizer(prompt, artifacts.gradients, router.state(artifacts), batch)
+        if self.policy.conflict_arbiter and len(names) > 1:
+            await self._arbitrate(router, artifacts, send_all)
+        optimizer_calls = router.optimizer(
+            prompt, artifacts.gradients, router.state(artifacts), batch, artifacts.resolution
+        )
         updates: dict[str, str] = {}
         for step_call, reply in zip(optimizer_calls, await send_all(optimizer_calls, self.clients.step), strict=True):
             if reply is None:

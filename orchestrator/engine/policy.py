@@ -35,7 +35,7 @@ STAGES: tuple[Stage, ...] = ("judge", "loss", "gradient", "optimizer")
 LEARNING_STAGES: tuple[Stage, ...] = ("loss", "gradient", "optimizer")
 Routing = Literal["per_criterion", "joint"]
 
-SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output"})
+SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output", "resolution"})
 PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "verdict", "critique", "gradient"})
 ROUTED_FIELDS = frozenset({"conversations"})
 """Fields about the call's focus: its own criterion's in a per-criterion call, shared (``*``) in a joint one."""
@@ -45,7 +45,7 @@ STAGE_FIELDS: dict[Stage, frozenset[str]] = {
     "judge": frozenset({"task_description", "instruction", "sample"}),
     "loss": frozenset({"instruction", "sample", "judge_output"}) | _EVIDENCE,
     "gradient": frozenset({"task_description", "instruction", "sample", "judge_output", "critique"}) | _EVIDENCE,
-    "optimizer": frozenset({"task_description", "instruction", "gradient", "conversations"}),
+    "optimizer": frozenset({"task_description", "instruction", "gradient", "conversations", "resolution"}),
 }
 """What each stage's calls can carry at all (the contract's fields); a policy picks a subset."""
 
@@ -114,6 +114,11 @@ class Policy(BaseModel):
     optimizer: StagePolicy
     independent_criteria: bool = False
     """Single-Task: one independent optimization track per criterion, each with a one-criterion prompt."""
+    conflict_arbiter: bool = False
+    """The conflict arbiter: before a joint optimizer call, the optimizer service's ``Arbitrate`` reads the batch's
+    gradients with that call's view, names pairs of criteria whose gradients contradict each other and writes a
+    resolution, which the optimizer call then carries (its ``resolution`` field). No effect without a joint
+    optimizer stage."""
     specificity_fallback: float | None = Field(default=None, ge=0.0, le=1.0)
     """The specificity fallback: after a joint gradient call, criteria whose focus in its gradient (the share of
     its sentences naming them, ``judgeopt.orchestrator.engine.focus``) is below this get per-criterion gradient
@@ -125,7 +130,9 @@ class Policy(BaseModel):
     def _known_stages(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
             unknown = sorted(
-                str(k) for k in set(data) - {*STAGES, "name", "independent_criteria", "specificity_fallback"}
+                str(k)
+                for k in set(data)
+                - {*STAGES, "name", "independent_criteria", "specificity_fallback", "conflict_arbiter"}
             )
             if unknown:
                 raise ValueError(f"unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
@@ -170,6 +177,11 @@ class Policy(BaseModel):
         dynamic one (e.g. fall back to per-criterion gradients when focus drops) overrides this or :meth:`calls`."""
         del state
         return self.stage(stage).routing
+
+    def with_conflict_arbiter(self) -> Policy:
+        """This policy with the conflict arbiter on: its optimizer may also carry the arbiter's resolution."""
+        optimizer = self.optimizer.model_copy(update={"fields": self.optimizer.fields | {"resolution"}})
+        return self.model_copy(update={"conflict_arbiter": True, "optimizer": optimizer})
 
     def diluted(self, state: RoutingState) -> tuple[str, ...]:
         """The criteria the specificity fallback adds per-criterion calls for: those under its threshold in the

@@ -91,6 +91,8 @@ def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> R
     policy = resolve_policy(config.mode, config.policy_file)
     if config.prompt_protocol == "study" and config.policy_file is None:
         policy = study_policy(policy.name)  # the preset as the study ran it (its optimizer sees the conversations)
+    if config.conflict_arbiter:
+        policy = policy.with_conflict_arbiter()
     if config.specificity_fallback is not None:
         policy = policy.model_copy(update={"specificity_fallback": config.specificity_fallback})
     dataset = load_dataset(config.dataset, data_dir)

@@ -21,7 +21,14 @@ from pydantic import ValidationError
 from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.files import DirectoryLock
 from judgeopt.core.private_files import private_dir, private_file
-from judgeopt.orchestrator.engine.artifacts import FocusRecord, Gradient, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.artifacts import (
+    Conflict,
+    FocusRecord,
+    Gradient,
+    PromptState,
+    ScoredSample,
+    StepArtifacts,
+)
 from judgeopt.orchestrator.engine.manifest import MANIFEST_VERSION, RunManifest, RunStatus
 from judgeopt.orchestrator.engine.pareto import ArchiveMember
 from judgeopt.orchestrator.engine.router import AuditEntry
@@ -311,6 +318,9 @@ class RunStore:
             )
         for f in artifacts.focus:
             rows.append((f"focus-{f.gradient_id}", "focus", f.sample_id, f.diluted, {"shares": f.shares}, 0))
+        for n, conflict in enumerate(artifacts.conflicts):
+            body = {"issue": conflict.issue, "resolution": artifacts.resolution}
+            rows.append((f"conflict-{track}-{step}-{n}", "conflict", None, conflict.criteria, body, 0))
         for criterion, status in artifacts.optimizer_statuses.items():
             rows.append((f"opt-{track}-{step}-{criterion}", "optimizer_status", None, [criterion], {}, status))
         self._db.executemany(
@@ -412,6 +422,18 @@ class RunStore:
         """The criteria each stored critique and gradient is about, by id (what the audit checks carried ids by)."""
         rows = self._db.execute("SELECT id, criteria FROM artifacts WHERE kind IN ('critique', 'gradient')")
         return {aid: tuple(json.loads(criteria)) for aid, criteria in rows}
+
+    def conflicts(self) -> list[tuple[str, int, Conflict, str]]:
+        """Every conflict the arbiter found, as (track, step, conflict, the resolution the optimizer received)."""
+        rows = self._db.execute(
+            "SELECT track, step, criteria, body FROM artifacts WHERE kind = 'conflict' ORDER BY step, track, id"
+        )
+        result = []
+        for track, step, criteria, body in rows:
+            first, second = json.loads(criteria)
+            parts = json.loads(body)
+            result.append((track, step, Conflict((first, second), parts["issue"]), parts["resolution"]))
+        return result
 
     def focus_records(self) -> list[tuple[str, int, FocusRecord]]:
         """Every joint gradient's focus the specificity fallback measured, as (track, step, record)."""

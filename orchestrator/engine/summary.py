@@ -4,7 +4,8 @@
 tracks (Single-Task) a step's figures combine the tracks: each contributes its own criteria's ρ, and the
 validation metric is the tracks' mean. With the Pareto gate, ``archive`` holds each track's non-dominated prompts
 and the member its rule chose; for one track that member is ``best`` (when its step was tested). With the
-specificity fallback, ``fallback`` says how often it fell back and what its calls cost.
+specificity fallback, ``fallback`` says how often it fell back and what its calls cost; with the conflict arbiter,
+``conflicts`` lists what it found per step.
 """
 
 from __future__ import annotations
@@ -145,6 +146,20 @@ def _fallback(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
     }
 
 
+def _conflicts(store: RunStore) -> dict[str, Any]:
+    """What the conflict arbiter found per step (pairs of criteria and the issue) and what its calls cost."""
+    per_step: dict[str, list[dict[str, Any]]] = {}
+    for track, step, conflict, _resolution in store.conflicts():
+        per_step.setdefault(str(step), []).append(
+            {"track": track, "criteria": list(conflict.criteria), "issue": conflict.issue}
+        )
+    return {
+        "total": sum(len(found) for found in per_step.values()),
+        "per_step": per_step,
+        "cost": store.usage_by_purpose("arbiter"),
+    }
+
+
 def build_summary(store: RunStore) -> dict[str, Any]:
     manifest = store.manifest()
     config = manifest.config
@@ -173,6 +188,7 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
         **({"archive": archives} if config.gate == "pareto" else {}),
         **({"fallback": _fallback(store, manifest)} if manifest.policy.specificity_fallback is not None else {}),
+        **({"conflicts": _conflicts(store)} if manifest.policy.conflict_arbiter else {}),
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
         "steps": steps,
         "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},

@@ -17,6 +17,7 @@ from judgeopt.agents.loss import LossAgent
 from judgeopt.agents.model_client import Completion, ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
 from judgeopt.agents.types import (
+    ArbitrateTask,
     Conversation,
     Criterion,
     CriterionEvidence,
@@ -255,8 +256,11 @@ async def drive_every_agent() -> None:
             )
         )
         await OptimizerAgent(as_runner(RecordingRunner('{"instruction": "New."}'))).step(
-            StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol)
+            StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol, resolution="Both.")
         )
+    await OptimizerAgent(as_runner(RecordingRunner('{"conflicts": [], "resolution": ""}'))).arbitrate(
+        ArbitrateTask(BOTH, (gradient,))
+    )
     evaluator = EvaluatorAgent(as_runner(RecordingRunner('{"score": 8, "rationale": "focused"}')))
     await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,)))
     await evaluator.adherence(AdherenceTask(FLUENCY, "Rate fluency.", "Rate grammar and flow.", (gradient,)))

@@ -26,13 +26,30 @@ def _archive_cells(archives: dict[str, Any] | None) -> tuple[str, ...]:
     return (members, chosen)
 
 
+def _conflict_cells(conflicts: dict[str, Any] | None) -> tuple[str, ...]:
+    if conflicts is None:
+        return ("—", "—")
+    calls = sum(c["calls"] for c in conflicts["cost"].values())
+    return (str(conflicts["total"]), f"{calls:,}")
+
+
+MITIGATIONS = ("fallback", "archive", "conflicts")
+"""The summary.json keys of the mitigations a run can have on."""
+
+
 def mitigations_section(study: Study) -> Section | None:
     """One row per run with a mitigation on; ``None`` when no run had one."""
-    cells = [c for c in study.cells if "fallback" in c.summary or "archive" in c.summary]
+    cells = [c for c in study.cells if any(key in c.summary for key in MITIGATIONS)]
     if not cells:
         return None
     rows = tuple(
-        (c.name, *_fallback_cells(c.summary.get("fallback")), *_archive_cells(c.summary.get("archive"))) for c in cells
+        (
+            c.name,
+            *_fallback_cells(c.summary.get("fallback")),
+            *_archive_cells(c.summary.get("archive")),
+            *_conflict_cells(c.summary.get("conflicts")),
+        )
+        for c in cells
     )
     header = (
         "run",
@@ -42,10 +59,13 @@ def mitigations_section(study: Study) -> Section | None:
         "fallback tokens",
         "archive members",
         "deployed",
+        "conflicts found",
+        "arbiter calls",
     )
     intro = Paragraph(
         "Specificity fallback: the share of (joint gradient, criterion) pairs whose focus proxy fell below the "
         "threshold and got a per-criterion call, and what those calls cost. Pareto gate: the archive of "
-        "non-dominated prompts per track and the member deployed as best."
+        "non-dominated prompts per track and the member deployed as best. Conflict arbiter: the pairs of criteria "
+        "whose gradients it found contradicting each other, and its calls."
     )
     return Section("Mitigations", (intro, Table(header, rows)))
