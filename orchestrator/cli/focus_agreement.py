@@ -16,8 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from judgeopt.core.errors import ConfigError
     from judgeopt.orchestrator.engine.focus import agreement
-    from judgeopt.orchestrator.engine.store import RunStore
+    from judgeopt.orchestrator.engine.store import STORE_FILE, RunStore
 
+    if not (args.run_dir / STORE_FILE).is_file():
+        raise ConfigError(f"{args.run_dir} holds no run (no {STORE_FILE})")
     store = RunStore(args.run_dir)
     try:
         if not store.holds_run():

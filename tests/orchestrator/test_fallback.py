@@ -155,6 +155,9 @@ def test_a_diluted_joint_gradient_falls_back_for_exactly_its_lost_criteria(
     assert main(["audit", str(run_dir)]) == 0
     assert_audited_every_call(capsys.readouterr().out, run_dir)
 
+    assert main(["focus-agreement", str(run_dir)]) != 0  # no evaluator rating yet: refused
+    assert "holds no specificity ratings" in capsys.readouterr().err
+    assert main(["focus-agreement", str(tmp_path / "none")]) != 0 and not (tmp_path / "none").exists()
     # planted evaluator ratings that rise with the proxy: step 1's proxies are coherence 0.75 (3 of 4 sentences),
     # consistency and relevance 0.5 (the joint gradients' 0 and the fallback gradients' 1), fluency 0.25; step 2's
     # focused gradients 0.25 each
