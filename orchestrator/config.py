@@ -3,6 +3,7 @@ sections (see ``judgeopt.core.config_file``) plus ``run`` (one optimization) and
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,6 +144,24 @@ class GridConfig(BaseModel):
     diagnostics: bool = True
     interference: bool = True
     select_on: Literal["val", "test"] = "val"
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Named sets of run settings laid over ``run:`` (a mitigation turned on, say); every mode × gate × run is
+    repeated once per variant. None: each cell takes ``run:`` as it is."""
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_set_other_settings(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, settings in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(f"variant name {name!r}: use letters, digits and underscores")
+            owned = sorted(set(settings) & {"mode", "gate", "seed", "policy_file"})
+            if owned:
+                raise ValueError(f"variant {name!r} sets {owned[0]!r}, which the grid decides")
+        return value
+
+    def variant_names(self) -> tuple[str | None, ...]:
+        """The variants in order, or ``(None,)`` without any."""
+        return tuple(self.variants) or (None,)
 
 
 class JudgeoptConfig(BaseModel):

@@ -63,7 +63,10 @@ def print_grid_estimate(grid: GridConfig, base: RunConfig, models: ModelsConfig,
 
     cells = cell_configs(grid, base)
     estimates = [estimate_of(prepare(config, models, data_dir)) for config in cells.values()]
-    title = f"dry run: {len(cells)} cells ({len(grid.modes)} modes × {len(grid.gates)} gates × {grid.runs} runs)"
+    variants = f" × {len(grid.variants)} variants" if grid.variants else ""
+    title = (
+        f"dry run: {len(cells)} cells ({len(grid.modes)} modes × {len(grid.gates)} gates{variants} × {grid.runs} runs)"
+    )
     print_estimate(title, estimates, models)
 
 
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     grid, base, _ = load_experiment(directory)
     service_addresses = addresses(args, ALL_ROLES if grid.diagnostics else ROLES)
     settings = client_settings(args, service_addresses)
-    cells = len(grid.modes) * len(grid.gates) * grid.runs
+    cells = len(grid.modes) * len(grid.gates) * len(grid.variant_names()) * grid.runs
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with DirectoryLock(directory), Progress(*columns, console=Console(stderr=True)) as progress:
         bar = progress.add_task(f"experiment ({cells} cells × {base.steps + 1} steps)", total=cells * (base.steps + 1))

@@ -86,8 +86,9 @@ def tracks_for(policy: Policy, criteria: tuple[CriterionSpec, ...], prompt: Prom
     ]
 
 
-def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> RunSetup:
-    """Everything that can be checked before any service starts or any call is made."""
+def policy_of(config: RunConfig) -> Policy:
+    """The run's policy: its mode or policy file, as the study ran it under the study protocol, with the
+    mitigations the run turns on (one place, for a single run and an experiment's cells alike)."""
     policy = resolve_policy(config.mode, config.policy_file)
     if config.prompt_protocol == "study" and config.policy_file is None:
         policy = study_policy(policy.name)  # the preset as the study ran it (its optimizer sees the conversations)
@@ -95,6 +96,12 @@ def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> R
         policy = policy.with_conflict_arbiter()
     if config.specificity_fallback is not None:
         policy = policy.model_copy(update={"specificity_fallback": config.specificity_fallback})
+    return policy
+
+
+def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> RunSetup:
+    """Everything that can be checked before any service starts or any call is made."""
+    policy = policy_of(config)
     dataset = load_dataset(config.dataset, data_dir)
     policy.check_criteria([c.name for c in dataset.criteria])
     check_weights(config.archive_weights, [c.name for c in dataset.criteria])

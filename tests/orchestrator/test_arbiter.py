@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers.fake_openai import Completion, FakeOpenAI, RecordedRequest, Reply
 from helpers.runs import assert_audited_every_call, write_config
-from helpers.scripts import deterministic_handler, role_of
+from helpers.scripts import ARBITER_MARK, deterministic_handler, role_of
 
 from judgeopt.agents.optimizer import read_arbitration
 from judgeopt.agents.types import ArbitrateTask, Criterion, Gradient, ParseStatus
@@ -42,7 +42,6 @@ def test_an_arbiter_reply_is_read_tolerantly() -> None:
     assert unreadable.conflicts == () and unreadable.status is ParseStatus.INVALID
 
 
-ARBITER_MARK = "You arbitrate between feedback"
 PENALISE, IGNORE = "Penalise short summaries.", "Ignore the length of the summary."
 RESOLUTION = "RESOLVED: penalise a summary only when it is too short to cover the key points."
 

@@ -15,7 +15,9 @@ from helpers.runs import BATCH, assert_audited_every_call, write_config
 from helpers.scripts import SUMMEVAL, deterministic_handler, role_of
 
 from judgeopt.cli import main
+from judgeopt.core.models import ModelsConfig
 from judgeopt.orchestrator.engine.artifacts import Gradient, StepArtifacts
+from judgeopt.orchestrator.engine.budget import StepShape
 from judgeopt.orchestrator.engine.focus import agreement, focus_shares
 from judgeopt.orchestrator.engine.policy import PRESETS, RoutingState
 from judgeopt.orchestrator.engine.store import Diagnostic, RunStore
@@ -72,6 +74,24 @@ class TestProxy:
         assert PRESETS["CCC"].diluted(state) == ()  # no fallback without the setting
         sss = PRESETS["SSS"].model_copy(update={"specificity_fallback": THRESHOLD})
         assert sss.diluted(state) == ()  # per-criterion gradients: nothing to fall back from
+
+
+def test_the_budget_counts_the_mitigations_calls_at_most() -> None:
+    """A step's estimate adds B·K fallback gradient calls (and B·K loss calls where the loss is joint) and one
+    arbiter call per joint optimizer; with one criterion, or per-criterion gradients, nothing."""
+
+    def calls(preset: str, criteria: int = 4, **mitigations: object) -> dict[str, int]:
+        policy = PRESETS[preset].model_copy(update=mitigations)
+        shape = StepShape(policy, criteria, batch=3, val=5, test=7, models=ModelsConfig(), sample_tokens=100)
+        return shape.training(with_test=False).calls
+
+    both = {"specificity_fallback": THRESHOLD, "conflict_arbiter": True}
+    for preset, loss in (("CCC", 12), ("SCC", 0)):
+        plain, on = calls(preset), calls(preset, **both)
+        extra = {stage: on[stage] - plain[stage] for stage in on}
+        assert extra == {"judge": 0, "loss": loss, "gradient": 12, "optimizer": 1}
+    assert calls("SSS", **both) == calls("SSS")
+    assert calls("CCC", 1, **both) == calls("CCC", 1)
 
 
 class TestAgreement:
