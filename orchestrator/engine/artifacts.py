@@ -92,8 +92,8 @@ class Gradient:
 
 @dataclass(frozen=True)
 class FocusRecord:
-    """A joint gradient's focus per criterion (the specificity fallback's proxy), and the criteria the fallback
-    issued per-criterion calls for."""
+    """A joint gradient's focus per criterion (the specificity fallback's proxy), and the criteria under the
+    threshold: the fallback's per-criterion calls go to those of them with a usable critique."""
 
     sample_id: str
     gradient_id: str
