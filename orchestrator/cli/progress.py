@@ -14,12 +14,14 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from judgeopt.orchestrator.engine.risks import warn_risks
     from judgeopt.orchestrator.engine.run import execute
     from judgeopt.orchestrator.engine.summary import summary_tables
 
     console = Console(stderr=True)
     manifest = store.manifest()
     config, tracks = manifest.config, manifest.tracks
+    warn_risks([config])  # before the progress bars, which would draw over it
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         bars = {t: progress.add_task(f"track {t}", total=config.steps + 1) for t in tracks}

@@ -63,7 +63,7 @@ class StepShape:
     """Mean tokens of one sample's text fields."""
 
     def _per(self, stage: Stage) -> int:
-        return self.criteria if self.policy.stage(stage).routing == "per_criterion" else 1
+        return 1 if self.policy.stage(stage).routing == "joint" else self.criteria  # prefix_shared: K model calls
 
     def _tokens(self, role: Role, *, sample: bool, extra: int = 0) -> int:
         completion = self.models.for_role(role, local_base_url="http://local").max_tokens

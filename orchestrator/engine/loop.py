@@ -20,7 +20,7 @@ import structlog
 from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.config import RunConfig
-from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits
+from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits, shown_criteria
 from judgeopt.orchestrator.engine.artifacts import Conflict, FocusRecord, PromptState, ScoredSample, StepArtifacts
 from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
@@ -147,9 +147,7 @@ class OptimizationLoop:
 
     def _shown_criteria(self, track: Track) -> tuple[CriterionSpec, ...]:
         """The track's criteria as the agents are shown them: without their definitions when the run says so."""
-        if self.settings.run.criterion_definitions:
-            return track.criteria
-        return tuple(c.model_copy(update={"description": ""}) for c in track.criteria)
+        return shown_criteria(track.criteria, definitions=self.settings.run.criterion_definitions)
 
     # --- the whole run ---------------------------------------------------------------------------------------------
 
@@ -206,7 +204,7 @@ class OptimizationLoop:
         # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
         resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
         evaluation = evaluation_of(names, records, scored, resamples, self.settings.run.seed)
-        figures = evaluation_json(evaluation, scored)
+        figures = evaluation_json(evaluation, scored, records)
         if self._pareto and purpose == "val":
             figures["gate_values"] = self._gate_values(evaluation, track)
         return _Evaluated(evaluation, figures, scored)

@@ -7,9 +7,11 @@ MAE, off-by-one accuracy); ``evaluate`` does it for every criterion and averages
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import fmean
 
 import numpy as np
 import structlog
@@ -60,6 +62,22 @@ def _spearman(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
     return _finite_or_zero(stats.spearmanr(x, y).statistic)
 
 
+def halo(scores: Mapping[str, Sequence[float | None]]) -> float | None:
+    """The mean Spearman ρ between every two criteria's scores (each pair over the items both have): how far one
+    impression runs through every criterion, a halo. Set beside the same figure for the human labels, the excess is
+    interference at inference time. ``None`` with fewer than two criteria or no pair defined (a constant side, or
+    fewer than three items in common)."""
+    values = []
+    for first, second in itertools.combinations(scores, 2):
+        pairs = [(x, y) for x, y in zip(scores[first], scores[second], strict=True) if x is not None and y is not None]
+        if len(pairs) < 3:
+            continue
+        x, y = np.array(pairs, dtype=np.float64).T
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            values.append(float(stats.spearmanr(x, y).statistic))
+    return fmean(values) if values else None
+
+
 def _spearman_along(x: NDArray[np.float64], y: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
     """Spearman rho of every resample at once (Pearson on average ranks), 0.0 where a side is constant."""
     rx = stats.rankdata(x, axis=axis)
@@ -89,33 +107,54 @@ def _spearman_interval(
     return float(low), float(high)
 
 
+Scores = Mapping[str, Sequence[float | None]]
+"""Per criterion, one score per test item (``None`` where the judge failed to score it)."""
+
+
 def paired_delta_interval(
-    before: Mapping[str, Sequence[float | None]],
-    after: Mapping[str, Sequence[float | None]],
+    before: Scores,
+    after: Scores,
     truths: Mapping[str, Sequence[float]],
     *,
     resamples: int,
     seed: int,
 ) -> tuple[float, float] | None:
-    """95% percentile interval of Δ macro Spearman ρ (``after`` − ``before``), by a paired bootstrap: each resample
-    draws the same items for both prompts and every criterion. Only items that both prompts scored on every
-    criterion take part; ``None`` when fewer than 3 do or no resample is asked for."""
+    """95% percentile interval of one run's Δ macro Spearman ρ (``after`` − ``before``), by a paired bootstrap: each
+    resample draws the same items for both prompts and every criterion (see :func:`mean_delta_interval`)."""
+    return mean_delta_interval([(before, after)], truths, resamples=resamples, seed=seed)
+
+
+def mean_delta_interval(
+    runs: Sequence[tuple[Scores, Scores]],
+    truths: Mapping[str, Sequence[float]],
+    *,
+    resamples: int,
+    seed: int,
+) -> tuple[float, float] | None:
+    """95% percentile interval of the mean over runs of Δ macro Spearman ρ (each run's ``after`` − ``before``, all
+    scored on the same items, whose human scores are ``truths``), by a paired bootstrap over the items: each resample
+    draws one set of items, the same for both prompts of every run and every criterion, and averages the runs' Δ on
+    it. The runs themselves are not resampled (a handful of runs says little about their spread): the interval is
+    the item-sampling uncertainty of the configuration's mean Δ given its runs, and with identical runs it is the one
+    run's interval. Only items that every prompt scored on every criterion take part; ``None`` when fewer than 3 do,
+    there is no run or no resample is asked for."""
     criteria = list(truths)
     complete = [
         i
         for i in range(len(truths[criteria[0]]))
-        if all(before[c][i] is not None and after[c][i] is not None for c in criteria)
+        if all(b[c][i] is not None and a[c][i] is not None for b, a in runs for c in criteria)
     ]
-    if resamples <= 0 or len(complete) < 3:
+    if not runs or resamples <= 0 or len(complete) < 3:
         return None
     draws = np.random.default_rng(seed).choice(np.array(complete), size=(resamples, len(complete)), replace=True)
     deltas = np.zeros(resamples, dtype=np.float64)
     for c in criteria:
         truth = np.asarray(truths[c], dtype=np.float64)[draws]
-        was = np.asarray([np.nan if v is None else v for v in before[c]], dtype=np.float64)[draws]
-        now = np.asarray([np.nan if v is None else v for v in after[c]], dtype=np.float64)[draws]
-        deltas += _spearman_along(now, truth) - _spearman_along(was, truth)
-    deltas /= len(criteria)
+        for before, after in runs:
+            was = np.asarray([np.nan if v is None else v for v in before[c]], dtype=np.float64)[draws]
+            now = np.asarray([np.nan if v is None else v for v in after[c]], dtype=np.float64)[draws]
+            deltas += _spearman_along(now, truth) - _spearman_along(was, truth)
+    deltas /= len(criteria) * len(runs)
     low, high = np.percentile(deltas, [2.5, 97.5])
     return float(low), float(high)
 

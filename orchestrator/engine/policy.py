@@ -1,8 +1,11 @@
 """Decomposition modes as data: a policy says, per stage, how calls are routed and what each call may see.
 
 A stage's **routing** is ``per_criterion`` (one call per criterion) or ``joint`` (one call for all criteria of a
-track). Its **fields** are what a call may carry; per-criterion fields (``instruction``, ``prediction``,
-``ground_truth``, ``verdict``, ``critique``, ``gradient``) are visible for the criteria in the call's **scope**
+track); the judge may also be ``prefix_shared``: one request per sample, which the judge answers with one model call
+per criterion, each starting with the same text (task description, sample) and ending with its own criterion, so an
+endpoint's prefix cache prefills the sample once per sample rather than once per criterion. Its **fields** are what
+a call may carry; per-criterion fields (``instruction``, ``prediction``, ``ground_truth``, ``verdict``,
+``critique``, ``gradient``) are visible for the criteria in the call's **scope**
 (``own``: the call's own criterion; ``all``: every criterion; or a list of extra criteria), shared fields
 (``task_description``, ``sample``, ``judge_output``) are visible or not, and routed fields (``conversations``: the
 batch's samples with the judge's output) belong to the call's own criterion in a per-criterion call and are shared
@@ -33,7 +36,9 @@ if TYPE_CHECKING:
 Stage = Literal["judge", "loss", "gradient", "optimizer"]
 STAGES: tuple[Stage, ...] = ("judge", "loss", "gradient", "optimizer")
 LEARNING_STAGES: tuple[Stage, ...] = ("loss", "gradient", "optimizer")
-Routing = Literal["per_criterion", "joint"]
+Routing = Literal["per_criterion", "joint", "prefix_shared"]
+ONE_REQUEST: frozenset[Routing] = frozenset({"joint", "prefix_shared"})
+"""Routings that send one request for all of a track's criteria."""
 
 SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output", "resolution"})
 PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "verdict", "critique", "gradient"})
@@ -152,6 +157,8 @@ class Policy(BaseModel):
             missing = sorted(REQUIRED_FIELDS[stage] - policy.fields)
             if missing:
                 raise ValueError(f"stage {stage!r}: cannot work without field {missing[0]!r}")
+            if stage != "judge" and policy.routing == "prefix_shared":
+                raise ValueError(f"stage {stage!r}: prefix_shared is a judge routing (per_criterion or joint here)")
             if stage == "judge" and policy.routing == "per_criterion" and policy.scope != "own":
                 raise ValueError("stage 'judge': a per-criterion judge call sees only its own instruction (scope: own)")
             if policy.routing == "joint" and policy.scope not in ("own", "all"):
@@ -204,7 +211,7 @@ class Policy(BaseModel):
         diluted = self.diluted(state) if stage in ("loss", "gradient") else ()
         if diluted:
             return [] if self.stage(stage).routing == "per_criterion" else [(c,) for c in diluted]
-        if self.routing_at(stage, state) == "joint":
+        if self.routing_at(stage, state) in ONE_REQUEST:
             return [state.track]
         return [(name,) for name in state.track]
 
@@ -279,8 +286,12 @@ PRESETS: dict[str, Policy] = {
 
 def study_policy(preset: str) -> Policy:
     """The preset as the study's protocol runs it: its optimizer also sees the batch's conversations (each judged
-    sample with the judge's output), as the study's optimizer prompt shows them."""
+    sample with the judge's output), as the study's optimizer prompt shows them. Single-Task runs CCC on each
+    one-criterion track, as the study ran it (with one criterion every mode computes the same; the forms are the
+    joint ones). judgeopt's own ``single`` preset uses the per-criterion forms."""
     policy = PRESETS[preset]
+    if policy.independent_criteria:
+        policy = PRESETS["CCC"].model_copy(update={"name": policy.name, "independent_criteria": True})
     optimizer = policy.optimizer.model_copy(update={"fields": policy.optimizer.fields | {"conversations"}})
     return policy.model_copy(update={"optimizer": optimizer})
 

@@ -69,7 +69,7 @@ class RoutedCall(Generic[RequestT]):
     """``None`` for calls outside the policy's stages (the evaluator's diagnostics)."""
     sample_id: str | None = None
     routing: str = "joint"
-    """How the call was routed (``joint`` or ``per_criterion``); part of the judge cache's key."""
+    """How the call was routed (``joint``, ``per_criterion`` or ``prefix_shared``); part of the judge cache's key."""
 
 
 class Router:
@@ -153,7 +153,8 @@ class Router:
     def judge(
         self, prompt: PromptState, record: Record, state: RoutingState
     ) -> list[RoutedCall[judge_pb2.ScoreRequest]]:
-        """One joint call scoring every criterion, or one call per criterion seeing only its own instruction."""
+        """One joint call scoring every criterion, one call per criterion seeing only its own instruction, or one
+        prefix-shared call the judge answers criterion by criterion."""
         calls = []
         for view in self._views("judge", state):
 
@@ -164,6 +165,7 @@ class Router:
                     criteria=self._criteria_proto(view.visible),
                     prompt=self._prompt_proto(view, prompt),
                     sample=convert.sample(record),
+                    layout=convert.judge_layout(view.routing),
                 )
 
             calls.append(self._routed(view, build, sample_id=record.id))

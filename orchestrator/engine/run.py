@@ -37,7 +37,7 @@ from judgeopt.orchestrator.engine.policy import Policy, resolve_policy, study_po
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.store import STORE_FILE, RunStore
 from judgeopt.orchestrator.engine.summary import write_summary
-from judgeopt.orchestrator.errors import RunFailed
+from judgeopt.orchestrator.errors import PolicyError, RunFailed
 from judgeopt.orchestrator.fleet import ServiceFleet
 
 log = structlog.get_logger(__name__)
@@ -92,6 +92,8 @@ def policy_of(config: RunConfig) -> Policy:
     policy = resolve_policy(config.mode, config.policy_file)
     if config.prompt_protocol == "study" and config.policy_file is None:
         policy = study_policy(policy.name)  # the preset as the study ran it (its optimizer sees the conversations)
+    if config.prompt_protocol == "study" and policy.judge.routing == "prefix_shared":
+        raise PolicyError(f"policy {policy.name!r}: the study's prompt protocol has no prefix-shared judge layout")
     if config.conflict_arbiter:
         policy = policy.with_conflict_arbiter()
     if config.specificity_fallback is not None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS calls (
     track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL, purpose TEXT NOT NULL,
     outcome TEXT NOT NULL, code TEXT, error TEXT,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
-    model TEXT, seconds REAL NOT NULL, at REAL NOT NULL,
+    model TEXT, queue_seconds REAL, endpoint_seconds REAL NOT NULL, at REAL NOT NULL,
+    truncated INTEGER NOT NULL DEFAULT 0, cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
     UNIQUE (request_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
@@ -75,6 +78,27 @@ CREATE TABLE IF NOT EXISTS audit (
     criteria TEXT NOT NULL, visible TEXT NOT NULL, artifacts TEXT NOT NULL, fields TEXT NOT NULL
 );
 """
+
+
+_ADDED_COLUMNS = {
+    "calls": {"truncated": "INTEGER NOT NULL DEFAULT 0", "cached_prompt_tokens": "INTEGER NOT NULL DEFAULT 0"}
+}
+"""Columns added since a table was first created: a store written before them gets them (as zeros) when opened."""
+
+
+def _upgrade_tables(db: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier judgeopt up to today's tables, so old runs still read and resume.
+
+    One ``seconds`` per call attempt (queue wait included) becomes ``endpoint_seconds`` with the queue wait unknown
+    (NULL), and columns added since get their defaults."""
+    if "seconds" in {row[1] for row in db.execute("PRAGMA table_info(calls)")}:
+        db.execute("ALTER TABLE calls RENAME COLUMN seconds TO endpoint_seconds")
+        db.execute("ALTER TABLE calls ADD COLUMN queue_seconds REAL")
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in columns.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +118,32 @@ class CallAttempt:
     completion_tokens: int = 0
     llm_calls: int = 0
     model: str | None = None
-    seconds: float = 0.0
+    queue_seconds: float = 0.0
+    """Waiting for a slot: the run's concurrency limit, then the endpoint's rate limits."""
+    endpoint_seconds: float = 0.0
+    """From sending the request to the service until its reply (or failure): the call's own speed."""
+    truncated: int = 0
+    """Of ``llm_calls``, the replies that stopped at the model's output cap (recorded, never used)."""
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the endpoint's prefix cache served, where it reports them."""
+
+
+@dataclass(frozen=True)
+class CallTimes:
+    """The attempts of one stage: seconds at the service, and seconds spent waiting for a slot (recorded ones)."""
+
+    endpoint: list[float]
+    queue: list[float]
+
+    def as_json(self) -> dict[str, float | int | None]:
+        """Per-call speed from the time at the service (a queued call is not a slow one), and the queueing apart."""
+        return {
+            "attempts": len(self.endpoint),
+            "endpoint_median": statistics.median(self.endpoint) if self.endpoint else None,
+            "endpoint_total": sum(self.endpoint),
+            "queue_median": statistics.median(self.queue) if self.queue else None,
+            "queue_total": sum(self.queue) if self.queue else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -142,6 +191,7 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            _upgrade_tables(self._db)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -371,20 +421,33 @@ class RunStore:
         rows = self._db.execute("SELECT step, prompt_id, vals FROM archive WHERE track = ? ORDER BY step", (track,))
         return [ArchiveMember(step, prompt_id, json.loads(vals)) for step, prompt_id, vals in rows]
 
+    def count_scoring_methods(self, counts: Mapping[str, int]) -> None:
+        """Add to the run's count of the judge's valid scores by method (``sampled``, ``logprob_weighted``)."""
+        total = Counter(self.scoring_methods())
+        total.update(counts)
+        self.set_meta("scoring_methods", dict(total))
+
+    def scoring_methods(self) -> dict[str, int]:
+        counts: dict[str, int] = self.get_meta("scoring_methods", {})
+        return counts
+
     def usage_by_role(self) -> dict[str, dict[str, int]]:
-        """Calls (every attempt) and tokens per stage: what the run really spent."""
+        """Calls (every attempt), replies cut off at the output cap and tokens per stage: what the run really spent."""
         usage: dict[str, dict[str, int]] = {}
         query = (
-            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(prompt_tokens), "
-            "SUM(completion_tokens) FROM calls GROUP BY stage ORDER BY stage"
+            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(truncated), SUM(prompt_tokens), "
+            "SUM(completion_tokens), SUM(cached_prompt_tokens) FROM calls GROUP BY stage ORDER BY stage"
         )
-        for stage, attempts, failed, llm_calls, prompt_tokens, completion_tokens in self._db.execute(query):
+        rows = self._db.execute(query)
+        for stage, attempts, failed, llm_calls, truncated, prompt_tokens, completion_tokens, cached in rows:
             usage[stage] = {
                 "rpc_attempts": attempts,
                 "failed_attempts": failed,
                 "llm_calls": llm_calls,
+                "truncated_replies": truncated,
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
+                "cached_prompt_tokens": cached,
             }
         return usage
 
@@ -460,11 +523,19 @@ class RunStore:
             for stage, attempts, calls, prompt, completion in self._db.execute(query, (purpose,))
         }
 
-    def call_seconds_by_stage(self) -> dict[str, float]:
-        return dict(self._db.execute("SELECT stage, SUM(seconds) FROM calls GROUP BY stage").fetchall())
+    def call_times_by_stage(self) -> dict[str, CallTimes]:
+        """Per stage, the attempts' time at the service and their wait for a slot (``None`` where not recorded)."""
+        times: dict[str, CallTimes] = {}
+        for stage, endpoint, queue in self._db.execute("SELECT stage, endpoint_seconds, queue_seconds FROM calls"):
+            entry = times.setdefault(stage, CallTimes([], []))
+            entry.endpoint.append(endpoint)
+            if queue is not None:
+                entry.queue.append(queue)
+        return times
 
     def wall_seconds(self) -> float:
-        """From the first call to the last step committed."""
-        first = self._db.execute("SELECT MIN(at) FROM calls").fetchone()[0]
+        """From the moment the first call was issued to the last step committed."""
+        first = self._db.execute("SELECT MIN(at - endpoint_seconds - COALESCE(queue_seconds, 0)) FROM calls")
         last = self._db.execute("SELECT MAX(finished_at) FROM steps").fetchone()[0]
-        return float(last - first) if first is not None and last is not None else 0.0
+        start = first.fetchone()[0]
+        return float(last - start) if start is not None and last is not None else 0.0

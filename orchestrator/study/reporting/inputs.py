@@ -11,9 +11,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from judgeopt.core.errors import ConfigError
-from judgeopt.orchestrator.engine.store import STORE_FILE, Diagnostic, RunStore
-from judgeopt.orchestrator.engine.summary import SUMMARY_FILE
+from judgeopt.orchestrator.engine.store import STORE_FILE, CallTimes, Diagnostic, RunStore
+from judgeopt.orchestrator.engine.summary import SUMMARY_FILE, scores_on_test
 from judgeopt.orchestrator.study.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
+
+
+@dataclass(frozen=True)
+class RunTestScores:
+    """A run's test items, their human scores, and the judge's scores of them at every tested step."""
+
+    ids: tuple[str, ...]
+    truths: dict[str, tuple[float, ...]]
+    scores: dict[int, dict[str, list[float | None]]]
+    """Per tested step, per criterion, one score per item of ``ids`` (``None``: not scored)."""
+    resamples: int
+    seed: int
+    """The run's bootstrap resamples and seed."""
 
 
 @dataclass(frozen=True)
@@ -26,11 +39,12 @@ class Cell:
     summary: dict[str, Any]
     diagnostics: tuple[Diagnostic, ...]
     usage: dict[str, dict[str, int]]
-    call_seconds: dict[str, float]
+    call_times: dict[str, CallTimes]
     attempts_by_purpose: dict[tuple[str, str], int]
     wall_seconds: float
     variant: str | None = None
     """The grid variant the cell ran (None without variants)."""
+    test: RunTestScores | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,20 @@ def _attempts_by_purpose(store: RunStore) -> dict[tuple[str, str], int]:
     return counts
 
 
+def _test_predictions(store: RunStore, summary: dict[str, Any]) -> RunTestScores | None:
+    manifest = store.manifest()
+    if not manifest.test_truths:
+        return None
+    tested = [s["step"] for s in summary["steps"] if s.get("macro_rho") is not None]
+    return RunTestScores(
+        ids=tuple(manifest.splits.get("test", ())),
+        truths=dict(manifest.test_truths),
+        scores={step: scores_on_test(store, manifest, step) for step in tested},
+        resamples=manifest.config.bootstrap_resamples,
+        seed=manifest.config.seed,
+    )
+
+
 def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -> Cell:
     summary = _read_summary(run_dir, what)
     store = RunStore(run_dir)
@@ -107,10 +135,11 @@ def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -
             summary=summary,
             diagnostics=tuple(store.diagnostics()),
             usage=store.usage_by_role(),
-            call_seconds=store.call_seconds_by_stage(),
+            call_times=store.call_times_by_stage(),
             attempts_by_purpose=_attempts_by_purpose(store),
             wall_seconds=store.wall_seconds(),
             variant=variant,
+            test=_test_predictions(store, summary),
         )
     finally:
         store.close()

@@ -9,6 +9,7 @@ from judgeopt.orchestrator.study.reporting.accounting import provenance_section,
 from judgeopt.orchestrator.study.reporting.aggregate import aggregate
 from judgeopt.orchestrator.study.reporting.document import FILES_DIR, Document, Paragraph, render_html, render_markdown
 from judgeopt.orchestrator.study.reporting.inputs import Study, load_study
+from judgeopt.orchestrator.study.reporting.judging import judging_section
 from judgeopt.orchestrator.study.reporting.mitigations import mitigations_section
 from judgeopt.orchestrator.study.reporting.sections import (
     diagnostics_section,
@@ -48,6 +49,7 @@ def build_document(study: Study) -> Document:
             macro_hvi_section(study, aggregates),
             diagnostics_section(study),
             interference_section(study),
+            judging_section(study),
             *([mitigations] if mitigations is not None else []),
             spend_section(study, aggregates),
             provenance_section(study),
