@@ -103,6 +103,8 @@ class GradientAgent:
                 prompting.render("gradient_system"), user, schema=FEEDBACK_SCHEMA, schema_name="feedback"
             )
             parts, status = parse_feedback(completion.text)
+        if completion.truncated:
+            parts, status = {}, ParseStatus.TRUNCATED
         gradient = Gradient(
             criteria=focus_criteria(task.routing, task.criteria),
             sample_id=task.sample_id,

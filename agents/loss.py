@@ -66,8 +66,8 @@ class LossAgent:
                 context=prompting.format_context(task.sample, task.judge_output),
             )
         completion = await self._runner.complete(system, user)
-        text = strip_wrapping(completion.text)
-        status = ParseStatus.OK if text else ParseStatus.INVALID
+        text = "" if completion.truncated else strip_wrapping(completion.text)
+        status = ParseStatus.TRUNCATED if completion.truncated else ParseStatus.OK if text else ParseStatus.INVALID
         critique = Critique(
             criteria=focus_criteria(task.routing, task.criteria),
             sample_id=task.sample_id,

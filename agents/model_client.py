@@ -24,7 +24,6 @@ from autogen_agentchat.messages import TextMessage
 from autogen_core import CancellationToken
 from autogen_core.models import (
     ChatCompletionClient,
-    ChatCompletionTokenLogprob,
     CreateResult,
     LLMMessage,
     ModelCapabilities,
@@ -36,12 +35,14 @@ from autogen_core.tools import Tool, ToolSchema
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
+from judgeopt.agents import raw_reply
 from judgeopt.agents.errors import (
     ModelEndpointError,
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
 )
+from judgeopt.agents.raw_reply import TokenLogprob
 from judgeopt.agents.types import Usage
 from judgeopt.core.errors import ModelConfigError
 from judgeopt.core.models import RoleModelConfig, StructuredOutput
@@ -57,14 +58,26 @@ _UNKNOWN_MODEL_INFO = ModelInfo(
 )
 
 
+CUT_OFF = "length"
+"""The finish reason of a reply that stopped at ``max_tokens``."""
+
+
 @dataclass(frozen=True)
 class Completion:
-    """One model reply: its text, token log-probabilities when asked for, and what it cost."""
+    """One model reply: its text, token log-probabilities when asked for, and what it cost.
+
+    An empty text is a reply like any other (the role's parser finds nothing in it); a reply that stopped at the
+    output cap is :attr:`truncated`, and every role treats it the same way: recorded, never used cut off."""
 
     text: str
-    logprobs: list[ChatCompletionTokenLogprob] | None
+    logprobs: list[TokenLogprob] | None
+    """Read from the HTTP reply (``agents.raw_reply``): autogen's objects drop the alternatives' text."""
     usage: Usage
     finish_reason: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == CUT_OFF
 
 
 class _PerRequestClient(ChatCompletionClient):
@@ -221,11 +234,14 @@ class ModelRunner:
         create_args: dict[str, Any] = {"temperature": config.temperature, "max_tokens": config.max_tokens}
         if config.seed is not None:
             create_args["seed"] = config.seed
-        if config.extra_body:
-            create_args["extra_body"] = dict(config.extra_body)
+        create_args |= config.penalty_args()
+        if config.extra_body or config.repeat_penalty is not None:
+            create_args["extra_body"] = config.extra_body_with_penalty()
         # Passed through to AsyncOpenAI (autogen forwards its init arguments).
         client_args: dict[str, Any] = {
-            "http_client": openai.DefaultAsyncHttpxClient(event_hooks={"response": [_require_json_body]})
+            "http_client": openai.DefaultAsyncHttpxClient(
+                event_hooks={"response": [_require_json_body, raw_reply.keep_reply_body]}
+            )
         }
         self._client = OpenAIChatCompletionClient(
             model=config.model,
@@ -260,7 +276,8 @@ class ModelRunner:
         agent = AssistantAgent(name=self.role, model_client=client, system_message=system)
         started = time.perf_counter()
         try:
-            result = await agent.run(task=user)
+            with raw_reply.capture() as seen:
+                result = await agent.run(task=user)
         except openai.OpenAIError as exc:
             raise _map_endpoint_error(exc) from exc
         except json.JSONDecodeError as exc:  # the HTTP body itself was not JSON (the openai client lets it through)
@@ -271,17 +288,17 @@ class ModelRunner:
             raise ModelUnavailableError("model endpoint returned no completion")
         final = result.messages[-1]
         text = final.content if isinstance(final, TextMessage) else ""
-        if not text.strip() and created.finish_reason != "length":
-            # Nothing to parse and no sign the model ran out of room: a failed reply, retried like a 500.
-            raise ModelUnavailableError("model endpoint returned an empty reply")
         usage = Usage(
             prompt_tokens=created.usage.prompt_tokens,
             completion_tokens=created.usage.completion_tokens,
             llm_calls=1,
             model_seconds=elapsed,
             model=self.config.model,
+            truncated_calls=int(created.finish_reason == CUT_OFF),
+            cached_prompt_tokens=seen.cached_prompt_tokens(),
         )
-        return Completion(text=text, logprobs=created.logprobs, usage=usage, finish_reason=created.finish_reason)
+        tokens = seen.logprobs() if logprobs else None
+        return Completion(text=text, logprobs=tokens, usage=usage, finish_reason=created.finish_reason)
 
     async def close(self) -> None:
         await self._client.close()

@@ -1,7 +1,9 @@
 """The optimizer role: one textual gradient-descent step, rewriting one instruction or a whole set.
 
-A reply that cannot be used keeps the previous instruction and says so in its status; it is never fatal. Under the
-study's protocol a criterion the reply lacks is left out instead (the caller falls back to its initial instruction).
+A reply that cannot be used (unreadable, empty, lacking a criterion, or cut off at the output cap) keeps the previous
+instruction and says so in its status; it is never fatal. Under the study's protocol a criterion the reply does not
+answer is left out instead (the caller falls back to its initial instruction). Per-criterion and joint replies follow
+the same rule.
 """
 
 from __future__ import annotations
@@ -12,7 +14,18 @@ from typing import Any
 from judgeopt.agents import prompting
 from judgeopt.agents.model_client import ModelRunner
 from judgeopt.agents.parsing import KeyIndex, find_json_object, find_text_field, is_placeholder, strip_wrapping
-from judgeopt.agents.types import Criterion, Instruction, ParseStatus, Routing, StepResult, StepTask, Usage
+from judgeopt.agents.types import (
+    ArbitrateTask,
+    Arbitration,
+    ConflictNote,
+    Criterion,
+    Instruction,
+    ParseStatus,
+    Routing,
+    StepResult,
+    StepTask,
+    Usage,
+)
 
 
 def instruction_schema(criteria: tuple[Criterion, ...], routing: Routing) -> dict[str, Any]:
@@ -53,7 +66,7 @@ def _parse_plain(text: str, task: StepTask) -> StepResult:
     """The study's per-criterion reply: the instruction as plain text. Empty (or a placeholder) yields nothing."""
     new = strip_wrapping(text)
     if not new or is_placeholder(new):
-        return StepResult((), ParseStatus.INVALID, text)
+        return _nothing_taken(text, task, ParseStatus.INVALID)
     status = ParseStatus.OK if new == text.strip() else ParseStatus.REPAIRED
     return StepResult((Instruction(task.criteria[0].name, new),), status, text)
 
@@ -100,16 +113,73 @@ def _study_user(task: StepTask) -> str:
 
 
 def _parse_single(text: str, task: StepTask) -> StepResult:
-    criterion = task.criteria[0].name
     new, status = find_text_field(text, "instruction")
     if not status.usable:
-        new = task.prompt.instruction_for(criterion) or ""
-    return StepResult((Instruction(criterion, new),), status, text)
+        return _nothing_taken(text, task, status)
+    return StepResult((Instruction(task.criteria[0].name, new),), status, text)
 
 
-def read_step(text: str, task: StepTask) -> StepResult:
-    """The rewritten instruction(s) in an optimizer reply; the previous ones where the reply holds none."""
-    return _parse_single(text, task) if task.routing is Routing.PER_CRITERION else _parse_joint(text, task)
+def _nothing_taken(text: str, task: StepTask, status: ParseStatus) -> StepResult:
+    """A reply with no usable instruction: the previous ones are kept, or (study protocol) left out."""
+    kept = (
+        ()
+        if task.protocol == "study"
+        else tuple(Instruction(c.name, task.prompt.instruction_for(c.name) or "") for c in task.criteria)
+    )
+    return StepResult(kept, status, text)
+
+
+def read_step(text: str, task: StepTask, *, truncated: bool = False) -> StepResult:
+    """The rewritten instruction(s) in an optimizer reply; the previous ones where the reply holds none. A reply
+    ``truncated`` at the output cap holds none, whatever it reads."""
+    if truncated:
+        return _nothing_taken(text, task, ParseStatus.TRUNCATED)
+    if task.routing is Routing.JOINT:
+        return _parse_joint(text, task)
+    return _parse_plain(text, task) if task.protocol == "study" else _parse_single(text, task)
+
+
+ARBITRATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "conflicts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "criteria": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+                    "issue": {"type": "string"},
+                },
+                "required": ["criteria", "issue"],
+            },
+        },
+        "resolution": {"type": "string"},
+    },
+    "required": ["conflicts", "resolution"],
+}
+
+
+def read_arbitration(text: str, task: ArbitrateTask) -> Arbitration:
+    """The conflicts in an arbiter's reply: entries that do not name two distinct known criteria are dropped (and
+    the status says REPAIRED); a reply with no JSON object is INVALID and finds no conflict."""
+    reading = find_json_object(text)
+    if reading is None:
+        return Arbitration((), "", ParseStatus.INVALID, text)
+    known = {c.name for c in task.criteria}
+    entries = reading.value.get("conflicts")
+    conflicts, dropped = [], not isinstance(entries, list)
+    for entry in entries if isinstance(entries, list) else []:
+        names = entry.get("criteria") if isinstance(entry, dict) else None
+        pair = tuple(n for n in names if isinstance(n, str) and n in known) if isinstance(names, list) else ()
+        if len(pair) != 2 or pair[0] == pair[1]:
+            dropped = True
+            continue
+        issue = entry.get("issue")
+        conflicts.append(ConflictNote((pair[0], pair[1]), issue.strip() if isinstance(issue, str) else ""))
+    resolution = reading.value.get("resolution")
+    resolution = resolution.strip() if isinstance(resolution, str) and conflicts else ""
+    status = ParseStatus.REPAIRED if dropped or reading.repaired else ParseStatus.OK
+    return Arbitration(tuple(conflicts), resolution, status, text)
 
 
 class OptimizerAgent:
@@ -120,17 +190,23 @@ class OptimizerAgent:
         if task.protocol == "study":
             return await self._study_step(task)
         gradients = prompting.format_gradients(task.gradients)
+        if task.resolution:
+            gradients += (
+                "\n\n" + prompting.render("optimizer_resolution", resolution=prompting.fence(task.resolution)).strip()
+            )
+        conversations = prompting.format_conversations(task.conversations)
         if task.routing is Routing.PER_CRITERION:
             criterion = task.criteria[0]
             user = prompting.render(
                 "optimizer_user_per_criterion",
                 criterion=prompting.format_scope(task.routing, task.criteria),
                 instruction=task.prompt.instruction_for(criterion.name) or "",
+                conversations=conversations,
                 gradients=gradients,
             )
         else:
             task_description = (
-                f"The judge's task:\n<task>\n{task.prompt.task_description}\n</task>\n"
+                f"The judge's task:\n{prompting.format_task(task.prompt.task_description)}\n"
                 if task.prompt.task_description
                 else ""
             )
@@ -138,6 +214,7 @@ class OptimizerAgent:
                 "optimizer_user_joint",
                 task_description=task_description,
                 instructions=prompting.format_instructions(task.prompt, task.criteria),
+                conversations=conversations,
                 gradients=gradients,
             )
         completion = await self._runner.complete(
@@ -146,7 +223,21 @@ class OptimizerAgent:
             schema=instruction_schema(task.criteria, task.routing),
             schema_name="instructions",
         )
-        return read_step(completion.text, task), completion.usage
+        return read_step(completion.text, task, truncated=completion.truncated), completion.usage
+
+    async def arbitrate(self, task: ArbitrateTask) -> tuple[Arbitration, Usage]:
+        """The conflict arbiter. A method of the optimizer, not a role of its own: it writes for the optimizer's
+        next step and sees exactly what a joint optimizer call sees (every criterion's gradients), so it runs on the
+        optimizer's model and service, and the policy and the audit treat it as that call."""
+        user = prompting.render(
+            "optimizer_arbiter_user",
+            criteria=prompting.format_criteria(task.criteria),
+            gradients=prompting.format_gradients(task.gradients),
+        )
+        completion = await self._runner.complete(
+            prompting.render("optimizer_arbiter_system"), user, schema=ARBITRATION_SCHEMA, schema_name="arbitration"
+        )
+        return read_arbitration(completion.text, task), completion.usage
 
     async def _study_step(self, task: StepTask) -> tuple[StepResult, Usage]:
         joint = task.routing is Routing.JOINT
@@ -156,5 +247,4 @@ class OptimizerAgent:
             schema=instruction_schema(task.criteria, task.routing) if joint else None,
             schema_name="instructions",
         )
-        parse = _parse_joint if joint else _parse_plain
-        return parse(completion.text, task), completion.usage
+        return read_step(completion.text, task, truncated=completion.truncated), completion.usage

@@ -141,7 +141,7 @@ def find_answer_object(text: str, keys: Sequence[str]) -> JsonReading | None:
 _NOT_KEY_CHARACTERS = re.compile(r"[^a-z0-9]+")
 
 
-def _normalise_key(key: str) -> str:
+def normalise_key(key: str) -> str:
     return _NOT_KEY_CHARACTERS.sub("", key.lower())
 
 
@@ -161,8 +161,8 @@ class KeyIndex:
         if self._loose is None:
             self._loose = {}
             for key, value in self._mapping.items():
-                self._loose.setdefault(_normalise_key(str(key)), value)
-        wanted = _normalise_key(name)
+                self._loose.setdefault(normalise_key(str(key)), value)
+        wanted = normalise_key(name)
         return (self._loose[wanted], True) if wanted in self._loose else None
 
 

@@ -2,14 +2,19 @@
 
 Every user message runs from the most shared text to the least shared (task description, criteria and
 instructions, then source text, then candidate text) so that endpoint prefix caches are reused across calls.
-Sample text is always fenced in tags, and every text that did not come from a template (samples, field names,
-instructions, answers, critiques, feedback) has the closing tags of the prompts' own tags escaped (``</sample>``
-becomes ``<\\/sample>``, in any case and spacing): such text cannot end its tag early, so it stays data.
+
+Data stays data: under judgeopt's protocol every text that did not come from a template and that another role
+assesses (samples, the task description, instructions, the judge's answers, critiques, feedback, conversations)
+sits inside one of the :data:`DATA_TAGS`, and each role's system prompt declares the text inside them data to
+assess, never instructions to follow. One helper, :class:`TagGuard`, neutralises every opening or closing tag of a
+protocol's tags inside inserted text (``</critique>`` becomes ``<\\/critique>``, ``<sample>`` becomes
+``<\\sample>``, in any case and spacing): such text can neither end its tag early nor forge a tag of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 from collections.abc import Sequence
@@ -18,7 +23,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from string import Template
 
-from judgeopt.agents.types import Criterion, CriterionEvidence, Gradient, JudgePrompt, Routing, Sample
+from judgeopt.agents.types import Conversation, Criterion, CriterionEvidence, Gradient, JudgePrompt, Routing, Sample
 
 
 def _prompts() -> Traversable:
@@ -36,7 +41,7 @@ ROLE_TEMPLATE_PREFIXES: dict[str, tuple[str, ...]] = {
     "loss": ("loss_", "study_loss_", "study_backward_"),
     "gradient": ("gradient_", "study_gradient_", "study_backward_"),
     "optimizer": ("optimizer_", "study_optimizer_"),
-    "evaluator": ("evaluator_",),
+    "evaluator": ("evaluator_", "study_evaluator_"),
 }
 """The templates each role may render, under either prompt protocol."""
 
@@ -50,10 +55,30 @@ def template_hashes(role: str) -> dict[str, str]:
     return {n.removesuffix(".txt"): hashlib.sha256(prompts.joinpath(n).read_bytes()).hexdigest() for n in names}
 
 
+class TagGuard:
+    """Neutralises a prompt protocol's tags inside text inserted into its templates: the tag's ``<`` is followed by
+    a backslash (``<\\/sample>``, ``<\\sample>``), whatever the tag's case or spacing, so that the text cannot close
+    the tag it sits in nor open one that looks like the template's. Idempotent."""
+
+    def __init__(self, tags: Sequence[str]) -> None:
+        self.tags = tuple(tags)
+        self._tag = re.compile(r"<(?=\s*/?\s*(?:" + "|".join(self.tags) + r")(?![\w-]))", re.IGNORECASE)
+
+    def __call__(self, text: str) -> str:
+        return self._tag.sub("<\\\\", text)
+
+
+DATA_TAGS = ("sample", "field", "task", "instruction", "answer", "critique", "feedback", "conversation")
+"""judgeopt's data tags: what the system prompts declare to be data."""
+fence = TagGuard(DATA_TAGS)
+"""Text for judgeopt's templates."""
+
+
 # Placeholders that receive plain text (not a fragment built here) and sit inside a tag of their template: render
 # fences them, so that the agents may pass such text as it is.
 _TEXT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "optimizer_user_per_criterion": frozenset({"instruction"}),
+    "optimizer_resolution": frozenset({"resolution"}),
     "evaluator_adherence": frozenset({"old_instruction", "new_instruction"}),
 }
 
@@ -62,7 +87,7 @@ def render(name: str, **values: str) -> str:
     """The template ``name`` filled with ``values`` (plain-text placeholders fenced; values are not re-scanned, so a
     ``$name`` inside a value stays as it is)."""
     text_placeholders = _TEXT_PLACEHOLDERS.get(name, frozenset())
-    filled = {key: _fence(value) if key in text_placeholders else value for key, value in values.items()}
+    filled = {key: fence(value) if key in text_placeholders else value for key, value in values.items()}
     return template(name).substitute(filled).strip() + "\n"
 
 
@@ -71,25 +96,13 @@ def routed(name: str, routing: Routing) -> str:
     return f"{name}_{routing.value}"
 
 
-TAGS = ("sample", "field", "instruction", "task", "answer", "feedback")
-"""The tags the prompts delimit text with."""
-
-_CLOSING_TAG = re.compile(r"<(\s*)/(?=\s*(?:" + "|".join(TAGS) + r")(?![\w-]))", re.IGNORECASE)
-
-
-def _fence(text: str) -> str:
-    """``text`` unable to close any of the prompts' tags: the slash of each such closing tag is escaped (``<\\/``),
-    whatever the tag's case or spacing. Idempotent."""
-    return _CLOSING_TAG.sub(r"<\1\\/", text)
-
-
 def _attribute(text: str) -> str:
-    """Text for a double-quoted tag attribute."""
-    return _fence(text).replace('"', "&quot;")
+    """Text for a double-quoted tag attribute: no quote, no ``<`` or ``>`` left to end it or the tag."""
+    return html.escape(text, quote=True)
 
 
 def format_sample(sample: Sample) -> str:
-    return "\n".join(f'<field name="{_attribute(name)}">\n{_fence(text)}\n</field>' for name, text in sample.fields)
+    return "\n".join(f'<field name="{_attribute(name)}">\n{fence(text)}\n</field>' for name, text in sample.fields)
 
 
 def scale(criterion: Criterion) -> str:
@@ -122,17 +135,21 @@ def format_judge_criteria(criteria: Sequence[Criterion], prompt: JudgePrompt) ->
     blocks = []
     for c in criteria:
         described = f" {c.description}" if c.description else ""
-        blocks.append(f"## {c.name} ({scale(c)}).{described}\n{_fence(prompt.instruction_for(c.name) or '')}")
+        blocks.append(f"## {c.name} ({scale(c)}).{described}\n{fence(prompt.instruction_for(c.name) or '')}")
     return "\n\n".join(blocks)
+
+
+def format_task(task_description: str) -> str:
+    return f"<task>\n{fence(task_description)}\n</task>"
 
 
 def format_prompt(prompt: JudgePrompt) -> str:
     """The judge prompt as another agent is shown it: task description and instructions."""
     parts = ["\nThe judge's prompt:"]
     if prompt.task_description:
-        parts.append(f"<task>\n{_fence(prompt.task_description)}\n</task>")
+        parts.append(format_task(prompt.task_description))
     parts.extend(
-        f'<instruction criterion="{_attribute(i.criterion)}">\n{_fence(i.text)}\n</instruction>'
+        f'<instruction criterion="{_attribute(i.criterion)}">\n{fence(i.text)}\n</instruction>'
         for i in prompt.instructions
     )
     return "\n".join(parts)
@@ -144,25 +161,26 @@ def format_context(sample: Sample | None, judge_output: str | None) -> str:
     if sample is not None:
         parts.append(f"\nThe judged sample:\n<sample>\n{format_sample(sample)}\n</sample>")
     if judge_output is not None:
-        parts.append(f"\nThe judge's answer:\n<answer>\n{_fence(judge_output)}\n</answer>")
+        parts.append(f"\nThe judge's answer:\n<answer>\n{fence(judge_output)}\n</answer>")
     return "\n".join(parts)
 
 
 def format_evidence(evidence: Sequence[CriterionEvidence]) -> str:
-    """Only the fields that were sent, one block per criterion."""
+    """Only the fields that were sent, one block per criterion; the instruction and the critique (model text) in
+    their tags."""
     blocks = []
     for e in evidence:
         lines = [f"[{e.criterion}]"]
         if e.instruction is not None:
-            lines.append(f"Instruction: {_fence(e.instruction)}")
+            lines.append(f"Instruction:\n<instruction>\n{fence(e.instruction)}\n</instruction>")
         if e.prediction is not None:
             lines.append(f"Predicted score: {e.prediction:g}")
         if e.ground_truth is not None:
             lines.append(f"Correct score: {e.ground_truth:g}")
         if e.verdict is not None:
-            lines.append(f"Verdict: {_fence(e.verdict)}")
+            lines.append(f"Verdict: {fence(e.verdict)}")
         if e.critique is not None:
-            lines.append(f"Critique: {_fence(e.critique)}")
+            lines.append(f"Critique:\n<critique>\n{fence(e.critique)}\n</critique>")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -172,23 +190,38 @@ def judge_output_example(criteria: Sequence[Criterion]) -> str:
     return "{" + ", ".join(f"{json.dumps(c.name)}: <{scale(c)}>" for c in criteria) + "}"
 
 
-def format_gradients(gradients: Sequence[Gradient]) -> str:
+def format_gradients(gradients: Sequence[Gradient], *, show_criteria: bool = True) -> str:
+    """Numbered ``<feedback>`` blocks; ``show_criteria``: name in each block the criteria it was written for (the
+    specificity rating leaves them out: the evaluator must judge from the text what a gradient is about)."""
     if not gradients:
         return "(no feedback collected)"
     blocks = []
     for n, g in enumerate(gradients, start=1):
-        parts = [f'<feedback n={n} criteria="{", ".join(g.criteria)}">']
+        about = f' criteria="{_attribute(", ".join(g.criteria))}"' if show_criteria else ""
+        parts = [f"<feedback n={n}{about}>"]
         for label, text in (("Keep", g.keep), ("Problem", g.problem), ("Fix", g.fix)):
             if text:
-                parts.append(f"{label}: {_fence(text)}")
+                parts.append(f"{label}: {fence(text)}")
         parts.append("</feedback>")
         blocks.append("\n".join(parts))
     return "\n\n".join(blocks)
 
 
+def format_conversations(conversations: Sequence[Conversation]) -> str:
+    """The batch's judged samples with the judge's answers, when the caller sent them."""
+    if not conversations:
+        return ""
+    blocks = [
+        f"<conversation n={n}>\n<sample>\n{format_sample(c.sample)}\n</sample>\n"
+        f"<answer>\n{fence(c.output)}\n</answer>\n</conversation>"
+        for n, c in enumerate(conversations, start=1)
+    ]
+    return "\nThe judged samples and the judge's answers:\n" + "\n\n".join(blocks) + "\n"
+
+
 def format_instructions(prompt: JudgePrompt, criteria: Sequence[Criterion]) -> str:
     return "\n\n".join(
-        f"## {c.name} ({scale(c)})\n<instruction>\n{_fence(prompt.instruction_for(c.name) or '')}\n</instruction>"
+        f"## {c.name} ({scale(c)})\n<instruction>\n{fence(prompt.instruction_for(c.name) or '')}\n</instruction>"
         for c in criteria
     )
 
@@ -210,14 +243,10 @@ STUDY_TAGS = (
 )
 """The TextGrad-style tags of the study's templates."""
 
-_STUDY_CLOSING_TAG = re.compile(r"<(\s*)/(?=\s*(?:" + "|".join(STUDY_TAGS) + r")(?![\w-]))", re.IGNORECASE)
+study_fence = TagGuard(STUDY_TAGS)
+"""Text for the study's templates."""
 SOURCE_LABEL = "Source Text"
 NOT_SHOWN = "(not shown)"
-
-
-def study_fence(text: str) -> str:
-    """``text`` unable to close any of the study templates' tags (the slash escaped, as :func:`_fence` does)."""
-    return _STUDY_CLOSING_TAG.sub(r"<\1\\/", text)
 
 
 def study_sample(sample: Sample) -> str:

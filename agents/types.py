@@ -35,6 +35,19 @@ class Routing(enum.Enum):
     JOINT = "joint"
 
 
+class JudgeLayout(enum.Enum):
+    """How the judge puts a request's criteria to its model.
+
+    ``CRITERIA_FIRST``: the criteria and their instructions before the sample; one call for joint routing.
+    ``PREFIX_SHARED``: one call per criterion, whatever the routing; every call starts with the same text (task
+    description, sample) and ends with its criterion's instruction and output field, so an endpoint's prefix cache
+    prefills the shared part once, and while scoring a criterion the model sees no other criterion's instruction.
+    """
+
+    CRITERIA_FIRST = "criteria_first"
+    PREFIX_SHARED = "prefix_shared"
+
+
 class ParseStatus(enum.IntEnum):
     """Outcome of reading model text, ordered from best to worst."""
 
@@ -43,6 +56,8 @@ class ParseStatus(enum.IntEnum):
     OUT_OF_RANGE = 3
     MISSING = 4
     INVALID = 5
+    TRUNCATED = 6
+    """The reply stopped at the model's output cap: cut off, so nothing in it is used (every role, every routing)."""
 
     @property
     def usable(self) -> bool:
@@ -154,14 +169,20 @@ class Usage:
     llm_calls: int = 0
     model_seconds: float = 0.0
     model: str = ""
+    truncated_calls: int = 0
+    """Of ``llm_calls``, the replies that stopped at the model's output cap."""
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the endpoint's prefix cache served, where it reports them (0 otherwise)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             llm_calls=self.llm_calls + other.llm_calls,
+            truncated_calls=self.truncated_calls + other.truncated_calls,
             model_seconds=self.model_seconds + other.model_seconds,
             model=self.model or other.model,
+            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
         )
 
 
@@ -259,9 +280,12 @@ class ScoreTask:
     prompt: JudgePrompt
     sample: Sample
     protocol: PromptProtocol = "judgeopt"
+    layout: JudgeLayout = JudgeLayout.CRITERIA_FIRST
 
     def __post_init__(self) -> None:
         _check_scope(self.criteria, "score")
+        if self.layout is JudgeLayout.PREFIX_SHARED and self.protocol == "study":
+            raise InvalidRequestError("score: the study's prompt protocol has no prefix-shared layout")
         _check_instructions(self.prompt, self.criteria, "score")
         missing = [c.name for c in self.criteria if self.prompt.instruction_for(c.name) is None]
         if missing:
@@ -315,6 +339,9 @@ class StepTask:
     gradients: tuple[Gradient, ...] = field(default=())
     conversations: tuple[Conversation, ...] = field(default=())
     protocol: PromptProtocol = "judgeopt"
+    resolution: str | None = None
+    """The conflict arbiter's resolution of contradictory gradients, when the caller ran one (judgeopt's protocol: the
+    study's prompt structure has no place for it)."""
 
     def __post_init__(self) -> None:
         _check_scope(self.criteria, "step")
@@ -324,6 +351,37 @@ class StepTask:
             raise InvalidRequestError(f"step: no instruction to rewrite for criteria {missing}")
         for gradient in self.gradients:
             _check_known(gradient.criteria, self.criteria, "step: gradient")
+
+
+@dataclass(frozen=True)
+class ArbitrateTask:
+    """Find the pairs of criteria whose gradients ask for contradictory changes, and say how to reconcile them."""
+
+    criteria: tuple[Criterion, ...]
+    gradients: tuple[Gradient, ...]
+
+    def __post_init__(self) -> None:
+        _check_scope(self.criteria, "arbitrate")
+        if not self.gradients:
+            raise InvalidRequestError("arbitrate: no gradients to compare")
+        for gradient in self.gradients:
+            _check_known(gradient.criteria, self.criteria, "arbitrate: gradient")
+
+
+@dataclass(frozen=True)
+class ConflictNote:
+    criteria: tuple[str, str]
+    issue: str
+
+
+@dataclass(frozen=True)
+class Arbitration:
+    """The conflicts found (none when the gradients are compatible) and the resolution for the optimizer."""
+
+    conflicts: tuple[ConflictNote, ...]
+    resolution: str
+    status: ParseStatus
+    raw_output: str
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ They are loaded through ``importlib`` so that ``mypy --strict bench/…`` needs 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
@@ -74,6 +75,10 @@ def machine_load() -> str:
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {cores} cores{note}"
 
 
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, help="also write the figures, machine, load and commit to this file")
+
+
 def verdict(ok: bool, text: str) -> str:
     return f"[bold green]TARGET MET[/] {text}" if ok else f"[bold red]TARGET MISSED[/] {text}"
 
@@ -102,6 +107,7 @@ def endpoint(
     delay: float = 0.0,
     worse_marker: str | None = None,
     textgrad: bool = False,
+    tie: bool = False,
     log_bodies: bool = False,
 ) -> Iterator[Endpoint]:
     """Start the scripted endpoint (``deterministic_handler`` with a fixed delay per reply) in its own process, so
@@ -113,6 +119,8 @@ def endpoint(
             command += ["--worse-marker", worse_marker]
         if textgrad:
             command.append("--textgrad")
+        if tie:
+            command.append("--tie")
         if log_bodies:
             command.append("--log-bodies")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

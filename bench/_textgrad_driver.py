@@ -12,11 +12,16 @@ OpenAI engine with its reply cache switched off through its own ``cache`` argume
 fresh ``OpenAI()``, so the base URL is passed the way the openai client reads it: ``OPENAI_BASE_URL``).
 
 Per batch in the input (one TGD step each), the work follows TextGrad's prompt-optimization example
-(examples/prompt_optimization.py): for each training sample, in turn, the forward pass (``BlackboxLLM`` whose
-system prompt is the judge instruction being optimized) and the loss (``MultiFieldEvaluation``: an LLM critique of
-the predicted against the correct score); ``tg.sum`` of the losses, ``backward()``, ``TGD.step()``; then a
-validation pass of the updated instruction over the validation samples with a thread pool, as the example's
-``eval_dataset`` does.
+(examples/prompt_optimization.py): for each training sample the forward pass (``BlackboxLLM`` whose system prompt
+is the judge instruction being optimized) and the loss (``MultiFieldEvaluation``: an LLM critique of the predicted
+against the correct score); ``tg.sum`` of the losses, ``backward()``, ``TGD.step()``; then a validation pass of the
+updated instruction over the validation samples with a thread pool, as the example's ``eval_dataset`` does.
+
+With ``"threaded": true`` in the input, the samples' forward and loss calls run side by side in a thread pool of
+``concurrency`` workers (TextGrad's best supported setting: the way its own evaluation code runs samples, each
+sample's graph its own); otherwise one sample after the other, as the example's training loop does (the
+sequential reference). ``backward()`` and ``TGD.step()`` are TextGrad's own: they call the engine one call at a
+time.
 """
 
 from __future__ import annotations
@@ -61,15 +66,20 @@ def main() -> None:
     def judge(sample: dict[str, Any]) -> str:
         return str(model(query(sample["text"])).value)
 
+    def forward_and_loss(sample: dict[str, Any]) -> Any:
+        prediction = model(query(sample["text"]))
+        truth = tg.Variable(str(sample["label"]), requires_grad=False, role_description="correct score")
+        return loss_fn([prediction, truth])
+
     steps = []
     for batch in spec["batches"]:  # one TGD step + validation pass per batch
         started = time.perf_counter()
         optimizer.zero_grad()
-        losses = []
-        for sample in batch:
-            prediction = model(query(sample["text"]))
-            truth = tg.Variable(str(sample["label"]), requires_grad=False, role_description="correct score")
-            losses.append(loss_fn([prediction, truth]))
+        if spec["threaded"]:
+            with ThreadPoolExecutor(max_workers=spec["concurrency"]) as pool:
+                losses = list(pool.map(forward_and_loss, batch))
+        else:
+            losses = [forward_and_loss(sample) for sample in batch]
         total = tg.sum(losses)
         total.backward()
         optimizer.step()

@@ -45,7 +45,18 @@ from typing import Any
 
 import grpc
 import openai
-from _support import BENCH, console, endpoint, exit_on_sigterm, machine_load, median, percentile, verdict
+from _records import BenchRecord, Target
+from _support import (
+    BENCH,
+    add_json_argument,
+    console,
+    endpoint,
+    exit_on_sigterm,
+    machine_load,
+    median,
+    percentile,
+    verdict,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
@@ -59,7 +70,7 @@ from judgeopt.orchestrator.fleet import ServiceFleet
 from judgeopt.services.convert import critique_task_from_proto
 from judgeopt.v1 import common_pb2, loss_pb2
 
-TARGET_MS = 3.0
+TARGET_MS = Target("<=", 3.0)
 Call = Callable[[], Awaitable[Any]]
 
 
@@ -212,6 +223,7 @@ async def profiled(call: Call, count: int) -> str:
 
 
 async def measure(args: argparse.Namespace) -> None:
+    record = BenchRecord("overhead")
     with endpoint(delay=0.0, log_bodies=True) as ep, tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         models = ModelsConfig(
             default={
@@ -261,10 +273,14 @@ async def measure(args: argparse.Namespace) -> None:
         await runner.close()
         await direct_client.close()
     service_added = median(samples["(b) gRPC service + agent"]) - median(samples["(a) direct openai client"])
+    for name, values in samples.items():
+        record.add(f"{name}: median per call", median(values), "ms")
+    record.add("service hop + wrapper, added per call (median)", service_added, "ms", TARGET_MS)
+    record.write(args.json)
     console.print(
         verdict(
-            service_added <= TARGET_MS,
-            f"service hop + wrapper add {service_added:.2f} ms median per call (target ≤ {TARGET_MS:g} ms)",
+            TARGET_MS.met(service_added),
+            f"service hop + wrapper add {service_added:.2f} ms median per call (target {TARGET_MS} ms)",
         )
     )
 
@@ -319,6 +335,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30, help="warm-up calls per variant")
     parser.add_argument("--round-size", type=int, default=5, help="calls per variant per interleaved round")
     parser.add_argument("--profile", action="store_true", help="what-if variants and cProfiles of where time goes")
+    add_json_argument(parser)
     args = parser.parse_args()
     console.print(machine_load(), style="dim")
     asyncio.run(measure(args))

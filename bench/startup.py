@@ -18,10 +18,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from _support import VENV_BIN, console, exit_on_sigterm, machine_load, median, percentile, verdict
+from _records import BenchRecord, Target
+from _support import VENV_BIN, add_json_argument, console, exit_on_sigterm, machine_load, median, percentile, verdict
 from rich.table import Table
 
-TARGET_SECONDS = 0.3
+TARGET_SECONDS = Target("<", 0.3)
 TARGET = "judgeopt --help"
 COMMANDS: dict[str, list[str]] = {
     "python -c pass": [sys.executable, "-c", "pass"],
@@ -41,8 +42,10 @@ def main() -> None:
     exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="timed runs of each command")
+    add_json_argument(parser)
     args = parser.parse_args()
     console.print(machine_load(), style="dim")
+    record = BenchRecord("startup")
 
     for command in COMMANDS.values():
         wall_seconds(command)
@@ -60,7 +63,10 @@ def main() -> None:
         table.add_row(name, f"{median(values):.3f}", f"{min(values):.3f}", f"{percentile(values, 0.9):.3f}", over)
     console.print(table)
     help_median = median(times[TARGET])
-    console.print(verdict(help_median < TARGET_SECONDS, f"{TARGET}: median {help_median:.3f} s (target < 0.3 s)"))
+    for name, values in times.items():
+        record.add(f"{name}: median", median(values), "s", TARGET_SECONDS if name == TARGET else None)
+    record.write(args.json)
+    console.print(verdict(TARGET_SECONDS.met(help_median), f"{TARGET}: median {help_median:.3f} s (target < 0.3 s)"))
 
 
 if __name__ == "__main__":

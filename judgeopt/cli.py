@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "export": "judgeopt.orchestrator.cli.export",
     "judge": "judgeopt.orchestrator.cli.judge",
     "audit": "judgeopt.orchestrator.cli.audit",
+    "focus-agreement": "judgeopt.orchestrator.cli.focus_agreement",
     "serve": "judgeopt.services.command",
     "healthcheck": "judgeopt.services.healthcheck",
     "local-llm": "judgeopt.orchestrator.cli.local_llm",

@@ -8,9 +8,13 @@ from collections.abc import Sequence
 from judgeopt.orchestrator.data.records import CriterionSpec, Record
 from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
 from judgeopt.orchestrator.engine.policy import Routing
-from judgeopt.v1 import common_pb2, evaluator_pb2, gradient_pb2, loss_pb2
+from judgeopt.v1 import common_pb2, evaluator_pb2, gradient_pb2, judge_pb2, loss_pb2
 
-_ROUTING = {"per_criterion": common_pb2.ROUTING_PER_CRITERION, "joint": common_pb2.ROUTING_JOINT}
+_ROUTING = {
+    "per_criterion": common_pb2.ROUTING_PER_CRITERION,
+    "joint": common_pb2.ROUTING_JOINT,
+    "prefix_shared": common_pb2.ROUTING_JOINT,  # one request for every criterion, laid out by the judge
+}
 USABLE_STATUSES = frozenset({common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS_REPAIRED})
 """Parse statuses whose content a later stage may use."""
 
@@ -20,6 +24,11 @@ USABLE_STATUSES = frozenset({common_pb2.PARSE_STATUS_OK, common_pb2.PARSE_STATUS
 
 def routing(name: Routing) -> common_pb2.Routing.ValueType:
     return _ROUTING[name]
+
+
+def judge_layout(name: Routing) -> judge_pb2.JudgeLayout.ValueType:
+    """How the judge lays out a request routed ``name``."""
+    return judge_pb2.JUDGE_LAYOUT_PREFIX_SHARED if name == "prefix_shared" else judge_pb2.JUDGE_LAYOUT_UNSPECIFIED
 
 
 def request_meta(request_id: str, run_id: str, call_label: str) -> common_pb2.RequestMeta:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from judgeopt.core.models import ModelsConfig
-from judgeopt.core.roles import ROLES, Role
+from judgeopt.core.roles import ALL_ROLES, Role
 from judgeopt.orchestrator.config import RunConfig
 
 Profile = Literal["quick", "full", "study", "study-code"]
@@ -50,9 +50,10 @@ STUDY_MODELS: dict[Role, dict[str, Any]] = {
     "loss": {"temperature": 0.7, "max_tokens": 1024},
     "gradient": {"temperature": 0.7, "max_tokens": 8192},
     "optimizer": {"temperature": 0.7, "max_tokens": 16384},
+    "evaluator": {"temperature": 0.0, "max_tokens": 10},
 }
 """The study's output caps and the temperatures its code ran at (its scripts asked for 0.3 for loss and gradient,
-which were recorded but never applied)."""
+which were recorded but never applied); its diagnostics' evaluator answered a bare integer, deterministically."""
 LOCAL_CONTEXT_CAP = 3072
 """The embedded model's context holds 8,192 tokens, prompt included: a study cap above this is clipped to it (and
 the clipping is listed among the differences)."""
@@ -86,7 +87,7 @@ def _with_study_models(models: ModelsConfig) -> ModelsConfig:
     """The study's caps, temperatures and free-text replies for each role, where the user's config sets nothing
     (neither in ``default`` nor in the role's section); a cap the embedded model's context cannot hold is clipped,
     and the embedded model keeps its grammar-constrained output (it rarely answers in the format without)."""
-    for role in ROLES:
+    for role in ALL_ROLES:
         section = dict(STUDY_MODELS[role])
         if models.needs_local_model((role,)):
             section["max_tokens"] = min(section["max_tokens"], LOCAL_CONTEXT_CAP)
@@ -109,7 +110,7 @@ def study_differences(config: RunConfig, models: ModelsConfig) -> list[str]:
             differences.append(f"dataset.{name}")
     if config.gate not in ("mae", "none"):
         differences.append("gate")
-    for role in ROLES:
+    for role in ALL_ROLES:
         settings = models.for_role(role, local_base_url="http://local")
         for name, value in STUDY_MODELS[role].items():
             if getattr(settings, name) != value:

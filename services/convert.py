@@ -9,6 +9,8 @@ from __future__ import annotations
 from judgeopt.agents.errors import InvalidRequestError
 from judgeopt.agents.evaluator import AdherenceTask, Rating, SpecificityTask
 from judgeopt.agents.types import (
+    ArbitrateTask,
+    Arbitration,
     Conversation,
     Criterion,
     CriterionEvidence,
@@ -18,6 +20,7 @@ from judgeopt.agents.types import (
     Gradient,
     GradientTask,
     Instruction,
+    JudgeLayout,
     JudgePrompt,
     ParseStatus,
     Prediction,
@@ -50,6 +53,16 @@ def routing_from_proto(value: common_pb2.Routing.ValueType) -> Routing:
             return Routing.JOINT
         case _:
             raise InvalidRequestError("routing is unspecified: send ROUTING_PER_CRITERION or ROUTING_JOINT")
+
+
+def layout_from_proto(value: judge_pb2.JudgeLayout.ValueType) -> JudgeLayout:
+    match value:
+        case judge_pb2.JUDGE_LAYOUT_UNSPECIFIED:
+            return JudgeLayout.CRITERIA_FIRST
+        case judge_pb2.JUDGE_LAYOUT_PREFIX_SHARED:
+            return JudgeLayout.PREFIX_SHARED
+        case _:
+            raise InvalidRequestError(f"unknown judge layout {value} (JUDGE_LAYOUT_PREFIX_SHARED or unset)")
 
 
 def protocol_from_proto(meta: common_pb2.RequestMeta) -> PromptProtocol:
@@ -128,6 +141,7 @@ def score_task_from_proto(request: judge_pb2.ScoreRequest) -> ScoreTask:
         prompt=prompt_from_proto(request.prompt),
         sample=sample_from_proto(request.sample),
         protocol=protocol_from_proto(request.meta),
+        layout=layout_from_proto(request.layout),
     )
 
 
@@ -164,6 +178,14 @@ def step_task_from_proto(request: optimizer_pb2.StepRequest) -> StepTask:
         gradients=tuple(gradient_from_proto(g) for g in request.gradients),
         conversations=tuple(Conversation(sample_from_proto(c.sample), c.output) for c in request.conversations),
         protocol=protocol_from_proto(request.meta),
+        resolution=request.resolution if request.HasField("resolution") else None,
+    )
+
+
+def arbitrate_task_from_proto(request: optimizer_pb2.ArbitrateRequest) -> ArbitrateTask:
+    return ArbitrateTask(
+        criteria=criteria_from_proto(list(request.criteria)),
+        gradients=tuple(gradient_from_proto(g) for g in request.gradients),
     )
 
 
@@ -172,6 +194,7 @@ def specificity_task_from_proto(request: evaluator_pb2.SpecificityRequest) -> Sp
         criterion=criterion_from_proto(request.criterion),
         others=criteria_from_proto(list(request.other_criteria)),
         gradients=tuple(gradient_from_proto(g) for g in request.gradients),
+        protocol=protocol_from_proto(request.meta),
     )
 
 
@@ -181,6 +204,7 @@ def adherence_task_from_proto(request: evaluator_pb2.AdherenceRequest) -> Adhere
         old_instruction=request.old_instruction,
         new_instruction=request.new_instruction,
         gradients=tuple(gradient_from_proto(g) for g in request.gradients),
+        protocol=protocol_from_proto(request.meta),
     )
 
 
@@ -194,6 +218,8 @@ def usage_to_proto(usage: Usage) -> common_pb2.Usage:
         llm_calls=usage.llm_calls,
         model_seconds=usage.model_seconds,
         model=usage.model,
+        truncated_calls=usage.truncated_calls,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
     )
 
 
@@ -266,6 +292,16 @@ def gradient_response_to_proto(gradient: Gradient, usage: Usage) -> gradient_pb2
 def step_response_to_proto(result: StepResult, usage: Usage) -> optimizer_pb2.StepResponse:
     return optimizer_pb2.StepResponse(
         instructions=[common_pb2.Instruction(criterion=i.criterion, text=i.text) for i in result.instructions],
+        status=parse_status_to_proto(result.status),
+        raw_output=result.raw_output,
+        usage=usage_to_proto(usage),
+    )
+
+
+def arbitrate_response_to_proto(result: Arbitration, usage: Usage) -> optimizer_pb2.ArbitrateResponse:
+    return optimizer_pb2.ArbitrateResponse(
+        conflicts=[optimizer_pb2.Conflict(criteria=list(c.criteria), issue=c.issue) for c in result.conflicts],
+        resolution=result.resolution,
         status=parse_status_to_proto(result.status),
         raw_output=result.raw_output,
         usage=usage_to_proto(usage),

@@ -16,6 +16,7 @@ from judgeopt.api.runs import Run
 from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.roles import ROLES, Role
 from judgeopt.orchestrator.config import JudgeoptConfig, load_config
+from judgeopt.orchestrator.engine.risks import warn_risks
 from judgeopt.orchestrator.engine.run import execute, prepare, start_run
 
 ConfigSource = Mapping[str, Any] | PathLike
@@ -71,6 +72,7 @@ async def optimize_async(
     with translated_errors():
         setup = prepare(parsed.run, parsed.models, data)
         store = start_run(setup, directory)
+        warn_risks([setup.config])
         try:
             await execute(
                 store,

@@ -67,6 +67,14 @@ class RoleModelConfig(BaseModel):
     seed: int | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra request fields passed through verbatim (e.g. ``{"top_k": 40}`` for vLLM or llama.cpp)."""
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    """OpenAI's penalties on repeated tokens; ``None`` sends nothing (the endpoint's default). The judge sends 0:
+    a penalty on tokens already written would push a joint answer's scores apart (digits repeat legitimately)."""
+    repeat_penalty: float | None = Field(default=None, gt=0.0)
+    """llama.cpp's penalty on repeated tokens (its default is 1.1), sent as an extra body field; ``None`` sends
+    nothing. OpenAI refuses unknown fields, so it is set by default only where the endpoint is llama.cpp: the
+    judge's is 1.0 (no penalty) on the embedded model and wherever ``structured_output`` is llama.cpp's dialect."""
     requests_per_minute: int | None = Field(default=None, gt=0)
     """Limit on calls to this role's endpoint; roles on the same endpoint share the tightest limit."""
     tokens_per_minute: int | None = Field(default=None, gt=0)
@@ -98,6 +106,16 @@ class RoleModelConfig(BaseModel):
             raise ValueError(f"api_key_env must name an environment variable, got {value!r}")
         return value
 
+    def penalty_args(self) -> dict[str, float]:
+        """The OpenAI penalty arguments of a request, those that are set."""
+        penalties = {"frequency_penalty": self.frequency_penalty, "presence_penalty": self.presence_penalty}
+        return {name: value for name, value in penalties.items() if value is not None}
+
+    def extra_body_with_penalty(self) -> dict[str, Any]:
+        """``extra_body`` with ``repeat_penalty`` when it is set (``extra_body``'s own value wins)."""
+        penalty = {} if self.repeat_penalty is None else {"repeat_penalty": self.repeat_penalty}
+        return penalty | dict(self.extra_body)
+
     def api_key(self) -> str:
         """The key from the named environment variable; local endpoints accept any placeholder."""
         if self.api_key_env is None:
@@ -110,12 +128,16 @@ class RoleModelConfig(BaseModel):
 
 ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
     # The study's settings: a near-deterministic judge, a creative optimizer.
-    "judge": {"temperature": 0.1, "max_tokens": 128},
+    "judge": {"temperature": 0.1, "max_tokens": 128, "frequency_penalty": 0.0, "presence_penalty": 0.0},
     "loss": {"temperature": 0.7, "max_tokens": 256},
     "gradient": {"temperature": 0.7, "max_tokens": 512},
     "optimizer": {"temperature": 0.7, "max_tokens": 512},
     "evaluator": {"temperature": 0.0, "max_tokens": 256},
 }
+
+LLAMA_CPP_DEFAULTS: dict[Role, dict[str, Any]] = {"judge": {"repeat_penalty": 1.0}}
+"""Role defaults only a llama.cpp endpoint takes: the judge's scores unpenalised (llama.cpp penalises repeats by
+default, and a joint answer's digits repeat legitimately)."""
 
 LOCAL_MAX_TOKENS: dict[Role, int] = {"judge": 64, "loss": 96, "gradient": 192, "optimizer": 160, "evaluator": 96}
 """The embedded 135M model rambles to the limit; short answers keep a run on two cores to minutes."""
@@ -128,7 +150,7 @@ def local_role_config(role: Role, base_url: str, *, logprobs: bool = False) -> R
         model="SmolLM2-135M-Instruct",
         structured_output=StructuredOutput.JSON_OBJECT_SCHEMA,
         logprobs=logprobs,
-        **{**ROLE_DEFAULTS[role], "max_tokens": LOCAL_MAX_TOKENS[role]},
+        **{**ROLE_DEFAULTS[role], **LLAMA_CPP_DEFAULTS.get(role, {}), "max_tokens": LOCAL_MAX_TOKENS[role]},
     )
 
 
@@ -159,7 +181,10 @@ class ModelsConfig(BaseModel):
                 raise ValueError(f"models.{role}: {describe_validation_error(exc)}") from None
 
     def _merged(self, role: Role) -> RoleModelConfig:
-        return RoleModelConfig(**{**ROLE_DEFAULTS[role], **self.default, **getattr(self, role)})
+        given = {**self.default, **getattr(self, role)}
+        speaks_llama_cpp = given.get("structured_output") == StructuredOutput.JSON_OBJECT_SCHEMA
+        llama_cpp = LLAMA_CPP_DEFAULTS.get(role, {}) if speaks_llama_cpp else {}
+        return RoleModelConfig(**{**ROLE_DEFAULTS[role], **llama_cpp, **given})
 
     def for_role(self, role: Role, *, local_base_url: str | None = None) -> RoleModelConfig:
         """The role's settings; a role with no endpoint gets the embedded local model at ``local_base_url``."""

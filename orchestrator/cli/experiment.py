@@ -67,12 +67,16 @@ def print_grid_estimate(grid: GridConfig, base: RunConfig, models: ModelsConfig,
 
     cells = cell_configs(grid, base)
     estimates = [estimate_of(prepare(config, models, data_dir)) for config in cells.values()]
-    title = f"dry run: {len(cells)} cells ({len(grid.modes)} modes × {len(grid.gates)} gates × {grid.runs} runs)"
+    variants = f" × {len(grid.variants)} variants" if grid.variants else ""
+    title = (
+        f"dry run: {len(cells)} cells ({len(grid.modes)} modes × {len(grid.gates)} gates{variants} × {grid.runs} runs)"
+    )
     print_estimate(title, estimates, models)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import sys
     import time
 
     from rich.console import Console
@@ -82,13 +86,22 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.core.roles import ROLES
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
     from judgeopt.orchestrator.config import load_config
-    from judgeopt.orchestrator.study.experiment import STUDY_RUN, create_experiment, load_experiment, run_experiment
+    from judgeopt.orchestrator.engine.risks import warn_risks
+    from judgeopt.orchestrator.study.experiment import (
+        cell_configs,
+        create_experiment,
+        experiment_run,
+        load_experiment,
+        run_experiment,
+    )
 
     if args.resume is None:
         directory = args.dir or Path("experiments") / time.strftime("%Y%m%d-%H%M%S")
         file_config = load_config(args.config)
         models = models_from_args(args, ALL_ROLES)
-        base = file_config.run if args.config is not None else STUDY_RUN
+        base, note = experiment_run(file_config.run if args.config is not None else None, str(args.config))
+        if note is not None and args.dataset is None:
+            print(f"note: {note}", file=sys.stderr)
         config, models = run_config(args, base, models)
         grid = grid_from_args(args, file_config.grid)
         if args.dry_run:
@@ -100,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     grid, base, _ = load_experiment(directory)
     service_addresses = addresses(args, ALL_ROLES if grid.diagnostics else ROLES)
     settings = client_settings(args, service_addresses)
-    cells = len(grid.modes) * len(grid.gates) * grid.runs
+    cells = len(grid.modes) * len(grid.gates) * len(grid.variant_names()) * grid.runs
+    warn_risks(cell_configs(grid, base).values())  # once for the grid, before the progress bar
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with DirectoryLock(directory), Progress(*columns, console=Console(stderr=True)) as progress:
         bar = progress.add_task(f"experiment ({cells} cells × {base.steps + 1} steps)", total=cells * (base.steps + 1))

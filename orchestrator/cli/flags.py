@@ -32,7 +32,32 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
     )
     group.add_argument(
         "--gate",
-        help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one) or none (default: mae)",
+        help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one), pareto (no criterion may "
+        "drop by more than --gate-epsilon on --gate-metric) or none (default: mae)",
+    )
+    group.add_argument("--gate-metric", help="per-criterion metric of the pareto gate and its archive (default: mae)")
+    group.add_argument("--gate-epsilon", type=float, help="pareto gate: how far one criterion may drop (default: 0)")
+    group.add_argument(
+        "--gate-drop-interval",
+        action="store_true",
+        help="pareto gate: refuse a drop only when its bootstrap 95%% interval lies wholly beyond the epsilon",
+    )
+    group.add_argument(
+        "--archive-choice",
+        choices=["hypervolume", "weights", "maxmin"],
+        help="pareto gate: how the deployable prompt is chosen from the archive (default: hypervolume)",
+    )
+    group.add_argument(
+        "--specificity-fallback",
+        type=float,
+        metavar="SHARE",
+        help="after a joint gradient, per-criterion gradient calls for criteria named in less than SHARE (0-1) of "
+        "its sentences (default: off)",
+    )
+    group.add_argument(
+        "--conflict-arbiter",
+        action="store_true",
+        help="before each joint optimizer call, resolve gradients that ask for contradictory changes",
     )
     group.add_argument("--steps", type=int, help="optimization steps after step 0 (default: 2 quick, 12 otherwise)")
     group.add_argument("--batch-size", type=int, help="training samples per step (default: 2 quick, 3 otherwise)")
@@ -107,6 +132,12 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "mode": args.mode,
                 "policy_file": str(args.policy) if args.policy else None,
                 "gate": args.gate,
+                "gate_metric": args.gate_metric,
+                "gate_epsilon": args.gate_epsilon,
+                "gate_drop_interval": args.gate_drop_interval or None,
+                "archive_choice": args.archive_choice,
+                "specificity_fallback": args.specificity_fallback,
+                "conflict_arbiter": args.conflict_arbiter or None,
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "test_interval": args.test_interval,

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge", type=Path, required=True, help="a file written by `judgeopt export`")
     parser.add_argument("--data", type=Path, required=True, help="CSV, JSONL or Parquet with the judge's text fields")
     parser.add_argument("--out", type=Path, required=True, help="scores CSV; an existing one is continued")
-    parser.add_argument("--routing", choices=["joint", "per_criterion"], help="default: how the run judged")
+    routings = ["joint", "per_criterion", "prefix_shared"]
+    parser.add_argument("--routing", choices=routings, help="default: how the run judged")
     parser.add_argument("--id-field", help="column with row ids (default: row-<n>)")
     parser.add_argument("--concurrency", type=int, help="calls in flight (default: 1 on the local model, else 8)")
     parser.add_argument("--judge-addr", metavar="HOST:PORT", help="a running judge service instead of starting one")

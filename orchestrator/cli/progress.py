@@ -18,12 +18,14 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
+    from judgeopt.orchestrator.engine.risks import warn_risks
     from judgeopt.orchestrator.engine.run import execute
     from judgeopt.orchestrator.engine.summary import summary_tables
 
     console = Console(stderr=True)
     manifest = store.manifest()
     config, tracks = manifest.config, manifest.tracks
+    warn_risks([config])  # before the progress bars, which would draw over it
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     hold = contextlib.nullcontext(HeldWarnings()) if args.log_format == "json" else holding_warnings()
     # Transient: the bars vanish when the run ends, so a failure leaves its one-line error alone on the screen.

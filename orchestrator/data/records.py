@@ -4,6 +4,7 @@ run config, and the SummEval criteria."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
@@ -53,6 +54,12 @@ class CriterionSpec(BaseModel):
         if self.integer_scores and math.ceil(self.min_score) > math.floor(self.max_score):
             raise ValueError(f"integer scores, but no integer between {self.min_score:g} and {self.max_score:g}")
         return self
+
+
+def shown_criteria(criteria: Sequence[CriterionSpec], *, definitions: bool) -> tuple[CriterionSpec, ...]:
+    """The criteria as the agents are shown them: without their descriptions when a run gives no definitions (the
+    study named the criteria only)."""
+    return tuple(criteria) if definitions else tuple(c.model_copy(update={"description": ""}) for c in criteria)
 
 
 # The labels are means of three experts (steps of 1/3), so a prediction half a point away still counts as correct.

@@ -71,21 +71,28 @@ def _split_by_group(dataset: Dataset, config: DatasetConfig, rng: random.Random)
         filled.append(tuple(taken))
     test, val, train = filled
     if config.val_overlaps_train:
-        if config.val_size > len(train):
-            raise DataError(
-                f"{dataset.name}: val_size {config.val_size} is larger than train_size {len(train)}, "
-                "but with val_overlaps_train the validation rows are drawn from the training rows"
-            )
+        _check_val_within_train(dataset.name, config.val_size, len(train))
         val = _draw(train, config.val_size, rng)[0]
     return Splits(train=train, val=val, test=test)
 
 
+def _check_val_within_train(name: str, val_size: int, train_size: int) -> None:
+    if val_size > train_size:
+        raise DataError(
+            f"{name}: val_size {val_size} is larger than train_size {train_size}, "
+            "but with val_overlaps_train the validation rows are drawn from the training rows"
+        )
+
+
 def _split_wgc(dataset: Dataset, config: DatasetConfig, rng: random.Random) -> Splits:
-    """The study's train and test files as they are, with ``val_size`` rows drawn from train.
+    """The study's train and test files, with ``val_size`` rows drawn from train.
 
     The drawn rows leave train (160 - 100 = 60 rows with the defaults, all the study's data allows) unless
-    ``val_overlaps_train``, the study's own setting, keeps all 160 in train. ``train_size`` and ``test_size`` are only
-    checked against what is available: the test file is always used whole.
+    ``val_overlaps_train``, the study's own setting, keeps all 160 in train. ``test_size`` rows of the test file are
+    used: all 480 by default (the study's test set), a seeded sample of them when smaller. Likewise ``train_size``
+    caps the training rows: a seeded sample of them when smaller than what remains (the default, 160, takes them
+    all; with ``val_overlaps_train`` validation is drawn from the sampled rows). A size larger than its file is an
+    error.
     """
     train = tuple(record for record in dataset.records if record.id.startswith("train-"))
     test = tuple(record for record in dataset.records if record.id.startswith("test-"))
@@ -99,5 +106,16 @@ def _split_wgc(dataset: Dataset, config: DatasetConfig, rng: random.Random) -> S
                 f"summeval-wgc: {setting} {size} is larger than the {available} rows available "
                 f"(train {len(train)}, test {len(test)}, total {len(dataset.records)})"
             )
-    val, rest = _draw(train, config.val_size, rng)
-    return Splits(train=train if config.val_overlaps_train else rest, val=val, test=test)
+    if config.val_overlaps_train:
+        train = _sample(train, config.train_size, rng)
+        _check_val_within_train(dataset.name, config.val_size, len(train))
+        val = _draw(train, config.val_size, rng)[0]
+    else:
+        val, rest = _draw(train, config.val_size, rng)
+        train = _sample(rest, config.train_size, rng)
+    return Splits(train=train, val=val, test=_sample(test, config.test_size, rng))
+
+
+def _sample(records: tuple[Record, ...], size: int, rng: random.Random) -> tuple[Record, ...]:
+    """``size`` of ``records`` drawn with ``rng`` (in their order), or all of them when there are no more."""
+    return records if size >= len(records) else _draw(records, size, rng)[0]

@@ -2,7 +2,8 @@
 
 Calls per step follow from the policy (DESIGN.md §6): per training step, B judge calls (B·K with a per-criterion
 judge), B·K or B loss and gradient calls, K or 1 optimizer calls, then the candidate's validation scoring and, at
-the test interval, the test scoring; step 0 scores validation and test once. These are upper bounds — the
+the test interval, the test scoring; step 0 scores validation and test once; the specificity fallback and the
+conflict arbiter add their calls at most (see ``StepShape._mitigations``). These are upper bounds — the
 prediction cache makes re-scoring an unchanged prompt free — and they are exact when every step changes the
 prompt. Tokens are estimated from the texts the calls carry (about four characters per token) plus each role's
 completion limit.
@@ -77,7 +78,7 @@ class StepShape:
     """Mean tokens of one sample's text fields."""
 
     def _per(self, stage: Stage) -> int:
-        return self.criteria if self.policy.stage(stage).routing == "per_criterion" else 1
+        return 1 if self.policy.stage(stage).routing == "joint" else self.criteria  # prefix_shared: K model calls
 
     def _completion(self, role: Role) -> int:
         return _settings(self.models, role).max_tokens
@@ -116,10 +117,30 @@ class StepShape:
             self._tokens("optimizer", sample=False, extra=gradients_tokens),
             self._completion("optimizer"),
         )
+        self._mitigations(estimate, gradients_tokens)
         estimate.add("judge", self.val * self._per("judge"), judge_tokens, judge_completion)
         if with_test:
             estimate.add("judge", self.test * self._per("judge"), judge_tokens, judge_completion)
         return estimate
+
+    def _mitigations(self, estimate: CallEstimate, gradients_tokens: int) -> None:
+        """At most: the specificity fallback's per-criterion calls for every criterion of every sample (its loss
+        calls too where the loss is joint), and the conflict arbiter's one call per joint optimizer call."""
+        if self.criteria < 2:
+            return
+        policy = self.policy
+        if policy.specificity_fallback is not None and policy.gradient.routing == "joint":
+            fallback = self.batch * self.criteria
+            estimate.add("gradient", fallback, self._tokens("gradient", sample=True), self._completion("gradient"))
+            if policy.loss.routing == "joint":
+                estimate.add("loss", fallback, self._tokens("loss", sample=False), self._completion("loss"))
+        if policy.conflict_arbiter and policy.optimizer.routing == "joint":
+            estimate.add(
+                "optimizer",
+                1,
+                self._tokens("optimizer", sample=False, extra=gradients_tokens),
+                self._completion("optimizer"),
+            )
 
 
 def tests_at(step: int, steps: int, interval: int) -> bool:

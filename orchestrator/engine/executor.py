@@ -2,7 +2,9 @@
 
 This is the only retry layer on the orchestrator→service hop (gRPC channels declare no retry policy and the model
 hop retries inside the service), so retries never stack. A call that still fails after its attempts returns
-``None``: the step decides whether the failures it saw are too many.
+``None``: the step decides whether the failures it saw are too many. Each stored attempt keeps its wait for a
+slot (the concurrency limit, then the endpoint's rate limits) apart from its time at the service, so a call's speed
+is not confused with how long it queued.
 """
 
 from __future__ import annotations
@@ -89,14 +91,17 @@ class CallExecutor:
             nonlocal attempt_number
             attempt_number += 1
             started = time.perf_counter()
+            sent = answered = started  # the slot is taken at ``sent``; the service answers at ``answered``
             record = CallAttempt(call.request_id, attempt_number, track, step, call.stage, purpose, outcome="ok")
             limiter = self._rates.for_role(call.stage) if self._rates is not None else None
             try:
                 async with self._limit:
                     slot = await limiter.acquire(_estimated_tokens(call.request)) if limiter else None
+                    sent = time.perf_counter()
                     try:
                         reply = await send(call.request)
                     finally:
+                        answered = time.perf_counter()
                         if limiter is not None and slot is not None:
                             await limiter.release(slot, None)
             except AgentCallError as exc:
@@ -105,7 +110,8 @@ class CallExecutor:
                     outcome="failed",
                     code=exc.code.name,
                     error=str(exc)[:500],
-                    seconds=time.perf_counter() - started,
+                    queue_seconds=sent - started,
+                    endpoint_seconds=answered - sent,
                 )
                 self._store.record_attempt(failed)
                 log.warning("call.failed", stage=call.stage, attempt=attempt_number, code=exc.code.name)
@@ -119,8 +125,11 @@ class CallExecutor:
                     prompt_tokens=getattr(usage, "prompt_tokens", 0),
                     completion_tokens=getattr(usage, "completion_tokens", 0),
                     llm_calls=getattr(usage, "llm_calls", 0),
+                    truncated=getattr(usage, "truncated_calls", 0),
+                    cached_prompt_tokens=getattr(usage, "cached_prompt_tokens", 0),
                     model=getattr(usage, "model", None),
-                    seconds=time.perf_counter() - started,
+                    queue_seconds=sent - started,
+                    endpoint_seconds=answered - sent,
                 )
             )
             return reply

@@ -9,9 +9,11 @@ per-criterion Spearman vectors as points to maximize.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import fmean
 from typing import Literal
 
 import numpy as np
@@ -95,6 +97,22 @@ def _spearman(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
     return _finite_or_zero(stats.spearmanr(x, y).statistic)
 
 
+def halo(scores: Mapping[str, Sequence[float | None]]) -> float | None:
+    """The mean Spearman ρ between every two criteria's scores (each pair over the items both have): how far one
+    impression runs through every criterion, a halo. Set beside the same figure for the human labels, the excess is
+    interference at inference time. ``None`` with fewer than two criteria or no pair defined (a constant side, or
+    fewer than three items in common)."""
+    values = []
+    for first, second in itertools.combinations(scores, 2):
+        pairs = [(x, y) for x, y in zip(scores[first], scores[second], strict=True) if x is not None and y is not None]
+        if len(pairs) < 3:
+            continue
+        x, y = np.array(pairs, dtype=np.float64).T
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            values.append(float(stats.spearmanr(x, y).statistic))
+    return fmean(values) if values else None
+
+
 def _spearman_along(x: NDArray[np.float64], y: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
     """Spearman rho of every resample at once (Pearson on average ranks), 0.0 where a side is constant."""
     rx = stats.rankdata(x, axis=axis)
@@ -124,33 +142,54 @@ def _spearman_interval(
     return float(low), float(high)
 
 
+Scores = Mapping[str, Sequence[float | None]]
+"""Per criterion, one score per test item (``None`` where the judge failed to score it)."""
+
+
 def paired_delta_interval(
-    before: Mapping[str, Sequence[float | None]],
-    after: Mapping[str, Sequence[float | None]],
+    before: Scores,
+    after: Scores,
     truths: Mapping[str, Sequence[float]],
     *,
     resamples: int,
     seed: int,
 ) -> tuple[float, float] | None:
-    """95% percentile interval of Δ macro Spearman ρ (``after`` − ``before``), by a paired bootstrap: each resample
-    draws the same items for both prompts and every criterion. Only items that both prompts scored on every
-    criterion take part; ``None`` when fewer than 3 do or no resample is asked for."""
+    """95% percentile interval of one run's Δ macro Spearman ρ (``after`` − ``before``), by a paired bootstrap: each
+    resample draws the same items for both prompts and every criterion (see :func:`mean_delta_interval`)."""
+    return mean_delta_interval([(before, after)], truths, resamples=resamples, seed=seed)
+
+
+def mean_delta_interval(
+    runs: Sequence[tuple[Scores, Scores]],
+    truths: Mapping[str, Sequence[float]],
+    *,
+    resamples: int,
+    seed: int,
+) -> tuple[float, float] | None:
+    """95% percentile interval of the mean over runs of Δ macro Spearman ρ (each run's ``after`` − ``before``, all
+    scored on the same items, whose human scores are ``truths``), by a paired bootstrap over the items: each resample
+    draws one set of items, the same for both prompts of every run and every criterion, and averages the runs' Δ on
+    it. The runs themselves are not resampled (a handful of runs says little about their spread): the interval is
+    the item-sampling uncertainty of the configuration's mean Δ given its runs, and with identical runs it is the one
+    run's interval. Only items that every prompt scored on every criterion take part; ``None`` when fewer than 3 do,
+    there is no run or no resample is asked for."""
     criteria = list(truths)
     complete = [
         i
         for i in range(len(truths[criteria[0]]))
-        if all(before[c][i] is not None and after[c][i] is not None for c in criteria)
+        if all(b[c][i] is not None and a[c][i] is not None for b, a in runs for c in criteria)
     ]
-    if resamples <= 0 or len(complete) < 3:
+    if not runs or resamples <= 0 or len(complete) < 3:
         return None
     draws = np.random.default_rng(seed).choice(np.array(complete), size=(resamples, len(complete)), replace=True)
     deltas = np.zeros(resamples, dtype=np.float64)
     for c in criteria:
         truth = np.asarray(truths[c], dtype=np.float64)[draws]
-        was = np.asarray([np.nan if v is None else v for v in before[c]], dtype=np.float64)[draws]
-        now = np.asarray([np.nan if v is None else v for v in after[c]], dtype=np.float64)[draws]
-        deltas += _spearman_along(now, truth) - _spearman_along(was, truth)
-    deltas /= len(criteria)
+        for before, after in runs:
+            was = np.asarray([np.nan if v is None else v for v in before[c]], dtype=np.float64)[draws]
+            now = np.asarray([np.nan if v is None else v for v in after[c]], dtype=np.float64)[draws]
+            deltas += _spearman_along(now, truth) - _spearman_along(was, truth)
+    deltas /= len(criteria) * len(runs)
     low, high = np.percentile(deltas, [2.5, 97.5])
     return float(low), float(high)
 
@@ -254,7 +293,8 @@ class Evaluation:
         off-by-one, and correlations are scaled by the share of items scored. A candidate prompt then cannot pass
         a gate by failing on the items it would get wrong."""
         if worst_errors is not None:
-            return self._metric_counting_failures(name, worst_errors)
+            values = self.values(name, worst_errors=worst_errors)
+            return math.fsum(values.values()) / len(values)
         match name:
             case "spearman":
                 return self.macro_spearman
@@ -268,25 +308,89 @@ class Evaluation:
                 return self.macro_off_by_one
         raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
 
-    def _metric_counting_failures(self, name: str, worst_errors: Mapping[str, float]) -> float:
-        def counted(criterion: str, m: CriterionMetrics) -> float:
-            total = m.n + m.n_missing
-            if total == 0:
-                return 0.0
-            if m.n_missing == 0:
-                return Evaluation({criterion: m}).metric(name)
-            match name:
-                case "mae":
-                    scored = 0.0 if m.n == 0 else m.mae * m.n
-                    return -(scored + m.n_missing * worst_errors[criterion]) / total
-                case "off_by_one":
-                    return m.off_by_one * m.n / total
-                case "spearman" | "kendall" | "pearson":
-                    correlation: float = getattr(m, name)
-                    return correlation * m.n / total
-            raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+    def values(self, name: str, *, worst_errors: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Per criterion, the value of a ``GATE_METRICS`` name, oriented as :meth:`metric` (higher is better), with
+        items the judge failed to score counted against it when ``worst_errors`` is given."""
+        return {
+            criterion: oriented_value(name, m, None if worst_errors is None else worst_errors[criterion])
+            for criterion, m in self.per_criterion.items()
+        }
 
-        return math.fsum(counted(c, m) for c, m in self.per_criterion.items()) / len(self.per_criterion)
+
+def _penalty(name: str, worst_error: float) -> float:
+    """What an unscored item counts as: the worst error in MAE, a miss (0) in off-by-one, no correlation (0)."""
+    return -worst_error if name == "mae" else 0.0
+
+
+def _count_failures(
+    name: str, value: NDArray[np.float64], scored: NDArray[np.int64], missing: NDArray[np.int64], worst_error: float
+) -> NDArray[np.float64]:
+    """``value`` (over the scored items, oriented) with each unscored item counted as its penalty; 0 with no item."""
+    total = scored + missing
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = np.where(scored > 0, value, 0.0) * scored
+        counted = (kept + missing * _penalty(name, worst_error)) / total
+    result: NDArray[np.float64] = np.where(total == 0, 0.0, np.where(missing > 0, counted, value))
+    return result
+
+
+def oriented_value(name: str, m: CriterionMetrics, worst_error: float | None = None) -> float:
+    """One criterion's value of a ``GATE_METRICS`` name, higher is better (MAE negated). With ``worst_error`` (the
+    largest error the criterion's scale allows) unscored items count as that error in MAE, as misses in
+    off-by-one, and scale correlations down by the share of items scored."""
+    if name not in GATE_METRICS:
+        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+    value = -m.mae if name == "mae" else float(getattr(m, name))
+    if worst_error is None:
+        return value
+    return float(_count_failures(name, np.asarray(value), np.asarray(m.n), np.asarray(m.n_missing), worst_error))
+
+
+def _masked_correlation(
+    x: NDArray[np.float64], y: NDArray[np.float64], scored: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Pearson r of every row over its scored items; 0.0 where a side is constant or fewer than 2 are scored."""
+    n = np.maximum(scored.sum(axis=1, keepdims=True), 1)
+    dx = np.where(scored, x - np.where(scored, x, 0.0).sum(axis=1, keepdims=True) / n, 0.0)
+    dy = np.where(scored, y - np.where(scored, y, 0.0).sum(axis=1, keepdims=True) / n, 0.0)
+    scale = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
+    covariance = (dx * dy).sum(axis=1)
+    r: NDArray[np.float64] = np.divide(covariance, scale, out=np.zeros_like(covariance), where=scale > 1e-12)
+    return r
+
+
+def resampled_values(
+    name: str, predictions: NDArray[np.float64], truths: NDArray[np.float64], worst_error: float | None
+) -> NDArray[np.float64]:
+    """:func:`oriented_value` of every row (a bootstrap resample; NaN marks an unscored item) at once. A row with
+    no scored item and no ``worst_error`` has no value (NaN)."""
+    scored = ~np.isnan(predictions)
+    n = scored.sum(axis=1)
+    errors = np.abs(predictions - truths)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        match name:
+            case "mae":
+                value = -np.where(scored, errors, 0.0).sum(axis=1) / n
+            case "off_by_one":
+                value = (scored & (errors <= 1.0 + _OFF_BY_ONE_SLACK)).sum(axis=1) / n
+            case "pearson":
+                value = _masked_correlation(predictions, truths, scored)
+            case "spearman":
+                ranked_truths = np.where(scored, truths, np.nan)
+                ranks = stats.rankdata(predictions, axis=1, nan_policy="omit")
+                value = _masked_correlation(ranks, stats.rankdata(ranked_truths, axis=1, nan_policy="omit"), scored)
+            case "kendall":
+                value = np.array(
+                    [
+                        _finite_or_zero(stats.kendalltau(p[s], t[s]).statistic) if s.sum() >= 2 else 0.0
+                        for p, t, s in zip(predictions, truths, scored, strict=True)
+                    ]
+                )
+            case _:
+                raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+    if worst_error is None:
+        return np.asarray(value, dtype=np.float64)
+    return _count_failures(name, value, n, predictions.shape[1] - n, worst_error)
 
 
 def evaluate(

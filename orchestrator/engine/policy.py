@@ -1,8 +1,11 @@
 """Decomposition modes as data: a policy says, per stage, how calls are routed and what each call may see.
 
 A stage's **routing** is ``per_criterion`` (one call per criterion) or ``joint`` (one call for all criteria of a
-track). Its **fields** are what a call may carry; per-criterion fields (``instruction``, ``prediction``,
-``ground_truth``, ``verdict``, ``critique``, ``gradient``) are visible for the criteria in the call's **scope**
+track); the judge may also be ``prefix_shared``: one request per sample, which the judge answers with one model call
+per criterion, each starting with the same text (task description, sample) and ending with its own criterion, so an
+endpoint's prefix cache prefills the sample once per sample rather than once per criterion. Its **fields** are what
+a call may carry; per-criterion fields (``instruction``, ``prediction``, ``ground_truth``, ``verdict``,
+``critique``, ``gradient``) are visible for the criteria in the call's **scope**
 (``own``: the call's own criterion; ``all``: every criterion; or a list of extra criteria), shared fields
 (``task_description``, ``sample``, ``judge_output``) are visible or not, and routed fields (``conversations``: the
 batch's samples with the judge's output) belong to the call's own criterion in a per-criterion call and are shared
@@ -20,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from judgeopt.core.errors import describe_validation_error
 from judgeopt.core.yaml_files import read_yaml_mapping
+from judgeopt.orchestrator.engine.focus import focus_shares
 from judgeopt.orchestrator.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -32,9 +36,11 @@ if TYPE_CHECKING:
 Stage = Literal["judge", "loss", "gradient", "optimizer"]
 STAGES: tuple[Stage, ...] = ("judge", "loss", "gradient", "optimizer")
 LEARNING_STAGES: tuple[Stage, ...] = ("loss", "gradient", "optimizer")
-Routing = Literal["per_criterion", "joint"]
+Routing = Literal["per_criterion", "joint", "prefix_shared"]
+ONE_REQUEST: frozenset[Routing] = frozenset({"joint", "prefix_shared"})
+"""Routings that send one request for all of a track's criteria."""
 
-SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output"})
+SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output", "resolution"})
 PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "verdict", "critique", "gradient"})
 ROUTED_FIELDS = frozenset({"conversations"})
 """Fields about the call's focus: its own criterion's in a per-criterion call, shared (``*``) in a joint one."""
@@ -44,7 +50,7 @@ STAGE_FIELDS: dict[Stage, frozenset[str]] = {
     "judge": frozenset({"task_description", "instruction", "sample"}),
     "loss": frozenset({"instruction", "sample", "judge_output"}) | _EVIDENCE,
     "gradient": frozenset({"task_description", "instruction", "sample", "judge_output", "critique"}) | _EVIDENCE,
-    "optimizer": frozenset({"task_description", "instruction", "gradient", "conversations"}),
+    "optimizer": frozenset({"task_description", "instruction", "gradient", "conversations", "resolution"}),
 }
 """What each stage's calls can carry at all (the contract's fields); a policy picks a subset."""
 
@@ -113,12 +119,26 @@ class Policy(BaseModel):
     optimizer: StagePolicy
     independent_criteria: bool = False
     """Single-Task: one independent optimization track per criterion, each with a one-criterion prompt."""
+    conflict_arbiter: bool = False
+    """The conflict arbiter: before a joint optimizer call, the optimizer service's ``Arbitrate`` reads the batch's
+    gradients with that call's view, names pairs of criteria whose gradients contradict each other and writes a
+    resolution, which the optimizer call then carries (its ``resolution`` field). No effect without a joint
+    optimizer stage."""
+    specificity_fallback: float | None = Field(default=None, ge=0.0, le=1.0)
+    """The specificity fallback: after a joint gradient call, criteria whose focus in its gradient (the share of
+    its sentences naming them, ``judgeopt.orchestrator.engine.focus``) is below this get per-criterion gradient
+    calls in the same step; where the loss was joint too, per-criterion loss calls first, from the raw prediction
+    (a fresh per-criterion chain: no combined text is split). No effect where gradients are per criterion."""
 
     @model_validator(mode="before")
     @classmethod
     def _known_stages(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            unknown = sorted(str(k) for k in set(data) - {*STAGES, "name", "independent_criteria"})
+            unknown = sorted(
+                str(k)
+                for k in set(data)
+                - {*STAGES, "name", "independent_criteria", "specificity_fallback", "conflict_arbiter"}
+            )
             if unknown:
                 raise ValueError(f"unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
             missing = [s for s in STAGES if s not in data]
@@ -137,6 +157,8 @@ class Policy(BaseModel):
             missing = sorted(REQUIRED_FIELDS[stage] - policy.fields)
             if missing:
                 raise ValueError(f"stage {stage!r}: cannot work without field {missing[0]!r}")
+            if stage != "judge" and policy.routing == "prefix_shared":
+                raise ValueError(f"stage {stage!r}: prefix_shared is a judge routing (per_criterion or joint here)")
             if stage == "judge" and policy.routing == "per_criterion" and policy.scope != "own":
                 raise ValueError("stage 'judge': a per-criterion judge call sees only its own instruction (scope: own)")
             if policy.routing == "joint" and policy.scope not in ("own", "all"):
@@ -163,10 +185,33 @@ class Policy(BaseModel):
         del state
         return self.stage(stage).routing
 
+    def with_conflict_arbiter(self) -> Policy:
+        """This policy with the conflict arbiter on: its optimizer may also carry the arbiter's resolution."""
+        optimizer = self.optimizer.model_copy(update={"fields": self.optimizer.fields | {"resolution"}})
+        return self.model_copy(update={"conflict_arbiter": True, "optimizer": optimizer})
+
+    def diluted(self, state: RoutingState) -> tuple[str, ...]:
+        """The criteria the specificity fallback adds per-criterion calls for: those under its threshold in the
+        focus of the joint gradient among ``state``'s artifacts (a sample's chain); none before that gradient
+        exists, or without the fallback."""
+        threshold = self.specificity_fallback
+        if threshold is None or self.gradient.routing != "joint" or state.artifacts is None:
+            return ()
+        joint = [g for g in state.artifacts.gradients if set(g.criteria) == set(state.track) and len(state.track) > 1]
+        if not joint:
+            return ()
+        shares = focus_shares(joint[0], state.track)
+        return tuple(c for c in state.track if shares[c] < threshold)
+
     def calls(self, stage: Stage, state: RoutingState) -> list[tuple[str, ...]]:
         """The focus of each call ``stage`` makes in the step described by ``state``: the whole track for a joint
-        stage, one criterion per call otherwise."""
-        if self.routing_at(stage, state) == "joint":
+        stage, one criterion per call otherwise. Once a sample's joint gradient has lost focus on some criteria
+        (:meth:`diluted`), the gradient stage adds one call per such criterion, and a joint loss stage one fresh
+        per-criterion loss call each (a per-criterion loss stage has its critiques already)."""
+        diluted = self.diluted(state) if stage in ("loss", "gradient") else ()
+        if diluted:
+            return [] if self.stage(stage).routing == "per_criterion" else [(c,) for c in diluted]
+        if self.routing_at(stage, state) in ONE_REQUEST:
             return [state.track]
         return [(name,) for name in state.track]
 
@@ -241,8 +286,12 @@ PRESETS: dict[str, Policy] = {
 
 def study_policy(preset: str) -> Policy:
     """The preset as the study's protocol runs it: its optimizer also sees the batch's conversations (each judged
-    sample with the judge's output), as the study's optimizer prompt shows them."""
+    sample with the judge's output), as the study's optimizer prompt shows them. Single-Task runs CCC on each
+    one-criterion track, as the study ran it (with one criterion every mode computes the same; the forms are the
+    joint ones). judgeopt's own ``single`` preset uses the per-criterion forms."""
     policy = PRESETS[preset]
+    if policy.independent_criteria:
+        policy = PRESETS["CCC"].model_copy(update={"name": policy.name, "independent_criteria": True})
     optimizer = policy.optimizer.model_copy(update={"fields": policy.optimizer.fields | {"conversations"}})
     return policy.model_copy(update={"optimizer": optimizer})
 

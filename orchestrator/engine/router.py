@@ -69,7 +69,7 @@ class RoutedCall(Generic[RequestT]):
     """``None`` for calls outside the policy's stages (the evaluator's diagnostics)."""
     sample_id: str | None = None
     routing: str = "joint"
-    """How the call was routed (``joint`` or ``per_criterion``); part of the judge cache's key."""
+    """How the call was routed (``joint``, ``per_criterion`` or ``prefix_shared``); part of the judge cache's key."""
 
 
 class Router:
@@ -153,7 +153,8 @@ class Router:
     def judge(
         self, prompt: PromptState, record: Record, state: RoutingState
     ) -> list[RoutedCall[judge_pb2.ScoreRequest]]:
-        """One joint call scoring every criterion, or one call per criterion seeing only its own instruction."""
+        """One joint call scoring every criterion, one call per criterion seeing only its own instruction, or one
+        prefix-shared call the judge answers criterion by criterion."""
         calls = []
         for view in self._views("judge", state):
 
@@ -164,6 +165,7 @@ class Router:
                     criteria=self._criteria_proto(view.visible),
                     prompt=self._prompt_proto(view, prompt),
                     sample=convert.sample(record),
+                    layout=convert.judge_layout(view.routing),
                 )
 
             calls.append(self._routed(view, build, sample_id=record.id))
@@ -280,23 +282,54 @@ class Router:
         gradients: Sequence[Gradient],
         state: RoutingState,
         records: Sequence[Record] = (),
+        resolution: str = "",
     ) -> list[RoutedCall[optimizer_pb2.StepRequest]]:
         """``records`` are the batch's samples; with the step's predictions in ``state`` they make the conversations
-        of the calls that may see them."""
+        of the calls that may see them. A joint call that may see it carries the conflict arbiter's ``resolution``."""
         calls = []
         for view in self._views("optimizer", state):
-            carried = [g for g in gradients if set(g.criteria) & set(view.visible)] if view.can_see("gradient") else []
+            carried = self._carried_gradients(view, gradients)
 
             def build(
                 meta: common_pb2.RequestMeta, view: CallView = view, carried: Sequence[Gradient] = carried
             ) -> optimizer_pb2.StepRequest:
-                return optimizer_pb2.StepRequest(
+                request = optimizer_pb2.StepRequest(
                     meta=meta,
                     routing=convert.routing(view.routing),
                     criteria=self._criteria_proto(view.visible),
                     prompt=self._prompt_proto(view, prompt),
                     gradients=[convert.gradient(g, view.visible) for g in carried],
                     conversations=self._conversations(view, records, state),
+                )
+                if resolution and view.routing == "joint" and view.can_see("resolution"):
+                    request.resolution = resolution
+                return request
+
+            calls.append(self._routed(view, build, [g.id for g in carried]))
+        return calls
+
+    @staticmethod
+    def _carried_gradients(view: CallView, gradients: Sequence[Gradient]) -> list[Gradient]:
+        return [g for g in gradients if set(g.criteria) & set(view.visible)] if view.can_see("gradient") else []
+
+    def arbiter(
+        self, gradients: Sequence[Gradient], state: RoutingState
+    ) -> list[RoutedCall[optimizer_pb2.ArbitrateRequest]]:
+        """The conflict arbiter's call for each joint optimizer call, with that call's view: it is routed and
+        audited as an optimizer call, and carries only the gradients that call may see."""
+        calls = []
+        for view in self._views("optimizer", state):
+            carried = self._carried_gradients(view, gradients)
+            if view.routing != "joint" or not carried:
+                continue
+
+            def build(
+                meta: common_pb2.RequestMeta, view: CallView = view, carried: Sequence[Gradient] = carried
+            ) -> optimizer_pb2.ArbitrateRequest:
+                return optimizer_pb2.ArbitrateRequest(
+                    meta=meta,
+                    criteria=self._criteria_proto(view.visible),
+                    gradients=[convert.gradient(g, view.visible) for g in carried],
                 )
 
             calls.append(self._routed(view, build, [g.id for g in carried]))

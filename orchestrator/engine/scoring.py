@@ -12,15 +12,19 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
+
 from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.data.records import CriterionSpec, Record
 from judgeopt.orchestrator.engine.artifacts import PromptState, ScoredSample, content_id
 from judgeopt.orchestrator.engine.executor import CallExecutor
-from judgeopt.orchestrator.engine.metrics import Evaluation, evaluate
+from judgeopt.orchestrator.engine.metrics import Evaluation, evaluate, halo
 from judgeopt.orchestrator.engine.router import RoutedCall, Router
 from judgeopt.orchestrator.engine.store import RunStore
-from judgeopt.v1 import judge_pb2
+from judgeopt.v1 import common_pb2, judge_pb2
+
+log = structlog.get_logger(__name__)
 
 
 class Scorer:
@@ -41,6 +45,7 @@ class Scorer:
         self._salt = cache_salt
         self._use_cache = use_cache
         """Answer an unchanged prompt on the same sample from the run's cache; off, every scoring asks the judge."""
+        self._weighting_asked = store.holds_run() and store.manifest().models.for_role("judge").logprobs
 
     def _key(self, prompt: PromptState, call: RoutedCall[judge_pb2.ScoreRequest]) -> str:
         return content_id([prompt.id, call.criteria, call.sample_id, call.routing, *self._salt])
@@ -69,12 +74,42 @@ class Scorer:
             if reply is not None:
                 found[key] = convert.scored_sample(reply.prediction)
                 self.store.cache_prediction(key, prompt.id, found[key])
+        answered = [reply.prediction for reply in replies if reply is not None]
+        count_scoring_methods(self.store, answered, weighting_asked=self._weighting_asked)
         results: list[ScoredSample | None] = []
         for record, calls in zip(records, keyed, strict=True):
             parts = [found.get(key) for key, _ in calls]
             complete = [p for p in parts if p is not None]
             results.append(merge_parts(record.id, complete) if len(complete) == len(parts) else None)
         return results
+
+
+_WEIGHTING_WARNED = "warned_logprob_weighting"
+"""Meta key: the run has warned that logprob weighting could not be applied (once per run, resumes included)."""
+
+
+def count_scoring_methods(
+    store: RunStore, predictions: Sequence[common_pb2.Prediction], *, weighting_asked: bool
+) -> None:
+    """Add the judge's valid scores, by how it obtained them, to the run's count; the first time logprob weighting
+    was asked for and a score came back sampled, say so (once per run, resumes included)."""
+    counts = Counter(
+        "logprob_weighted" if s.method == common_pb2.SCORING_METHOD_LOGPROB_WEIGHTED else "sampled"
+        for prediction in predictions
+        for s in prediction.scores
+        if s.HasField("value")
+    )
+    if not counts:
+        return
+    store.count_scoring_methods(counts)
+    if weighting_asked and counts["sampled"] and not store.get_meta(_WEIGHTING_WARNED, False):
+        store.set_meta(_WEIGHTING_WARNED, True)
+        log.warning(
+            "judge.logprob_weighting_not_applied",
+            sampled=counts["sampled"],
+            weighted=counts["logprob_weighted"],
+            why="the endpoint sent no usable log probabilities, or a scale is beyond single digits",
+        )
 
 
 def merge_parts(sample_id: str, parts: Sequence[ScoredSample]) -> ScoredSample:
@@ -103,7 +138,12 @@ def evaluation_of(
     return evaluate(predictions, truths, bootstrap_resamples=bootstrap_resamples, seed=seed, within=within)
 
 
-_WHY_UNUSABLE = {"OUT_OF_RANGE": "out of range", "MISSING": "missing from the reply", "INVALID": "unreadable"}
+_WHY_UNUSABLE = {
+    "OUT_OF_RANGE": "out of range",
+    "MISSING": "missing from the reply",
+    "INVALID": "unreadable",
+    "TRUNCATED": "cut off at the output cap",
+}
 """Parse statuses (``convert.status_name``) as a cause."""
 
 
@@ -118,9 +158,12 @@ def no_valid_score(scored: Sequence[ScoredSample | None]) -> str | None:
     return f"{sum(causes.values())} scores: {shown}"
 
 
-def evaluation_json(evaluation: Evaluation, scored: Sequence[ScoredSample | None]) -> dict[str, Any]:
+def evaluation_json(
+    evaluation: Evaluation, scored: Sequence[ScoredSample | None], records: Sequence[Record]
+) -> dict[str, Any]:
     """The figures of one evaluation as stored with its step; ``no_valid_score`` (the cause) only when the judge
-    answered without a single valid score."""
+    answered without a single valid score. ``halo``: the mean correlation between criteria of the judge's scores
+    and of the human labels (:func:`~judgeopt.orchestrator.engine.metrics.halo`)."""
     parsed = sum(1 for s in scored if s is not None for v in s.scores.values() if v is not None)
     expected = len(scored) * len(evaluation.per_criterion)
     unusable = no_valid_score(scored)
@@ -140,4 +183,8 @@ def evaluation_json(evaluation: Evaluation, scored: Sequence[ScoredSample | None
         "parsed_share": parsed / expected if expected else 0.0,
         "n": len(scored),
         "failed_calls": sum(s is None for s in scored),
+        "halo": {
+            "judge": halo({n: [s.scores.get(n) if s else None for s in scored] for n in evaluation.per_criterion}),
+            "human": halo({n: [r.labels[n] for r in records] for n in evaluation.per_criterion}),
+        },
     }

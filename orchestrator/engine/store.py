@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,16 @@ from pydantic import ValidationError
 from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.files import DirectoryLock
 from judgeopt.core.private_files import private_dir, private_file
-from judgeopt.orchestrator.engine.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.artifacts import (
+    Conflict,
+    FocusRecord,
+    Gradient,
+    PromptState,
+    ScoredSample,
+    StepArtifacts,
+)
 from judgeopt.orchestrator.engine.manifest import MANIFEST_VERSION, RunManifest, RunStatus
+from judgeopt.orchestrator.engine.pareto import ArchiveMember
 from judgeopt.orchestrator.engine.router import AuditEntry
 
 STORE_FILE = "run.sqlite"
@@ -50,7 +60,8 @@ CREATE TABLE IF NOT EXISTS calls (
     track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL, purpose TEXT NOT NULL,
     outcome TEXT NOT NULL, code TEXT, error TEXT,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, llm_calls INTEGER NOT NULL,
-    model TEXT, seconds REAL NOT NULL, at REAL NOT NULL,
+    model TEXT, queue_seconds REAL, endpoint_seconds REAL NOT NULL, at REAL NOT NULL,
+    truncated INTEGER NOT NULL DEFAULT 0, cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
     UNIQUE (request_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
@@ -58,11 +69,36 @@ CREATE TABLE IF NOT EXISTS diagnostics (
     score REAL, status INTEGER NOT NULL, rationale TEXT NOT NULL,
     PRIMARY KEY (track, step, criterion, kind)
 );
+CREATE TABLE IF NOT EXISTS archive (
+    track TEXT NOT NULL, step INTEGER NOT NULL, prompt_id TEXT NOT NULL, vals TEXT NOT NULL,
+    PRIMARY KEY (track, step)
+);
 CREATE TABLE IF NOT EXISTS audit (
     request_id TEXT PRIMARY KEY, track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL,
     criteria TEXT NOT NULL, visible TEXT NOT NULL, artifacts TEXT NOT NULL, fields TEXT NOT NULL
 );
 """
+
+
+_ADDED_COLUMNS = {
+    "calls": {"truncated": "INTEGER NOT NULL DEFAULT 0", "cached_prompt_tokens": "INTEGER NOT NULL DEFAULT 0"}
+}
+"""Columns added since a table was first created: a store written before them gets them (as zeros) when opened."""
+
+
+def _upgrade_tables(db: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier judgeopt up to today's tables, so old runs still read and resume.
+
+    One ``seconds`` per call attempt (queue wait included) becomes ``endpoint_seconds`` with the queue wait unknown
+    (NULL), and columns added since get their defaults."""
+    if "seconds" in {row[1] for row in db.execute("PRAGMA table_info(calls)")}:
+        db.execute("ALTER TABLE calls RENAME COLUMN seconds TO endpoint_seconds")
+        db.execute("ALTER TABLE calls ADD COLUMN queue_seconds REAL")
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in columns.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +118,32 @@ class CallAttempt:
     completion_tokens: int = 0
     llm_calls: int = 0
     model: str | None = None
-    seconds: float = 0.0
+    queue_seconds: float = 0.0
+    """Waiting for a slot: the run's concurrency limit, then the endpoint's rate limits."""
+    endpoint_seconds: float = 0.0
+    """From sending the request to the service until its reply (or failure): the call's own speed."""
+    truncated: int = 0
+    """Of ``llm_calls``, the replies that stopped at the model's output cap (recorded, never used)."""
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the endpoint's prefix cache served, where it reports them."""
+
+
+@dataclass(frozen=True)
+class CallTimes:
+    """The attempts of one stage: seconds at the service, and seconds spent waiting for a slot (recorded ones)."""
+
+    endpoint: list[float]
+    queue: list[float]
+
+    def as_json(self) -> dict[str, float | int | None]:
+        """Per-call speed from the time at the service (a queued call is not a slow one), and the queueing apart."""
+        return {
+            "attempts": len(self.endpoint),
+            "endpoint_median": statistics.median(self.endpoint) if self.endpoint else None,
+            "endpoint_total": sum(self.endpoint),
+            "queue_median": statistics.median(self.queue) if self.queue else None,
+            "queue_total": sum(self.queue) if self.queue else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -130,6 +191,7 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            _upgrade_tables(self._db)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -246,7 +308,10 @@ class RunStore:
 
     # --- one transaction per finished step ---------------------------------------------------------------------
 
-    def commit_step(self, record: StepRecord, artifacts: StepArtifacts | None) -> None:
+    def commit_step(
+        self, record: StepRecord, artifacts: StepArtifacts | None, archive: Sequence[ArchiveMember] | None = None
+    ) -> None:
+        """The step, its artifacts and (with the Pareto gate) its track's archive as it stands after the step."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -272,6 +337,12 @@ class RunStore:
             )
             if artifacts is not None:
                 self._insert_artifacts(record.track, record.step, artifacts)
+            if archive is not None:
+                db.execute("DELETE FROM archive WHERE track = ?", (record.track,))
+                db.executemany(
+                    "INSERT INTO archive VALUES (?, ?, ?, ?)",
+                    [(record.track, m.step, m.prompt_id, json.dumps(m.values)) for m in archive],
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -295,6 +366,11 @@ class RunStore:
                     g.status,
                 )
             )
+        for f in artifacts.focus:
+            rows.append((f"focus-{f.gradient_id}", "focus", f.sample_id, f.diluted, {"shares": f.shares}, 0))
+        for n, conflict in enumerate(artifacts.conflicts):
+            body = {"issue": conflict.issue, "resolution": artifacts.resolution}
+            rows.append((f"conflict-{track}-{step}-{n}", "conflict", None, conflict.criteria, body, 0))
         for criterion, status in artifacts.optimizer_statuses.items():
             rows.append((f"opt-{track}-{step}-{criterion}", "optimizer_status", None, [criterion], {}, status))
         self._db.executemany(
@@ -340,20 +416,38 @@ class RunStore:
             attempts=attempts,
         )
 
+    def archive(self, track: str) -> list[ArchiveMember]:
+        """The track's archive of non-dominated prompts (Pareto gate), in step order; empty without one."""
+        rows = self._db.execute("SELECT step, prompt_id, vals FROM archive WHERE track = ? ORDER BY step", (track,))
+        return [ArchiveMember(step, prompt_id, json.loads(vals)) for step, prompt_id, vals in rows]
+
+    def count_scoring_methods(self, counts: Mapping[str, int]) -> None:
+        """Add to the run's count of the judge's valid scores by method (``sampled``, ``logprob_weighted``)."""
+        total = Counter(self.scoring_methods())
+        total.update(counts)
+        self.set_meta("scoring_methods", dict(total))
+
+    def scoring_methods(self) -> dict[str, int]:
+        counts: dict[str, int] = self.get_meta("scoring_methods", {})
+        return counts
+
     def usage_by_role(self) -> dict[str, dict[str, int]]:
-        """Calls (every attempt) and tokens per stage: what the run really spent."""
+        """Calls (every attempt), replies cut off at the output cap and tokens per stage: what the run really spent."""
         usage: dict[str, dict[str, int]] = {}
         query = (
-            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(prompt_tokens), "
-            "SUM(completion_tokens) FROM calls GROUP BY stage ORDER BY stage"
+            "SELECT stage, COUNT(*), SUM(outcome = 'failed'), SUM(llm_calls), SUM(truncated), SUM(prompt_tokens), "
+            "SUM(completion_tokens), SUM(cached_prompt_tokens) FROM calls GROUP BY stage ORDER BY stage"
         )
-        for stage, attempts, failed, llm_calls, prompt_tokens, completion_tokens in self._db.execute(query):
+        rows = self._db.execute(query)
+        for stage, attempts, failed, llm_calls, truncated, prompt_tokens, completion_tokens, cached in rows:
             usage[stage] = {
                 "rpc_attempts": attempts,
                 "failed_attempts": failed,
                 "llm_calls": llm_calls,
+                "truncated_replies": truncated,
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
+                "cached_prompt_tokens": cached,
             }
         return usage
 
@@ -387,11 +481,61 @@ class RunStore:
             result.append((track, step, gradient))
         return result
 
-    def call_seconds_by_stage(self) -> dict[str, float]:
-        return dict(self._db.execute("SELECT stage, SUM(seconds) FROM calls GROUP BY stage").fetchall())
+    def artifact_criteria(self) -> dict[str, tuple[str, ...]]:
+        """The criteria each stored critique and gradient is about, by id (what the audit checks carried ids by)."""
+        rows = self._db.execute("SELECT id, criteria FROM artifacts WHERE kind IN ('critique', 'gradient')")
+        return {aid: tuple(json.loads(criteria)) for aid, criteria in rows}
+
+    def conflicts(self) -> list[tuple[str, int, Conflict, str]]:
+        """Every conflict the arbiter found, as (track, step, conflict, the resolution the optimizer received)."""
+        rows = self._db.execute(
+            "SELECT track, step, criteria, body FROM artifacts WHERE kind = 'conflict' ORDER BY step, track, id"
+        )
+        result = []
+        for track, step, criteria, body in rows:
+            first, second = json.loads(criteria)
+            parts = json.loads(body)
+            result.append((track, step, Conflict((first, second), parts["issue"]), parts["resolution"]))
+        return result
+
+    def focus_records(self) -> list[tuple[str, int, FocusRecord]]:
+        """Every joint gradient's focus the specificity fallback measured, as (track, step, record)."""
+        rows = self._db.execute(
+            "SELECT track, step, id, sample_id, criteria, body FROM artifacts WHERE kind = 'focus' ORDER BY step, id"
+        )
+        return [
+            (
+                track,
+                step,
+                FocusRecord(sample_id, fid.removeprefix("focus-"), json.loads(body)["shares"], tuple(json.loads(crit))),
+            )
+            for track, step, fid, sample_id, crit, body in rows
+        ]
+
+    def usage_by_purpose(self, purpose: str) -> dict[str, dict[str, int]]:
+        """RPC attempts and tokens per stage of the calls made for ``purpose`` (e.g. ``fallback``)."""
+        query = (
+            "SELECT stage, COUNT(*), COUNT(DISTINCT request_id), SUM(prompt_tokens), SUM(completion_tokens) "
+            "FROM calls WHERE purpose = ? GROUP BY stage ORDER BY stage"
+        )
+        return {
+            stage: {"rpc_attempts": attempts, "calls": calls, "prompt_tokens": prompt, "completion_tokens": completion}
+            for stage, attempts, calls, prompt, completion in self._db.execute(query, (purpose,))
+        }
+
+    def call_times_by_stage(self) -> dict[str, CallTimes]:
+        """Per stage, the attempts' time at the service and their wait for a slot (``None`` where not recorded)."""
+        times: dict[str, CallTimes] = {}
+        for stage, endpoint, queue in self._db.execute("SELECT stage, endpoint_seconds, queue_seconds FROM calls"):
+            entry = times.setdefault(stage, CallTimes([], []))
+            entry.endpoint.append(endpoint)
+            if queue is not None:
+                entry.queue.append(queue)
+        return times
 
     def wall_seconds(self) -> float:
-        """From the first call to the last step committed."""
-        first = self._db.execute("SELECT MIN(at) FROM calls").fetchone()[0]
+        """From the moment the first call was issued to the last step committed."""
+        first = self._db.execute("SELECT MIN(at - endpoint_seconds - COALESCE(queue_seconds, 0)) FROM calls")
         last = self._db.execute("SELECT MAX(finished_at) FROM steps").fetchone()[0]
-        return float(last - first) if first is not None and last is not None else 0.0
+        start = first.fetchone()[0]
+        return float(last - start) if start is not None and last is not None else 0.0

@@ -2,7 +2,10 @@
 
 ``best`` is chosen on validation; ``best_oracle`` on test, as the study did, and labelled as such. With several
 tracks (Single-Task) a step's figures combine the tracks: each contributes its own criteria's ρ, and the
-validation metric is the tracks' mean.
+validation metric is the tracks' mean. With the Pareto gate, ``archive`` holds each track's non-dominated prompts
+and the member its rule chose; for one track that member is ``best`` (when its step was tested). With the
+specificity fallback, ``fallback`` says how often it fell back and what its calls cost; with the conflict arbiter,
+``conflicts`` lists what it found per step.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from judgeopt.core.private_files import write_private_text
 from judgeopt.orchestrator.engine.budget import spend_by_role
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.metrics import hypervolume_indicator, paired_delta_interval
+from judgeopt.orchestrator.engine.pareto import choose, metric_bounds
+from judgeopt.orchestrator.engine.risks import run_risks
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.profiles import study_differences
 
@@ -59,13 +64,14 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
                 "macro_rho": fmean(rho[c] for c in criteria) if tested else None,
                 "rho": {c: rho[c] for c in criteria} if tested else None,
                 "constant": sorted(constant) if tested else None,
+                "halo": ordered[0].test.get("halo") if tested and len(ordered) == 1 and ordered[0].test else None,
                 "failed_calls": sum(r.failed_calls for r in ordered),
             }
         )
     return steps
 
 
-def _test_scores(store: RunStore, manifest: RunManifest, step: int) -> dict[str, list[float | None]]:
+def scores_on_test(store: RunStore, manifest: RunManifest, step: int) -> dict[str, list[float | None]]:
     """Per criterion, the judge's test-set scores under the prompt each track held after ``step``, in split order."""
     test_ids = manifest.splits.get("test", ())
     scores: dict[str, list[float | None]] = {}
@@ -87,8 +93,8 @@ def _delta(store: RunStore, manifest: RunManifest, initial: dict[str, Any] | Non
     interval = None
     if manifest.test_truths:
         interval = paired_delta_interval(
-            _test_scores(store, manifest, initial["step"]),
-            _test_scores(store, manifest, best["step"]),
+            scores_on_test(store, manifest, initial["step"]),
+            scores_on_test(store, manifest, best["step"]),
             {c: manifest.test_truths[c] for c in manifest.criterion_names},
             resamples=manifest.config.bootstrap_resamples,
             seed=manifest.config.seed,
@@ -106,15 +112,71 @@ def _pick(steps: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
     return {k: best.get(k) for k in keys}
 
 
+def _archives(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """Per track, the Pareto archive (members with their per-criterion validation values) and its chosen member."""
+    config = manifest.config
+    archives = {}
+    for track in manifest.tracks:
+        members = store.archive(track)
+        if not members:
+            continue
+        names = set(manifest.track_criteria(track))
+        bounds = metric_bounds(config.gate_metric, [c for c in manifest.criteria if c.name in names])
+        weights = {c: w for c, w in config.archive_weights.items() if c in names}
+        chosen = choose(members, rule=config.archive_choice, bounds=bounds, weights=weights)
+        archives[track] = {
+            "metric": config.gate_metric,
+            "rule": config.archive_choice,
+            "members": [{"step": m.step, "prompt_id": m.prompt_id, "values": m.values} for m in members],
+            "chosen": chosen.step,
+        }
+    return archives
+
+
+def _fallback(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """How often the specificity fallback fell back and what it cost: joint gradients measured, how many lost
+    focus on some criterion, per criterion how often, the share of (joint gradient, criterion) pairs that got a
+    per-criterion call, and the fallback calls' attempts and tokens per stage."""
+    records = [record for _track, _step, record in store.focus_records()]
+    per_criterion = {c: sum(c in r.diluted for r in records) for c in manifest.criterion_names}
+    pairs = sum(len(r.shares) for r in records)
+    return {
+        "threshold": manifest.policy.specificity_fallback,
+        "joint_gradients": len(records),
+        "fell_back": sum(bool(r.diluted) for r in records),
+        "per_criterion": per_criterion,
+        "rate": sum(per_criterion.values()) / pairs if pairs else None,
+        "mean_focus": {c: fmean(r.shares[c] for r in records) if records else None for c in manifest.criterion_names},
+        "cost": store.usage_by_purpose("fallback"),
+    }
+
+
+def _conflicts(store: RunStore) -> dict[str, Any]:
+    """What the conflict arbiter found per step (pairs of criteria and the issue) and what its calls cost."""
+    per_step: dict[str, list[dict[str, Any]]] = {}
+    for track, step, conflict, _resolution in store.conflicts():
+        per_step.setdefault(str(step), []).append(
+            {"track": track, "criteria": list(conflict.criteria), "issue": conflict.issue}
+        )
+    return {
+        "total": sum(len(found) for found in per_step.values()),
+        "per_step": per_step,
+        "cost": store.usage_by_purpose("arbiter"),
+    }
+
+
 def build_summary(store: RunStore) -> dict[str, Any]:
     manifest = store.manifest()
     config = manifest.config
     criteria = list(manifest.criterion_names)
     steps = _combined_steps(store, list(manifest.tracks), criteria)
     tested = [s for s in steps if s["rho"] is not None]
-    usage = store.usage_by_role()
     initial = _pick(steps[:1], "macro_rho")
     best = _pick(steps, "val_metric")
+    archives = _archives(store, manifest) if config.gate == "pareto" else {}
+    if len(archives) == 1 and len(manifest.tracks) == 1:  # the archive's choice is the deployable prompt
+        (archive,) = archives.values()
+        best = _pick([s for s in steps if s["step"] == archive["chosen"]], "val_metric") or best
     oracle = _pick(steps, "macro_rho")
     summary: dict[str, Any] = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
@@ -124,20 +186,19 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "gate": config.gate,
         "profile": config.profile,
         "differs_from_study": study_differences(config, manifest.models),
+        "warnings": run_risks(config),
         "criteria": criteria,
         "initial": initial,
         "best": best,
         "delta_macro_rho": _delta(store, manifest, initial, best),
         "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
+        **({"archive": archives} if config.gate == "pareto" else {}),
+        **({"fallback": _fallback(store, manifest)} if manifest.policy.specificity_fallback is not None else {}),
+        **({"conflicts": _conflicts(store)} if manifest.policy.conflict_arbiter else {}),
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
         "steps": steps,
-        "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},
-        "rpc_attempts": {stage: u["rpc_attempts"] for stage, u in usage.items()},
-        "failed_attempts": {stage: u["failed_attempts"] for stage, u in usage.items()},
-        "tokens": {
-            stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"]} for stage, u in usage.items()
-        },
-        "cost": _cost(store, usage),
+        **_spend(store),
+        "judge_scoring": _judge_scoring(store, manifest),
         "provenance": {
             "judgeopt_version": metadata.version("judgeopt"),
             "dataset": config.dataset.name,
@@ -147,6 +208,18 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         },
     }
     return _finite(summary)
+
+
+def _judge_scoring(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """How the judge's valid scores were obtained: what was asked (``logprob_weighted`` where the judge's model
+    settings ask for log probabilities) and how many scores were weighted and how many sampled."""
+    counts = store.scoring_methods()
+    asked = manifest.models.for_role("judge").logprobs
+    return {
+        "asked": "logprob_weighted" if asked else "sampled",
+        "logprob_weighted": counts.get("logprob_weighted", 0),
+        "sampled": counts.get("sampled", 0),
+    }
 
 
 def _finite(summary: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +238,27 @@ def _finite(summary: dict[str, Any]) -> dict[str, Any]:
     return {key: strict(value) for key, value in summary.items()}
 
 
+def _spend(store: RunStore) -> dict[str, Any]:
+    """Calls, attempts, tokens and cost per role, from the store's call records."""
+    usage = store.usage_by_role()
+    return {
+        "llm_calls": {stage: u["llm_calls"] for stage, u in usage.items()},
+        "rpc_attempts": {stage: u["rpc_attempts"] for stage, u in usage.items()},
+        "failed_attempts": {stage: u["failed_attempts"] for stage, u in usage.items()},
+        "truncated_replies": {stage: u["truncated_replies"] for stage, u in usage.items()},
+        "tokens": {
+            stage: {
+                "prompt": u["prompt_tokens"],
+                "completion": u["completion_tokens"],
+                "cached_prompt": u["cached_prompt_tokens"],
+            }
+            for stage, u in usage.items()
+        },
+        "call_seconds": {stage: times.as_json() for stage, times in sorted(store.call_times_by_stage().items())},
+        "cost": _cost(store, usage),
+    }
+
+
 def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] | None:
     """Spend per role at the models' prompt and completion prices, when any role is priced."""
     per_role = spend_by_role(store.manifest().models, usage)
@@ -174,6 +268,18 @@ def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] |
 def write_summary(store: RunStore, run_dir: Path) -> dict[str, Any]:
     summary = build_summary(store)
     write_private_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return summary
+
+
+def refresh_spend(store: RunStore, run_dir: Path) -> dict[str, Any]:
+    """The finished run's summary with its spend brought up to date (calls made after the run, such as the
+    evaluator's diagnostics), everything else as written at the run's end: the Δ interval's bootstrap is not
+    redone. Without a summary, a full one is written."""
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return write_summary(store, run_dir)
+    summary: dict[str, Any] = {**json.loads(path.read_text(encoding="utf-8")), **_finite(_spend(store))}
+    write_private_text(path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
 
@@ -224,17 +330,39 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
         table.add_column(column, justify="right" if column != "criterion" else "left")
     for row in rows:
         table.add_row(*row)
-    spend = Table(title="calls and tokens per role")
-    for column in ("role", "LLM calls", "RPC attempts", "failed", "prompt tokens", "completion tokens"):
+    scoring = summary.get("judge_scoring")  # absent from the summaries of older runs
+    caption = "s per call: median seconds at the service per attempt (its wait for a slot left out)"
+    if scoring:
+        caption += (
+            f"; judge scores: {scoring['logprob_weighted']} logprob-weighted, {scoring['sampled']} sampled "
+            f"({scoring['asked'].replace('_', '-')} asked)"
+        )
+    spend = Table(title="calls and tokens per role", caption=caption)
+    columns = (
+        "role",
+        "LLM calls",
+        "RPC attempts",
+        "failed",
+        "truncated",
+        "prompt tokens",
+        "cached prompt tokens",
+        "completion tokens",
+        "s per call",
+    )
+    for column in columns:
         spend.add_column(column, justify="right" if column != "role" else "left")
     for role, calls in summary["llm_calls"].items():
         tokens = summary["tokens"][role]
+        speed = summary.get("call_seconds", {}).get(role, {}).get("endpoint_median")
         spend.add_row(
             role,
             str(calls),
             str(summary["rpc_attempts"][role]),
             str(summary["failed_attempts"][role]),
+            str(summary["truncated_replies"][role]),
             str(tokens["prompt"]),
+            str(tokens.get("cached_prompt", 0)),
             str(tokens["completion"]),
+            "—" if speed is None else f"{speed:.3f}",
         )
     return [table, spend]

@@ -2,11 +2,14 @@
 
 - **Specificity**: all gradients that speak about a criterion at a step, rated together (the study's unit) for
   how focused they are on that criterion. A joint gradient speaks about every criterion, so it is rated once per
-  criterion — which is how gradient dilution shows.
+  criterion — which is how gradient dilution shows. The evaluator is not told which criteria a gradient was
+  written for: it judges from the text, as the study's did.
 - **Adherence**: a criterion's rewritten instruction at a step (the candidate, accepted or not), rated against
   the gradients it was written from. Criteria whose instruction did not change are not rated.
 
-Ratings already stored are not requested again, so diagnostics resume like runs do.
+The evaluator sees the criteria as the run's agents did (without definitions when the run gives none) and speaks
+the run's prompt protocol (the study's rubrics under ``study``). Ratings already stored are not requested again,
+so diagnostics resume like runs do.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
+from judgeopt.orchestrator.data.records import shown_criteria
 from judgeopt.orchestrator.engine.artifacts import Gradient
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.router import RoutedCall
@@ -28,7 +32,8 @@ from judgeopt.orchestrator.engine.store import Diagnostic, RunStore
 async def rate_run(store: RunStore, clients: AgentClients, executor: CallExecutor) -> list[Diagnostic]:
     """Rate every (step, criterion) of the run that has gradients and is not rated yet; returns all ratings."""
     manifest = store.manifest()
-    run_id, specs = manifest.run_id, manifest.criteria
+    run_id, protocol = manifest.run_id, manifest.config.prompt_protocol
+    specs = shown_criteria(manifest.criteria, definitions=manifest.config.criterion_definitions)
     by_name = {c.name: c for c in specs}
     done = {(d.track, d.step, d.criterion, d.kind) for d in store.diagnostics()}
     gradients: dict[tuple[str, int], list[Gradient]] = defaultdict(list)
@@ -40,6 +45,8 @@ async def rate_run(store: RunStore, clients: AgentClients, executor: CallExecuto
 
     def routed(request: Any, kind: str, criterion: str) -> RoutedCall[Any]:
         request.meta.CopyFrom(convert.request_meta(uuid.uuid4().hex, run_id, f"diagnostics/{kind}"))
+        if protocol != "judgeopt":
+            request.meta.prompt_protocol = protocol
         return RoutedCall(request.meta.request_id, "evaluator", (criterion,), request, None)
 
     for (track, step), record in sorted(steps.items(), key=lambda item: item[0][1]):

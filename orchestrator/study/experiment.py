@@ -19,7 +19,6 @@ import json
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
@@ -35,20 +34,21 @@ from judgeopt.orchestrator.config import GridConfig, RunConfig
 from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import DatasetConfig
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
-from judgeopt.orchestrator.engine.policy import PRESETS, resolve_policy
+from judgeopt.orchestrator.engine.policy import PRESETS
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.run import (
     RunSetup,
     agent_clients,
     default_concurrency,
     open_run,
+    policy_of,
     run_with_clients,
     start_run,
 )
 from judgeopt.orchestrator.engine.store import RunStore
-from judgeopt.orchestrator.engine.summary import write_summary
+from judgeopt.orchestrator.engine.summary import refresh_spend
 from judgeopt.orchestrator.study.diagnostics import rate_run
-from judgeopt.orchestrator.study.interference import SelectOn, stitch_and_score
+from judgeopt.orchestrator.study.interference import SELECTION_LABELS, SelectOn, picks_of, stitch_and_score
 
 log = structlog.get_logger(__name__)
 P = ParamSpec("P")
@@ -70,8 +70,22 @@ STUDY_RUN = RunConfig(dataset=DatasetConfig(name="summeval-wgc"))
 """The study's settings: 12 steps, batch 3, validation on 100 samples, its exact 160/480 split."""
 
 
-def cell_name(mode: str, gate: str, run: int) -> str:
-    return f"{mode}-{gate}-run{run}"
+def experiment_run(file_run: RunConfig | None, origin: str) -> tuple[RunConfig, str | None]:
+    """The base run of an experiment: the grid file's ``run`` section (``None``: no file, the study's settings).
+    A file that names no dataset gets the experiment's default data (the study's split, as without a file) rather
+    than the single-run default; the second value says so, naming the file."""
+    if file_run is None:
+        return STUDY_RUN, None
+    if "name" in file_run.dataset.model_fields_set:
+        return file_run, None
+    given = file_run.model_dump(mode="json", exclude_unset=True)
+    dataset = {**given.get("dataset", {}), "name": STUDY_RUN.dataset.name}
+    note = f"{origin} names no dataset (run.dataset.name): using {STUDY_RUN.dataset.name}, the experiments' default"
+    return RunConfig.model_validate({**given, "dataset": dataset}), note
+
+
+def cell_name(mode: str, gate: str, run: int, variant: str | None = None) -> str:
+    return f"{mode}-{gate}-{variant}-run{run}" if variant else f"{mode}-{gate}-run{run}"
 
 
 def cell_configs(grid: GridConfig, base: RunConfig) -> dict[str, RunConfig]:
@@ -81,14 +95,20 @@ def cell_configs(grid: GridConfig, base: RunConfig) -> dict[str, RunConfig]:
     cells = {}
     for mode in grid.modes:
         for gate in grid.gates:
-            for run in range(grid.runs):
-                data = {**base.model_dump(mode="json"), "mode": mode, "gate": gate, "seed": base.seed + run}
-                try:
-                    cells[cell_name(mode, gate, run)] = RunConfig.model_validate(data)
-                except ValidationError as exc:
-                    raise ConfigError(
-                        f"grid cell {cell_name(mode, gate, run)}: {describe_validation_error(exc)}"
-                    ) from None
+            for variant in grid.variant_names():
+                for run in range(grid.runs):
+                    name = cell_name(mode, gate, run, variant)
+                    data = {
+                        **base.model_dump(mode="json"),
+                        **(grid.variants[variant] if variant else {}),
+                        "mode": mode,
+                        "gate": gate,
+                        "seed": base.seed + run,
+                    }
+                    try:
+                        cells[name] = RunConfig.model_validate(data)
+                    except ValidationError as exc:
+                        raise ConfigError(f"grid cell {name}: {describe_validation_error(exc)}") from None
     return cells
 
 
@@ -176,9 +196,7 @@ async def run_experiment(
         if (run_dir / "run.sqlite").is_file():
             store = open_run(run_dir, writer=True)
         else:
-            store = start_run(
-                RunSetup(config, models, resolve_policy(config.mode, config.policy_file), dataset), run_dir
-            )
+            store = start_run(RunSetup(config, models, policy_of(config), dataset), run_dir)
         try:
             step_hook = (lambda track, step: on_cell_step(name, track, step)) if on_cell_step else None
             await run_with_clients(
@@ -214,11 +232,11 @@ async def run_experiment(
 
 
 async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
-    """The evaluator's diagnostics of a finished cell, then its summary again, so that its spend includes them."""
+    """The evaluator's diagnostics of a finished cell, then its summary's spend again, so that it includes them."""
     attempts = store.manifest().config.call_attempts
     executor = CallExecutor(store, limit=limit, retries=CallRetries(attempts=attempts), rate_limits=rates)
     await rate_run(store, clients, executor)
-    write_summary(store, run_dir)
+    refresh_spend(store, run_dir)
 
 
 async def _rate_finished(run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
@@ -237,22 +255,25 @@ async def _interference(
     dataset: Any,
     select_on: SelectOn,
 ) -> None:
-    results: dict[str, Any] = {}
+    """The study's interference experiment per gate setting (gated and ungated runs are never pooled): each
+    criterion's best instruction over all the setting's Single-Task runs, stitched. Calls are recorded in the
+    setting's first Single-Task run."""
+    by_gate: dict[str, list[str]] = {}
     for name, config in cells.items():
-        if config.mode != "single":
-            continue
-        store = open_run(directory / "cells" / name, writer=True)
+        if config.mode == "single":
+            by_gate.setdefault(config.gate, []).append(name)
+    gates: dict[str, Any] = {}
+    for gate, names in by_gate.items():
+        owner = open_run(directory / "cells" / names[0], writer=True)
+        readers = [open_run(directory / "cells" / name) for name in names[1:]]
         try:
-            retry = CallRetries(attempts=config.call_attempts)
-            executor = CallExecutor(store, limit=shared.limit, retries=retry, rate_limits=shared.rates)
-            results[name] = {"gate": config.gate, "seed": config.seed}
-            results[name] |= await stitch_and_score(store, clients, executor, dataset, select_on=select_on)
+            stores = dict(zip(names, [owner, *readers], strict=True))
+            picks = picks_of(stores, [c.name for c in dataset.criteria], select_on)
+            attempts = CallRetries(attempts=cells[names[0]].call_attempts)
+            executor = CallExecutor(owner, limit=shared.limit, retries=attempts, rate_limits=shared.rates)
+            gates[gate] = {"cells": names} | await stitch_and_score(owner, picks, clients, executor, dataset)
         finally:
-            store.close()
-    summary = (
-        {label: fmean(r[label]["macro_rho"] for r in results.values()) for label in ("stitched", "generic", "separate")}
-        if results
-        else {}
-    )
-    interference = {"select_on": select_on, "cells": results, "mean": summary}
+            for store in (owner, *readers):
+                store.close()
+    interference = {"select_on": select_on, "label": SELECTION_LABELS[select_on], "gates": gates}
     write_private_text(directory / INTERFERENCE_FILE, json.dumps(interference, indent=2) + "\n")

@@ -6,10 +6,11 @@ import email.utils
 import time
 
 import pytest
-from helpers.fake_openai import Completion, FakeOpenAI, Garbage, HttpError, Reply
+from helpers.fake_openai import Completion as Scripted
+from helpers.fake_openai import FakeOpenAI, Garbage, HttpError, Reply
 
 from judgeopt.agents.errors import ModelRequestError, ModelUnavailableError
-from judgeopt.agents.model_client import ModelRunner, retry_after_seconds
+from judgeopt.agents.model_client import Completion, ModelRunner, retry_after_seconds
 from judgeopt.core.models import RoleModelConfig
 
 
@@ -33,11 +34,12 @@ class TestRetryAfter:
         assert retry_after_seconds({"retry-after": "-5"}) == 0.0
 
 
-async def _complete(reply: Reply) -> None:
+async def _complete(reply: Reply) -> tuple[Completion, int]:
+    """What the runner made of ``reply``, and how many requests the endpoint received."""
     with FakeOpenAI(lambda _request: reply) as server:
         runner = ModelRunner("judge", RoleModelConfig(base_url=server.base_url, model="m", max_retries=0))
         try:
-            await runner.complete("system", "user")
+            return await runner.complete("system", "user"), len(server.requests)
         finally:
             await runner.close()
 
@@ -51,12 +53,11 @@ class TestEndpointFailures:
     @pytest.mark.parametrize(
         ("reply", "message"),
         [
-            (Completion(""), "empty reply"),
             (Garbage(b"<html>502 Bad Gateway</html>", 200, "text/html"), "text/html"),
             (Garbage(b'{"choices": [{"mess'), "not JSON"),
             (HttpError(503, "overloaded"), "503"),
         ],
-        ids=["empty", "html-page", "truncated-json", "503"],
+        ids=["html-page", "truncated-json", "503"],
     )
     async def test_unusable_replies_are_unavailable_so_they_are_retried(self, reply: Reply, message: str) -> None:
         with pytest.raises(ModelUnavailableError, match=message):
@@ -65,3 +66,17 @@ class TestEndpointFailures:
     async def test_a_refused_request_is_not_retried(self) -> None:
         with pytest.raises(ModelRequestError):
             await _complete(HttpError(400, "context length exceeded"))
+
+
+class TestRepliesThatAreReplies:
+    async def test_an_empty_reply_is_a_reply_not_a_failure(self) -> None:
+        """An empty text that ended normally is the model's (useless) answer: returned once, for the role's parser,
+        never raised as an endpoint failure to be retried."""
+        completion, requests = await _complete(Scripted(""))
+        assert (completion.text, completion.truncated, requests) == ("", False, 1)
+        assert completion.usage.truncated_calls == 0
+
+    async def test_a_reply_at_the_output_cap_is_marked_truncated(self) -> None:
+        """finish_reason "length": the reply comes back marked, and its usage counts one truncated call."""
+        completion, requests = await _complete(Scripted('{"fluency": 4}', finish_reason="length"))
+        assert completion.truncated and completion.usage.truncated_calls == 1 and requests == 1

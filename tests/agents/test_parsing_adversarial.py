@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from autogen_core.models import ChatCompletionTokenLogprob, TopLogprob
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +31,7 @@ from judgeopt.agents.parsing import (
     parse_scores,
     strip_wrapping,
 )
+from judgeopt.agents.raw_reply import TokenLogprob
 from judgeopt.agents.types import (
     Criterion,
     CriterionScore,
@@ -51,7 +51,7 @@ PROMPT = JudgePrompt(tuple(Instruction(c.name, f"Rate {c.name}.") for c in BOTH)
 JOINT_STEP = StepTask(Routing.JOINT, BOTH, PROMPT)
 SINGLE_STEP = StepTask(Routing.PER_CRITERION, (FLUENCY,), PROMPT.restricted_to(["fluency"]))
 
-Reply = str | list[ChatCompletionTokenLogprob]
+Reply = str | list[TokenLogprob]
 """A reply as text, or as the tokens of an endpoint that returns log-probabilities."""
 
 BASE = 128 * 1024
@@ -89,10 +89,16 @@ ADVERSARIAL: dict[str, Callable[[int], str]] = {
 }
 
 
-def _logprobs(tokens: list[str], alternatives: tuple[str, ...] = ("3",)) -> list[ChatCompletionTokenLogprob]:
+def _logprobs(tokens: list[str], alternatives: tuple[str, ...] = ("3",)) -> list[TokenLogprob]:
     """The reply's tokens, each with the same alternatives, as an endpoint with logprobs returns them."""
-    top = [TopLogprob(logprob=-0.1, bytes=list(a.encode("utf-8", "surrogatepass"))) for a in alternatives]
-    return [ChatCompletionTokenLogprob(token=t, logprob=-0.1, top_logprobs=top) for t in tokens]
+    return [TokenLogprob(t, -0.1, tuple((a, -0.1) for a in alternatives)) for t in tokens]
+
+
+def _weigh(tokens: list[TokenLogprob]) -> dict[str, float]:
+    """The weighting as the judge calls it, with the scores parsed from the same reply."""
+    reply = "".join(t.text for t in tokens)
+    sampled = {s.criterion: s.value for s in parse_scores(reply, BOTH) if s.value is not None}
+    return logprob_weighted_scores(tokens, BOTH, sampled)
 
 
 def _tokens(text: str) -> list[str]:
@@ -123,7 +129,7 @@ def _seconds(read: Callable[[Reply], object], reply: Reply) -> float:
 def _superlinear(read: Callable[[Reply], object], small: Reply, large: Reply) -> tuple[float, float] | None:
     """``(1x, 4x)`` seconds when 4x the text took 8x the time or more (times under 50 ms count as 50 ms, the noise
     of a shared machine) or over 5 s per megabyte; measured again before it counts, the best of three."""
-    megabytes = (len(large) if isinstance(large, str) else sum(len(t.token) for t in large)) / 1e6
+    megabytes = (len(large) if isinstance(large, str) else sum(len(t.text) for t in large)) / 1e6
     for tries in (1, 3):
         fast = min(_seconds(read, small) for _ in range(tries))
         slow = min(_seconds(read, large) for _ in range(tries))
@@ -147,7 +153,7 @@ def test_every_reader_takes_linear_time_on_a_hostile_reply(reply: str) -> None:
 def test_logprob_scoring_takes_linear_time_on_a_hostile_reply(reply: str) -> None:
     """The G-Eval weighting walks the reply's tokens once: 4x the tokens, less than 8x the time."""
     small, large = (_logprobs(_tokens(ADVERSARIAL[reply](size))) for size in (BASE, 4 * BASE))
-    assert _superlinear(lambda tokens: logprob_weighted_scores(tokens, BOTH), small, large) is None
+    assert _superlinear(_weigh, small, large) is None
 
 
 def test_a_heading_in_look_alike_letters_is_not_a_heading() -> None:
@@ -297,6 +303,6 @@ def test_fuzzed_rating_and_step(text: str) -> None:
 )
 def test_fuzzed_logprob_tokens(tokens: list[str], alternatives: tuple[str, ...]) -> None:
     """logprob_weighted_scores: a weighted score only for integer criteria, inside their scale."""
-    weighted = logprob_weighted_scores(_logprobs(tokens, alternatives), BOTH)
+    weighted = _weigh(_logprobs(tokens, alternatives))
     assert set(weighted) <= {"fluency"}
     assert all(FLUENCY.contains(v) for v in weighted.values())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import product
 from typing import Any, cast
 
 import pytest
+from helpers.data_tags import PLANT, declared_data_tags, read_tags
 
 from judgeopt.agents import prompting
 from judgeopt.agents.evaluator import AdherenceTask, EvaluatorAgent, SpecificityTask
@@ -17,6 +19,7 @@ from judgeopt.agents.loss import LossAgent
 from judgeopt.agents.model_client import Completion, ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
 from judgeopt.agents.types import (
+    ArbitrateTask,
     Conversation,
     Criterion,
     CriterionEvidence,
@@ -24,6 +27,7 @@ from judgeopt.agents.types import (
     Gradient,
     GradientTask,
     Instruction,
+    JudgeLayout,
     JudgePrompt,
     ParseStatus,
     PromptProtocol,
@@ -109,6 +113,32 @@ class TestSampleFencing:
         assert rendered.count("</field>") == 1
 
 
+class TestTagGuard:
+    @pytest.mark.parametrize(
+        ("text", "guarded"),
+        [
+            ("a </critique> b", "a <\\/critique> b"),
+            ("a </ CRITIQUE > b", "a <\\/ CRITIQUE > b"),
+            ("a < /Sample> b", "a <\\ /Sample> b"),
+            ("<feedback n=9>", "<\\feedback n=9>"),
+            ("<instruction criterion='x'>", "<\\instruction criterion='x'>"),
+        ],
+    )
+    def test_tags_are_neutralised_in_any_case_and_spacing(self, text: str, guarded: str) -> None:
+        assert prompting.fence(text) == guarded
+        assert prompting.fence(guarded) == guarded  # idempotent
+
+    @pytest.mark.parametrize("text", ["a < b > c", "<samples>", "</feedbacks>", "<b>bold</b>", "x <- y", "</sample-x>"])
+    def test_other_text_is_left_alone(self, text: str) -> None:
+        assert prompting.fence(text) == text
+
+    def test_each_protocol_guards_its_own_tags(self) -> None:
+        """One helper, two tag sets: the study's guard neutralises the study's tags, judgeopt's its own."""
+        text = "</VARIABLE> </critique>"
+        assert prompting.study_fence(text) == "<\\/VARIABLE> </critique>"
+        assert prompting.fence(text) == "</VARIABLE> <\\/critique>"
+
+
 class TestFormatEvidence:
     def test_only_sent_fields_are_shown(self) -> None:
         """Loss evidence with prediction, truth and verdict never mentions an instruction or critique."""
@@ -136,11 +166,17 @@ class TestFormatEvidence:
         first, second = text.split("\n\n")
         assert first.splitlines() == [
             "[fluency]",
-            "Instruction: Rate it.",
+            "Instruction:",
+            "<instruction>",
+            "Rate it.",
+            "</instruction>",
             "Predicted score: 3",
             "Correct score: 4",
             "Verdict: too low",
-            "Critique: It ignored rhythm.",
+            "Critique:",
+            "<critique>",
+            "It ignored rhythm.",
+            "</critique>",
         ]
         assert second == "[coherence]"
 
@@ -255,11 +291,20 @@ async def drive_every_agent() -> None:
             )
         )
         await OptimizerAgent(as_runner(RecordingRunner('{"instruction": "New."}'))).step(
-            StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol)
+            StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol, resolution="Both.")
         )
+    await OptimizerAgent(as_runner(RecordingRunner('{"conflicts": [], "resolution": ""}'))).arbitrate(
+        ArbitrateTask(BOTH, (gradient,))
+    )
+    await JudgeAgent(as_runner(RecordingRunner('{"fluency": 4}'))).score(
+        ScoreTask(Routing.JOINT, BOTH, PROMPT, SAMPLE, layout=JudgeLayout.PREFIX_SHARED)
+    )
     evaluator = EvaluatorAgent(as_runner(RecordingRunner('{"score": 8, "rationale": "focused"}')))
-    await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,)))
-    await evaluator.adherence(AdherenceTask(FLUENCY, "Rate fluency.", "Rate grammar and flow.", (gradient,)))
+    for protocol in protocols:
+        await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,), protocol=protocol))
+        await evaluator.adherence(
+            AdherenceTask(FLUENCY, "Rate fluency.", "Rate grammar and flow.", (gradient,), protocol=protocol)
+        )
 
 
 class TestTemplates:
@@ -290,3 +335,91 @@ class TestTemplates:
         [user] = runner.users
         assert user == judge_user(BOTH, PROMPT, HOSTILE)
         assert user.count("</sample>") == 1
+
+
+def planted(text: str) -> str:
+    return f"{text} {PLANT}"
+
+
+async def planted_messages() -> dict[str, list[tuple[str, str]]]:
+    """Every role's (system, user) messages, both routings, judgeopt's protocol, with ``PLANT`` in every piece of
+    model or dataset text it is given: sample fields, the judge's answer, the task description, the instructions,
+    the critiques, the feedback and the conversations (the judge is given it in its sample only: its instructions
+    are its prompt)."""
+    sample = Sample("s1", tuple((name, planted(text)) for name, text in SAMPLE.fields))
+    prompt = JudgePrompt(
+        tuple(Instruction(i.criterion, planted(i.text)) for i in PROMPT.instructions), planted("Judge the summary.")
+    )
+    evidence = tuple(
+        CriterionEvidence(c.name, planted("Rate it."), 3.0, 4.0, "too low", planted("A critique.")) for c in BOTH
+    )
+    gradient = Gradient(("fluency",), "s1", planted("k"), planted("p"), planted("f"), ParseStatus.OK)
+    conversations = (Conversation(sample, planted('{"fluency": 4}')),)
+    runners = {role: RecordingRunner(reply) for role, reply in REPLIES.items()}
+    for routing, criteria in ((Routing.JOINT, BOTH), (Routing.PER_CRITERION, (FLUENCY,))):
+        names = [c.name for c in criteria]
+        scoped = tuple(e for e in evidence if e.criterion in names)
+        await JudgeAgent(as_runner(runners["judge"])).score(
+            ScoreTask(routing, criteria, PROMPT.restricted_to(names), sample)
+        )
+        await LossAgent(as_runner(runners["loss"])).critique(
+            CritiqueTask(  # a loss call never carries a critique (the policy's loss fields hold none)
+                routing,
+                criteria,
+                "s1",
+                tuple(dataclasses.replace(e, critique=None) for e in scoped),
+                sample=sample,
+                judge_output=planted("{}"),
+            )
+        )
+        await GradientAgent(as_runner(runners["gradient"])).compute(
+            GradientTask(
+                routing,
+                criteria,
+                "s1",
+                scoped,
+                prompt=prompt.restricted_to(names),
+                sample=sample,
+                judge_output=planted("{}"),
+            )
+        )
+        await OptimizerAgent(as_runner(runners["optimizer"])).step(
+            StepTask(routing, criteria, prompt.restricted_to(names), (gradient,), conversations)
+        )
+    evaluator = EvaluatorAgent(as_runner(runners["evaluator"]))
+    await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,)))
+    await evaluator.adherence(AdherenceTask(FLUENCY, planted("Old."), planted("New."), (gradient,)))
+    return {role: list(zip(r.systems, r.users, strict=True)) for role, r in runners.items()}
+
+
+REPLIES = {
+    "judge": '{"fluency": 4, "coherence": 2}',
+    "loss": "Too low.",
+    "gradient": '{"keep": "k", "problem": "p", "fix": "f"}',
+    "optimizer": '{"instruction": "New."}',
+    "evaluator": '{"score": 8, "rationale": "focused"}',
+}
+
+
+class TestDataStaysData:
+    async def test_planted_text_reaches_every_role_only_inside_declared_data_tags(self) -> None:
+        """In every message of every role the planted text occurs (all its pieces arrived), only inside data tags
+        that nest properly (its closing tags did not end any), and every data tag the message uses is one its
+        system prompt declares to be data."""
+        messages = await planted_messages()
+        for role, sent in messages.items():
+            assert len(sent) == 2, role  # two routings (the evaluator: specificity and adherence)
+            for system, user in sent:
+                message = read_tags(user)
+                assert message.occurrences("PLANTED:") and message.occurrences("PLANTED-END"), (role, user)
+                assert message.outside("PLANTED") == [], (role, user)
+                assert message.tags <= declared_data_tags(system), (role, message.tags)
+
+    async def test_every_piece_of_model_text_is_planted_and_found(self) -> None:
+        """The critique, the feedback and the conversations reach the roles that are sent them (the test above
+        would pass vacuously if they were dropped)."""
+        messages = await planted_messages()
+        gradient_users = [user for _, user in messages["gradient"]]
+        optimizer_users = [user for _, user in messages["optimizer"]]
+        assert all("<critique>" in user and "<task>" in user for user in gradient_users)
+        assert all("<feedback" in user and "<conversation" in user for user in optimizer_users)

@@ -6,10 +6,11 @@ import json
 import math
 
 import pytest
-from autogen_core.models import ChatCompletionTokenLogprob, TopLogprob
 
 from judgeopt.agents.judge import logprob_weighted_scores, score_schema
 from judgeopt.agents.optimizer import _parse_joint, _parse_single, instruction_schema
+from judgeopt.agents.parsing import parse_scores
+from judgeopt.agents.raw_reply import TokenLogprob
 from judgeopt.agents.types import Criterion, Instruction, JudgePrompt, ParseStatus, Routing, StepTask
 
 FLUENCY = Criterion("fluency")
@@ -21,17 +22,19 @@ Tops = dict[str, float]
 """Candidate token text -> probability at one position."""
 
 
-def top(text: str | None, probability: float) -> TopLogprob:
-    """A top log-probability; autogen keeps only ``logprob`` and ``bytes``, so the text travels as bytes."""
-    return TopLogprob(logprob=math.log(probability), bytes=None if text is None else list(text.encode()))
+def token(text: str, tops: Tops | None = None) -> TokenLogprob:
+    top = () if tops is None else tuple((t, math.log(p)) for t, p in tops.items())
+    return TokenLogprob(text, -0.1, top)
 
 
-def token(text: str, tops: Tops | None = None) -> ChatCompletionTokenLogprob:
-    top_logprobs = None if tops is None else [top(t, p) for t, p in tops.items()]
-    return ChatCompletionTokenLogprob(token=text, logprob=-0.1, top_logprobs=top_logprobs)
+def weigh(tokens: list[TokenLogprob], criteria: list[Criterion] | tuple[Criterion, ...]) -> dict[str, float]:
+    """The weighting as the judge calls it: with the scores the parser read from the same reply."""
+    reply = "".join(t.text for t in tokens)
+    sampled = {s.criterion: s.value for s in parse_scores(reply, criteria) if s.value is not None}
+    return logprob_weighted_scores(tokens, criteria, sampled)
 
 
-def answer(fluency_tops: Tops | None, coherence_tops: Tops | None) -> list[ChatCompletionTokenLogprob]:
+def answer(fluency_tops: Tops | None, coherence_tops: Tops | None) -> list[TokenLogprob]:
     """``{"fluency": 4, "coherence": 2}`` as a tokenizer splits it, with top logprobs at the two score tokens."""
     return [
         token('{"'),
@@ -92,7 +95,7 @@ class TestLogprobWeightedScores:
     def test_weighted_means_at_the_score_tokens(self) -> None:
         """Each criterion's value is the probability-weighted mean of the allowed scores at its score token."""
         logprobs = answer({"4": 0.6, "3": 0.3, "5": 0.1}, {"2": 0.5, "1": 0.3, "3": 0.2})
-        weighted = logprob_weighted_scores(logprobs, BOTH)
+        weighted = weigh(logprobs, BOTH)
         assert weighted.keys() == {"fluency", "coherence"}
         assert weighted["fluency"] == pytest.approx(
             expected_mean({4: math.log(0.6), 3: math.log(0.3), 5: math.log(0.1)})
@@ -106,23 +109,18 @@ class TestLogprobWeightedScores:
     def test_probabilities_are_renormalised_over_allowed_scores(self) -> None:
         """Mass on tokens that are not allowed scores is dropped and the rest renormalised."""
         logprobs = answer({"4": 0.4, "5": 0.2, "7": 0.2, "0": 0.1, "four": 0.05, "": 0.05}, None)
-        weighted = logprob_weighted_scores(logprobs, BOTH)
+        weighted = weigh(logprobs, BOTH)
         assert weighted["fluency"] == pytest.approx(expected_mean({4: math.log(0.4), 5: math.log(0.2)}))
 
     def test_score_tokens_with_surrounding_space_count(self) -> None:
         """Top candidates like ' 3' are read as the score 3."""
         logprobs = answer({"4": 0.5, " 3": 0.5}, None)
-        assert logprob_weighted_scores(logprobs, [FLUENCY])["fluency"] == pytest.approx(3.5)
+        assert weigh(logprobs, [FLUENCY])["fluency"] == pytest.approx(3.5)
 
-    def test_candidates_without_bytes_are_ignored(self) -> None:
-        """A top candidate without bytes carries no readable text and is ignored."""
-        logprobs = answer({"4": 0.5, "2": 0.25}, None)
-        fluency_token = logprobs[4]
-        assert fluency_token.top_logprobs is not None
-        fluency_token.top_logprobs.append(top(None, 0.25))
-        assert logprob_weighted_scores(logprobs, BOTH)["fluency"] == pytest.approx(
-            expected_mean({4: math.log(0.5), 2: math.log(0.25)})
-        )
+    def test_candidates_without_text_are_ignored(self) -> None:
+        """A top candidate whose text is empty (neither token nor bytes sent) is ignored."""
+        logprobs = answer({"4": 0.5, "2": 0.25, "": 0.25}, None)
+        assert weigh(logprobs, BOTH)["fluency"] == pytest.approx(expected_mean({4: math.log(0.5), 2: math.log(0.25)}))
 
     @pytest.mark.parametrize(
         "coherence_tops",
@@ -131,7 +129,7 @@ class TestLogprobWeightedScores:
     )
     def test_criterion_without_usable_top_logprobs_is_absent(self, coherence_tops: Tops | None) -> None:
         """A criterion whose score token has no usable top candidates is left out (the sampled value stays)."""
-        weighted = logprob_weighted_scores(answer({"4": 1.0}, coherence_tops), BOTH)
+        weighted = weigh(answer({"4": 1.0}, coherence_tops), BOTH)
         assert weighted == {"fluency": pytest.approx(4.0)}
 
     def test_continuous_criterion_is_absent(self) -> None:
@@ -151,11 +149,11 @@ class TestLogprobWeightedScores:
             token(".75"),
             token("}"),
         ]
-        assert logprob_weighted_scores(logprobs, [FLUENCY, RELEVANCE]) == {"fluency": pytest.approx(4.5)}
+        assert weigh(logprobs, [FLUENCY, RELEVANCE]) == {"fluency": pytest.approx(4.5)}
 
     def test_criterion_not_asked_is_absent(self) -> None:
         """Only the criteria passed in are weighted, even if the answer holds other keys."""
-        weighted = logprob_weighted_scores(answer({"4": 1.0}, {"2": 1.0}), [COHERENCE])
+        weighted = weigh(answer({"4": 1.0}, {"2": 1.0}), [COHERENCE])
         assert weighted == {"coherence": pytest.approx(2.0)}
 
     def test_quoted_score_value(self) -> None:
@@ -168,17 +166,48 @@ class TestLogprobWeightedScores:
             token("4", {"4": 0.75, "5": 0.25}),
             token('"}'),
         ]
-        assert logprob_weighted_scores(logprobs, [FLUENCY])["fluency"] == pytest.approx(4.25)
+        assert weigh(logprobs, [FLUENCY])["fluency"] == pytest.approx(4.25)
 
-    def test_wide_integer_scale_is_weighted_over_its_integers(self) -> None:
-        """On a 0-1000 scale (no enum) the score tokens inside it are weighted, those outside it left out."""
-        wide = Criterion("fluency", min_score=0, max_score=1000)
-        tops = {"40": 0.5, "60": 0.5, "2000": 0.9}
-        assert logprob_weighted_scores(answer(tops, None), [wide]) == {"fluency": 50.0}
+    @pytest.mark.parametrize("high", [10, 1000])
+    def test_scale_beyond_single_digits_keeps_the_sampled_score(self, high: int) -> None:
+        """On a 1-10 (or wider) scale an alternative "1" may begin "10": such criteria are not weighted."""
+        wide = Criterion("fluency", min_score=1, max_score=high)
+        assert weigh(answer({"4": 0.5, "6": 0.5}, None), [wide]) == {}
+
+    def test_quoted_json_before_the_answer_is_not_taken_for_it(self) -> None:
+        """A JSON object the model quotes before its answer does not give the weighting its position: the score
+        token is the one reading as the parsed score, in the answer."""
+        logprobs = [
+            token('The text says {"fluency": '),
+            token("1", {"1": 0.9, "2": 0.1}),
+            token("} but "),
+            token('{"'),
+            token("fluency"),
+            token('": '),
+            token("4", {"4": 0.5, "3": 0.5}),
+            token("}"),
+        ]
+        assert weigh(logprobs, [FLUENCY]) == {"fluency": pytest.approx(3.5)}
+
+    def test_value_token_merged_with_punctuation_is_found(self) -> None:
+        """A score token that also carries the colon and space (``": 4"``) is still the score's token, and its
+        alternatives written the same way count."""
+        logprobs = [token('{"fluency'), token('": 4', {'": 4': 0.5, '": 2': 0.5}), token("}")]
+        assert weigh(logprobs, [FLUENCY]) == {"fluency": pytest.approx(3.0)}
+
+    def test_key_spelled_differently_is_found_like_the_parser_finds_it(self) -> None:
+        """``"Fluency"`` is the fluency key, for the weighting as for the parser."""
+        found = [token('{"Fluency": '), token("4", {"4": 0.5, "5": 0.5}), token("}")]
+        assert weigh(found, [FLUENCY]) == {"fluency": pytest.approx(4.5)}
+
+    def test_token_holding_two_numbers_is_not_a_score_token(self) -> None:
+        """A token that holds more than the score (``4, "coherence": 2``) gives neither criterion a weighting."""
+        merged = [token('{"fluency": '), token('4, "coherence": 2', {"3": 1.0}), token("}")]
+        assert weigh(merged, BOTH) == {}
 
     def test_empty_logprobs(self) -> None:
         """No tokens give no weighted scores."""
-        assert logprob_weighted_scores([], BOTH) == {}
+        assert weigh([], BOTH) == {}
 
 
 def joint_task() -> StepTask:

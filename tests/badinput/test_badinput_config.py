@@ -3,8 +3,9 @@ non-zero exit, and no run directory. None of these cases reaches a model (the en
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -165,6 +166,54 @@ class TestInvalidConfig:
         """Asking for more training rows than SummEval has is refused before anything is created."""
         path = config_file(tmp_path, run_section(dataset={**SMALL_DATA, "train_size": 100_000}))
         refused(tmp_path, capsys, ["--config", path], error="DataError", names=("train 100000", "1600"))
+
+    def test_a_test_size_beyond_the_studys_test_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """summeval-wgc applies --test-size (a sample of its 480 test rows) and refuses more than there are."""
+        path = config_file(tmp_path, run_section(dataset={**SMALL_DATA, "name": "summeval-wgc"}))
+        argv = ["--config", path, "--test-size", "481", "--dry-run"]
+        refused(tmp_path, capsys, argv, error="DataError", names=("summeval-wgc", "test_size 481", "480"))
+
+
+class TestGridFileWithoutDataset:
+    """A grid file that names no dataset runs on the experiments' default, the study's split (as without a file),
+    and says so in one line; it never falls back silently to other data."""
+
+    GRID: ClassVar[dict[str, Any]] = {
+        "models": MODELS,
+        "run": {"steps": 1, "dataset": {"train_size": 12, "val_size": 4}},
+        "grid": {"modes": ["SSS"], "gates": ["none"], "runs": 1},
+    }
+
+    def _experiment(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], test_size: int
+    ) -> tuple[int, str, list[str]]:
+        grid = yaml.safe_load(yaml.safe_dump(self.GRID))
+        grid["run"]["dataset"]["test_size"] = test_size
+        path = config_file(tmp_path, grid)
+        code = main(["experiment", "--config", path, "--dir", str(tmp_path / "exp"), "--dry-run"])
+        captured = capsys.readouterr()
+        assert not (tmp_path / "exp").exists()
+        return code, captured.out, captured.err.strip().splitlines()
+
+    def test_the_study_split_is_used_and_named(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The dry run says which data it uses, and its judge calls count the 6 test rows asked for: per evaluation
+        (steps 0 and 1) 4 validation + 6 test rows, plus the batch of 3."""
+        code, out, err = self._experiment(tmp_path, capsys, 6)
+        assert code == 0
+        (note,) = err
+        assert note.startswith("note: ") and "judgeopt.yaml names no dataset" in note and "summeval-wgc" in note
+        judge_calls = re.search(r"judge\s*│\s*(\d+)", out)
+        assert judge_calls is not None and int(judge_calls.group(1)) == 2 * (4 + 6) + 3
+
+    def test_sizes_are_checked_against_the_study_split(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """500 test rows fit SummEval's 1,600 but not the study's 480: refused, after the note, in one line."""
+        code, _out, err = self._experiment(tmp_path, capsys, 500)
+        assert code != 0
+        note, error = err
+        assert note.startswith("note: ")
+        assert error.startswith("DataError: summeval-wgc: test_size 500")
 
 
 class TestInvalidPolicy:

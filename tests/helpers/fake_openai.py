@@ -72,6 +72,10 @@ class Completion:
     completion_tokens: int = 5
     finish_reason: str = "stop"
     delay: float = 0.0
+    logprob_bytes: bool = True
+    """Send each logprob entry's ``bytes``; False sends ``bytes: null`` as llama-cpp-python does."""
+    cached_tokens: int | None = None
+    """Report ``usage.prompt_tokens_details.cached_tokens`` (prompt tokens served by a prefix cache)."""
 
 
 @dataclass(frozen=True)
@@ -247,9 +251,9 @@ def _error_body(status: int, message: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}}).encode()
 
 
-def _logprob_item(token: str, logprob: float) -> dict[str, Any]:
-    """One token entry in OpenAI logprobs format."""
-    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+def _logprob_item(token: str, logprob: float, *, with_bytes: bool = True) -> dict[str, Any]:
+    """One token entry in OpenAI logprobs format (``bytes: null`` without bytes, as llama-cpp-python sends it)."""
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8")) if with_bytes else None}
 
 
 def _completion_body(reply: Completion, model: str, completion_id: str) -> bytes:
@@ -259,8 +263,10 @@ def _completion_body(reply: Completion, model: str, completion_id: str) -> bytes
         logprobs = {
             "content": [
                 {
-                    **_logprob_item(item.token, item.logprob),
-                    "top_logprobs": [_logprob_item(token, logprob) for token, logprob in item.top],
+                    **_logprob_item(item.token, item.logprob, with_bytes=reply.logprob_bytes),
+                    "top_logprobs": [
+                        _logprob_item(token, logprob, with_bytes=reply.logprob_bytes) for token, logprob in item.top
+                    ],
                 }
                 for item in reply.logprobs
             ],
@@ -284,7 +290,8 @@ def _completion_body(reply: Completion, model: str, completion_id: str) -> bytes
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
             "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-        },
+        }
+        | ({} if reply.cached_tokens is None else {"prompt_tokens_details": {"cached_tokens": reply.cached_tokens}}),
     }
     return json.dumps(body).encode()
 

@@ -8,7 +8,7 @@ import json
 import threading
 from collections import Counter
 
-from helpers.fake_openai import Completion, Garbage, Handler, Hang, HttpError, RecordedRequest, Reply, Reset
+from helpers.fake_openai import Garbage, Handler, Hang, HttpError, RecordedRequest, Reply, Reset
 
 HANG_SECONDS = 3.0
 """Longer than the model timeout the fault tests configure, so a hang is a client-side timeout."""
@@ -19,7 +19,7 @@ FAULTS: dict[str, Reply] = {
     "unavailable": HttpError(503, "overloaded"),
     "timeout": Hang(HANG_SECONDS),
     "reset": Reset(),
-    "empty": Completion(""),
+    "bad-gateway": HttpError(502, "bad gateway"),
     "html": Garbage(b"<html><body>502 Bad Gateway</body></html>", 200, "text/html"),
     "truncated-json": Garbage(b'{"id": "cmpl-1", "object": "chat.completion", "choices": [{"mess'),
 }

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from helpers.fake_openai import FakeOpenAI, Handler, RecordedRequest
+from helpers.scripts import role_of
+from judgeopt.cli import main
 
 BATCH = 2
 DATASET = {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6}
@@ -42,6 +48,32 @@ def write_config(path: Path, base_url: str, *, model: dict[str, Any] | None = No
     config = {"models": {"default": scripted_model(base_url, **(model or {}))}, "run": run_settings(**run)}
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A `judgeopt optimize` that ran to its end: its exit code, its directory and every request the endpoint got."""
+
+    code: int
+    run_dir: Path
+    requests: list[RecordedRequest]
+
+    def by_role(self, role: str) -> list[RecordedRequest]:
+        found = [r for r in self.requests if role_of(r) == role]
+        assert found, f"no {role} request"
+        return found
+
+
+def scripted_run(
+    tmp_path: Path, handler: Handler, *, config: Callable[[str], Path] | None = None, **run: Any
+) -> FinishedRun:
+    """`judgeopt optimize` into ``tmp_path/run`` against a scripted endpoint answering with ``handler``. The config
+    file is ``config(base_url)`` when given, else :func:`write_config` with ``run`` over the test defaults."""
+    run_dir = tmp_path / "run"
+    with FakeOpenAI(handler) as endpoint:
+        path = config(endpoint.base_url) if config else write_config(tmp_path / "run.yaml", endpoint.base_url, **run)
+        code = main(["optimize", "--config", str(path), "--run-dir", str(run_dir)])
+        return FinishedRun(code, run_dir, list(endpoint.requests))
 
 
 def train_calls(run_dir: Path) -> dict[tuple[int, str], int]:

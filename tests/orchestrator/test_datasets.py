@@ -459,10 +459,38 @@ class TestSummevalWgc:
         [({"train_size": 161}, "train_size 161"), ({"test_size": 481}, "test_size 481"), ({"val_size": 170}, "val_")],
     )
     def test_sizes_beyond_the_files_are_an_error(self, wgc: Dataset, setting: dict[str, int], message: str) -> None:
-        """Sizes larger than the study's files are rejected; smaller train/test sizes are accepted and ignored."""
+        """Sizes larger than the study's files are rejected."""
         with pytest.raises(DataError, match=message):
             split_dataset(wgc, DatasetConfig.model_validate({"name": "summeval-wgc", **setting}))
-        assert len(split_dataset(wgc, DatasetConfig(name="summeval-wgc", test_size=10)).test) == 480
+
+    def test_test_size_takes_a_seeded_sample_of_the_test_file(self, wgc: Dataset) -> None:
+        """test_size 10 uses 10 rows of the test file (never ignored), chosen with the seed; val and train stay as
+        with the whole test file."""
+        whole = split_dataset(wgc, DatasetConfig(name="summeval-wgc"))
+        tests = [split_dataset(wgc, DatasetConfig(name="summeval-wgc", test_size=10, seed=s)) for s in (0, 0, 1)]
+        assert [len(t.test) for t in tests] == [10, 10, 10]
+        assert _ids(tests[0].test) < _ids(whole.test)
+        assert tests[0].test == tests[1].test != tests[2].test
+        assert (tests[0].val, tests[0].train) == (whole.val, whole.train)
+
+    def test_train_size_caps_the_training_rows(self, wgc: Dataset) -> None:
+        """A train_size below the 60 rows left after validation takes a seeded sample of them; val is unchanged."""
+        whole = split_dataset(wgc, DatasetConfig(name="summeval-wgc"))
+        smaller = split_dataset(wgc, DatasetConfig(name="summeval-wgc", train_size=20))
+        assert len(smaller.train) == 20 and _ids(smaller.train) < _ids(whole.train)
+        assert smaller.val == whole.val
+
+    def test_overlap_quirk_draws_val_from_the_sampled_train_rows(self, wgc: Dataset) -> None:
+        """With val_overlaps_train and train_size 40, validation is drawn from those 40 rows."""
+        config = DatasetConfig(name="summeval-wgc", val_overlaps_train=True, train_size=40, val_size=10)
+        splits = split_dataset(wgc, config)
+        assert (len(splits.train), len(splits.val)) == (40, 10)
+        assert _ids(splits.val) <= _ids(splits.train)
+
+    def test_overlap_quirk_with_val_above_train_is_an_error(self, wgc: Dataset) -> None:
+        config = DatasetConfig(name="summeval-wgc", val_overlaps_train=True, train_size=40, val_size=50)
+        with pytest.raises(DataError, match="val_size 50 is larger than train_size 40"):
+            split_dataset(wgc, config)
 
 
 class TestCriteriaSelection:

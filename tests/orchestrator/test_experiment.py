@@ -21,11 +21,13 @@ from helpers.scripts import DILUTED_RATING, SPECIFIC_RATING, deterministic_handl
 from helpers.services import served_agents
 
 from judgeopt.cli import main
+from judgeopt.orchestrator.engine import summary as summary_module
+from judgeopt.orchestrator.engine.metrics import paired_delta_interval
 
 
 @pytest.fixture(scope="module")
 def scripted() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(deterministic_handler()) as server:
+    with FakeOpenAI(deterministic_handler(topical_gradients=True)) as server:
         yield server
 
 
@@ -58,10 +60,23 @@ def cell_status(cell: Path) -> str | None:
 
 class TestExperimentGrid:
     def test_grid_runs_every_cell_with_diagnostics_on_shared_services(
-        self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self,
+        scripted: FakeOpenAI,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """2 modes × 2 gates × 2 runs: eight complete run directories with their own seeds, one set of services
-        (five: the evaluator too), diagnostics stored per step and criterion, and each cell passes its audit."""
+        (five: the evaluator too), diagnostics stored per step and criterion, each cell passes its audit, and the
+        ungated cells are warned about once. Each cell's Δ interval is bootstrapped once, at its run's end (the
+        diagnostics only bring its spend up to date)."""
+        intervals: list[object] = []
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            intervals.append(args)
+            return paired_delta_interval(*args, **kwargs)
+
+        monkeypatch.setattr(summary_module, "paired_delta_interval", counted)
         directory = tmp_path / "exp"
         assert (
             main(
@@ -75,6 +90,8 @@ class TestExperimentGrid:
             )
             == 0
         )
+        warned = [line for line in capsys.readouterr().err.splitlines() if "gate none" in line]
+        assert len(warned) == 1, warned  # four ungated cells, one warning for the grid
         cells = sorted(p.name for p in (directory / "cells").iterdir())
         assert cells == [f"{m}-{g}-run{k}" for m in ("CCC", "SSS") for g in ("mae", "none") for k in (0, 1)]
         seeds = {
@@ -99,6 +116,7 @@ class TestExperimentGrid:
         assert rated == 2 * 4  # every (step, criterion) of the two training steps
         summary = json.loads((directory / "cells" / "CCC-mae-run0" / "summary.json").read_text())
         assert summary["llm_calls"]["evaluator"] == evaluator_calls > 0  # the spend includes the diagnostics
+        assert len(intervals) == len(cells) == 8
 
     def test_grid_on_running_services_behind_a_bearer_token(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
         """`--<role>-addr` for the five roles and `--token-env`: the cells run on those services (no service is
@@ -147,22 +165,27 @@ class TestExperimentGrid:
         assert {name: cell_calls(directory / "cells" / name) for name in finished} == finished
 
     def test_interference_from_single_task_cells(self, scripted: FakeOpenAI, tmp_path: Path) -> None:
-        """With the single mode, the best per-criterion instructions are stitched and scored with one joint judge
-        call per test sample, beside the generic prompt and the separate per-criterion prompts."""
+        """With the single mode, per gate setting: each criterion's best instruction over both runs (on
+        validation by default), stitched and judged with one joint call per test sample, beside the generic prompt;
+        the picks judged alone cost no call (their recorded ρ), and the calls are recorded in the first run."""
         directory = tmp_path / "exp"
         grid = grid_file(
-            tmp_path / "g.yaml", scripted.base_url, modes=["single"], gates=["mae"], runs=1, diagnostics=False
+            tmp_path / "g.yaml", scripted.base_url, modes=["single"], gates=["mae", "none"], runs=2, diagnostics=False
         )
         scripted.clear()
         assert main(["experiment", "--grid", str(grid), "--dir", str(directory)]) == 0
         result = json.loads((directory / "interference.json").read_text())
-        cell = result["cells"]["single-mae-run0"]
-        assert set(cell) >= {"stitched", "generic", "separate", "best_steps", "instruction_tokens", "label"}
-        assert result["select_on"] == "val" and "validation" in cell["label"]
-        with sqlite3.connect(directory / "cells" / "single-mae-run0" / "run.sqlite") as db:
-            calls = db.execute("SELECT COUNT(*) FROM calls WHERE purpose = 'interference'").fetchone()[0]
-        assert calls <= 2 * 6  # stitched + generic joint calls on 6 test samples; separate ones come from the cache
-        assert result["mean"]["stitched"] == pytest.approx(cell["stitched"]["macro_rho"])
+        assert result["select_on"] == "val" and "validation" in result["label"]
+        assert sorted(result["gates"]) == ["mae", "none"]
+        for gate, rows in result["gates"].items():
+            assert set(rows) >= {"generic", "separate", "stitched", "picks", "generic_instruction_tokens"}
+            assert rows["cells"] == [f"single-{gate}-run0", f"single-{gate}-run1"]
+            assert {p["cell"] for p in rows["picks"].values()} <= set(rows["cells"])
+            with sqlite3.connect(directory / "cells" / f"single-{gate}-run0" / "run.sqlite") as db:
+                calls = db.execute("SELECT COUNT(*) FROM calls WHERE purpose = 'interference'").fetchone()[0]
+            with sqlite3.connect(directory / "cells" / f"single-{gate}-run1" / "run.sqlite") as db:
+                elsewhere = db.execute("SELECT COUNT(*) FROM calls WHERE purpose = 'interference'").fetchone()[0]
+            assert (calls, elsewhere) == (2 * 6, 0)  # stitched + generic, one joint call per test sample
         joint_prompts = [
             r
             for r in scripted.requests
@@ -170,7 +193,7 @@ class TestExperimentGrid:
             and r.body["response_format"]["json_schema"]["schema"]["required"]
             == ["coherence", "consistency", "fluency", "relevance"]
         ]
-        assert joint_prompts  # the stitched prompt is judged jointly
+        assert len(joint_prompts) == 2 * 2 * 6  # both gates' stitched and generic prompts are judged jointly
 
     def test_bad_grid_is_one_line(
         self, scripted: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
+from statistics import fmean
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,10 +19,13 @@ from structlog.testing import capture_logs
 from judgeopt.orchestrator.engine.metrics import (
     GATE_METRICS,
     Evaluation,
+    Scores,
     criterion_metrics,
     evaluate,
+    halo,
     hypervolume,
     hypervolume_indicator,
+    mean_delta_interval,
     non_dominated,
     paired_delta_interval,
 )
@@ -404,3 +408,83 @@ class TestPairedDeltaInterval:
         failed: dict[str, list[float | None]] = {c: [None] * 8 + list(t[8:]) for c, t in PAIRED_TRUTHS.items()}
         assert paired_delta_interval(failed, scored, PAIRED_TRUTHS, resamples=50, seed=1) is None
         assert paired_delta_interval(scored, scored, PAIRED_TRUTHS, resamples=0, seed=1) is None
+
+
+class TestHalo:
+    def test_planted_scores_give_the_known_mean_correlation(self) -> None:
+        """Three criteria: b ranks as a (ρ 1), c reverses a (ρ −1 with a, −1 with b): the mean is −1/3. Items a
+        criterion failed to score leave only that pair's common items."""
+        scores: dict[str, list[float | None]] = {
+            "a": [1, 2, 3, 4, 5],
+            "b": [2, 3, 4, 5, 5.5],
+            "c": [5, 4, 3, 2, 1],
+        }
+        assert halo(scores) == pytest.approx(-1 / 3)
+        scores["c"] = [5, 4, None, 2, 1]
+        assert halo(scores) == pytest.approx(-1 / 3)
+
+    def test_one_number_for_every_criterion_is_a_full_halo(self) -> None:
+        """A judge that writes the same score for every criterion: every pair correlates perfectly."""
+        row = [1.0, 3.0, 2.0, 5.0, 4.0]
+        assert halo({"a": row, "b": list(row), "c": list(row)}) == pytest.approx(1.0)
+
+    def test_known_spearman_value(self) -> None:
+        """Two criteria with one swapped pair among five items: ρ = 1 − 6·2/(5·24) = 0.9."""
+        assert halo({"a": [1, 2, 3, 4, 5], "b": [2, 1, 3, 4, 5]}) == pytest.approx(0.9)
+
+    @pytest.mark.parametrize(
+        "scores",
+        [
+            {"a": [1.0, 2.0, 3.0]},
+            {"a": [1.0, 2.0, 3.0], "b": [4.0, 4.0, 4.0]},
+            {"a": [1.0, 2.0, None], "b": [1.0, 3.0, 5.0]},
+        ],
+        ids=["one-criterion", "constant-side", "under-three-shared-items"],
+    )
+    def test_undefined_halo_is_none(self, scores: dict[str, list[float | None]]) -> None:
+        assert halo(scores) is None
+
+
+def noisy(truths: dict[str, list[float]], scale: float, seed: int) -> dict[str, list[float | None]]:
+    """The truths plus Gaussian noise of this scale: a judge that agrees less as ``scale`` grows."""
+    rng = np.random.default_rng(seed)
+    return {c: [float(v) for v in np.asarray(t) + rng.normal(0.0, scale, len(t))] for c, t in truths.items()}
+
+
+NOISY_TRUTHS = {c: [float(v) for v in np.random.default_rng(7).integers(1, 6, 40)] for c in ("a", "b")}
+
+
+class TestMeanDeltaInterval:
+    """The configuration's interval: the mean over runs of Δ, one bootstrap draw of items for every run."""
+
+    def test_identical_runs_give_the_one_runs_interval(self) -> None:
+        before, after = noisy(NOISY_TRUTHS, 2.0, 1), noisy(NOISY_TRUTHS, 0.5, 2)
+        one = paired_delta_interval(before, after, NOISY_TRUTHS, resamples=300, seed=3)
+        three = mean_delta_interval([(before, after)] * 3, NOISY_TRUTHS, resamples=300, seed=3)
+        assert one is not None and three == pytest.approx(one)
+        assert one[0] < one[1]  # not degenerate: the equality says something
+
+    def test_the_interval_contains_the_runs_mean_delta(self) -> None:
+        runs = [(noisy(NOISY_TRUTHS, 3.0, 10 + r), noisy(NOISY_TRUTHS, 0.3 + 0.2 * r, 20 + r)) for r in range(3)]
+
+        def macro(scores: Scores) -> float:
+            return fmean(stats.spearmanr(scores[c], NOISY_TRUTHS[c]).statistic for c in NOISY_TRUTHS)
+
+        mean_delta = fmean(macro(after) - macro(before) for before, after in runs)
+        low, high = mean_delta_interval(runs, NOISY_TRUTHS, resamples=500, seed=4) or (9.0, -9.0)
+        assert low < mean_delta < high
+        assert low > 0.0  # every run improves markedly: the interval says so
+
+    def test_a_planted_improvement_without_noise_is_degenerate_at_the_mean(self) -> None:
+        """One run goes from a reversed judge to a perfect one (Δ 2), the other stays perfect (Δ 0): the mean Δ is 1
+        on every resample."""
+        reversed_ = {c: [6.0 - v for v in t] for c, t in PAIRED_TRUTHS.items()}
+        perfect: dict[str, list[float | None]] = {c: list(t) for c, t in PAIRED_TRUTHS.items()}
+        runs = [(reversed_, perfect), (perfect, perfect)]
+        assert mean_delta_interval(runs, PAIRED_TRUTHS, resamples=200, seed=1) == pytest.approx((1.0, 1.0))
+
+    def test_an_item_any_run_failed_on_is_left_out(self) -> None:
+        scored: dict[str, list[float | None]] = {c: list(t) for c, t in PAIRED_TRUTHS.items()}
+        failed: dict[str, list[float | None]] = {c: [None] * 8 + list(t[8:]) for c, t in PAIRED_TRUTHS.items()}
+        assert mean_delta_interval([(scored, scored), (scored, failed)], PAIRED_TRUTHS, resamples=50, seed=1) is None
+        assert mean_delta_interval([], PAIRED_TRUTHS, resamples=50, seed=1) is None

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from judgeopt.core.errors import ConfigError
+from judgeopt.core.models import ModelsConfig
+from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.engine.policy import (
     LEARNING_STAGES,
     PER_CRITERION_FIELDS,
@@ -27,7 +29,9 @@ from judgeopt.orchestrator.engine.policy import (
     load_policy,
     policy_from_mapping,
     resolve_policy,
+    study_policy,
 )
+from judgeopt.orchestrator.engine.run import prepare
 from judgeopt.orchestrator.errors import PolicyError
 
 TRACK = ("coherence", "consistency", "fluency", "relevance")
@@ -66,6 +70,18 @@ class TestPresets:
     def test_judge_is_joint(self, name: str) -> None:
         """In every study mode the judge scores all criteria of its prompt in one call."""
         assert PRESETS[name].judge.routing == "joint"
+
+    @pytest.mark.parametrize(
+        ("name", "letters"), [("SSS", "SSS"), ("SSC", "SSC"), ("SCC", "SCC"), ("CCC", "CCC"), ("single", "CCC")]
+    )
+    def test_study_letters(self, name: str, letters: str) -> None:
+        """Under the study protocol each preset keeps its letters, but Single-Task runs CCC on each one-criterion
+        track, as the study ran it; it stays Single-Task (its name, independent tracks) and its optimizer sees the
+        conversations like every study preset's."""
+        policy = study_policy(name)
+        assert (policy.letters(), policy.name) == (letters, name)
+        assert policy.independent_criteria == (name == "single")
+        assert "conversations" in policy.optimizer.fields
 
     def test_only_single_has_independent_criteria(self) -> None:
         """Single-Task is the one preset that optimizes each criterion on its own track."""
@@ -157,6 +173,10 @@ def _joint_with_criteria_list() -> dict[str, Any]:
     return with_stage("optimizer", routing="joint", scope=["fluency"])
 
 
+def _prefix_shared_loss() -> dict[str, Any]:
+    return with_stage("loss", routing="prefix_shared")
+
+
 def _bad_routing() -> dict[str, Any]:
     return with_stage("gradient", routing="sometimes")
 
@@ -171,6 +191,7 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], tuple[str, ...]]] = [
     ("judge-per-criterion-all", _judge_per_criterion_sees_all, ("stage 'judge'", "own")),
     ("judge-per-criterion-list", _judge_per_criterion_sees_list, ("stage 'judge'", "own")),
     ("joint-with-list", _joint_with_criteria_list, ("stage 'optimizer'", "joint")),
+    ("prefix-shared-loss", _prefix_shared_loss, ("stage 'loss'", "prefix_shared is a judge routing")),
     ("bad-routing", _bad_routing, ("gradient", "per_criterion", "joint")),
 ]
 
@@ -455,3 +476,16 @@ class TestStagePolicy:
         """Policies are immutable once validated."""
         with pytest.raises(ValueError, match="frozen"):
             PRESETS["SSS"].loss.routing = "joint"  # type: ignore[misc]
+
+
+def test_study_protocol_refuses_a_prefix_shared_judge(tmp_path: Path) -> None:
+    """The study's templates have no prefix-shared layout: such a run is refused before any service starts."""
+    judge = {"routing": "prefix_shared", "fields": ["task_description", "instruction", "sample"]}
+    path = write_yaml(tmp_path / "mine.yaml", with_stage("judge", **judge))
+    config = RunConfig(prompt_protocol="study", policy_file=path)
+    with pytest.raises(PolicyError, match="no prefix-shared judge layout"):
+        prepare(config, ModelsConfig(), None)
+    assert (
+        prepare(config.model_copy(update={"prompt_protocol": "judgeopt"}), ModelsConfig(), None).policy.judge.routing
+        == "prefix_shared"
+    )

@@ -7,6 +7,8 @@ import base64
 import json
 import re
 import shutil
+import sqlite3
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ SECTIONS = (
     "Macro ρ and hypervolume over steps",
     "Diagnostics: gradient specificity and optimizer adherence",
     "Instruction interference: stitched vs generic vs separate",
+    "How the judge scored: logprob weighting and halo",
     "Calls, tokens and wall time per role",
     "Provenance",
 )
@@ -50,7 +53,7 @@ class Report:
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A finished experiment directory, made by `judgeopt experiment` against the scripted endpoint."""
     root = tmp_path_factory.mktemp("report")
-    with FakeOpenAI(deterministic_handler()) as fake:
+    with FakeOpenAI(deterministic_handler(topical_gradients=True)) as fake:
         config = {
             "models": {
                 "default": {
@@ -69,7 +72,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "concurrency": 8,
                 "dataset": {"name": "summeval", "train_size": 12, "val_size": 4, "test_size": 6},
             },
-            "grid": {"modes": list(MODES), "gates": list(GATES), "runs": RUNS},
+            "grid": {"modes": list(MODES), "gates": list(GATES), "runs": RUNS, "select_on": "test"},
         }
         grid = root / "grid.yaml"
         grid.write_text(yaml.safe_dump(config))
@@ -125,6 +128,26 @@ class TestSections:
         """report.html carries every section heading as an <h2>."""
         for number, title in enumerate(SECTIONS, 1):
             assert f">{number}. {title}</h2>" in report.html
+
+
+class TestJudging:
+    def test_scoring_counts_and_halo_match_the_summaries(self, report: Report) -> None:
+        """Each run's weighted and sampled score counts, and its judge and human halo at every step, as in its
+        summary.json."""
+        text = section(report.markdown, SECTIONS.index("How the judge scored: logprob weighting and halo") + 1)
+        checked = 0
+        for gate in GATES:
+            for k, run in enumerate(summaries(report.directory, "SSS", gate)):
+                name = f"SSS-{gate}-run{k}"
+                scoring = run["judge_scoring"]
+                assert scoring["sampled"] > 0
+                assert row(text, name)[1:4] == ["sampled", "0", str(scoring["sampled"])]
+                for step in run["steps"]:
+                    cells = row(text, name, str(step["step"]))
+                    halo = step["halo"]
+                    assert cells[2:4] == [f"{halo['judge']:.3f}", f"{halo['human']:.3f}"]
+                    checked += 1
+        assert checked == len(GATES) * RUNS * 3
 
 
 class TestSelfContainedHtml:
@@ -187,10 +210,24 @@ class TestTable1:
         assert cells[5] == f"{best_rho - initial:+.3f}"
         intervals = [run["delta_macro_rho"]["ci95"] for run in runs]
         assert all(intervals)
-        assert cells[6] == "; ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in intervals)
-        assert cells[7].startswith(f"{hvi:.3f} ± ")
-        assert cells[8] == f"{hvi_of_run_means(runs):.3f}"
+        assert cells[7] == "; ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in intervals)
+        assert cells[8].startswith(f"{hvi:.3f} ± ")
+        assert cells[9] == f"{hvi_of_run_means(runs):.3f}"
         assert cells[4] in report.html
+
+    @pytest.mark.parametrize("mode", MODES)
+    @pytest.mark.parametrize("gate", GATES)
+    def test_each_configuration_has_its_delta_interval(self, report: Report, mode: str, gate: str) -> None:
+        """Beside Δ, the configuration's interval (both runs, one bootstrap draw of test items) around the
+        configuration's Δ, at its validation-chosen step: kept at step 0, Δ is 0 on every resample (whatever the
+        runs' own best steps and intervals)."""
+        cells = row(section(report.markdown, 1), mode, gate)
+        low, high = (float(v) for v in cells[6].strip("[]").split(", "))
+        delta = float(cells[5])
+        assert low - 0.0005 <= delta <= high + 0.0005
+        assert low <= high
+        if cells[4].endswith("(step 0)"):
+            assert cells[6] == "[+0.000, +0.000]"
 
     def test_study_column_only_on_mae_rows(self, report: Report) -> None:
         """The study's published Table 1 values stand beside the MAE-gate rows only."""
@@ -229,26 +266,69 @@ class TestDiagnostics:
 
 
 class TestInterference:
-    def test_table_shows_the_means(self, report: Report) -> None:
-        """The mean row shows interference.json's separate, stitched and generic means; the study's row follows."""
-        data = json.loads((report.directory / "interference.json").read_text())
+    ROWS = ("generic (initial prompt, joint)", "best per criterion, judged alone", "stitched")
+
+    def rows(self, report: Report, first: str) -> dict[str, list[str]]:
         text = section(report.markdown, 6)
-        mean = data["mean"]
-        cells = row(text, "mean")
-        assert cells[3:6] == [f"{mean['separate']:.3f}", f"{mean['stitched']:.3f}", f"{mean['generic']:.3f}"]
-        assert row(text, "study (arXiv 2605.26046)")[3:6] == ["0.305", "0.220", "0.284"]
-        for name, result in data["cells"].items():
-            assert row(text, name)[4] == f"{result['stitched']['macro_rho']:.3f}"
+        found = {}
+        for name in self.ROWS:
+            cells = next(
+                cells
+                for line in text.splitlines()
+                if line.startswith("|")
+                and (cells := [c.strip() for c in line.strip().strip("|").split("|")])[0] == first
+                and cells[1].startswith(name)
+            )
+            found[name] = cells
+        return found
+
+    @pytest.mark.parametrize("gate", GATES)
+    def test_three_rows_per_gate(self, report: Report, gate: str) -> None:
+        """Each gate setting has its own three rows (never pooled): per-criterion and macro ρ as in
+        interference.json, and each row's difference from the generic prompt."""
+        result = json.loads((report.directory / "interference.json").read_text())["gates"][gate]
+        criteria = sorted(result["generic"]["rho"])
+        rows = self.rows(report, f"gate {gate}")
+        for name, key in zip(self.ROWS, ("generic", "separate", "stitched"), strict=True):
+            cells = rows[name]
+            assert cells[2:6] == [f"{result[key]['rho'][c]:.3f}" for c in criteria]
+            assert cells[6] == f"{result[key]['macro_rho']:.3f}"
+            assert cells[7] == f"{result[key]['macro_rho'] - result['generic']['macro_rho']:+.3f}"
+        assert result["cells"] == [f"single-{gate}-run{k}" for k in range(RUNS)]
+        assert "mean" not in {
+            line.split("|")[1].strip() for line in section(report.markdown, 6).splitlines() if line.startswith("|")
+        }
+
+    def test_study_rows_beside(self, report: Report) -> None:
+        """The study's three rows, per criterion and macro: 0.284 generic, 0.305 judged alone, 0.220 stitched."""
+        rows = self.rows(report, "study (arXiv 2605.26046)")
+        # criteria in report order: coherence, consistency, fluency, relevance
+        assert rows[self.ROWS[0]][2:8] == ["0.308", "0.256", "0.366", "0.208", "0.284", "+0.000"]
+        assert rows[self.ROWS[1]][2:8] == ["0.338", "0.363", "0.350", "0.168", "0.305", "+0.021"]
+        assert rows[self.ROWS[2]][2:8] == ["0.215", "0.105", "0.303", "0.257", "0.220", "-0.064"]
+
+    @pytest.mark.parametrize("gate", GATES)
+    def test_picks_are_the_best_over_every_run_and_step(self, report: Report, gate: str) -> None:
+        """Chosen on test (the study's choice): each criterion's pick is the highest test ρ any Single-Task run of
+        the gate reached at any step, recomputed from the runs' summaries."""
+        result = json.loads((report.directory / "interference.json").read_text())["gates"][gate]
+        runs = summaries(report.directory, "single", gate)
+        for criterion, pick in result["picks"].items():
+            best = max(s["rho"][criterion] for run in runs for s in run["steps"] if s["rho"] is not None)
+            assert pick["rho"] == pytest.approx(best)
+            assert result["separate"]["rho"][criterion] == pytest.approx(best)
+            run = runs[int(pick["cell"].rsplit("run", 1)[1])]
+            assert next(s for s in run["steps"] if s["step"] == pick["step"])["rho"][criterion] == pytest.approx(best)
 
     def test_token_lengths_per_criterion(self, report: Report) -> None:
-        """Instruction lengths in tokens (stitched / generic) are shown per criterion for every single cell."""
+        """Each pick's instruction length in tokens (pick / generic) is shown per criterion and gate."""
         data = json.loads((report.directory / "interference.json").read_text())
         text = section(report.markdown, 6)
-        name, result = next(iter(data["cells"].items()))
-        criterion, tokens = next(iter(result["instruction_tokens"].items()))
-        generic = result["generic_instruction_tokens"][criterion]
-        cells = [c for c in re.split(r"\s*\|\s*", text) if c.startswith(f"{tokens} / {generic} ")]
-        assert cells, f"no '{tokens} / {generic}' cell for {name}/{criterion}"
+        for gate, result in data["gates"].items():
+            cells = row(text, gate)
+            for criterion, pick in result["picks"].items():
+                generic = result["generic_instruction_tokens"][criterion]
+                assert any(f"{pick['instruction_tokens']} / {generic} tokens" in c for c in cells)
 
 
 class TestRunDirectory:
@@ -285,3 +365,26 @@ class TestNotAReport:
         assert main(["report", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("ConfigError: ") and "\n" not in err
+
+
+class TestSpend:
+    def test_per_call_speed_is_the_time_at_the_service(self, report: Report) -> None:
+        """The judge's median seconds per attempt is the median of its attempts' time at the service over every
+        cell, with their wait for a slot counted apart, not their whole time from issue to reply."""
+        at_service: list[float] = []
+        queued: list[float] = []
+        for store in sorted((report.directory / "cells").glob("*/run.sqlite")):
+            with sqlite3.connect(store) as db:
+                for service, queue in db.execute(
+                    "SELECT endpoint_seconds, queue_seconds FROM calls WHERE stage = ?", ("judge",)
+                ):
+                    at_service.append(service)
+                    queued.append(queue)
+        assert len(at_service) > 100
+        spend = report.markdown[report.markdown.index("Calls, tokens and wall time per role") :]
+        total, median, queue = row(spend, "judge")[-3:]
+        assert (total, median, queue) == (
+            f"{sum(at_service):,.1f}",
+            f"{statistics.median(at_service):.3f}",
+            f"{sum(queued):,.1f}",
+        )

@@ -37,7 +37,7 @@ from judgeopt.orchestrator.engine.policy import (
     StagePolicy,
 )
 from judgeopt.orchestrator.engine.router import RoutedCall, Router, verdict
-from judgeopt.v1 import common_pb2
+from judgeopt.v1 import common_pb2, judge_pb2
 
 TASK = "TASK DESCRIPTION TEXT"
 LEARNING_PATTERNS = ("SSS", "SSC", "SCC", "CCC")
@@ -494,6 +494,32 @@ class TestSSS:
             sorted({"*:sample", "*:task_description"} | {f"{n}:instruction" for n in SSS_NAMES})
         )
         assert [f.text for f in call.request.sample.fields] == ["ARTICLE TEXT s1", "SUMMARY TEXT s1"]
+
+
+class TestJudgeLayouts:
+    @pytest.mark.parametrize(
+        ("routing", "requests", "layout"),
+        [
+            ("joint", 1, judge_pb2.JUDGE_LAYOUT_UNSPECIFIED),
+            ("prefix_shared", 1, judge_pb2.JUDGE_LAYOUT_PREFIX_SHARED),
+            ("per_criterion", len(SSS_NAMES), judge_pb2.JUDGE_LAYOUT_UNSPECIFIED),
+        ],
+    )
+    def test_judge_routing_sets_requests_and_layout(self, routing: Routing, requests: int, layout: int) -> None:
+        """A prefix-shared judge is one joint-routed request per sample carrying every instruction, laid out
+        prefix-shared (the judge makes the K model calls); the other routings leave the layout unset."""
+        judge = StagePolicy(routing=routing, fields=frozenset({"task_description", "instruction", "sample"}))
+        policy = PRESETS["SSS"].model_copy(update={"judge": judge})
+        router = Router(policy, [spec(n) for n in SSS_NAMES], run_id="r", track="all")
+        prompt = PromptState(TASK, tuple((n, instruction_text(n)) for n in SSS_NAMES))
+        calls = router.judge(prompt, record(0, dict.fromkeys(SSS_NAMES, 3.0)), router.state())
+        assert len(calls) == requests
+        assert {c.request.layout for c in calls} == {layout}
+        assert {c.routing for c in calls} == {routing}
+        if routing == "prefix_shared":
+            (call,) = calls
+            assert call.request.routing == common_pb2.ROUTING_JOINT
+            assert [i.criterion for i in call.request.prompt.instructions] == list(SSS_NAMES)
 
 
 class TestArtifactLog:

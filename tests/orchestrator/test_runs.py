@@ -80,6 +80,45 @@ class TestPresets:
         assert dict(test_calls) == {0: 6}  # steps 1 and 2 re-score the unchanged prompt from the cache
 
 
+class TestPrefixSharedJudge:
+    def test_run_with_a_prefix_shared_judge_reports_its_calls_cache_scoring_and_halo(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A policy whose judge is prefix_shared: one judge RPC per sample and K model calls behind it, the cached
+        prompt tokens the endpoint reported, the scores counted as sampled (no logprobs asked), the judge's and the
+        humans' halo at every step, and a clean audit."""
+        script = deterministic_handler()
+
+        def handler(request: RecordedRequest) -> Reply:
+            reply = script(request)
+            cached = 40 if role_of(request) == "judge" and isinstance(reply, Completion) else None
+            return dataclasses.replace(reply, cached_tokens=cached) if isinstance(reply, Completion) else reply
+
+        policy = {
+            "judge": {"routing": "prefix_shared", "fields": ["task_description", "instruction", "sample"]},
+            "loss": {"routing": "joint", "fields": ["prediction", "ground_truth", "verdict"]},
+            "gradient": {"routing": "joint", "fields": ["instruction", "prediction", "critique"]},
+            "optimizer": {"routing": "joint", "fields": ["instruction", "gradient"]},
+        }
+        (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+        with FakeOpenAI(handler) as endpoint:
+            config = write_config(tmp_path / "run.yaml", endpoint.base_url, steps=1)
+            run_dir = tmp_path / "run"
+            args = ["optimize", "--config", str(config), "--run-dir", str(run_dir)]
+            assert main([*args, "--policy", str(tmp_path / "policy.yaml")]) == 0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert train_calls(run_dir)[(1, "judge")] == B
+        assert summary["llm_calls"]["judge"] == K * summary["rpc_attempts"]["judge"] > 0
+        assert summary["tokens"]["judge"]["cached_prompt"] == 40 * summary["llm_calls"]["judge"]
+        assert summary["tokens"]["loss"]["cached_prompt"] == 0
+        scoring = summary["judge_scoring"]
+        assert scoring["asked"] == "sampled" and scoring["logprob_weighted"] == 0 and scoring["sampled"] > 0
+        for step in summary["steps"]:
+            assert set(step["halo"]) == {"judge", "human"} and -1 <= step["halo"]["human"] <= 1
+        capsys.readouterr()
+        assert main(["audit", str(run_dir)]) == 0
+
+
 class TestGate:
     def test_gate_rolls_back_a_worsening_candidate(self, tmp_path: Path) -> None:
         """With the MAE gate, candidates that make validation worse are rejected and the prompt stays initial."""

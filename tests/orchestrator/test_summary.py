@@ -33,6 +33,7 @@ def _summary(constant: list[str]) -> dict[str, Any]:
         "llm_calls": {"judge": 4},
         "rpc_attempts": {"judge": 4},
         "failed_attempts": {"judge": 0},
+        "truncated_replies": {"judge": 0},
         "tokens": {"judge": {"prompt": 100, "completion": 10}},
     }
 
@@ -58,3 +59,13 @@ def test_an_undefined_rho_is_marked_and_explained() -> None:
 def test_defined_rho_has_no_mark() -> None:
     text = _rendered(_summary([]))
     assert "†" not in text and "undefined" not in text
+
+
+def test_spend_table_shows_cached_tokens_and_how_scores_were_obtained() -> None:
+    """The judge's cached prompt tokens are a column, and the caption counts weighted and sampled scores."""
+    summary = _summary([])
+    summary["tokens"]["judge"]["cached_prompt"] = 77
+    summary["judge_scoring"] = {"asked": "logprob_weighted", "logprob_weighted": 3, "sampled": 5}
+    text = _rendered(summary)
+    assert "cached prompt tokens" in text and "77" in text
+    assert "3 logprob-weighted, 5 sampled (logprob-weighted asked)" in text

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers.fake_openai import Completion, FakeOpenAI, RecordedRequest, Reply
-from helpers.runs import final_prompts, scripted_model, write_config
+from helpers.runs import final_prompts, scripted_model, scripted_run
 from helpers.scripts import deterministic_handler, role_of
 
 from judgeopt.cli import main
@@ -74,35 +74,29 @@ class TestNothingUsable:
         tmp_path: Path,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        run_dir = tmp_path / "run"
-        with FakeOpenAI(judge_answers(answer)) as endpoint:
-            config = write_config(tmp_path / "run.yaml", endpoint.base_url)
-            code = main(["optimize", "--config", str(config), "--run-dir", str(run_dir)])
-            calls = {role_of(r) for r in endpoint.requests}
+        run = scripted_run(tmp_path, judge_answers(answer))
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("RunFailed")]
-        assert code == 1 and len(errors) == 1, errors
+        assert run.code == 1 and len(errors) == 1, errors
         assert [line for line in err.splitlines() if line.strip()] == errors  # no progress bar left above it
         assert errors[0].startswith("RunFailed: track all, step 0: the judge gave no valid score")
         assert cause in errors[0] and "validation" in errors[0]
-        assert calls == {"judge"}  # nothing was learnt from nothing
-        assert store_status(run_dir) == "failed"
-        summary = strict_json(run_dir / "summary.json")
+        assert {role_of(r) for r in run.requests} == {"judge"}  # nothing was learnt from nothing
+        assert store_status(run.run_dir) == "failed"
+        summary = strict_json(run.run_dir / "summary.json")
         assert summary["status"] == "failed" and summary["steps"] == []
 
     def test_a_candidate_with_no_valid_score_is_never_accepted(self, tmp_path: Path) -> None:
         """Without a gate every candidate used to be accepted; one under which the judge gives no valid score on
         validation fails its step instead (rolled back), and the run goes on with the prompt it had."""
-        run_dir = tmp_path / "run"
         broken = judge_answers(lambda request: out_of_range(request) if BROKEN in request.last_user_text else None)
-        with FakeOpenAI(broken) as endpoint:
-            config = write_config(tmp_path / "run.yaml", endpoint.base_url, gate="none")
-            assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
-        summary = strict_json(run_dir / "summary.json")
+        run = scripted_run(tmp_path, broken, gate="none")
+        assert run.code == 0
+        summary = strict_json(run.run_dir / "summary.json")
         assert summary["status"] == "complete"
         assert [s["status"] for s in summary["steps"]] == ["initial", "failed", "failed"]
         assert [s["accepted"] for s in summary["steps"][1:]] == [False, False]
-        assert BROKEN not in final_prompts(run_dir)["all"]
+        assert BROKEN not in final_prompts(run.run_dir)["all"]
         assert summary["best"]["step"] == 0
 
 
@@ -111,7 +105,6 @@ class TestStrictSummary:
         """A judge that never scores coherence validly, with the study's gate (items it failed to score left out):
         the validation MAE is infinite. summary.json holds null there and stays strict JSON any parser reads (it
         used to hold -Infinity)."""
-        run_dir = tmp_path / "run"
         scripted = deterministic_handler()
 
         def coherence_out_of_range(request: RecordedRequest) -> str:
@@ -119,12 +112,11 @@ class TestStrictSummary:
             assert isinstance(reply, Completion)
             return json.dumps({**json.loads(reply.content), "coherence": 9})
 
-        with FakeOpenAI(judge_answers(coherence_out_of_range)) as endpoint:
-            config = write_config(
-                tmp_path / "run.yaml", endpoint.base_url, gate="mae", steps=1, gate_counts_parse_failures=False
-            )
-            assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
-        summary = strict_json(run_dir / "summary.json")
+        run = scripted_run(
+            tmp_path, judge_answers(coherence_out_of_range), gate="mae", steps=1, gate_counts_parse_failures=False
+        )
+        assert run.code == 0
+        summary = strict_json(run.run_dir / "summary.json")
         assert summary["status"] == "complete"
         assert summary["steps"][0]["val_metric"] is None and summary["initial"]["rho"]["fluency"] is not None
 

@@ -1,15 +1,19 @@
 """Safe by default: a service reachable from the network needs TLS and a token (or an explicit ``--insecure``), a
-client never sends its token in clear beyond this machine, and a config file names only judgeopt's own API-key
-variables (any other comes from the command line)."""
+client never sends its token in clear beyond this machine, a config file names only judgeopt's own API-key
+variables (any other comes from the command line), and a run without a validation gate says why that is risky."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers.pki import Pki, make_pki
+from helpers.runs import scripted_run
+from helpers.scripts import deterministic_handler
+from structlog.testing import capture_logs
 
 from judgeopt.cli import build_parser, main
 from judgeopt.core.config_file import load_serving_config
@@ -18,7 +22,8 @@ from judgeopt.core.flags import apply_model_flags
 from judgeopt.core.loopback import is_loopback_host, is_loopback_target, target_hosts
 from judgeopt.core.service_config import ServiceConfig
 from judgeopt.orchestrator.agent_clients import AgentClients, ClientSettings
-from judgeopt.orchestrator.config import load_config
+from judgeopt.orchestrator.config import RunConfig, load_config
+from judgeopt.orchestrator.engine.risks import UNGATED, warn_risks
 from judgeopt.orchestrator.study.export import read_judge
 from judgeopt.services.command import service_config
 
@@ -261,3 +266,29 @@ class TestApiKeyVariables:
         assert code == 2
         assert FOREIGN in one_line_error(capsys)
         assert not (tmp_path / "out.csv").exists()
+
+
+# --- runs without a gate -------------------------------------------------------------------------------------------
+
+
+class TestUngatedRuns:
+    def test_gate_none_warns_once_at_the_start_and_in_the_summary(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`optimize` with `gate: none` says once, in one line on stderr, why every candidate being accepted is
+        risky; summary.json keeps the warning."""
+        run = scripted_run(tmp_path, deterministic_handler(), gate="none", steps=1)
+        assert run.code == 0
+        warned = [line for line in capsys.readouterr().err.splitlines() if "gate none" in line]
+        assert len(warned) == 1 and "run.risk" in warned[0], warned
+        assert UNGATED in warned[0]
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        assert summary["warnings"] == [UNGATED]
+        assert [s["accepted"] for s in summary["steps"][1:]] == [True]  # what the warning is about
+
+    def test_a_grid_of_ungated_runs_warns_once_and_a_gated_run_not_at_all(self) -> None:
+        """An experiment's many ungated cells give one warning; a run with a gate gives none."""
+        with capture_logs() as logs:
+            assert warn_risks([RunConfig(gate="none"), RunConfig(gate="mae"), RunConfig(gate="none")]) == [UNGATED]
+            assert warn_risks([RunConfig(gate="mae"), RunConfig(gate="spearman")]) == []
+        assert [(log["log_level"], log["risk"]) for log in logs] == [("warning", UNGATED)]

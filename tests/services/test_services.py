@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,10 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers.fake_openai import Completion, FakeOpenAI, Garbage, Hang, HttpError, Reset, TokenLogprob, static
 from helpers.messages import criteria, critique_request, meta, prompt, sample
-from helpers.scripts import JUDGE_SCORES, SUMMEVAL
+from helpers.scripts import JUDGE_SCORES, SUMMEVAL, agent_roles_handler
 
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.errors import AgentCallError, AgentUnavailable
+from judgeopt.orchestrator.errors import AgentCallError
 from judgeopt.orchestrator.fleet import ServiceFleet
 from judgeopt.v1 import common_pb2, gradient_pb2, judge_pb2, optimizer_pb2
 
@@ -88,6 +89,22 @@ class TestJudgeService:
             assert len(seen) == 1
         assert reply.usage.llm_calls == len(SUMMEVAL)
 
+    async def test_prefix_shared_layout_makes_k_calls_and_reports_cached_tokens(
+        self, clients: AgentClients, endpoint: FakeOpenAI
+    ) -> None:
+        """A joint request laid out prefix-shared: one model call per criterion, each asking for its criterion only,
+        and the cached prompt tokens the endpoint reported, summed in the reply's usage."""
+        script = agent_roles_handler()
+        endpoint.set_handler(lambda request: dataclasses.replace(script(request), cached_tokens=50))
+        request = score_request()
+        request.layout = judge_pb2.JUDGE_LAYOUT_PREFIX_SHARED
+        reply = await clients.score(request)
+        assert [(s.criterion, s.status) for s in reply.prediction.scores] == [(n, OK) for n in SUMMEVAL]
+        assert reply.usage.llm_calls == len(endpoint.requests) == len(SUMMEVAL)
+        assert reply.usage.cached_prompt_tokens == 50 * len(SUMMEVAL)
+        asked = sorted(r.body["response_format"]["json_schema"]["schema"]["required"][0] for r in endpoint.requests)
+        assert asked == sorted(SUMMEVAL)
+
     @pytest.mark.parametrize(
         ("content", "expected"),
         [
@@ -108,13 +125,26 @@ class TestJudgeService:
         for score in reply.prediction.scores:
             assert score.HasField("value") == (score.status in (OK, common_pb2.PARSE_STATUS_REPAIRED))
 
-    async def test_an_empty_reply_is_an_endpoint_failure_the_caller_retries(
+    async def test_an_empty_reply_is_an_unreadable_answer_not_a_failure(
         self, clients: AgentClients, endpoint: FakeOpenAI
     ) -> None:
-        """No text at all, and not cut off by max_tokens: UNAVAILABLE (retried), never an all-missing prediction."""
+        """No text at all, ended normally: the model's answer, unreadable on every criterion; one model call, no
+        endpoint failure for the caller to retry."""
         endpoint.set_handler(static(""))
-        with pytest.raises(AgentUnavailable, match="empty reply"):
-            await clients.score(score_request())
+        reply = await clients.score(score_request())
+        assert [s.status for s in reply.prediction.scores] == [common_pb2.PARSE_STATUS_INVALID] * len(SUMMEVAL)
+        assert len(endpoint.requests) == 1 and reply.usage.llm_calls == 1
+
+    async def test_a_reply_at_the_output_cap_is_truncated_however_complete(
+        self, clients: AgentClients, endpoint: FakeOpenAI
+    ) -> None:
+        """finish_reason "length": no score is taken from the reply, even a complete-looking one, and its usage
+        counts the truncated call."""
+        endpoint.set_handler(lambda _r: Completion(json.dumps(JUDGE_SCORES), finish_reason="length"))
+        reply = await clients.score(score_request())
+        assert [s.status for s in reply.prediction.scores] == [common_pb2.PARSE_STATUS_TRUNCATED] * len(SUMMEVAL)
+        assert not any(s.HasField("value") for s in reply.prediction.scores)
+        assert reply.usage.truncated_calls == 1
 
     async def test_truncated_json_keeps_what_was_written(self, clients: AgentClients, endpoint: FakeOpenAI) -> None:
         """A reply cut off mid-JSON yields the scores it contains and marks the rest as not parsed."""

@@ -1,16 +1,19 @@
 """Conformance of the ``study`` prompt protocol with the study's per-call protocol, rule by rule.
 
 Each preset runs one training step under ``prompt_protocol: study`` with its study policy (the preset plus the
-optimizer's conversations) against the scripted endpoint; every request the model endpoint received is checked
-section by section against ``docs/study-protocol.md`` (rule ids J1…O5 below are that page's). The checks are
-structural: tags, labels, order, counts and which criteria and values appear, never the templates' wording. The
-default protocol fails them (see ``test_default_protocol_does_not_conform``), so the suite has teeth.
+optimizer's conversations; Single-Task in the joint forms on each one-criterion track) against the scripted
+endpoint; every request the model endpoint received is checked section by section against
+``docs/study-protocol.md`` (rule ids J1…O6 below are that page's). The checks are structural: tags, labels, order,
+counts and which criteria and values appear, never the templates' wording. The default protocol fails them (see
+``test_default_protocol_does_not_conform``), so the suite has teeth.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ from helpers.scripts import deterministic_handler, role_of, study_role_of
 from judgeopt.cli import main
 from judgeopt.orchestrator.data.records import SUMMEVAL_CRITERIA
 from judgeopt.orchestrator.engine.policy import study_policy
+from judgeopt.orchestrator.study.reporting import write_report
+from judgeopt.v1 import common_pb2
 
 PRESETS = ("SSS", "SSC", "SCC", "CCC", "single")
 B = 3
@@ -34,6 +39,7 @@ INITIAL = "Rate from 1 to 5."
 """The initial instruction of every SummEval criterion (the study's too)."""
 VERDICT = re.compile(r"CORRECT|INCORRECT \(difference: \d+(\.\d+)?\)|INCORRECT \(no valid score\)")
 NUMBER = re.compile(r"\d+(\.\d+)?")
+TRUNCATED = int(common_pb2.PARSE_STATUS_TRUNCATED)
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,25 @@ def expected_tracks(mode: str) -> list[tuple[str, ...]]:
 
 
 def letters(mode: str) -> str:
-    return "SSS" if mode == "single" else mode
+    """The forms of the loss, gradient and optimizer calls: Single-Task runs CCC on each one-criterion track."""
+    return "CCC" if mode == "single" else mode
+
+
+def joint_at(mode: str, stage: str) -> bool:
+    return letters(mode)[("loss", "gradient", "optimizer").index(stage)] == "C"
+
+
+def expected_calls(mode: str, stage: str) -> int:
+    """One step's calls of ``stage`` over every track: per sample (loss, gradient) or per step (optimizer), once per
+    track in the joint form, once per criterion in the per-criterion form."""
+    per_call = 1 if stage == "optimizer" else B
+    tracks = expected_tracks(mode)
+    return per_call * (len(tracks) if joint_at(mode, stage) else sum(len(t) for t in tracks))
+
+
+def named_in(text: str) -> tuple[str, ...]:
+    """The criteria a text names, in track order."""
+    return tuple(c for c in CRITERIA if re.search(rf"\b{c}\b", text))
 
 
 # --- the judge ----------------------------------------------------------------------------------------------------
@@ -161,8 +185,8 @@ def test_loss_sees_prediction_truth_and_verdict_only(study_run: Run) -> None:
     """L1/L2: per-criterion K×B calls with one |d| verdict, or B joint calls with every criterion and an Overall
     line; never the sample, the judge's prompt or its output."""
     loss = study_run.requests["loss"]
-    joint = letters(study_run.mode)[0] == "C"
-    assert len(loss) == (B if joint else K * B)
+    joint = joint_at(study_run.mode, "loss")
+    assert len(loss) == expected_calls(study_run.mode, "loss")
     for request in loss:
         text = request.last_user_text
         for absent in ("Summary:", "Source Text:", "<LM_INPUT>", "<LM_SYSTEM_PROMPT>", INITIAL):
@@ -170,12 +194,13 @@ def test_loss_sees_prediction_truth_and_verdict_only(study_run: Run) -> None:
         in_order(text, "<ROLE>", "<INPUTS_TO_FUNCTION>", "<OUTPUT_OF_FUNCTION>", "<OBJECTIVE_FUNCTION>", "<VARIABLE>")
         verdicts = tag(text, "OUTPUT_OF_FUNCTION").splitlines()
         if joint:
-            assert [line.split(":", 1)[0] for line in verdicts[:-1]] == list(CRITERIA)
+            track = named_in(tag(text, "ROLE"))
+            assert track in expected_tracks(study_run.mode)
+            assert tuple(line.split(":", 1)[0] for line in verdicts[:-1]) == track
             for line in verdicts[:-1]:
                 assert VERDICT.fullmatch(line.split(": ", 1)[1])
             correct = sum(line.endswith(": CORRECT") for line in verdicts[:-1])
-            assert verdicts[-1] == f"Overall: {correct} of {K} correct"
-            assert all(c in tag(text, "ROLE") for c in CRITERIA)
+            assert verdicts[-1] == f"Overall: {correct} of {len(track)} correct"
         else:
             (line,) = verdicts
             assert VERDICT.fullmatch(line), line
@@ -193,8 +218,8 @@ def test_gradient_sees_the_conversation_in_textgrad_tags(study_run: Run) -> None
     """G1–G3: tags in order, the system prompt filtered to the call's criterion (per-criterion) or whole (joint),
     Summary before Source Text, that criterion's score or the raw joint JSON, critiques labelled, 3 paragraphs."""
     gradient = study_run.requests["gradient"]
-    joint = letters(study_run.mode)[1] == "C"
-    assert len(gradient) == (B if joint else K * B)
+    joint = joint_at(study_run.mode, "gradient")
+    assert len(gradient) == expected_calls(study_run.mode, "gradient")
     for request in gradient:
         text = request.last_user_text
         sections = ("<ROLE>", "<LM_SYSTEM_PROMPT>", "<LM_INPUT>", "<LM_OUTPUT>", "<OBJECTIVE_FUNCTION>", "<VARIABLE>")
@@ -206,14 +231,16 @@ def test_gradient_sees_the_conversation_in_textgrad_tags(study_run: Run) -> None
         shown = instruction_lines(system + "\n## Sample:")
         objective = tag(text, "OBJECTIVE_FUNCTION")
         if joint:
-            assert shown == list(CRITERIA)
-            assert set(json.loads(tag(text, "LM_OUTPUT"))) == set(CRITERIA)
+            track = named_in(tag(text, "ROLE"))
+            assert track in expected_tracks(study_run.mode)
+            assert shown == list(track)
+            assert set(json.loads(tag(text, "LM_OUTPUT"))) == set(track)
             labels = re.findall(r"^Feedback for ([a-z_, ]+):", objective, re.MULTILINE)
-            if study_run.mode == "CCC":  # the one combined critique, deduplicated
-                assert labels == [", ".join(CRITERIA)]
+            if letters(study_run.mode)[0] == "C":  # the one combined critique, deduplicated
+                assert labels == [", ".join(track)]
             else:
-                assert labels == list(CRITERIA)
-            assert re.findall(r"^- ([a-z_]+): ", tag(text, "VARIABLE"), re.MULTILINE) == list(CRITERIA)
+                assert labels == list(track)
+            assert re.findall(r"^- ([a-z_]+): ", tag(text, "VARIABLE"), re.MULTILINE) == list(track)
         else:
             assert len(shown) == 1
             (own,) = shown
@@ -240,8 +267,8 @@ def test_optimizer_sees_conversations_and_feedback(study_run: Run) -> None:
     """O1–O4: role, variable, context with the system prompt, B conversations and the feedback; plain-text ask
     per criterion, one JSON object jointly, with the copied joint gradients under every task header."""
     optimizer = study_run.requests["optimizer"]
-    joint = letters(study_run.mode)[2] == "C"
-    assert len(optimizer) == (1 if joint else K)
+    joint = joint_at(study_run.mode, "optimizer")
+    assert len(optimizer) == expected_calls(study_run.mode, "optimizer")
     for request in optimizer:
         text = request.last_user_text
         assert "specific to its own criterion" not in request.system_text + text  # O4
@@ -255,17 +282,18 @@ def test_optimizer_sees_conversations_and_feedback(study_run: Run) -> None:
         feedback = tag(text, "FEEDBACK")
         shown = instruction_lines(tag(text, "LM_SYSTEM_PROMPT") + "\n## Sample:")
         if joint:
-            assert shown == list(CRITERIA)
-            assert all(set(json.loads(o)) == set(CRITERIA) for o in outputs)
-            assert set(json.loads(tag(text, "VARIABLE"))) == set(CRITERIA)
+            track = tuple(c for c in CRITERIA if c in json.loads(tag(text, "VARIABLE")))
+            assert track in expected_tracks(study_run.mode)
+            assert shown == list(track)
+            assert all(set(json.loads(o)) == set(track) for o in outputs)
             assert '{"instructions":' in text.split("</CONTEXT>", 1)[1]
             assert "response_format" in request.body
             groups = feedback_groups(feedback)
-            assert list(groups) == list(CRITERIA)
+            assert list(groups) == list(track)
             assert all(len(bullets) == B for bullets in groups.values())
             distinct = {tuple(bullets) for bullets in groups.values()}
             # SCC/CCC: the same B joint gradients repeated under every header; SSC: each criterion its own.
-            assert len(distinct) == (1 if letters(study_run.mode)[1] == "C" else K)
+            assert len(distinct) == (1 if letters(study_run.mode)[1] == "C" else len(track))
         else:
             (own,) = shown
             assert f"'{own}'" in tag(text, "ROLE")
@@ -281,9 +309,10 @@ def test_contract_carries_the_conversations(study_run: Run) -> None:
     """The optimizer's requests carried conversations: its own criterion's per criterion, shared when joint."""
     ledger = study_run.run_dir / "services"
     entries = [json.loads(line) for p in ledger.glob("optimizer*.ledger.jsonl") for line in p.read_text().splitlines()]
-    joint = letters(study_run.mode)[2] == "C"
+    joint = joint_at(study_run.mode, "optimizer")
     carried = sorted(f for e in entries for f in e["fields"] if f.endswith(":conversations"))
-    assert carried == (["*:conversations"] if joint else sorted(f"{c}:conversations" for c in CRITERIA))
+    tracks = len(expected_tracks(study_run.mode))
+    assert carried == (["*:conversations"] * tracks if joint else sorted(f"{c}:conversations" for c in CRITERIA))
 
 
 # --- reply handling -----------------------------------------------------------------------------------------------
@@ -305,17 +334,34 @@ def test_plain_text_per_criterion_answers_are_taken(tmp_path: Path) -> None:
     assert all(text != INITIAL and not text.startswith("{") for text in instructions.values())
 
 
+def _second_optimizer_call(request: RecordedRequest) -> bool:
+    """An optimizer call of step 2 (step 1 rewrote every instruction, so the variable no longer holds the initial)."""
+    return study_role_of(request) == "optimizer" and INITIAL not in tag(request.last_user_text, "VARIABLE")
+
+
 def _empty_for_fluency_second_time(request: RecordedRequest, reply: Reply) -> Reply:
-    text = request.last_user_text
-    if study_role_of(request) == "optimizer" and "'fluency'" in text and INITIAL not in tag(text, "VARIABLE"):
-        # Empty with finish_reason "length" (an empty "stop" reply counts as an endpoint failure and is retried).
-        return Completion("", finish_reason="length")
+    if _second_optimizer_call(request) and "'fluency'" in request.last_user_text:
+        return Completion("")  # ended normally, with nothing in it
+    return reply
+
+
+def _fluency_cut_off_second_time(request: RecordedRequest, reply: Reply) -> Reply:
+    """The scripted answer as it was, but stopped at the output cap: it reads as a complete answer."""
+    if _second_optimizer_call(request) and "'fluency'" in request.last_user_text:
+        assert isinstance(reply, Completion)
+        return Completion(reply.content, finish_reason="length")
+    return reply
+
+
+def _joint_answer_cut_off_second_time(request: RecordedRequest, reply: Reply) -> Reply:
+    if _second_optimizer_call(request):
+        assert isinstance(reply, Completion)
+        return Completion(reply.content, finish_reason="length")
     return reply
 
 
 def _fluency_left_out_second_time(request: RecordedRequest, reply: Reply) -> Reply:
-    text = request.last_user_text
-    if study_role_of(request) == "optimizer" and INITIAL not in tag(text, "VARIABLE"):
+    if _second_optimizer_call(request):
         assert isinstance(reply, Completion)
         answer: dict[str, Any] = json.loads(reply.content)
         answer["instructions"].pop("fluency")
@@ -330,12 +376,58 @@ def test_a_missing_answer_falls_back_to_the_initial_instruction(
     tmp_path: Path, mode: str, change: Callable[[RecordedRequest, Reply], Reply]
 ) -> None:
     """O5: step 1 rewrites every instruction; at step 2 fluency's answer is empty (SSS) or left out of the joint
-    answer (SSC), so fluency goes back to the initial instruction, not to step 1's."""
+    answer (SSC), so fluency goes back to the initial instruction, not to step 1's; the empty answer is an answer,
+    not an endpoint failure, so no call is retried."""
     run = run_study(tmp_path, mode, handler=answering(change), steps=2)
     (body,) = final_prompts(run.run_dir).values()
     instructions = json.loads(body)["instructions"]
     assert instructions["fluency"] == INITIAL
     assert all(instructions[c] != INITIAL for c in CRITERIA if c != "fluency")
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert summary["failed_attempts"]["optimizer"] == 0  # an empty answer is an answer: no endpoint call retried
+    optimizer_calls = 2 * expected_calls(mode, "optimizer")
+    assert summary["rpc_attempts"]["optimizer"] == len(run.requests["optimizer"]) == optimizer_calls
+
+
+@pytest.mark.parametrize(
+    ("mode", "change", "truncated"),
+    [("SSS", _fluency_cut_off_second_time, ("fluency",)), ("SSC", _joint_answer_cut_off_second_time, CRITERIA)],
+    ids=["per-criterion", "joint"],
+)
+def test_an_answer_cut_off_at_the_cap_is_recorded_and_not_applied(
+    tmp_path: Path, mode: str, change: Callable[[RecordedRequest, Reply], Reply], truncated: tuple[str, ...]
+) -> None:
+    """O6: a per-criterion and a joint optimizer answer that stopped at the output cap are treated alike: neither is
+    applied (its criteria fall back to the initial instruction, the study's rule for a missing answer), each is
+    recorded as TRUNCATED, and summary.json counts one truncated optimizer reply and none elsewhere."""
+    run = run_study(tmp_path, mode, handler=answering(change), steps=2)
+    (body,) = final_prompts(run.run_dir).values()
+    instructions = json.loads(body)["instructions"]
+    assert {c for c in CRITERIA if instructions[c] == INITIAL} == set(truncated)
+    with sqlite3.connect(run.run_dir / "run.sqlite") as db:
+        statuses = dict(
+            db.execute("SELECT criteria, status FROM artifacts WHERE kind = 'optimizer_status' AND step = 2")
+        )
+    assert len(statuses) == K
+    cut = {json.loads(criteria)[0] for criteria, status in statuses.items() if status == TRUNCATED}
+    assert cut == set(truncated)
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert summary["truncated_replies"] == {"judge": 0, "loss": 0, "gradient": 0, "optimizer": 1}
+    assert summary["failed_attempts"]["optimizer"] == 0
+    markdown, _html = write_report(run.run_dir)
+    assert spend_table(markdown.read_text())["optimizer"]["truncated replies"] == "1"
+
+
+def spend_table(markdown: str) -> dict[str, dict[str, str]]:
+    """The report's table of calls per role (the one with a "truncated replies" column), by role and column."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| role |") and "truncated replies" in line)
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    table: dict[str, dict[str, str]] = {}
+    for line in itertools.takewhile(lambda row: row.startswith("|"), lines[start + 2 :]):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        table[cells[0]] = dict(zip(header, cells, strict=True))
+    return table
 
 
 # --- teeth --------------------------------------------------------------------------------------------------------

@@ -13,9 +13,12 @@ from helpers.fake_openai import FakeOpenAI
 from helpers.runs import write_config
 from helpers.scripts import deterministic_handler
 
+from judgeopt.agents.prompting import fence, study_fence
 from judgeopt.cli import main
 from judgeopt.core.models import ModelsConfig
 from judgeopt.orchestrator.config import RunConfig
+from judgeopt.orchestrator.data.loading import load_dataset
+from judgeopt.orchestrator.data.records import DatasetConfig
 from judgeopt.orchestrator.profiles import (
     CODE_QUIRKS,
     DATASET_QUIRKS,
@@ -137,3 +140,12 @@ def test_the_study_grid_dry_run_prints_its_calls(capsys: pytest.CaptureFixture[s
     optimizer_row = next(line for line in out.splitlines() if line.strip("│ ").startswith("optimizer"))
     per_step = {"SSS": 4, "SSC": 1, "SCC": 1, "CCC": 1, "single": 4}
     assert str(sum(12 * n * 2 * 3 for n in per_step.values())) in optimizer_row
+
+
+@pytest.mark.parametrize("name", ["summeval", "summeval-wgc"])
+def test_the_tag_guard_changes_no_text_of_the_studys_data(name: str) -> None:
+    """Both protocols neutralise their tags inside inserted text (the study's code did not). On the study's data no
+    text holds such a tag, so the guard changes nothing there and is no difference from the study to list."""
+    texts = [text for record in load_dataset(DatasetConfig(name=name)).records for _, text in record.fields]
+    assert len(texts) >= 1280  # 640 records of the study split (1,600 of SummEval), two fields each
+    assert [t for t in texts if study_fence(t) != t or fence(t) != t] == []

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from judgeopt.orchestrator.engine.store import CallTimes
 from judgeopt.orchestrator.study.reporting.aggregate import Aggregate
 from judgeopt.orchestrator.study.reporting.document import Bullets, Paragraph, Section, Subheading, Table
 from judgeopt.orchestrator.study.reporting.formatting import mean_std
 from judgeopt.orchestrator.study.reporting.inputs import Study
 
 ROLE_ORDER = ("judge", "loss", "gradient", "optimizer", "evaluator")
-PURPOSE_ORDER = ("train", "val", "test", "diagnostics", "interference")
+PURPOSE_ORDER = ("train", "fallback", "val", "test", "diagnostics", "interference")
 
 
 def _roles(study: Study) -> list[str]:
@@ -20,18 +21,42 @@ def _roles(study: Study) -> list[str]:
 
 
 def _usage_rows(study: Study) -> list[tuple[str, ...]]:
-    fields = ("llm_calls", "rpc_attempts", "failed_attempts", "prompt_tokens", "completion_tokens")
+    fields = (
+        "llm_calls",
+        "rpc_attempts",
+        "failed_attempts",
+        "truncated_replies",
+        "prompt_tokens",
+        "cached_prompt_tokens",
+        "completion_tokens",
+    )
     rows = []
     totals = dict.fromkeys(fields, 0)
-    total_seconds = 0.0
+    every = CallTimes([], [])
     for role in _roles(study):
         sums = {f: sum(c.usage.get(role, {}).get(f, 0) or 0 for c in study.cells) for f in fields}
-        seconds = sum(c.call_seconds.get(role, 0.0) or 0.0 for c in study.cells)
+        times = CallTimes([], [])
+        for cell in study.cells:
+            own = cell.call_times.get(role, CallTimes([], []))
+            times.endpoint.extend(own.endpoint)
+            times.queue.extend(own.queue)
+        every.endpoint.extend(times.endpoint)
+        every.queue.extend(times.queue)
         totals = {f: totals[f] + sums[f] for f in fields}
-        total_seconds += seconds
-        rows.append((role, *(f"{sums[f]:,}" for f in fields), f"{seconds:,.1f}"))
-    rows.append(("total", *(f"{totals[f]:,}" for f in fields), f"{total_seconds:,.1f}"))
+        rows.append((role, *(f"{sums[f]:,}" for f in fields), *_time_cells(times)))
+    rows.append(("total", *(f"{totals[f]:,}" for f in fields), *_time_cells(every)))
     return rows
+
+
+def _time_cells(times: CallTimes) -> tuple[str, str, str]:
+    """Seconds at the services, the median per attempt (the calls' own speed) and the time spent queueing."""
+    figures = times.as_json()
+    median, queued = figures["endpoint_median"], figures["queue_total"]
+    return (
+        f"{figures['endpoint_total']:,.1f}",
+        "—" if median is None else f"{median:.3f}",
+        "—" if queued is None else f"{queued:,.1f}",
+    )
 
 
 def _purpose_rows(study: Study) -> tuple[list[str], list[tuple[str, ...]]]:
@@ -48,7 +73,7 @@ def _wall_rows(aggregates: Sequence[Aggregate]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for agg in aggregates:
         cells = agg.config.cells
-        call_seconds = [sum(c.call_seconds.values()) for c in cells]
+        call_seconds = [sum(sum(t.endpoint) for t in c.call_times.values()) for c in cells]
         rows.append(
             (
                 agg.config.mode,
@@ -72,7 +97,12 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
             Paragraph(
                 "Totals over all cells, counted from each cell's store (every RPC attempt, including the evaluator's "
                 "diagnostics and the interference evaluations made after a run's summary.json was written). "
-                "Model-call seconds add up the durations of concurrent calls, so they can exceed the wall time."
+                "Seconds at the services add up the durations of concurrent calls, so they can exceed the wall "
+                "time; they run from sending a request to its reply, so the median per attempt is the calls' own "
+                "speed. The wait for a slot (the concurrency limit and the endpoints' rate limits) is counted apart "
+                "as queue wait (— for runs stored before it was kept apart). "
+                "Truncated replies stopped at their role's output cap: each is recorded as a failed answer of its "
+                "call (nothing in it is used, in per-criterion and joint calls alike)."
             ),
             Table(
                 (
@@ -80,9 +110,13 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
                     "LLM calls",
                     "RPC attempts",
                     "failed attempts",
+                    "truncated replies",
                     "prompt tokens",
+                    "cached prompt tokens",
                     "completion tokens",
-                    "model-call seconds",
+                    "seconds at the services",
+                    "median s per attempt",
+                    "queue wait s",
                 ),
                 tuple(_usage_rows(study)),
             ),
@@ -90,7 +124,7 @@ def spend_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
             Table(("role", *purposes), tuple(purpose_rows)),
             Subheading("Wall time per configuration (first call to last committed step of each run)"),
             Table(
-                ("mode", "gate", "runs", "wall time per run (s)", "model-call seconds per run"),
+                ("mode", "gate", "runs", "wall time per run (s)", "seconds at the services per run"),
                 tuple(_wall_rows(aggregates)),
                 labels=2,
             ),

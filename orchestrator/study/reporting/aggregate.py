@@ -1,5 +1,5 @@
 """Aggregation over a configuration's runs, whether a configuration ever improves on its initial prompt, and the
-evaluator's ratings pooled over runs.
+evaluator's ratings pooled over runs (and, for specificity, over modes as the study pooled them).
 
 Average the runs' per-step test macro ρ and per-step validation metric; the best step has the highest mean
 validation metric (earliest on ties) and its ρ is the mean ± std over runs of the test macro ρ at that step; the
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
-from judgeopt.orchestrator.engine.metrics import hypervolume_indicator
+from judgeopt.orchestrator.engine.metrics import Scores, hypervolume_indicator, mean_delta_interval
+from judgeopt.orchestrator.engine.policy import PRESETS
 from judgeopt.orchestrator.study.reporting.inputs import Cell, Configuration
 
 Series = dict[int, list[float]]
@@ -94,6 +95,27 @@ class Aggregate:
             return None
         return hypervolume_indicator([[fmean(self.rho[c][s]) for c in self.rho] for s in steps])
 
+    @property
+    def delta_interval(self) -> tuple[float, float] | None:
+        """The 95% interval of the configuration's Δ (the mean over runs of test macro ρ at the validation-chosen
+        step minus at step 0): a paired bootstrap over the test items every run scored, one draw for every run
+        (``mean_delta_interval``), with the first run's resamples and seed. ``None`` without resamples or test
+        predictions."""
+        best = self.best_step
+        tests = [c.test for c in self.config.cells if c.test is not None]
+        if best is None or len(tests) < len(self.config.cells) or any({0, best} - set(t.scores) for t in tests):
+            return None
+        items = tests[0].ids
+        positions = [{item: k for k, item in enumerate(t.ids)} for t in tests]
+        common = [item for item in items if all(item in p for p in positions)]
+
+        def aligned(scores: Scores, where: Mapping[str, int]) -> dict[str, list[float | None]]:
+            return {c: [values[where[item]] for item in common] for c, values in scores.items()}
+
+        runs = [(aligned(t.scores[0], p), aligned(t.scores[best], p)) for t, p in zip(tests, positions, strict=True)]
+        truths = {c: [values[positions[0][item]] for item in common] for c, values in tests[0].truths.items()}
+        return mean_delta_interval(runs, truths, resamples=tests[0].resamples, seed=tests[0].seed)
+
     def improves_on_test(self) -> bool:
         start = self.mean_macro(0)
         return start is not None and any(fmean(v) > start for s, v in self.macro.items() if s != 0)
@@ -118,3 +140,40 @@ def aggregate(config: Configuration, criteria: Sequence[str]) -> Aggregate:
 def ratings(cells: Sequence[Cell], kind: str) -> list[float]:
     """The evaluator's ratings of one kind (``specificity`` or ``adherence``) over these cells; failed ones left out."""
     return [d.score for c in cells for d in c.diagnostics if d.kind == kind and d.score is not None]
+
+
+def gradient_routing(mode: str) -> str:
+    """``per-criterion`` or ``joint`` gradients for a preset mode; ``—`` for a custom policy."""
+    policy = PRESETS.get(mode)
+    if policy is None:
+        return "—"
+    return "per-criterion" if policy.stage("gradient").routing == "per_criterion" else "joint"
+
+
+@dataclass(frozen=True)
+class PooledSpecificity:
+    """The study's comparison of gradient specificity: each mode's mean rating (over gates, runs, steps and
+    criteria), then the mean of the means of the modes with per-criterion gradients (Single-Task, SSS, SSC) against
+    that of the modes with joint gradients (SCC, CCC). Modes of custom policies take no part."""
+
+    mode_means: dict[str, float]
+    per_criterion: float | None
+    joint: float | None
+
+    @property
+    def change(self) -> float | None:
+        """joint / per-criterion − 1: the study's "drops by 59%" is −0.59."""
+        if self.per_criterion is None or self.joint is None or self.per_criterion == 0:
+            return None
+        return self.joint / self.per_criterion - 1
+
+
+def pooled_specificity(cells: Sequence[Cell]) -> PooledSpecificity:
+    modes = list(dict.fromkeys(c.mode for c in cells))
+    means = {m: fmean(v) for m in modes if (v := ratings([c for c in cells if c.mode == m], "specificity"))}
+
+    def group(routing: str) -> float | None:
+        values = [mean for mode, mean in means.items() if gradient_routing(mode) == routing]
+        return fmean(values) if values else None
+
+    return PooledSpecificity(means, group("per-criterion"), group("joint"))

@@ -11,9 +11,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from judgeopt.core.errors import ConfigError
-from judgeopt.orchestrator.engine.store import STORE_FILE, Diagnostic, RunStore
-from judgeopt.orchestrator.engine.summary import SUMMARY_FILE
+from judgeopt.orchestrator.engine.store import STORE_FILE, CallTimes, Diagnostic, RunStore
+from judgeopt.orchestrator.engine.summary import SUMMARY_FILE, scores_on_test
 from judgeopt.orchestrator.study.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
+
+
+@dataclass(frozen=True)
+class RunTestScores:
+    """A run's test items, their human scores, and the judge's scores of them at every tested step."""
+
+    ids: tuple[str, ...]
+    truths: dict[str, tuple[float, ...]]
+    scores: dict[int, dict[str, list[float | None]]]
+    """Per tested step, per criterion, one score per item of ``ids`` (``None``: not scored)."""
+    resamples: int
+    seed: int
+    """The run's bootstrap resamples and seed."""
 
 
 @dataclass(frozen=True)
@@ -26,9 +39,12 @@ class Cell:
     summary: dict[str, Any]
     diagnostics: tuple[Diagnostic, ...]
     usage: dict[str, dict[str, int]]
-    call_seconds: dict[str, float]
+    call_times: dict[str, CallTimes]
     attempts_by_purpose: dict[tuple[str, str], int]
     wall_seconds: float
+    variant: str | None = None
+    """The grid variant the cell ran (None without variants)."""
+    test: RunTestScores | None = None
 
 
 @dataclass(frozen=True)
@@ -36,10 +52,11 @@ class Configuration:
     mode: str
     gate: str
     cells: tuple[Cell, ...]
+    variant: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.mode} (gate {self.gate})"
+        return f"{self.mode} (gate {self.gate}{f', {self.variant}' if self.variant else ''})"
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,7 @@ class Study:
     run_settings: dict[str, Any]
     cells: tuple[Cell, ...]
     interference: dict[str, Any] | None
+    variants: tuple[str | None, ...] = (None,)
 
     @property
     def criteria(self) -> list[str]:
@@ -61,13 +79,14 @@ class Study:
         return criteria
 
     def configurations(self) -> list[Configuration]:
-        """One per mode × gate, in grid order (modes outer), each with its runs."""
+        """One per mode × gate (× variant), in grid order (modes outer), each with its runs."""
         result = []
         for mode in self.modes:
             for gate in self.gates:
-                cells = tuple(c for c in self.cells if c.mode == mode and c.gate == gate)
-                if cells:
-                    result.append(Configuration(mode, gate, cells))
+                for variant in self.variants:
+                    cells = tuple(c for c in self.cells if (c.mode, c.gate, c.variant) == (mode, gate, variant))
+                    if cells:
+                        result.append(Configuration(mode, gate, cells, variant))
         return result
 
 
@@ -91,7 +110,21 @@ def _attempts_by_purpose(store: RunStore) -> dict[tuple[str, str], int]:
     return counts
 
 
-def read_cell(run_dir: Path, name: str, what: str) -> Cell:
+def _test_predictions(store: RunStore, summary: dict[str, Any]) -> RunTestScores | None:
+    manifest = store.manifest()
+    if not manifest.test_truths:
+        return None
+    tested = [s["step"] for s in summary["steps"] if s.get("macro_rho") is not None]
+    return RunTestScores(
+        ids=tuple(manifest.splits.get("test", ())),
+        truths=dict(manifest.test_truths),
+        scores={step: scores_on_test(store, manifest, step) for step in tested},
+        resamples=manifest.config.bootstrap_resamples,
+        seed=manifest.config.seed,
+    )
+
+
+def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -> Cell:
     summary = _read_summary(run_dir, what)
     store = RunStore(run_dir)
     try:
@@ -102,9 +135,11 @@ def read_cell(run_dir: Path, name: str, what: str) -> Cell:
             summary=summary,
             diagnostics=tuple(store.diagnostics()),
             usage=store.usage_by_role(),
-            call_seconds=store.call_seconds_by_stage(),
+            call_times=store.call_times_by_stage(),
             attempts_by_purpose=_attempts_by_purpose(store),
             wall_seconds=store.wall_seconds(),
+            variant=variant,
+            test=_test_predictions(store, summary),
         )
     finally:
         store.close()
@@ -118,9 +153,10 @@ def _load_experiment_study(directory: Path) -> Study:
     cells = []
     for mode in grid.modes:
         for gate in grid.gates:
-            for run in range(grid.runs):
-                name = cell_name(mode, gate, run)
-                cells.append(read_cell(directory / "cells" / name, name, f"cell {name}"))
+            for variant in grid.variant_names():
+                for run in range(grid.runs):
+                    name = cell_name(mode, gate, run, variant)
+                    cells.append(read_cell(directory / "cells" / name, name, f"cell {name}", variant))
     interference_path = directory / INTERFERENCE_FILE
     interference = json.loads(interference_path.read_text(encoding="utf-8")) if interference_path.is_file() else None
     return Study(
@@ -133,6 +169,7 @@ def _load_experiment_study(directory: Path) -> Study:
         run_settings=base.model_dump(mode="json"),
         cells=tuple(cells),
         interference=interference,
+        variants=grid.variant_names(),
     )
 
 

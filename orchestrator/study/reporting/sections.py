@@ -8,16 +8,28 @@ from collections.abc import Mapping, Sequence
 from statistics import fmean
 from typing import Any
 
-from judgeopt.orchestrator.engine.policy import PRESETS
-from judgeopt.orchestrator.study.reporting.aggregate import Aggregate, ratings
-from judgeopt.orchestrator.study.reporting.document import Bullets, Paragraph, Section, Subheading, Table
-from judgeopt.orchestrator.study.reporting.figures import diagnostics_figure, macro_hvi_figure, trajectory_figure
+from judgeopt.orchestrator.study.reporting.aggregate import (
+    Aggregate,
+    PooledSpecificity,
+    gradient_routing,
+    pooled_specificity,
+    ratings,
+)
+from judgeopt.orchestrator.study.reporting.document import Block, Bullets, Paragraph, Section, Subheading, Table
+from judgeopt.orchestrator.study.reporting.figures import (
+    diagnostics_figure,
+    macro_hvi_figure,
+    percent,
+    specificity_drop_figure,
+    trajectory_figure,
+)
 from judgeopt.orchestrator.study.reporting.formatting import at_step, mean_std, number
 from judgeopt.orchestrator.study.reporting.inputs import Study
 from judgeopt.orchestrator.study.reporting.study import (
     STUDY_INTERFERENCE,
     STUDY_NEVER_IMPROVED,
     STUDY_SPECIFICITY,
+    STUDY_SPECIFICITY_DROP,
     STUDY_TABLE1,
 )
 
@@ -25,7 +37,9 @@ AGGREGATION_RULE = (
     "Aggregation: for each configuration, the runs' per-step test macro ρ and per-step validation metric are "
     "averaged over runs. The best step is the step with the highest mean validation metric (earliest on ties); best "
     "ρ is the mean ± std over runs of the test macro ρ at that step. The oracle step (the study's choice, an "
-    "optimistic oracle) is the step with the highest mean test macro ρ. Δ = mean best − mean initial. HVI (runs) is "
+    "optimistic oracle) is the step with the highest mean test macro ρ. Δ = mean best − mean initial; its "
+    "configuration interval is a paired bootstrap over the test items with one draw for every run (the runs are not "
+    "resampled), each run's own interval is beside it. HVI (runs) is "
     "the mean ± std of the runs' hypervolume indicators (per-criterion ρ vectors of all tested steps, reference −1); "
     "HVI (run means) is the study's: the hypervolume of the archive of run-mean per-criterion ρ vectors. "
     "Std uses n−1; with one run only the value is shown."
@@ -35,8 +49,11 @@ AGGREGATION_RULE = (
 def delta_intervals(agg: Aggregate) -> str:
     """Each run's paired-bootstrap interval of its own Δ (best on validation vs initial), or — without resamples."""
     intervals = [(c.summary.get("delta_macro_rho") or {}).get("ci95") for c in agg.config.cells]
-    shown = [f"[{low:+.3f}, {high:+.3f}]" for low, high in (i for i in intervals if i)]
-    return "; ".join(shown) or "—"
+    return "; ".join(interval(i) for i in intervals if i) or "—"
+
+
+def interval(bounds: Sequence[float] | None) -> str:
+    return "—" if bounds is None else f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
 
 
 def table1_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
@@ -54,6 +71,7 @@ def table1_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
                 mean_std(agg.macro.get(0, [])),
                 at_step(agg.macro, best),
                 number(delta, signed=True),
+                interval(agg.delta_interval),
                 delta_intervals(agg),
                 mean_std(agg.hvi),
                 number(agg.hvi_of_run_means),
@@ -68,6 +86,7 @@ def table1_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
         "initial macro ρ",
         "best macro ρ (step), chosen on validation",
         "Δ",
+        "Δ 95% CI (paired bootstrap over test items, all runs)",
         "Δ 95% CI per run (paired bootstrap)",
         "HVI (runs)",
         "HVI (run means, the study's)",
@@ -181,14 +200,6 @@ def macro_hvi_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
     return Section(title, (intro, *figures))
 
 
-def gradient_routing(mode: str) -> str:
-    """``per-criterion`` or ``joint`` gradients for a preset mode; ``—`` for a custom policy."""
-    policy = PRESETS.get(mode)
-    if policy is None:
-        return "—"
-    return "per-criterion" if policy.stage("gradient").routing == "per_criterion" else "joint"
-
-
 def diagnostics_section(study: Study) -> Section:
     title = "Diagnostics: gradient specificity and optimizer adherence"
     if not any(c.diagnostics for c in study.cells):
@@ -244,40 +255,82 @@ def diagnostics_section(study: Study) -> Section:
                 "Study reference (arXiv 2605.26046): specificity 9.0 with per-criterion gradients (SSS, SSC, "
                 "Single-Task) against 3.7 with joint gradients (SCC, CCC), −59%."
             ),
+            *specificity_drop_blocks(study),
         ),
     )
 
 
-def _selection(select_on: str | None) -> str:
-    return {"val": "validation", "test": "test (study's oracle choice)"}.get(select_on or "", select_on or "—")
+def _pooled_row(label: str, pooled: PooledSpecificity) -> tuple[str, ...]:
+    modes = ", ".join(f"{m} {v:.2f}" for m, v in pooled.mode_means.items() if gradient_routing(m) != "—")
+    return (label, modes or "—", number(pooled.per_criterion, 2), number(pooled.joint, 2), percent(pooled.change))
 
 
-def _interference_row(name: str, result: Mapping[str, Any]) -> tuple[str, ...]:
-    stitched, generic = result["stitched"]["macro_rho"], result["generic"]["macro_rho"]
+def specificity_drop_blocks(study: Study) -> tuple[Block, ...]:
+    """The study's pooled comparison, over all gates as the study pooled them and per gate, beside its numbers."""
+    pooled = [("all gates (the study's pooling)", pooled_specificity(study.cells))]
+    if len(study.gates) > 1:
+        pooled += [(f"gate {g}", pooled_specificity([c for c in study.cells if c.gate == g])) for g in study.gates]
+    rows = [_pooled_row(label, p) for label, p in pooled]
+    per, joint = STUDY_SPECIFICITY["per-criterion"], STUDY_SPECIFICITY["joint"]
+    rows.append(
+        (
+            "study (arXiv 2605.26046)",
+            "Single 8.95, SSS 9.0, SSC 9.05, SCC 3.65, CCC 3.7 (read off its figure)",
+            number(per, 2),
+            number(joint, 2),
+            percent(STUDY_SPECIFICITY_DROP),
+        )
+    )
     return (
-        name,
-        str(result.get("gate", "—")),
-        _selection(result.get("select_on")),
-        number(result["separate"]["macro_rho"]),
-        number(stitched),
-        number(generic),
-        number(stitched - generic, signed=True),
+        Subheading("Specificity pooled as the study pooled it: per-criterion vs joint gradients"),
+        Paragraph(
+            "Each mode's mean specificity over gates, runs, steps and criteria; then the mean of the means of the "
+            "modes with per-criterion gradients (Single-Task, SSS, SSC) and of those with joint gradients (SCC, "
+            "CCC), and the relative change from the first to the second (the study's drop)."
+        ),
+        specificity_drop_figure(pooled),
+        Table(("pooling", "mode means", "per-criterion gradients", "joint gradients", "change"), tuple(rows)),
     )
 
 
-def _token_row(name: str, result: Mapping[str, Any], criteria: Sequence[str]) -> tuple[str, ...]:
-    stitched, generic = result.get("instruction_tokens", {}), result.get("generic_instruction_tokens", {})
-    steps = result.get("best_steps", {})
+INTERFERENCE_ROWS = {
+    "generic": "generic (initial prompt, joint)",
+    "separate": "best per criterion, judged alone",
+    "stitched": "stitched (the best instructions in one prompt)",
+}
+"""The study's three rows, in its order."""
+
+
+def _interference_rows(label: str, rows: Mapping[str, Any], criteria: Sequence[str]) -> list[tuple[str, ...]]:
+    """One table row per study row: per-criterion ρ, macro ρ and the difference from the generic prompt."""
+    generic = float(rows["generic"]["macro_rho"])
+    table = []
+    for key, name in INTERFERENCE_ROWS.items():
+        rho, macro = rows[key]["rho"], float(rows[key]["macro_rho"])
+        table.append(
+            (label, name, *(number(rho.get(c)) for c in criteria), number(macro), number(macro - generic, signed=True))
+        )
+    return table
+
+
+def _pick_cell(pick: Mapping[str, Any], generic_tokens: object) -> str:
+    tokens = f"{pick['instruction_tokens']} / {generic_tokens} tokens"
+    return f"{pick['cell']} step {pick['step']}: ρ {pick['rho']:.3f}, {tokens}"
+
+
+def _gaps(label: str, rows: Mapping[str, Any], note: str) -> str:
+    """How far the stitched prompt falls from the picks judged alone and from the generic prompt."""
+    stitched, alone, generic = (float(rows[k]["macro_rho"]) for k in ("stitched", "separate", "generic"))
     return (
-        name,
-        *(f"{stitched.get(c, '—')} / {generic.get(c, '—')} (step {steps.get(c, '—')})" for c in criteria),
+        f"{label}: stitched − judged alone {stitched - alone:+.3f}, stitched − generic {stitched - generic:+.3f} "
+        f"({note})"
     )
 
 
 def interference_section(study: Study) -> Section:
     title = "Instruction interference: stitched vs generic vs separate"
     data = study.interference
-    if not data or not data.get("cells"):
+    if not data or not data.get("gates"):
         return Section(
             title,
             (
@@ -287,64 +340,36 @@ def interference_section(study: Study) -> Section:
                 ),
             ),
         )
-    cells: dict[str, Any] = data["cells"]
-    rows = [_interference_row(name, result) for name, result in cells.items()]
-    mean = data.get("mean") or {}
-    if mean:
-        m = {k: float(mean[k]) for k in ("stitched", "generic", "separate")}
-        rows.append(
-            (
-                "mean",
-                "",
-                _selection(data.get("select_on")),
-                number(m["separate"]),
-                number(m["stitched"]),
-                number(m["generic"]),
-                number(m["stitched"] - m["generic"], signed=True),
-            )
-        )
-    s = STUDY_INTERFERENCE
-    rows.append(
-        (
-            "study (arXiv 2605.26046)",
-            "mae",
-            _selection("test"),
-            number(s["separate"]),
-            number(s["stitched"]),
-            number(s["generic"]),
-            number(s["stitched"] - s["generic"], signed=True),
-        )
-    )
-    labels = sorted({str(r.get("label")) for r in cells.values() if r.get("label")})
+    gates: dict[str, Any] = data["gates"]
     criteria = study.criteria
+    rows = [row for gate, result in gates.items() for row in _interference_rows(f"gate {gate}", result, criteria)]
+    published = {key: {"rho": r.rho, "macro_rho": r.macro_rho} for key, r in STUDY_INTERFERENCE.items()}
+    rows += _interference_rows("study (arXiv 2605.26046)", published, criteria)
+    gaps = [
+        _gaps(f"gate {gate}", result, f"{result.get('test_rows', '—')} test rows; runs {', '.join(result['cells'])}")
+        for gate, result in gates.items()
+    ]
+    gaps.append(_gaps("study", published, "480 test rows, 3 runs, best chosen on test"))
+    picks = tuple(
+        (gate, *(_pick_cell(result["picks"][c], result["generic_instruction_tokens"].get(c, "—")) for c in criteria))
+        for gate, result in gates.items()
+    )
     return Section(
         title,
         (
             Paragraph(
-                "From each Single-Task run, each criterion's best instruction is stitched into one joint judge "
-                "prompt and scored on the test set (stitched), beside the generic initial prompt (generic) and the "
-                "per-criterion prompts scored separately (separate, macro ρ over criteria). Selection: "
-                + ("; ".join(labels) if labels else _selection(data.get("select_on")))
-                + "."
+                "As the study ran it, per gate setting (gated and ungated runs are never pooled): for each criterion, "
+                f"the {data.get('label', 'best instruction')}; the picks judged alone (their recorded test ρ), "
+                "stitched into one joint judge prompt with the original skeleton and output format and scored once "
+                "on the test set, beside the generic initial prompt scored the same way."
             ),
-            Table(
-                (
-                    "cell",
-                    "gate",
-                    "best step chosen on",
-                    "separate macro ρ",
-                    "stitched macro ρ",
-                    "generic macro ρ",
-                    "stitched − generic",
-                ),
-                tuple(rows),
-                labels=3,
-            ),
+            Table(("gate", "row", *criteria, "macro ρ", "− generic"), tuple(rows), labels=2),
+            Bullets(tuple(gaps)),
             Paragraph(
-                "Study reference: the best per-criterion prompts reach 0.305 separately but 0.220 stitched, below "
-                "the generic prompt's 0.284; the suspected cause is length imbalance between the sections."
+                "Study reference: the best per-criterion instructions reach 0.305 judged alone but 0.220 stitched, "
+                "below the generic prompt's 0.284; the suspected cause is length imbalance between the sections."
             ),
-            Subheading("Instruction length in tokens per criterion: stitched / generic (best step)"),
-            Table(("cell", *criteria), tuple(_token_row(n, r, criteria) for n, r in cells.items())),
+            Subheading("The picks: run, step, test ρ judged alone, and instruction length in tokens (pick / generic)"),
+            Table(("gate", *criteria), picks),
         ),
     )

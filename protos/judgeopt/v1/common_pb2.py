@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18judgeopt/v1/common.proto\x12\x0bjudgeopt.v1\"^\n\x0bRequestMeta\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\ncall_label\x18\x03 \x01(\t\x12\x17\n\x0fprompt_protocol\x18\x04 \x01(\t\"l\n\tCriterion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x11\n\tmin_score\x18\x03 \x01(\x01\x12\x11\n\tmax_score\x18\x04 \x01(\x01\x12\x16\n\x0einteger_scores\x18\x05 \x01(\x08\"\'\n\tTextField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"<\n\x06Sample\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x16.judgeopt.v1.TextField\"C\n\x0c\x43onversation\x12#\n\x06sample\x18\x01 \x01(\x0b\x32\x13.judgeopt.v1.Sample\x12\x0e\n\x06output\x18\x02 \x01(\t\".\n\x0bInstruction\x12\x11\n\tcriterion\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"s\n\x0bJudgePrompt\x12\x18\n\x10task_description\x18\x01 \x01(\t\x12.\n\x0cinstructions\x18\x02 \x03(\x0b\x32\x18.judgeopt.v1.Instruction\x12\x1a\n\x12omit_output_format\x18\x03 \x01(\x08\"\x97\x01\n\x0e\x43riterionScore\x12\x11\n\tcriterion\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12*\n\x06method\x18\x04 \x01(\x0e\x32\x1a.judgeopt.v1.ScoringMethodB\x08\n\x06_value\"r\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x11\n\tllm_calls\x18\x03 \x01(\x05\x12\x15\n\rmodel_seconds\x18\x04 \x01(\x01\x12\r\n\x05model\x18\x05 \x01(\t\"\x8a\x01\n\nPrediction\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12+\n\x06scores\x18\x02 \x03(\x0b\x32\x1b.judgeopt.v1.CriterionScore\x12\x12\n\nraw_output\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\"\xea\x01\n\x11\x43riterionEvidence\x12\x11\n\tcriterion\x18\x01 \x01(\t\x12\x18\n\x0binstruction\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nprediction\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cground_truth\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x14\n\x07verdict\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x15\n\x08\x63ritique\x18\x06 \x01(\tH\x04\x88\x01\x01\x42\x0e\n\x0c_instructionB\r\n\x0b_predictionB\x0f\n\r_ground_truthB\n\n\x08_verdictB\x0b\n\t_critique\"{\n\x08\x43ritique\x12\x10\n\x08\x63riteria\x18\x01 \x03(\t\x12\x11\n\tsample_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x12\n\nraw_output\x18\x05 \x01(\t\"\x99\x01\n\x08Gradient\x12\x10\n\x08\x63riteria\x18\x01 \x03(\t\x12\x11\n\tsample_id\x18\x02 \x01(\t\x12\x0c\n\x04keep\x18\x03 \x01(\t\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x0b\n\x03\x66ix\x18\x05 \x01(\t\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x12\n\nraw_output\x18\x07 \x01(\t*P\n\x07Routing\x12\x17\n\x13ROUTING_UNSPECIFIED\x10\x00\x12\x19\n\x15ROUTING_PER_CRITERION\x10\x01\x12\x11\n\rROUTING_JOINT\x10\x02*\xae\x01\n\x0bParseStatus\x12\x1c\n\x18PARSE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fPARSE_STATUS_OK\x10\x01\x12\x19\n\x15PARSE_STATUS_REPAIRED\x10\x02\x12\x1d\n\x19PARSE_STATUS_OUT_OF_RANGE\x10\x03\x12\x18\n\x14PARSE_STATUS_MISSING\x10\x04\x12\x18\n\x14PARSE_STATUS_INVALID\x10\x05*p\n\rScoringMethod\x12\x1e\n\x1aSCORING_METHOD_UNSPECIFIED\x10\x00\x12\x1a\n\x16SCORING_METHOD_SAMPLED\x10\x01\x12#\n\x1fSCORING_METHOD_LOGPROB_WEIGHTED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18judgeopt/v1/common.proto\x12\x0bjudgeopt.v1\"^\n\x0bRequestMeta\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\ncall_label\x18\x03 \x01(\t\x12\x17\n\x0fprompt_protocol\x18\x04 \x01(\t\"l\n\tCriterion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x11\n\tmin_score\x18\x03 \x01(\x01\x12\x11\n\tmax_score\x18\x04 \x01(\x01\x12\x16\n\x0einteger_scores\x18\x05 \x01(\x08\"\'\n\tTextField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"<\n\x06Sample\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x16.judgeopt.v1.TextField\"C\n\x0c\x43onversation\x12#\n\x06sample\x18\x01 \x01(\x0b\x32\x13.judgeopt.v1.Sample\x12\x0e\n\x06output\x18\x02 \x01(\t\".\n\x0bInstruction\x12\x11\n\tcriterion\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"s\n\x0bJudgePrompt\x12\x18\n\x10task_description\x18\x01 \x01(\t\x12.\n\x0cinstructions\x18\x02 \x03(\x0b\x32\x18.judgeopt.v1.Instruction\x12\x1a\n\x12omit_output_format\x18\x03 \x01(\x08\"\x97\x01\n\x0e\x43riterionScore\x12\x11\n\tcriterion\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12*\n\x06method\x18\x04 \x01(\x0e\x32\x1a.judgeopt.v1.ScoringMethodB\x08\n\x06_value\"\xa9\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x11\n\tllm_calls\x18\x03 \x01(\x05\x12\x15\n\rmodel_seconds\x18\x04 \x01(\x01\x12\r\n\x05model\x18\x05 \x01(\t\x12\x17\n\x0ftruncated_calls\x18\x06 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x07 \x01(\x03\"\x8a\x01\n\nPrediction\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12+\n\x06scores\x18\x02 \x03(\x0b\x32\x1b.judgeopt.v1.CriterionScore\x12\x12\n\nraw_output\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\"\xea\x01\n\x11\x43riterionEvidence\x12\x11\n\tcriterion\x18\x01 \x01(\t\x12\x18\n\x0binstruction\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nprediction\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cground_truth\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x14\n\x07verdict\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x15\n\x08\x63ritique\x18\x06 \x01(\tH\x04\x88\x01\x01\x42\x0e\n\x0c_instructionB\r\n\x0b_predictionB\x0f\n\r_ground_truthB\n\n\x08_verdictB\x0b\n\t_critique\"{\n\x08\x43ritique\x12\x10\n\x08\x63riteria\x18\x01 \x03(\t\x12\x11\n\tsample_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x12\n\nraw_output\x18\x05 \x01(\t\"\x99\x01\n\x08Gradient\x12\x10\n\x08\x63riteria\x18\x01 \x03(\t\x12\x11\n\tsample_id\x18\x02 \x01(\t\x12\x0c\n\x04keep\x18\x03 \x01(\t\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x0b\n\x03\x66ix\x18\x05 \x01(\t\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x12\n\nraw_output\x18\x07 \x01(\t*P\n\x07Routing\x12\x17\n\x13ROUTING_UNSPECIFIED\x10\x00\x12\x19\n\x15ROUTING_PER_CRITERION\x10\x01\x12\x11\n\rROUTING_JOINT\x10\x02*\xca\x01\n\x0bParseStatus\x12\x1c\n\x18PARSE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fPARSE_STATUS_OK\x10\x01\x12\x19\n\x15PARSE_STATUS_REPAIRED\x10\x02\x12\x1d\n\x19PARSE_STATUS_OUT_OF_RANGE\x10\x03\x12\x18\n\x14PARSE_STATUS_MISSING\x10\x04\x12\x18\n\x14PARSE_STATUS_INVALID\x10\x05\x12\x1a\n\x16PARSE_STATUS_TRUNCATED\x10\x06*p\n\rScoringMethod\x12\x1e\n\x1aSCORING_METHOD_UNSPECIFIED\x10\x00\x12\x1a\n\x16SCORING_METHOD_SAMPLED\x10\x01\x12#\n\x1fSCORING_METHOD_LOGPROB_WEIGHTED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'judgeopt.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUTING']._serialized_start=1513
-  _globals['_ROUTING']._serialized_end=1593
-  _globals['_PARSESTATUS']._serialized_start=1596
-  _globals['_PARSESTATUS']._serialized_end=1770
-  _globals['_SCORINGMETHOD']._serialized_start=1772
-  _globals['_SCORINGMETHOD']._serialized_end=1884
+  _globals['_ROUTING']._serialized_start=1569
+  _globals['_ROUTING']._serialized_end=1649
+  _globals['_PARSESTATUS']._serialized_start=1652
+  _globals['_PARSESTATUS']._serialized_end=1854
+  _globals['_SCORINGMETHOD']._serialized_start=1856
+  _globals['_SCORINGMETHOD']._serialized_end=1968
   _globals['_REQUESTMETA']._serialized_start=41
   _globals['_REQUESTMETA']._serialized_end=135
   _globals['_CRITERION']._serialized_start=137
@@ -53,14 +53,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JUDGEPROMPT']._serialized_end=582
   _globals['_CRITERIONSCORE']._serialized_start=585
   _globals['_CRITERIONSCORE']._serialized_end=736
-  _globals['_USAGE']._serialized_start=738
-  _globals['_USAGE']._serialized_end=852
-  _globals['_PREDICTION']._serialized_start=855
-  _globals['_PREDICTION']._serialized_end=993
-  _globals['_CRITERIONEVIDENCE']._serialized_start=996
-  _globals['_CRITERIONEVIDENCE']._serialized_end=1230
-  _globals['_CRITIQUE']._serialized_start=1232
-  _globals['_CRITIQUE']._serialized_end=1355
-  _globals['_GRADIENT']._serialized_start=1358
-  _globals['_GRADIENT']._serialized_end=1511
+  _globals['_USAGE']._serialized_start=739
+  _globals['_USAGE']._serialized_end=908
+  _globals['_PREDICTION']._serialized_start=911
+  _globals['_PREDICTION']._serialized_end=1049
+  _globals['_CRITERIONEVIDENCE']._serialized_start=1052
+  _globals['_CRITERIONEVIDENCE']._serialized_end=1286
+  _globals['_CRITIQUE']._serialized_start=1288
+  _globals['_CRITIQUE']._serialized_end=1411
+  _globals['_GRADIENT']._serialized_start=1414
+  _globals['_GRADIENT']._serialized_end=1567
 # @@protoc_insertion_point(module_scope)

@@ -63,6 +63,10 @@ class _ParseStatusEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._En
     """No value for this criterion could be found."""
     PARSE_STATUS_INVALID: _ParseStatus.ValueType  # 5
     """The text could not be parsed at all (garbage, truncated JSON, empty reply)."""
+    PARSE_STATUS_TRUNCATED: _ParseStatus.ValueType  # 6
+    """The reply stopped at the model's output cap (finish_reason "length"): it is cut off, and nothing in it is used,
+    whatever the role and the routing.
+    """
 
 class ParseStatus(_ParseStatus, metaclass=_ParseStatusEnumTypeWrapper):
     """Outcome of turning model text into a typed value."""
@@ -78,6 +82,10 @@ PARSE_STATUS_MISSING: ParseStatus.ValueType  # 4
 """No value for this criterion could be found."""
 PARSE_STATUS_INVALID: ParseStatus.ValueType  # 5
 """The text could not be parsed at all (garbage, truncated JSON, empty reply)."""
+PARSE_STATUS_TRUNCATED: ParseStatus.ValueType  # 6
+"""The reply stopped at the model's output cap (finish_reason "length"): it is cut off, and nothing in it is used,
+whatever the role and the routing.
+"""
 global___ParseStatus = ParseStatus
 
 class _ScoringMethod:
@@ -314,6 +322,8 @@ class Usage(google.protobuf.message.Message):
     LLM_CALLS_FIELD_NUMBER: builtins.int
     MODEL_SECONDS_FIELD_NUMBER: builtins.int
     MODEL_FIELD_NUMBER: builtins.int
+    TRUNCATED_CALLS_FIELD_NUMBER: builtins.int
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: builtins.int
     prompt_tokens: builtins.int
     completion_tokens: builtins.int
     llm_calls: builtins.int
@@ -322,6 +332,12 @@ class Usage(google.protobuf.message.Message):
     """Wall time spent waiting for the model."""
     model: builtins.str
     """Model name as reported by the endpoint configuration."""
+    truncated_calls: builtins.int
+    """Of llm_calls, the replies that stopped at the model's output cap (their parse status is TRUNCATED)."""
+    cached_prompt_tokens: builtins.int
+    """Prompt tokens served from the endpoint's prefix cache, where it reports them
+    (usage.prompt_tokens_details.cached_tokens); 0 otherwise.
+    """
     def __init__(
         self,
         *,
@@ -330,8 +346,10 @@ class Usage(google.protobuf.message.Message):
         llm_calls: builtins.int = ...,
         model_seconds: builtins.float = ...,
         model: builtins.str = ...,
+        truncated_calls: builtins.int = ...,
+        cached_prompt_tokens: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["completion_tokens", b"completion_tokens", "llm_calls", b"llm_calls", "model", b"model", "model_seconds", b"model_seconds", "prompt_tokens", b"prompt_tokens"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "llm_calls", b"llm_calls", "model", b"model", "model_seconds", b"model_seconds", "prompt_tokens", b"prompt_tokens", "truncated_calls", b"truncated_calls"]) -> None: ...
 
 global___Usage = Usage
 

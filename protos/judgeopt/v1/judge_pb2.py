@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from judgeopt.v1 import common_pb2 as judgeopt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17judgeopt/v1/judge.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xd6\x01\n\x0cScoreRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\x06prompt\x18\x04 \x01(\x0b\x32\x18.judgeopt.v1.JudgePrompt\x12#\n\x06sample\x18\x05 \x01(\x0b\x32\x13.judgeopt.v1.Sample\"_\n\rScoreResponse\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.judgeopt.v1.Prediction\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.judgeopt.v1.Usage2N\n\x0cJudgeService\x12>\n\x05Score\x12\x19.judgeopt.v1.ScoreRequest\x1a\x1a.judgeopt.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17judgeopt/v1/judge.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\x80\x02\n\x0cScoreRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\x06prompt\x18\x04 \x01(\x0b\x32\x18.judgeopt.v1.JudgePrompt\x12#\n\x06sample\x18\x05 \x01(\x0b\x32\x13.judgeopt.v1.Sample\x12(\n\x06layout\x18\x06 \x01(\x0e\x32\x18.judgeopt.v1.JudgeLayout\"_\n\rScoreResponse\x12+\n\nprediction\x18\x01 \x01(\x0b\x32\x17.judgeopt.v1.Prediction\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.judgeopt.v1.Usage*K\n\x0bJudgeLayout\x12\x1c\n\x18JUDGE_LAYOUT_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJUDGE_LAYOUT_PREFIX_SHARED\x10\x01\x32N\n\x0cJudgeService\x12>\n\x05Score\x12\x19.judgeopt.v1.ScoreRequest\x1a\x1a.judgeopt.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'judgeopt.v1.judge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_JUDGELAYOUT']._serialized_start=422
+  _globals['_JUDGELAYOUT']._serialized_end=497
   _globals['_SCOREREQUEST']._serialized_start=67
-  _globals['_SCOREREQUEST']._serialized_end=281
-  _globals['_SCORERESPONSE']._serialized_start=283
-  _globals['_SCORERESPONSE']._serialized_end=378
-  _globals['_JUDGESERVICE']._serialized_start=380
-  _globals['_JUDGESERVICE']._serialized_end=458
+  _globals['_SCOREREQUEST']._serialized_end=323
+  _globals['_SCORERESPONSE']._serialized_start=325
+  _globals['_SCORERESPONSE']._serialized_end=420
+  _globals['_JUDGESERVICE']._serialized_start=499
+  _globals['_JUDGESERVICE']._serialized_end=577
 # @@protoc_insertion_point(module_scope)

@@ -7,11 +7,48 @@ import builtins
 import collections.abc
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
+import google.protobuf.internal.enum_type_wrapper
 import google.protobuf.message
 import judgeopt.v1.common_pb2
+import sys
 import typing
 
+if sys.version_info >= (3, 10):
+    import typing as typing_extensions
+else:
+    import typing_extensions
+
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
+
+class _JudgeLayout:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _JudgeLayoutEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_JudgeLayout.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    JUDGE_LAYOUT_UNSPECIFIED: _JudgeLayout.ValueType  # 0
+    """The criteria (with their instructions) before the sample: one call for a JOINT request, one per criterion
+    for a PER_CRITERION one.
+    """
+    JUDGE_LAYOUT_PREFIX_SHARED: _JudgeLayout.ValueType  # 1
+    """One call per criterion; each call's text starts with what every call shares (task description, sample),
+    byte for byte, and ends with that criterion's instruction and output field alone, so an endpoint's prefix
+    cache serves the shared part to all but the first call.
+    """
+
+class JudgeLayout(_JudgeLayout, metaclass=_JudgeLayoutEnumTypeWrapper):
+    """How the judge puts a request's criteria to its model."""
+
+JUDGE_LAYOUT_UNSPECIFIED: JudgeLayout.ValueType  # 0
+"""The criteria (with their instructions) before the sample: one call for a JOINT request, one per criterion
+for a PER_CRITERION one.
+"""
+JUDGE_LAYOUT_PREFIX_SHARED: JudgeLayout.ValueType  # 1
+"""One call per criterion; each call's text starts with what every call shares (task description, sample),
+byte for byte, and ends with that criterion's instruction and output field alone, so an endpoint's prefix
+cache serves the shared part to all but the first call.
+"""
+global___JudgeLayout = JudgeLayout
 
 @typing.final
 class ScoreRequest(google.protobuf.message.Message):
@@ -22,7 +59,9 @@ class ScoreRequest(google.protobuf.message.Message):
     CRITERIA_FIELD_NUMBER: builtins.int
     PROMPT_FIELD_NUMBER: builtins.int
     SAMPLE_FIELD_NUMBER: builtins.int
+    LAYOUT_FIELD_NUMBER: builtins.int
     routing: judgeopt.v1.common_pb2.Routing.ValueType
+    layout: global___JudgeLayout.ValueType
     @property
     def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
     @property
@@ -39,9 +78,10 @@ class ScoreRequest(google.protobuf.message.Message):
         criteria: collections.abc.Iterable[judgeopt.v1.common_pb2.Criterion] | None = ...,
         prompt: judgeopt.v1.common_pb2.JudgePrompt | None = ...,
         sample: judgeopt.v1.common_pb2.Sample | None = ...,
+        layout: global___JudgeLayout.ValueType = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["meta", b"meta", "prompt", b"prompt", "sample", b"sample"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["criteria", b"criteria", "meta", b"meta", "prompt", b"prompt", "routing", b"routing", "sample", b"sample"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["criteria", b"criteria", "layout", b"layout", "meta", b"meta", "prompt", b"prompt", "routing", b"routing", "sample", b"sample"]) -> None: ...
 
 global___ScoreRequest = ScoreRequest
 

@@ -46,7 +46,8 @@ class JudgeServiceServicer(object):
 
     def Score(self, request, context):
         """Score one sample on the given criteria. PER_CRITERION routing with several criteria makes one model call
-        per criterion (each seeing only its own instruction); JOINT scores all criteria in one call.
+        per criterion (each seeing only its own instruction); JOINT scores all criteria in one call, or, with the
+        PREFIX_SHARED layout, one call per criterion sharing everything but that criterion's part.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

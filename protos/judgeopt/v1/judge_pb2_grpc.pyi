@@ -24,7 +24,8 @@ class JudgeServiceStub:
         judgeopt.v1.judge_pb2.ScoreResponse,
     ]
     """Score one sample on the given criteria. PER_CRITERION routing with several criteria makes one model call
-    per criterion (each seeing only its own instruction); JOINT scores all criteria in one call.
+    per criterion (each seeing only its own instruction); JOINT scores all criteria in one call, or, with the
+    PREFIX_SHARED layout, one call per criterion sharing everything but that criterion's part.
     """
 
 class JudgeServiceAsyncStub:
@@ -33,7 +34,8 @@ class JudgeServiceAsyncStub:
         judgeopt.v1.judge_pb2.ScoreResponse,
     ]
     """Score one sample on the given criteria. PER_CRITERION routing with several criteria makes one model call
-    per criterion (each seeing only its own instruction); JOINT scores all criteria in one call.
+    per criterion (each seeing only its own instruction); JOINT scores all criteria in one call, or, with the
+    PREFIX_SHARED layout, one call per criterion sharing everything but that criterion's part.
     """
 
 class JudgeServiceServicer(metaclass=abc.ABCMeta):
@@ -44,7 +46,8 @@ class JudgeServiceServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[judgeopt.v1.judge_pb2.ScoreResponse, collections.abc.Awaitable[judgeopt.v1.judge_pb2.ScoreResponse]]:
         """Score one sample on the given criteria. PER_CRITERION routing with several criteria makes one model call
-        per criterion (each seeing only its own instruction); JOINT scores all criteria in one call.
+        per criterion (each seeing only its own instruction); JOINT scores all criteria in one call, or, with the
+        PREFIX_SHARED layout, one call per criterion sharing everything but that criterion's part.
         """
 
 def add_JudgeServiceServicer_to_server(servicer: JudgeServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
