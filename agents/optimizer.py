@@ -14,7 +14,18 @@ from typing import Any
 from judgeopt.agents import prompting
 from judgeopt.agents.model_client import ModelRunner
 from judgeopt.agents.parsing import KeyIndex, find_json_object, find_text_field, is_placeholder, strip_wrapping
-from judgeopt.agents.types import Criterion, Instruction, ParseStatus, Routing, StepResult, StepTask, Usage
+from judgeopt.agents.types import (
+    ArbitrateTask,
+    Arbitration,
+    ConflictNote,
+    Criterion,
+    Instruction,
+    ParseStatus,
+    Routing,
+    StepResult,
+    StepTask,
+    Usage,
+)
 
 
 def instruction_schema(criteria: tuple[Criterion, ...], routing: Routing) -> dict[str, Any]:
@@ -128,6 +139,49 @@ def read_step(text: str, task: StepTask, *, truncated: bool = False) -> StepResu
     return _parse_plain(text, task) if task.protocol == "study" else _parse_single(text, task)
 
 
+ARBITRATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "conflicts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "criteria": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+                    "issue": {"type": "string"},
+                },
+                "required": ["criteria", "issue"],
+            },
+        },
+        "resolution": {"type": "string"},
+    },
+    "required": ["conflicts", "resolution"],
+}
+
+
+def read_arbitration(text: str, task: ArbitrateTask) -> Arbitration:
+    """The conflicts in an arbiter's reply: entries that do not name two distinct known criteria are dropped (and
+    the status says REPAIRED); a reply with no JSON object is INVALID and finds no conflict."""
+    reading = find_json_object(text)
+    if reading is None:
+        return Arbitration((), "", ParseStatus.INVALID, text)
+    known = {c.name for c in task.criteria}
+    entries = reading.value.get("conflicts")
+    conflicts, dropped = [], not isinstance(entries, list)
+    for entry in entries if isinstance(entries, list) else []:
+        names = entry.get("criteria") if isinstance(entry, dict) else None
+        pair = tuple(n for n in names if isinstance(n, str) and n in known) if isinstance(names, list) else ()
+        if len(pair) != 2 or pair[0] == pair[1]:
+            dropped = True
+            continue
+        issue = entry.get("issue")
+        conflicts.append(ConflictNote((pair[0], pair[1]), issue.strip() if isinstance(issue, str) else ""))
+    resolution = reading.value.get("resolution")
+    resolution = resolution.strip() if isinstance(resolution, str) and conflicts else ""
+    status = ParseStatus.REPAIRED if dropped or reading.repaired else ParseStatus.OK
+    return Arbitration(tuple(conflicts), resolution, status, text)
+
+
 class OptimizerAgent:
     def __init__(self, runner: ModelRunner) -> None:
         self._runner = runner
@@ -136,6 +190,10 @@ class OptimizerAgent:
         if task.protocol == "study":
             return await self._study_step(task)
         gradients = prompting.format_gradients(task.gradients)
+        if task.resolution:
+            gradients += (
+                "\n\n" + prompting.render("optimizer_resolution", resolution=prompting.fence(task.resolution)).strip()
+            )
         conversations = prompting.format_conversations(task.conversations)
         if task.routing is Routing.PER_CRITERION:
             criterion = task.criteria[0]
@@ -166,6 +224,20 @@ class OptimizerAgent:
             schema_name="instructions",
         )
         return read_step(completion.text, task, truncated=completion.truncated), completion.usage
+
+    async def arbitrate(self, task: ArbitrateTask) -> tuple[Arbitration, Usage]:
+        """The conflict arbiter. A method of the optimizer, not a role of its own: it writes for the optimizer's
+        next step and sees exactly what a joint optimizer call sees (every criterion's gradients), so it runs on the
+        optimizer's model and service, and the policy and the audit treat it as that call."""
+        user = prompting.render(
+            "optimizer_arbiter_user",
+            criteria=prompting.format_criteria(task.criteria),
+            gradients=prompting.format_gradients(task.gradients),
+        )
+        completion = await self._runner.complete(
+            prompting.render("optimizer_arbiter_system"), user, schema=ARBITRATION_SCHEMA, schema_name="arbitration"
+        )
+        return read_arbitration(completion.text, task), completion.usage
 
     async def _study_step(self, task: StepTask) -> tuple[StepResult, Usage]:
         joint = task.routing is Routing.JOINT

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import json_repair
+
 from judgeopt.agents.types import Criterion, CriterionScore, ParseStatus
 
 _FENCE = re.compile(r"```(?:json|JSON)?+\s*+(.*?)```", re.DOTALL)
@@ -69,14 +71,41 @@ def _json_objects(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
             start = text.find("{", end)
 
 
+REPAIR_MAX_CHARS = 64 * 1024
+"""Only a reply up to this long is handed to the JSON-repair library, whose time grows faster than the reply's."""
+REPAIR_MAX_OPENINGS = 64
+"""Nor one with more ``{`` and ``[`` than this: a run of open braces takes the library quadratic time."""
+
+
+def _repaired_object(text: str) -> dict[str, Any] | None:
+    """What json-repair makes of the reply from its first ``{`` to its last ``}``, when no strict JSON object is in
+    it: single quotes, trailing commas, comments, unquoted keys. ``None`` unless that is a non-empty object, and for
+    a reply past the limits above. A reply cut off before its closing brace is left to the truncation readers, which
+    tell what was cut."""
+    start, end = text.find("{"), text.rfind("}")
+    if not 0 <= start < end or len(text) > REPAIR_MAX_CHARS:
+        return None
+    if text.count("{") + text.count("[") > REPAIR_MAX_OPENINGS:
+        return None
+    try:
+        value = json_repair.loads(text[start : end + 1])
+    except (ValueError, RecursionError, TypeError, IndexError):  # a library reading untrusted text: never raise
+        return None
+    return value if isinstance(value, dict) and value else None
+
+
 def find_json_object(text: str) -> JsonReading | None:
     """The first JSON object in ``text``: the whole reply, else the first ``{`` from which a JSON object decodes
-    (inside a code fence or prose; unbalanced stray braces before it are skipped)."""
+    (inside a code fence or prose; unbalanced stray braces before it are skipped), else the object JSON repair
+    makes of it."""
     whole = _whole_object(text)
     if whole is not None:
         return JsonReading(whole, repaired=False)
     found = next(_json_objects(text), None)
-    return None if found is None else JsonReading(found[1], repaired=True)
+    if found is not None:
+        return JsonReading(found[1], repaired=True)
+    repaired = _repaired_object(text)
+    return None if repaired is None else JsonReading(repaired, repaired=True)
 
 
 def _fenced_spans(text: str) -> list[tuple[int, int]]:
@@ -95,7 +124,8 @@ def find_answer_object(text: str, keys: Sequence[str]) -> JsonReading | None:
         return JsonReading(whole, repaired=False)
     candidates = list(_json_objects(text))
     if not candidates:
-        return None
+        repaired = _repaired_object(text)
+        return None if repaired is None else JsonReading(repaired, repaired=True)
     fences = _fenced_spans(text)
 
     def rank(candidate: tuple[int, dict[str, Any]]) -> tuple[int, bool, int]:

@@ -78,6 +78,7 @@ fence = TagGuard(DATA_TAGS)
 # fences them, so that the agents may pass such text as it is.
 _TEXT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "optimizer_user_per_criterion": frozenset({"instruction"}),
+    "optimizer_resolution": frozenset({"resolution"}),
     "evaluator_adherence": frozenset({"old_instruction", "new_instruction"}),
 }
 

@@ -339,6 +339,9 @@ class StepTask:
     gradients: tuple[Gradient, ...] = field(default=())
     conversations: tuple[Conversation, ...] = field(default=())
     protocol: PromptProtocol = "judgeopt"
+    resolution: str | None = None
+    """The conflict arbiter's resolution of contradictory gradients, when the caller ran one (judgeopt's protocol: the
+    study's prompt structure has no place for it)."""
 
     def __post_init__(self) -> None:
         _check_scope(self.criteria, "step")
@@ -348,6 +351,37 @@ class StepTask:
             raise InvalidRequestError(f"step: no instruction to rewrite for criteria {missing}")
         for gradient in self.gradients:
             _check_known(gradient.criteria, self.criteria, "step: gradient")
+
+
+@dataclass(frozen=True)
+class ArbitrateTask:
+    """Find the pairs of criteria whose gradients ask for contradictory changes, and say how to reconcile them."""
+
+    criteria: tuple[Criterion, ...]
+    gradients: tuple[Gradient, ...]
+
+    def __post_init__(self) -> None:
+        _check_scope(self.criteria, "arbitrate")
+        if not self.gradients:
+            raise InvalidRequestError("arbitrate: no gradients to compare")
+        for gradient in self.gradients:
+            _check_known(gradient.criteria, self.criteria, "arbitrate: gradient")
+
+
+@dataclass(frozen=True)
+class ConflictNote:
+    criteria: tuple[str, str]
+    issue: str
+
+
+@dataclass(frozen=True)
+class Arbitration:
+    """The conflicts found (none when the gradients are compatible) and the resolution for the optimizer."""
+
+    conflicts: tuple[ConflictNote, ...]
+    resolution: str
+    status: ParseStatus
+    raw_output: str
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from judgeopt.core.log_defaults import LogDefaults
 
 COMMANDS: dict[str, str] = {
     "optimize": "judgeopt.orchestrator.cli.optimize",
@@ -24,11 +28,14 @@ COMMANDS: dict[str, str] = {
     "export": "judgeopt.orchestrator.cli.export",
     "judge": "judgeopt.orchestrator.cli.judge",
     "audit": "judgeopt.orchestrator.cli.audit",
+    "focus-agreement": "judgeopt.orchestrator.cli.focus_agreement",
     "serve": "judgeopt.services.command",
     "healthcheck": "judgeopt.services.healthcheck",
     "local-llm": "judgeopt.orchestrator.cli.local_llm",
+    "config": "judgeopt.orchestrator.cli.config",
+    "init": "judgeopt.orchestrator.cli.init",
 }
-"""Subcommand → its module (``HELP``, ``add_arguments(parser)``, ``run(args) -> int``)."""
+"""Subcommand → its module (``HELP``, ``add_arguments(parser)``, ``run(args) -> int``, optionally ``LOG_DEFAULTS``)."""
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -54,17 +61,47 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, unless it already states one or has none (a flag left unset defers
+    to the config file, whose defaults its help names)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if text is None or "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        if not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="judgeopt", description="Optimize multi-criterion LLM judges.")
+    from judgeopt.core.log_defaults import LOG_FORMATS, LOG_LEVELS
+
+    parser = argparse.ArgumentParser(
+        prog="judgeopt", description="Optimize multi-criterion LLM judges.", formatter_class=_DefaultsHelpFormatter
+    )
     parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="log lines as readable console text or as one JSON object each (default: console on stderr; json on "
+        "stdout for serve)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="the least severe events logged (default: warning; info for serve, audit and local-llm)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        sub = commands.add_parser(
+            name, help=module.HELP, description=module.HELP, formatter_class=_DefaultsHelpFormatter
+        )
         module.add_arguments(sub)
         sub.set_defaults(command_module=module)
     completion = commands.add_parser("completion", help="print a shell completion script (bash, zsh or tcsh)")
-    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell the script is for")
     completion.set_defaults(command_module=None)
     return parser
 
@@ -74,6 +111,20 @@ def _completion(parser: argparse.ArgumentParser, shell: str) -> int:
 
     print(shtab.complete(parser, shell=shell))
     return 0
+
+
+def _configure_logging(args: argparse.Namespace, defaults: LogDefaults | None) -> None:
+    import logging
+
+    from judgeopt.core.log_defaults import LogDefaults
+    from judgeopt.core.log_setup import configure_logging
+
+    defaults = defaults or LogDefaults()
+    configure_logging(
+        json=(args.log_format or defaults.format) == "json",
+        level=logging.getLevelNamesMapping()[(args.log_level or defaults.level).upper()],
+        stream=sys.stdout if defaults.stdout else sys.stderr,
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -87,9 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that suggest a next one
     module: ModuleType | None = args.command_module
     if module is None:
         return _completion(parser, args.shell)
+    _configure_logging(args, getattr(module, "LOG_DEFAULTS", None))
     handles_sigterm = getattr(module, "HANDLES_SIGTERM", False)
     if not handles_sigterm and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)

@@ -220,6 +220,9 @@ class AgentClients:
     async def step(self, request: optimizer_pb2.StepRequest) -> optimizer_pb2.StepResponse:
         return await self._call("optimizer", self._optimizer.Step, request)
 
+    async def arbitrate(self, request: optimizer_pb2.ArbitrateRequest) -> optimizer_pb2.ArbitrateResponse:
+        return await self._call("optimizer", self._optimizer.Arbitrate, request)
+
     async def rate_specificity(self, request: evaluator_pb2.SpecificityRequest) -> evaluator_pb2.RatingResponse:
         return await self._call("evaluator", self._evaluator.RateSpecificity, request)
 

@@ -3,6 +3,7 @@ sections (see ``judgeopt.core.config_file``) plus ``run`` (one optimization) and
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from judgeopt.core.service_config import ServiceConfig
 from judgeopt.core.yaml_files import read_yaml_mapping
 from judgeopt.orchestrator.data.records import DatasetConfig
 
+ArchiveChoice = Literal["hypervolume", "weights", "maxmin"]
 GATE_METRICS: tuple[str, ...] = ("mae", "spearman", "kendall", "pearson", "off_by_one")
 """The metrics a gate may compare (``Evaluation.metric`` accepts them); ``none`` turns the gate off."""
 
@@ -23,13 +25,34 @@ class RunConfig(BaseModel):
 
     Counts are strict integers: YAML's ``yes``/``true`` is refused rather than read as 1."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     mode: str = "SSS"
     """A preset: SSS, SSC, SCC, CCC or single. Ignored when ``policy_file`` is set."""
     policy_file: Path | None = None
     gate: str = "mae"
-    """Validation metric a candidate must not get worse on (``mae``, ``spearman``, …), or ``none``."""
+    """Validation metric a candidate must not get worse on (``mae``, ``spearman``, …), ``pareto`` (no criterion's
+    ``gate_metric`` may drop by more than ``gate_epsilon``), or ``none``."""
+    gate_metric: str = "mae"
+    """The per-criterion metric of the ``pareto`` gate and its archive (a ``GATE_METRICS`` name)."""
+    gate_epsilon: float = Field(default=0.0, ge=0.0)
+    """The ``pareto`` gate's tolerance: how far one criterion's metric may drop (in the metric's units)."""
+    gate_drop_interval: bool = False
+    """With the ``pareto`` gate: refuse a drop only when its 95% paired-bootstrap interval over the validation items
+    lies wholly beyond ``gate_epsilon`` (``bootstrap_resamples`` resamples), so noise alone does not refuse."""
+    archive_choice: ArchiveChoice = "hypervolume"
+    """With the ``pareto`` gate, how ``best`` is chosen from the archive of non-dominated prompts: the largest
+    hypervolume contribution, the largest ``archive_weights``-weighted sum, or the best worst criterion (each on the
+    metric scaled to 0-1 over its range)."""
+    archive_weights: dict[str, float] = Field(default_factory=dict)
+    """Per criterion, for ``archive_choice: weights``; a criterion not listed weighs 1."""
+    conflict_arbiter: bool = False
+    """Turn on the conflict arbiter: before each joint optimizer call, find pairs of criteria whose gradients ask
+    for contradictory changes and hand the optimizer a resolution (one more optimizer-model call per step)."""
+    specificity_fallback: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Turn on the specificity fallback with this focus threshold (0-1): after a joint gradient call, criteria
+    named in less than this share of its sentences get per-criterion gradient calls in the same step (and fresh
+    per-criterion loss calls where the loss was joint). Sets the policy's ``specificity_fallback``."""
     steps: StrictInt = Field(default=12, ge=0)
     batch_size: StrictInt = Field(default=3, ge=1)
     test_interval: StrictInt = Field(default=1, ge=1)
@@ -53,6 +76,9 @@ class RunConfig(BaseModel):
     """Budget: LLM calls the run may make (every attempt counts). A step that could exceed it is not started."""
     max_tokens: StrictInt | None = Field(default=None, ge=0)
     """Budget: prompt + completion tokens; checked with the step's estimate before each step."""
+    max_cost: float | None = Field(default=None, ge=0)
+    """Money budget, in the currency of the models' prices: stop at the step boundary before the run could cost more
+    (a step's cost is estimated from its calls, as the dry run does; a role with no price costs nothing)."""
     rate_window_seconds: float = Field(default=60.0, gt=0)
     """The window of the models' requests/tokens-per-minute limits (shorter only for tests)."""
 
@@ -80,8 +106,23 @@ class RunConfig(BaseModel):
     @field_validator("gate")
     @classmethod
     def _known_gate(cls, value: str) -> str:
-        if value != "none" and value not in GATE_METRICS:
-            raise ValueError(f"unknown gate {value!r} (none, {', '.join(GATE_METRICS)})")
+        if value not in ("none", "pareto") and value not in GATE_METRICS:
+            raise ValueError(f"unknown gate {value!r} (none, pareto, {', '.join(GATE_METRICS)})")
+        return value
+
+    @field_validator("gate_metric")
+    @classmethod
+    def _known_gate_metric(cls, value: str) -> str:
+        if value not in GATE_METRICS:
+            raise ValueError(f"unknown gate metric {value!r} ({', '.join(GATE_METRICS)})")
+        return value
+
+    @field_validator("archive_weights")
+    @classmethod
+    def _non_negative_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        negative = [name for name, weight in value.items() if weight < 0]
+        if negative:
+            raise ValueError(f"the archive weight of criterion {negative[0]!r} is negative")
         return value
 
     @field_validator("initial_instructions")
@@ -97,7 +138,7 @@ class RunConfig(BaseModel):
 class GridConfig(BaseModel):
     """The grid of an experiment; by default the study's 10 configurations × 3 runs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     modes: tuple[str, ...] = ("SSS", "SSC", "SCC", "CCC", "single")
     gates: tuple[str, ...] = ("mae", "none")
@@ -106,10 +147,28 @@ class GridConfig(BaseModel):
     diagnostics: bool = True
     interference: bool = True
     select_on: Literal["val", "test"] = "val"
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Named sets of run settings laid over ``run:`` (a mitigation turned on, say); every mode × gate × run is
+    repeated once per variant. None: each cell takes ``run:`` as it is."""
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_set_other_settings(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, settings in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(f"variant name {name!r}: use letters, digits and underscores")
+            owned = sorted(set(settings) & {"mode", "gate", "seed", "policy_file"})
+            if owned:
+                raise ValueError(f"variant {name!r} sets {owned[0]!r}, which the grid decides")
+        return value
+
+    def variant_names(self) -> tuple[str | None, ...]:
+        """The variants in order, or ``(None,)`` without any."""
+        return tuple(self.variants) or (None,)
 
 
 class JudgeoptConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     run: RunConfig = Field(default_factory=RunConfig)
     grid: GridConfig = Field(default_factory=GridConfig)
@@ -139,6 +198,6 @@ def load_config(path: Path | None) -> JudgeoptConfig:
     try:
         config = JudgeoptConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"{path}: {describe_validation_error(exc, raw)}") from None
     config.models.check_file_key_variables(path)
     return config

@@ -7,18 +7,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from judgeopt.core.flags import add_model_flags
+from judgeopt.core.log_defaults import LogDefaults
 from judgeopt.core.roles import ALL_ROLES
 
 if TYPE_CHECKING:
     from judgeopt.core.service_config import ServiceConfig
 
+LOG_DEFAULTS = LogDefaults(format="json", level="info", stdout=True)
+"""What this command logs unless --log-format and --log-level say otherwise."""
 HELP = "run one agent role as a gRPC service"
 HANDLES_SIGTERM = True
 """A service stops gracefully on SIGTERM by itself (in-flight calls finish)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("role", choices=ALL_ROLES)
+    parser.add_argument("role", choices=ALL_ROLES, help="the role this process serves")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind; 0 picks a free one and prints it")
     parser.add_argument("--ledger", type=Path, help="append what each request carried to this JSON-lines file")
@@ -104,10 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.core.config_file import load_serving_config
     from judgeopt.core.flags import apply_model_flags
     from judgeopt.core.local_model import shared_local_model
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.services.server import serve
 
-    configure_logging(json=True)
     role = args.role
     file_config = load_serving_config(args.config)
     service = service_config(args, file_config.service)

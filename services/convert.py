@@ -9,6 +9,8 @@ from __future__ import annotations
 from judgeopt.agents.errors import InvalidRequestError
 from judgeopt.agents.evaluator import AdherenceTask, Rating, SpecificityTask
 from judgeopt.agents.types import (
+    ArbitrateTask,
+    Arbitration,
     Conversation,
     Criterion,
     CriterionEvidence,
@@ -176,6 +178,14 @@ def step_task_from_proto(request: optimizer_pb2.StepRequest) -> StepTask:
         gradients=tuple(gradient_from_proto(g) for g in request.gradients),
         conversations=tuple(Conversation(sample_from_proto(c.sample), c.output) for c in request.conversations),
         protocol=protocol_from_proto(request.meta),
+        resolution=request.resolution if request.HasField("resolution") else None,
+    )
+
+
+def arbitrate_task_from_proto(request: optimizer_pb2.ArbitrateRequest) -> ArbitrateTask:
+    return ArbitrateTask(
+        criteria=criteria_from_proto(list(request.criteria)),
+        gradients=tuple(gradient_from_proto(g) for g in request.gradients),
     )
 
 
@@ -282,6 +292,16 @@ def gradient_response_to_proto(gradient: Gradient, usage: Usage) -> gradient_pb2
 def step_response_to_proto(result: StepResult, usage: Usage) -> optimizer_pb2.StepResponse:
     return optimizer_pb2.StepResponse(
         instructions=[common_pb2.Instruction(criterion=i.criterion, text=i.text) for i in result.instructions],
+        status=parse_status_to_proto(result.status),
+        raw_output=result.raw_output,
+        usage=usage_to_proto(usage),
+    )
+
+
+def arbitrate_response_to_proto(result: Arbitration, usage: Usage) -> optimizer_pb2.ArbitrateResponse:
+    return optimizer_pb2.ArbitrateResponse(
+        conflicts=[optimizer_pb2.Conflict(criteria=list(c.criteria), issue=c.issue) for c in result.conflicts],
+        resolution=result.resolution,
         status=parse_status_to_proto(result.status),
         raw_output=result.raw_output,
         usage=usage_to_proto(usage),

@@ -90,6 +90,15 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
 
         return await run_within_deadline(context, work, margin_seconds=self._margin)
 
+    async def Arbitrate(
+        self, request: optimizer_pb2.ArbitrateRequest, context: grpc.aio.ServicerContext
+    ) -> optimizer_pb2.ArbitrateResponse:
+        async def work() -> optimizer_pb2.ArbitrateResponse:
+            result, usage = await self._agent.arbitrate(convert.arbitrate_task_from_proto(request))
+            return convert.arbitrate_response_to_proto(result, usage)
+
+        return await run_within_deadline(context, work, margin_seconds=self._margin)
+
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     def __init__(self, agent: EvaluatorAgent, *, margin_seconds: float) -> None:

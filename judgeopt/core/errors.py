@@ -35,11 +35,29 @@ class DirectoryInUse(JudgeoptError):
     pid."""
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """A pydantic error on one line: ``field.path: message; …``."""
+def describe_validation_error(exc: ValidationError, data: object = None) -> str:
+    """A pydantic error on one line: ``field.path: message; …``. With the validated ``data``, an item of a list
+    that has a name is shown by it: ``run.dataset.criteria[fluency].max_score`` rather than ``criteria.5``."""
     parts = []
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
-        where = ".".join(str(p) for p in error["loc"])
+        where = _location(error["loc"], data)
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
+
+
+def _location(loc: tuple[int | str, ...], data: object) -> str:
+    where = ""
+    for step in loc:
+        item = None
+        if isinstance(step, int) and isinstance(data, list) and 0 <= step < len(data):
+            item = data[step]
+        elif isinstance(step, str) and isinstance(data, dict):
+            item = data.get(step)
+        name = item.get("name") if isinstance(step, int) and isinstance(item, dict) else None
+        if isinstance(name, str) and name:
+            where += f"[{name}]"
+        else:
+            where += f"{'.' if where else ''}{step}"
+        data = item
+    return where

@@ -27,11 +27,29 @@ def add_model_flags(parser: argparse.ArgumentParser, roles: Sequence[str]) -> No
     for role in ("", *roles):
         prefix = f"--{role}-" if role else "--"
         who = f"the {role} role" if role else "every role"
-        group.add_argument(f"{prefix}endpoint", metavar="URL", help=f"OpenAI-compatible base URL for {who}")
-        group.add_argument(f"{prefix}model", metavar="NAME", help=f"model name for {who}")
-        group.add_argument(f"{prefix}api-key-env", metavar="VAR", help=f"env variable holding the API key for {who}")
-    parser.add_argument("--local-model", type=Path, metavar="GGUF", help="GGUF file for the embedded local model")
-    parser.add_argument("--config", type=Path, metavar="FILE", help="judgeopt YAML config file")
+        group.add_argument(
+            f"{prefix}endpoint",
+            metavar="URL",
+            help=f"OpenAI-compatible base URL for {who} (default: the config file's, else the embedded local model)",
+        )
+        group.add_argument(f"{prefix}model", metavar="NAME", help=f"model name for {who} (default: the config file's)")
+        group.add_argument(
+            f"{prefix}api-key-env",
+            metavar="VAR",
+            help=f"env variable holding the API key for {who} (default: none sent)",
+        )
+    parser.add_argument(
+        "--local-model",
+        type=Path,
+        metavar="GGUF",
+        help="GGUF file for the embedded local model (default: SmolLM2-135M-Instruct, a demo judge)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="judgeopt YAML config file (default: none; `judgeopt config schema` prints its schema)",
+    )
 
 
 def apply_model_flags(args: argparse.Namespace, models: ModelsConfig, roles: Sequence[Role]) -> ModelsConfig:

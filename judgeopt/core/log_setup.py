@@ -1,35 +1,39 @@
-"""The single structlog configuration, applied once at the entry point: JSON for services, console for the CLI.
-Every string of every event passes through ``judgeopt.core.redact`` before it is rendered."""
+"""The single structlog configuration, applied once at the entry point (``judgeopt.cli.main``, from ``--log-format``
+and ``--log-level`` over each command's ``log_defaults.LogDefaults``): JSON on stdout for services, console on
+stderr for the CLI, whose stdout holds its results. Every string of every event passes through
+``judgeopt.core.redact`` before it is rendered."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
-
-import structlog
+from typing import Any, TextIO
 
 from judgeopt.core.redact import redact
 
 
-def _redacted(value: Any) -> Any:
+def redacted(value: Any) -> Any:
+    """``value`` with secrets in every string, nested ones too, replaced by ``REDACTED``."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {key: _redacted(item) for key, item in value.items()}
+        return {key: redacted(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_redacted(item) for item in value]
+        return [redacted(item) for item in value]
     return value
 
 
 def _redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: secrets (keys, tokens, URL credentials) in any field, nested ones and rendered
     tracebacks included, become ``REDACTED``."""
-    return {key: _redacted(value) for key, value in event.items()}
+    return {key: redacted(value) for key, value in event.items()}
 
 
-def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
+def configure_logging(*, json: bool, level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """``stream`` defaults to stdout for JSON (services) and stderr for the console."""
+    import structlog
+
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
@@ -43,7 +47,6 @@ def configure_logging(*, json: bool, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        # Services log to stdout (collected by the container runtime); the CLI keeps stdout for its results.
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout if json else sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream or (sys.stdout if json else sys.stderr)),
         cache_logger_on_first_use=False,  # tests reconfigure logging; a cached logger would keep a stale config
     )

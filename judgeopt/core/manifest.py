@@ -44,11 +44,13 @@ def received_fields(request: Any) -> set[tuple[str, str]]:
         case optimizer_pb2.StepRequest():
             seen = _prompt_fields(request.prompt)
             seen |= {(c, "gradient") for g in request.gradients for c in g.criteria}
+            if request.HasField("resolution"):
+                seen.add((SHARED, "resolution"))
             if request.conversations:
                 per_criterion = request.routing == common_pb2.ROUTING_PER_CRITERION and request.criteria
                 seen.add((request.criteria[0].name if per_criterion else SHARED, "conversations"))
             return seen
-        case evaluator_pb2.SpecificityRequest() | evaluator_pb2.AdherenceRequest():
+        case evaluator_pb2.SpecificityRequest() | evaluator_pb2.AdherenceRequest() | optimizer_pb2.ArbitrateRequest():
             return {(c, "gradient") for g in request.gradients for c in g.criteria}
         case _:
             raise TypeError(f"no manifest for {type(request).__name__}")

@@ -45,7 +45,7 @@ class StructuredOutput(StrEnum):
 class RoleModelConfig(BaseModel):
     """How one role reaches its model over the OpenAI-compatible chat API."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     base_url: HttpUrl | None = None
     """Endpoint, e.g. ``http://127.0.0.1:8080/v1``. ``None`` means the embedded local model."""
@@ -79,7 +79,25 @@ class RoleModelConfig(BaseModel):
     """Limit on calls to this role's endpoint; roles on the same endpoint share the tightest limit."""
     tokens_per_minute: int | None = Field(default=None, gt=0)
     price_per_1k_tokens: float | None = Field(default=None, ge=0)
-    """If given, runs report their cost (prompt and completion tokens priced alike)."""
+    """One price per 1,000 tokens, prompt and completion alike; runs then report their cost."""
+    input_price_per_1k_tokens: float | None = Field(default=None, ge=0)
+    """Price per 1,000 prompt tokens (overrides ``price_per_1k_tokens`` for them)."""
+    output_price_per_1k_tokens: float | None = Field(default=None, ge=0)
+    """Price per 1,000 completion tokens (overrides ``price_per_1k_tokens`` for them)."""
+
+    def token_prices(self) -> tuple[float, float] | None:
+        """(prompt, completion) price per 1,000 tokens, or ``None`` when the role is not priced at all; a side with
+        no price of its own takes ``price_per_1k_tokens``, else costs nothing."""
+        prompt = self.input_price_per_1k_tokens
+        completion = self.output_price_per_1k_tokens
+        if prompt is None and completion is None and self.price_per_1k_tokens is None:
+            return None
+        fallback = self.price_per_1k_tokens or 0.0
+        return (fallback if prompt is None else prompt, fallback if completion is None else completion)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        prices = self.token_prices()
+        return None if prices is None else (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1000
 
     @field_validator("api_key_env")
     @classmethod
@@ -146,7 +164,7 @@ class ModelsConfig(BaseModel):
           gradient: {base_url: "https://api.openai.com/v1", model: gpt-4o-mini, api_key_env: OPENAI_API_KEY}
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     default: dict[str, Any] = Field(default_factory=dict)
     judge: dict[str, Any] = Field(default_factory=dict)

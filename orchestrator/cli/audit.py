@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from judgeopt.core.log_defaults import LogDefaults
+
+LOG_DEFAULTS = LogDefaults(level="info")
+"""What this command logs unless --log-format and --log-level say otherwise."""
 HELP = "check what the services received against the run's policy"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="the run directory (as given to optimize --run-dir)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.orchestrator.engine.audit import audit_run
 
-    configure_logging(json=False)
     report = audit_run(args.run_dir)
     for breach in report.breaches:
         print(f"BREACH {breach.stage} {breach.request_id}: {breach.problem}")

@@ -45,12 +45,12 @@ def print_estimate(title: str, estimates: Sequence[CallEstimate], models: Models
     table = Table(title=f"{title} — no call made")
     for column in ("role", "calls (at most)", "tokens (estimate)", "cost (estimate)"):
         table.add_column(column, justify="left" if column == "role" else "right")
-    costs: list[float] = []
+    costs = total.cost_by_role(models)
     for role in ROLES:
-        price = models.for_role(role, local_base_url="http://local").price_per_1k_tokens
-        tokens = total.tokens.get(role, 0)
-        if price is not None:
-            costs.append(tokens / 1000 * price)
-        table.add_row(role, str(total.calls.get(role, 0)), str(tokens), "—" if price is None else f"{costs[-1]:.2f}")
-    table.add_row("total", str(total.total_calls), str(total.total_tokens), f"{sum(costs):.2f}" if costs else "—")
+        cost = costs.get(role)
+        table.add_row(
+            role, str(total.calls.get(role, 0)), str(total.tokens.get(role, 0)), "—" if cost is None else f"{cost:.2f}"
+        )
+    money = f"{sum(costs.values()):.2f}" if costs else "— (no prices set)"
+    table.add_row("total", str(total.total_calls), str(total.total_tokens), money)
     Console().print(table)

@@ -23,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", help="comma-separated presets (default: SSS,SSC,SCC,CCC,single)")
     parser.add_argument("--gates", help="comma-separated gates (default: mae,none)")
     parser.add_argument("--runs", type=int, help="repeated runs per configuration (default 3)")
-    parser.add_argument("--select-on", choices=["val", "test"], help="interference: choose best steps on val/test")
+    parser.add_argument(
+        "--select-on",
+        choices=["val", "test"],
+        help="interference: choose best steps on val/test (default: the grid's, val)",
+    )
     parser.add_argument("--no-diagnostics", action="store_true", help="skip the evaluator's ratings")
     parser.add_argument("--dry-run", action="store_true", help="print the grid's calls, tokens and cost; make no call")
     add_model_flags(parser, ALL_ROLES)
@@ -63,13 +67,15 @@ def print_grid_estimate(grid: GridConfig, base: RunConfig, models: ModelsConfig,
 
     cells = cell_configs(grid, base)
     estimates = [estimate_of(prepare(config, models, data_dir)) for config in cells.values()]
-    title = f"dry run: {len(cells)} cells ({len(grid.modes)} modes × {len(grid.gates)} gates × {grid.runs} runs)"
+    variants = f" × {len(grid.variants)} variants" if grid.variants else ""
+    title = (
+        f"dry run: {len(cells)} cells ({len(grid.modes)} modes × {len(grid.gates)} gates{variants} × {grid.runs} runs)"
+    )
     print_estimate(title, estimates, models)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
     import sys
     import time
 
@@ -77,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from judgeopt.core.files import DirectoryLock
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.core.roles import ROLES
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
     from judgeopt.orchestrator.config import load_config
@@ -90,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
         run_experiment,
     )
 
-    configure_logging(json=False, level=logging.WARNING)
     if args.resume is None:
         directory = args.dir or Path("experiments") / time.strftime("%Y%m%d-%H%M%S")
         file_config = load_config(args.config)
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     grid, base, _ = load_experiment(directory)
     service_addresses = addresses(args, ALL_ROLES if grid.diagnostics else ROLES)
     settings = client_settings(args, service_addresses)
-    cells = len(grid.modes) * len(grid.gates) * grid.runs
+    cells = len(grid.modes) * len(grid.gates) * len(grid.variant_names()) * grid.runs
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     lock = DirectoryLock(directory)
     lock.acquire()  # a directory another process writes is refused before anything else is said

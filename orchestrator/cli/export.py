@@ -9,18 +9,15 @@ HELP = "write a run's chosen judge to a self-contained file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="the run directory (as given to optimize --run-dir)")
     parser.add_argument("--step", default="best", help="best (on validation), best_oracle (on test) or a step number")
     parser.add_argument("--out", type=Path, required=True, help="the judge file to write, e.g. judge.yaml")
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
 
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.orchestrator.study.export import export_judge, write_judge
 
-    configure_logging(json=False, level=logging.WARNING)
     judge = export_judge(args.run_dir, args.step)
     write_judge(judge, args.out)
     source = judge.source

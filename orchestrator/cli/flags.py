@@ -26,24 +26,57 @@ def models_from_args(args: argparse.Namespace, roles: Sequence[Role]) -> ModelsC
 
 def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -> None:
     group = parser.add_argument_group("run (override the config file's run section)")
-    group.add_argument("--mode", help="preset policy: SSS, SSC, SCC, CCC or single")
-    group.add_argument("--policy", type=Path, metavar="FILE", help="a policy in YAML (instead of --mode)")
+    group.add_argument("--mode", help="preset policy: SSS, SSC, SCC, CCC or single (default: SSS)")
     group.add_argument(
-        "--gate", help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one) or none"
+        "--policy", type=Path, metavar="FILE", help="a policy in YAML (instead of --mode; default: the mode's)"
     )
-    group.add_argument("--steps", type=int)
-    group.add_argument("--batch-size", type=int)
-    group.add_argument("--test-interval", type=int)
-    group.add_argument("--seed", type=int)
+    group.add_argument(
+        "--gate",
+        help="validation metric of the gate (mae, spearman, kendall, pearson, off_by_one), pareto (no criterion may "
+        "drop by more than --gate-epsilon on --gate-metric) or none (default: mae)",
+    )
+    group.add_argument("--gate-metric", help="per-criterion metric of the pareto gate and its archive (default: mae)")
+    group.add_argument("--gate-epsilon", type=float, help="pareto gate: how far one criterion may drop (default: 0)")
+    group.add_argument(
+        "--gate-drop-interval",
+        action="store_true",
+        help="pareto gate: refuse a drop only when its bootstrap 95%% interval lies wholly beyond the epsilon",
+    )
+    group.add_argument(
+        "--archive-choice",
+        choices=["hypervolume", "weights", "maxmin"],
+        help="pareto gate: how the deployable prompt is chosen from the archive (default: hypervolume)",
+    )
+    group.add_argument(
+        "--specificity-fallback",
+        type=float,
+        metavar="SHARE",
+        help="after a joint gradient, per-criterion gradient calls for criteria named in less than SHARE (0-1) of "
+        "its sentences (default: off)",
+    )
+    group.add_argument(
+        "--conflict-arbiter",
+        action="store_true",
+        help="before each joint optimizer call, resolve gradients that ask for contradictory changes",
+    )
+    group.add_argument("--steps", type=int, help="optimization steps after step 0 (default: 2 quick, 12 otherwise)")
+    group.add_argument("--batch-size", type=int, help="training samples per step (default: 2 quick, 3 otherwise)")
+    group.add_argument("--test-interval", type=int, help="score the test split every N steps (default: 1)")
+    group.add_argument("--seed", type=int, help="seed of the data split and the training batches (default: 0)")
     group.add_argument(
         "--concurrency", type=int, help="calls in flight at once (default: 1 on the local model, else 8)"
     )
-    group.add_argument("--dataset", choices=["summeval", "summeval-wgc", "file"])
+    group.add_argument(
+        "--dataset",
+        choices=["summeval", "summeval-wgc", "file"],
+        help="summeval (1,600 summaries), summeval-wgc (the study's split) or file (--data-file) (default: summeval; "
+        "summeval-wgc under the study profiles)",
+    )
     group.add_argument("--data-file", type=Path, help="the dataset file (with --dataset file)")
-    group.add_argument("--criteria", help="comma-separated subset of the dataset's criteria")
-    group.add_argument("--train-size", type=int)
-    group.add_argument("--val-size", type=int)
-    group.add_argument("--test-size", type=int)
+    group.add_argument("--criteria", help="comma-separated subset of the dataset's criteria (default: all)")
+    group.add_argument("--train-size", type=int, help="training rows (default: 20 quick, else 160)")
+    group.add_argument("--val-size", type=int, help="validation rows (default: 4 quick, else 100)")
+    group.add_argument("--test-size", type=int, help="test rows (default: 8 quick, else 480)")
     group.add_argument(
         "--profile",
         choices=["quick", "full", "study", "study-code"],
@@ -57,7 +90,12 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
         "--val-overlaps-train", action="store_true", help="study quirk: draw validation from the training rows"
     )
     add_budget_flags(group)
-    parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder holding the SummEval files (default: $JUDGEOPT_DATA_DIR, ../shared/data beside the checkout, "
+        "the user cache; else downloaded into the cache)",
+    )
     if not single_run:
         return
     parser.add_argument("--dry-run", action="store_true", help="print the calls and tokens per role; make no call")
@@ -66,8 +104,18 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
 
 
 def add_budget_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--max-calls", type=int, help="budget: stop at the step boundary before exceeding N calls")
-    group.add_argument("--max-tokens", type=int, help="budget: stop at the step boundary before exceeding N tokens")
+    group.add_argument(
+        "--max-calls", type=int, help="budget: stop at the step boundary before exceeding N calls (default: no limit)"
+    )
+    group.add_argument(
+        "--max-tokens", type=int, help="budget: stop at the step boundary before exceeding N tokens (default: no limit)"
+    )
+    group.add_argument(
+        "--max-cost",
+        type=float,
+        help="budget: stop at the step boundary before the run could cost more, at the models' prices (default: "
+        "no limit)",
+    )
 
 
 def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) -> tuple[RunConfig, ModelsConfig]:
@@ -84,6 +132,12 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "mode": args.mode,
                 "policy_file": str(args.policy) if args.policy else None,
                 "gate": args.gate,
+                "gate_metric": args.gate_metric,
+                "gate_epsilon": args.gate_epsilon,
+                "gate_drop_interval": args.gate_drop_interval or None,
+                "archive_choice": args.archive_choice,
+                "specificity_fallback": args.specificity_fallback,
+                "conflict_arbiter": args.conflict_arbiter or None,
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "test_interval": args.test_interval,
@@ -92,6 +146,7 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "drop_output_format_after_update": args.drop_output_format or None,
                 "max_calls": args.max_calls,
                 "max_tokens": args.max_tokens,
+                "max_cost": args.max_cost,
             }
         )
     )
@@ -109,8 +164,14 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
         )
     )
     if args.criteria:
+        chosen = [name.strip() for name in args.criteria.split(",")]
         known = {c["name"]: c for c in data["dataset"].get("criteria", [])}
-        data["dataset"]["criteria"] = [known.get(n.strip(), {"name": n.strip()}) for n in args.criteria.split(",")]
+        if known and (unknown := [name for name in chosen if name not in known]):
+            raise ConfigError(f"--criteria: unknown criterion {unknown[0]!r}; the config's: {', '.join(known)}")
+        data["dataset"]["criteria"] = [known.get(name, {"name": name}) for name in chosen]
+        # A full config's instructions for the criteria left out are not wanted for this run, not an error.
+        instructions = data.get("initial_instructions", {})
+        data["initial_instructions"] = {name: text for name, text in instructions.items() if name in chosen}
     return validated_run_config(data), models
 
 
@@ -124,7 +185,7 @@ def validated_run_config(data: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"run settings: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"run settings: {describe_validation_error(exc, data)}") from None
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:

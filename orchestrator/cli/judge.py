@@ -27,7 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,7 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
     from judgeopt.core.files import DirectoryLock
     from judgeopt.core.flags import apply_model_flags
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.core.models import ModelsConfig
     from judgeopt.core.private_files import private_dir
     from judgeopt.core.roles import Role
@@ -46,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.orchestrator.study.apply import score_file, state_dir
     from judgeopt.orchestrator.study.export import read_judge
 
-    configure_logging(json=False, level=logging.WARNING)
     judge = read_judge(args.judge)
     # The exported settings as the default section, so --endpoint/--model/--api-key-env override them.
     models = apply_model_flags(args, ModelsConfig(default=judge.model.model_dump(mode="json")), [])
@@ -90,11 +87,26 @@ def run(args: argparse.Namespace) -> int:
     )
     if outcome.evaluation is not None:
         table = Table(title="agreement with the human scores")
-        for column in ("criterion", "Spearman ρ", "Kendall τ", "Pearson r", "MAE", "off-by-one", "n"):
+        columns = ("criterion", "Spearman ρ", "Kendall τ", "Pearson r", "MAE", "off-by-one", "α int", "α ord", "κ quad")
+        for column in (*columns, "n"):
             table.add_column(column, justify="left" if column == "criterion" else "right")
         for name, m in outcome.evaluation.per_criterion.items():
             table.add_row(
-                name, *(f"{v:.3f}" for v in (m.spearman, m.kendall, m.pearson, m.mae, m.off_by_one)), str(m.n)
+                name,
+                *(
+                    f"{v:.3f}"
+                    for v in (
+                        m.spearman,
+                        m.kendall,
+                        m.pearson,
+                        m.mae,
+                        m.off_by_one,
+                        m.alpha_interval,
+                        m.alpha_ordinal,
+                        m.kappa_quadratic,
+                    )
+                ),
+                str(m.n),
             )
         Console().print(table)
     return 1 if outcome.failed else 0

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from judgeopt.core.log_defaults import LogDefaults
+
+LOG_DEFAULTS = LogDefaults(level="info")
+"""What this command logs unless --log-format and --log-level say otherwise."""
 HELP = "serve the embedded local model until stopped"
 
 
@@ -20,9 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from typing import Any
 
     from judgeopt.core.local_model import LocalModelServer
-    from judgeopt.core.log_setup import configure_logging
 
-    configure_logging(json=False)
     with LocalModelServer(args.local_model, logprobs=args.logprobs) as server:
         print(f"local model {server.model_name} serving at {server.base_url}  (Ctrl-C stops it)", flush=True)
         stopped = False

@@ -20,15 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
 
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
     from judgeopt.orchestrator.cli.progress import run_with_progress
     from judgeopt.orchestrator.config import load_config
     from judgeopt.orchestrator.engine.run import prepare, start_run
 
-    configure_logging(json=False, level=logging.WARNING)
     file_config = load_config(args.config)
     models = models_from_args(args, ROLES)
     config, models = run_config(args, file_config.run, models)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
+from judgeopt.core.held_warnings import HeldWarnings, holding_warnings
+from judgeopt.orchestrator.cli.closing import capable_endpoint_command, what_it_shows, where_it_is
 from judgeopt.orchestrator.cli.flags import addresses
 
 
 def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwargs: Any) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
     from judgeopt.orchestrator.engine.risks import warn_risks
     from judgeopt.orchestrator.engine.run import execute
@@ -23,7 +27,9 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     config, tracks = manifest.config, manifest.tracks
     warn_risks([config])  # before the progress bars, which would draw over it
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    hold = contextlib.nullcontext(HeldWarnings()) if args.log_format == "json" else holding_warnings()
+    # Transient: the bars vanish when the run ends, so a failure leaves its one-line error alone on the screen.
+    with hold as held, Progress(*columns, console=console, transient=True) as progress:
         bars = {t: progress.add_task(f"track {t}", total=config.steps + 1) for t in tracks}
         for t in tracks:
             done = store.last_step(t)
@@ -46,12 +52,20 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     out = Console()
     for table in summary_tables(summary):
         out.print(table)
-    out.print(f"run directory: {run_dir}  (summary.json, run.sqlite, services/)")
+    if summary.get("cost"):
+        out.print(f"cost: {summary['cost']['total']:.2f}")
+    for line in held.lines():  # after the tables, never between them
+        out.print(Text.assemble(("warning", "yellow"), " ", line), highlight=False)
     if summary["status"] == "budget_reached":
         last = summary["steps"][-1]["step"] if summary["steps"] else None
         out.print(
             f"stopped at the budget after step {last}: `judgeopt resume {run_dir} --max-calls N` continues with more"
         )
-    if summary.get("cost"):
-        out.print(f"cost: {summary['cost']['total']:.2f}")
+    demo_judge = manifest.models.needs_local_model(("judge",)) and args.local_model is None
+    out.print()
+    out.print(what_it_shows(summary, demo_judge=demo_judge), highlight=False)
+    out.print(where_it_is(run_dir), highlight=False, markup=False)
+    if demo_judge and args.command == "optimize":
+        out.print("The same run on a capable OpenAI-compatible endpoint:", highlight=False)
+        out.print(f"  {capable_endpoint_command(args.argv)}", highlight=False, markup=False)
     return 0

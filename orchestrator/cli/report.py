@@ -13,12 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
 
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.orchestrator.study.reporting import write_report
 
-    configure_logging(json=False, level=logging.WARNING)
     markdown, html = write_report(args.directory)
     print(f"wrote {markdown} and {html}")
     return 0

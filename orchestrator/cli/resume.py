@@ -12,7 +12,7 @@ HELP = "continue a stopped run from its last complete step"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="the run directory (as given to optimize --run-dir)")
     parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
     parser.add_argument("--local-model", type=Path, metavar="GGUF", help="GGUF file for the embedded local model")
     add_budget_flags(parser.add_argument_group("budget (replaces the run's)"))
@@ -21,15 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
 
     from judgeopt.core.flags import given
-    from judgeopt.core.log_setup import configure_logging
     from judgeopt.orchestrator.cli.flags import addresses, client_settings, validated_run_config
     from judgeopt.orchestrator.cli.progress import run_with_progress
     from judgeopt.orchestrator.engine.run import open_run
 
-    configure_logging(json=False, level=logging.WARNING)
     settings = client_settings(args, addresses(args))
     store = open_run(args.run_dir, writer=True)
     budget = given({"max_calls": args.max_calls, "max_tokens": args.max_tokens})

@@ -145,7 +145,11 @@ def _load_file(config: DatasetConfig) -> Dataset:
     path = config.path
     if path is None or not config.text_fields or not config.criteria:
         missing = [setting for setting in ("path", "text_fields", "criteria") if not getattr(config, setting)]
-        raise DataError(f"dataset 'file' needs {', '.join(missing)}")
+        flag = " (--data-file, or" if "path" in missing else " (in"
+        raise DataError(
+            f"dataset 'file' needs {', '.join(missing)}{flag} the config file's run.dataset section; "
+            f"`judgeopt init {config.path or 'DATA_FILE'}` writes one from the file's columns)"
+        )
     return _read_file(
         path, config.text_fields, config.criteria, config.id_field, config.group_field, config.max_text_chars
     )

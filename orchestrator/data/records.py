@@ -29,7 +29,7 @@ def _not_a_boolean(value: object) -> object:
 class CriterionSpec(BaseModel):
     """One rated quality: its scale, and how close a prediction must be to the human score to count as correct."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     description: str = ""
@@ -39,6 +39,13 @@ class CriterionSpec(BaseModel):
     tolerance: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
 
     _no_booleans = field_validator("min_score", "max_score", "tolerance", mode="before")(_not_a_boolean)
+
+    @property
+    def off_by_one_width(self) -> float:
+        """How far a prediction may be from the truth to count as off by at most one: one point on a whole-number
+        scale, else a quarter of the range (one point of a 1-5 scale, 0.25 of a 0-1 one), so that the figure does not
+        read 1.000 on a short continuous scale."""
+        return 1.0 if self.integer_scores else (self.max_score - self.min_score) / 4
 
     @model_validator(mode="after")
     def _check_range(self) -> Self:
@@ -111,7 +118,7 @@ class Splits:
 class DatasetConfig(BaseModel):
     """The dataset section of a run config."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: Literal["summeval", "summeval-wgc", "file"] = "summeval"
     path: Path | None = None

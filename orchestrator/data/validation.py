@@ -40,10 +40,29 @@ class Layout:
     max_text_chars: int = MAX_TEXT_CHARS
 
 
+def _nested(values: Mapping[str, object]) -> dict[str, object]:
+    """The keys of objects nested one level down, by dotted path (``scores.fluency``)."""
+    return {
+        f"{column}.{key}": item
+        for column, value in values.items()
+        if isinstance(value, Mapping)
+        for key, item in value.items()
+    }
+
+
 def _value(row: Row, column: str) -> object:
-    if column not in row.values:
-        raise row.error(f"missing column {column!r}; available: {', '.join(map(repr, row.values))}")
-    return row.values[column]
+    """A column's value; in JSON, a dotted path (``scores.fluency``) reads into a nested object, and a name found in
+    no column is looked for in the nested objects, when exactly one holds it (``{"scores": {"fluency": 4}}``)."""
+    if column in row.values:
+        return row.values[column]
+    nested = _nested(row.values)
+    if column in nested:
+        return nested[column]
+    holders = [path for path in nested if path.rsplit(".", 1)[1] == column]
+    if len(holders) == 1:
+        return nested[holders[0]]
+    available = [*row.values, *nested]
+    raise row.error(f"missing column {column!r}; available: {', '.join(map(repr, available))}")
 
 
 def _is_blank(value: object) -> bool:
@@ -111,11 +130,13 @@ def _label(row: Row, criterion: CriterionSpec) -> float:
     if not criterion.min_score <= value <= criterion.max_score:
         raise row.error(
             f"column {column!r}: label {_shown(raw)} is outside the range "
-            f"{criterion.min_score:g}-{criterion.max_score:g}"
+            f"{criterion.min_score:g}-{criterion.max_score:g} of criterion {criterion.name!r} (set its min_score and "
+            "max_score; they are 1 and 5 unless set)"
         )
     if criterion.integer_scores and not value.is_integer():
         raise row.error(
-            f"column {column!r}: label {_shown(raw)} is not an integer, but the criterion has integer scores"
+            f"column {column!r}: label {_shown(raw)} is not a whole number, but criterion {criterion.name!r} has "
+            "integer_scores (the default; set integer_scores: false for averaged or continuous labels)"
         )
     return value
 

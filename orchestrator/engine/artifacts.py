@@ -90,6 +90,25 @@ class Gradient:
     status: int
 
 
+@dataclass(frozen=True)
+class FocusRecord:
+    """A joint gradient's focus per criterion (the specificity fallback's proxy), and the criteria under the
+    threshold: the fallback's per-criterion calls go to those of them with a usable critique."""
+
+    sample_id: str
+    gradient_id: str
+    shares: dict[str, float]
+    diluted: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two criteria whose gradients the conflict arbiter found asking for contradictory changes."""
+
+    criteria: tuple[str, str]
+    issue: str
+
+
 @dataclass
 class StepArtifacts:
     """Everything one training step produced, kept for the store and for the step's audit."""
@@ -98,6 +117,11 @@ class StepArtifacts:
     critiques: list[Critique] = field(default_factory=list)
     gradients: list[Gradient] = field(default_factory=list)
     optimizer_statuses: dict[str, int] = field(default_factory=dict)
+    focus: list[FocusRecord] = field(default_factory=list)
+    """With the specificity fallback: one record per joint gradient."""
+    conflicts: list[Conflict] = field(default_factory=list)
+    resolution: str = ""
+    """With the conflict arbiter: what it found, and the resolution the optimizer received ("" for none)."""
 
     def critiques_for(self, sample_id: str, criteria: Sequence[str]) -> list[Critique]:
         """Critiques of ``sample_id`` covering any of ``criteria``; a joint critique counts for every criterion

@@ -5,9 +5,10 @@ by the receiving service), not the router's log alone: every request a service r
 of this run, carry only the criteria that call may see, and only the fields the policy grants its stage. The
 router's own log is checked against the policy too.
 
-The ledgers must account for the run's whole traffic: every routed call must have been received by a service,
-unless every attempt of it failed (the calls table says so: it never reached one). An audit that checked nothing
-(ledgers emptied, or of another run) is refused, not passed.
+The critiques and gradients a call carried must be about criteria it sees (a per-criterion call is never handed
+a joint text). The ledgers must account for the run's whole traffic: every routed call must have been received by
+a service, unless every attempt of it failed (the calls table says so: it never reached one). An audit that
+checked nothing (ledgers emptied, or of another run) is refused, not passed.
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ def _check(
     return breaches
 
 
+def _carried(entry: AuditEntry, about: dict[str, tuple[str, ...]]) -> list[Breach]:
+    """A call may carry a critique or gradient only if it is about criteria the call sees: a per-criterion call
+    (a fallback's, say) must never be handed a joint text. Artifacts of a step not committed are not known."""
+    wider = sorted(a for a in entry.artifacts if a in about and not set(about[a]) <= set(entry.visible))
+    if not wider:
+        return []
+    return [Breach(entry.request_id, entry.stage, f"router sent artifacts about criteria the call hides: {wider}")]
+
+
 def _ledger_entries(services_dir: Path) -> tuple[list[str], list[dict[str, object]]]:
     """Every ledger line; a torn last line (a service killed mid-write) is skipped, any other bad line refused."""
     files = sorted(services_dir.glob("*.ledger.jsonl"))
@@ -101,6 +111,7 @@ def audit_run(run_dir: Path) -> AuditReport:
         run_id, policy = manifest.run_id, manifest.policy
         tracks = {t: manifest.track_criteria(t) for t in manifest.tracks}
         routed = {e.request_id: e for e in store.audit_entries()}
+        about = store.artifact_criteria()
         outcomes: dict[str, set[str]] = {}
         for request_id, *_, outcome in store.calls():
             outcomes.setdefault(request_id, set()).add(outcome)
@@ -115,6 +126,7 @@ def audit_run(run_dir: Path) -> AuditReport:
     breaches: list[Breach] = []
     for entry in routed.values():
         breaches += _check(policy, entry, tracks[entry.track], entry.visible, entry.fields, "router sent")
+        breaches += _carried(entry, about)
     checked = 0
     received_ids: set[str] = set()
     for received in ledger:

@@ -21,10 +21,12 @@ from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.records import CriterionSpec, Record, Splits, shown_criteria
-from judgeopt.orchestrator.engine.artifacts import PromptState, StepArtifacts
-from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, tests_at
+from judgeopt.orchestrator.engine.artifacts import Conflict, FocusRecord, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, spend_by_role, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.focus import focus_shares
 from judgeopt.orchestrator.engine.metrics import Evaluation
+from judgeopt.orchestrator.engine.pareto import ArchiveMember, admitted, drop_intervals, regressions, worst_errors
 from judgeopt.orchestrator.engine.policy import Policy
 from judgeopt.orchestrator.engine.router import RoutedCall, Router
 from judgeopt.orchestrator.engine.scoring import Scorer, evaluation_json, evaluation_of
@@ -83,6 +85,15 @@ class _Tally:
 class StepOutcome:
     record: StepRecord
     artifacts: StepArtifacts | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """A prompt scored on a split: its figures, as stored, and the judge's scores item by item."""
+
+    evaluation: Evaluation
+    figures: dict[str, Any]
+    scored: list[ScoredSample | None]
 
 
 ProgressHook = Callable[[str, int], None]
@@ -163,14 +174,16 @@ class OptimizationLoop:
         shape = settings.shapes[track.name]
         estimate = shape.initial() if step == 0 else shape.training(with_test=self._tests_at(step))
         calls, tokens = self.store.spent()
-        if budget.allows(calls, tokens, estimate):
+        cost = sum(spend_by_role(budget.models, self.store.usage_by_role()).values()) if budget.models else 0.0
+        if budget.allows(calls, tokens, estimate, cost):
             return True
         self.budget_reached = True
-        log.warning("budget.reached", track=track.name, step=step, calls=calls, tokens=tokens)
+        log.warning("budget.reached", track=track.name, step=step, calls=calls, tokens=tokens, cost=round(cost, 4))
         return False
 
     def _commit(self, track: Track, outcome: StepOutcome) -> StepRecord:
-        self.store.commit_step(outcome.record, outcome.artifacts)
+        archive = self._admit(track, outcome.record) if self._pareto else None
+        self.store.commit_step(outcome.record, outcome.artifacts, archive)
         log.info(
             "step.done",
             track=track.name,
@@ -186,20 +199,69 @@ class OptimizationLoop:
 
     async def _evaluate(
         self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
-    ) -> tuple[Evaluation, dict[str, Any]]:
+    ) -> _Evaluated:
         scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
-        names = [c.name for c in track.criteria]
         # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
         resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
-        evaluation = evaluation_of(names, records, scored, resamples, self.settings.run.seed)
-        return evaluation, evaluation_json(evaluation, scored, records)
+        evaluation = evaluation_of(track.criteria, records, scored, resamples, self.settings.run.seed)
+        figures = evaluation_json(evaluation, scored, records)
+        if self._pareto and purpose == "val":
+            figures["gate_values"] = self._gate_values(evaluation, track)
+        return _Evaluated(evaluation, figures, scored)
+
+    @property
+    def _pareto(self) -> bool:
+        return self.settings.run.gate == "pareto"
 
     def _gate_metric(self, evaluation: Evaluation, track: Track) -> float:
-        name = "mae" if self.settings.run.gate == "none" else self.settings.run.gate
+        """The macro value the gate compares (with the Pareto gate: its per-criterion metric's macro average)."""
+        gate = self.settings.run.gate
+        name = {"none": "mae", "pareto": self.settings.run.gate_metric}.get(gate, gate)
         if not self.settings.run.gate_counts_parse_failures:
             return evaluation.metric(name)  # the study's: items the judge failed to score are left out
-        worst = {c.name: c.max_score - c.min_score for c in track.criteria}
-        return evaluation.metric(name, worst_errors=worst)
+        return evaluation.metric(name, worst_errors=worst_errors(track.criteria))
+
+    def _gate_values(self, evaluation: Evaluation, track: Track) -> dict[str, float]:
+        """Per criterion, the Pareto gate's metric (oriented: higher is better), counting parse failures as the
+        scalar gate does."""
+        worst = worst_errors(track.criteria) if self.settings.run.gate_counts_parse_failures else None
+        return evaluation.values(self.settings.run.gate_metric, worst_errors=worst)
+
+    async def _regressed(
+        self, track: Track, last: StepRecord, candidate: _Evaluated, step: int
+    ) -> tuple[list[str], dict[str, tuple[float, float]] | None]:
+        """The criteria on which the candidate falls more than ``gate_epsilon`` below the current prompt, and the
+        drops' bootstrap intervals when the run asks for them (the current prompt's validation scores then come
+        from the prediction cache: no call unless the run re-judges unchanged prompts)."""
+        run = self.settings.run
+        assert last.val is not None
+        before, after = last.val["gate_values"], candidate.figures["gate_values"]
+        intervals = None
+        if run.gate_drop_interval:
+            current = await self._evaluate(track, last.prompt, self.splits.val, step=step, purpose="val")
+            names = [c.name for c in track.criteria]
+
+            def scores(scored: Sequence[ScoredSample | None]) -> dict[str, list[float | None]]:
+                return {n: [s.scores.get(n) if s else None for s in scored] for n in names}
+
+            intervals = drop_intervals(
+                scores(current.scored),
+                scores(candidate.scored),
+                {n: [r.labels[n] for r in self.splits.val] for n in names},
+                metric=run.gate_metric,
+                worst=worst_errors(track.criteria) if run.gate_counts_parse_failures else None,
+                resamples=run.bootstrap_resamples,
+                seed=run.seed + step,
+            )
+        return regressions(before, after, run.gate_epsilon, intervals), intervals
+
+    def _admit(self, track: Track, record: StepRecord) -> list[ArchiveMember]:
+        """The track's archive after ``record``: a prompt the track now holds is offered to it."""
+        archive = self.store.archive(track.name)
+        if record.status not in ("initial", "accepted") or record.val is None:
+            return archive
+        member = ArchiveMember(record.step, record.prompt.id, dict(record.val["gate_values"]))
+        return admitted(archive, member, [c.name for c in track.criteria])
 
     def _tests_at(self, step: int) -> bool:
         return tests_at(step, self.settings.run.steps, self.settings.run.test_interval)
@@ -207,8 +269,9 @@ class OptimizationLoop:
     # --- steps -------------------------------------------------------------------------------------------------------
 
     async def _initial_step(self, track: Track) -> StepRecord:
-        val, val_json = await self._evaluate(track, track.initial, self.splits.val, step=0, purpose="val")
-        _, test_json = await self._evaluate(track, track.initial, self.splits.test, step=0, purpose="test")
+        val = await self._evaluate(track, track.initial, self.splits.val, step=0, purpose="val")
+        val_json = val.figures
+        test_json = (await self._evaluate(track, track.initial, self.splits.test, step=0, purpose="test")).figures
         evaluated = val_json["n"] + test_json["n"]
         if evaluated and val_json["failed_calls"] + test_json["failed_calls"] == evaluated:
             raise RunFailed(
@@ -223,7 +286,7 @@ class OptimizationLoop:
             status="initial",
             prompt=track.initial,
             candidate=None,
-            val_metric=self._gate_metric(val, track),
+            val_metric=self._gate_metric(val.evaluation, track),
             val=val_json,
             test=test_json,
             batch=(),
@@ -271,12 +334,20 @@ class OptimizationLoop:
         candidate = current.replaced(updates)
         if self.settings.run.drop_output_format_after_update and candidate != current:
             candidate = PromptState(candidate.task_description, candidate.instructions, omit_output_format=True)
-        val, val_json = await self._evaluate(track, candidate, self.splits.val, step=step, purpose="val")
-        candidate_metric = self._gate_metric(val, track)
+        val = await self._evaluate(track, candidate, self.splits.val, step=step, purpose="val")
+        val_json = val.figures
+        candidate_metric = self._gate_metric(val.evaluation, track)
         unusable = "no_valid_score" in val_json  # under the candidate the judge gave no valid score: the step fails
         if unusable:
             log.warning("step.no_valid_score", track=track.name, step=step, cause=val_json["no_valid_score"])
-        passes = self.settings.run.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
+        if self._pareto and not unusable:
+            regressed, intervals = await self._regressed(track, last, val, step)
+            val_json["regressed"] = regressed
+            if intervals is not None:
+                val_json["drop_ci"] = {c: list(i) for c, i in intervals.items()}
+            passes = not regressed
+        else:
+            passes = self.settings.run.gate == "none" or last.val_metric is None or candidate_metric >= last.val_metric
         if passes and not unusable:
             record = replace(template, status="accepted", prompt=candidate, val_metric=candidate_metric, val=val_json)
         else:
@@ -288,9 +359,26 @@ class OptimizationLoop:
     async def _test_json(self, track: Track, prompt: PromptState, step: int) -> dict[str, Any] | None:
         if not self._tests_at(step):
             return None
-        _, test_json = await self._evaluate(track, prompt, self.splits.test, step=step, purpose="test")
+        test_json = (await self._evaluate(track, prompt, self.splits.test, step=step, purpose="test")).figures
         _require_scores(track, step, "test", test_json)
         return test_json
+
+    async def _arbitrate(
+        self,
+        router: Router,
+        artifacts: StepArtifacts,
+        send_all: Callable[[Sequence[RoutedCall[Any]], Callable[[Any], Awaitable[Any]], str], Awaitable[list[Any]]],
+    ) -> None:
+        """The conflict arbiter between gradient and optimizer: the conflicts it finds go into the step's
+        artifacts, with the resolution the joint optimizer call will carry. An unusable reply finds nothing."""
+        calls = router.arbiter(artifacts.gradients, router.state(artifacts))
+        for reply in await send_all(calls, self.clients.arbitrate, "arbiter"):
+            if reply is None or reply.status not in convert.USABLE_STATUSES:
+                continue
+            pairs = [c for c in reply.conflicts if len(c.criteria) == 2]
+            artifacts.conflicts += [Conflict((c.criteria[0], c.criteria[1]), c.issue) for c in pairs]
+            if reply.conflicts:
+                artifacts.resolution = reply.resolution
 
     async def _learn(
         self, track: Track, prompt: PromptState, batch: Sequence[Record], step: int
@@ -305,37 +393,57 @@ class OptimizationLoop:
         tally = _Tally()
         names = [c.name for c in track.criteria]
 
-        async def send_all(calls: Sequence[RoutedCall[Any]], send: Callable[[Any], Awaitable[Any]]) -> list[Any]:
+        async def send_all(
+            calls: Sequence[RoutedCall[Any]], send: Callable[[Any], Awaitable[Any]], purpose: str = "train"
+        ) -> list[Any]:
             replies = await asyncio.gather(
-                *(self.executor.send(c, send, track=track.name, step=step, purpose="train") for c in calls)
+                *(self.executor.send(c, send, track=track.name, step=step, purpose=purpose) for c in calls)
             )
             tally.add(replies)
             return list(replies)
 
-        async def chain(record: Record) -> StepArtifacts:
-            """The judge, loss and gradient work of one sample."""
-            own = StepArtifacts()
-            (scored,) = await self._scorers[track.name].score(prompt, [record], step=step, purpose="train")
-            tally.add([scored])
-            if scored is None:
-                return own
-            own.predictions.append(scored)
+        async def learn_from(record: Record, scored: ScoredSample, own: StepArtifacts, purpose: str) -> None:
+            """The sample's loss calls, then its gradient calls, as the policy routes them given what the sample's
+            chain has produced so far (``own``); a gradient call goes out only for criteria some critique covers."""
             loss_calls = router.loss(record, scored, prompt, router.state(own))
-            for loss_call, reply in zip(loss_calls, await send_all(loss_calls, self.clients.critique), strict=True):
+            replies = await send_all(loss_calls, self.clients.critique, purpose)
+            for loss_call, reply in zip(loss_calls, replies, strict=True):
                 if reply is not None and reply.critique.status in convert.USABLE_STATUSES:
                     own.critiques.append(
                         convert.critique_of(reply, loss_call.request_id, record.id, loss_call.criteria)
                     )
             critiques = own.critiques_for(record.id, names)
+            if (
+                purpose == "fallback"
+            ):  # a per-criterion fallback call sees its own criterion's critique, never a joint one
+                critiques = [c for c in critiques if len(c.criteria) == 1]
             critiqued = {n for c in critiques for n in c.criteria}
             gradient_calls = [
                 c
                 for c in router.gradient(record, scored, critiques, prompt, router.state(own))
                 if set(c.criteria) & critiqued
             ]
-            for call, reply in zip(gradient_calls, await send_all(gradient_calls, self.clients.gradient), strict=True):
+            replies = await send_all(gradient_calls, self.clients.gradient, purpose)
+            for call, reply in zip(gradient_calls, replies, strict=True):
                 if reply is not None and reply.gradient.status in convert.USABLE_STATUSES:
                     own.gradients.append(convert.gradient_of(reply, call.request_id, call.criteria))
+
+        async def chain(record: Record) -> StepArtifacts:
+            """The judge, loss and gradient work of one sample; with the specificity fallback, the focus of its
+            joint gradient and, for the criteria it lost, per-criterion calls (``fallback`` in the calls table)."""
+            own = StepArtifacts()
+            (scored,) = await self._scorers[track.name].score(prompt, [record], step=step, purpose="train")
+            tally.add([scored])
+            if scored is None:
+                return own
+            own.predictions.append(scored)
+            await learn_from(record, scored, own, "train")
+            joint = [g for g in own.gradients if len(g.criteria) > 1]
+            if self.policy.specificity_fallback is not None and joint:
+                diluted = self.policy.diluted(router.state(own))
+                own.focus.append(FocusRecord(record.id, joint[0].id, focus_shares(joint[0], names), diluted))
+                if diluted:
+                    await learn_from(record, scored, own, "fallback")
             return own
 
         artifacts = StepArtifacts()
@@ -343,8 +451,13 @@ class OptimizationLoop:
             artifacts.predictions.extend(own.predictions)
             artifacts.critiques.extend(own.critiques)
             artifacts.gradients.extend(own.gradients)
+            artifacts.focus.extend(own.focus)
 
-        optimizer_calls = router.optimizer(prompt, artifacts.gradients, router.state(artifacts), batch)
+        if self.policy.conflict_arbiter and len(names) > 1:
+            await self._arbitrate(router, artifacts, send_all)
+        optimizer_calls = router.optimizer(
+            prompt, artifacts.gradients, router.state(artifacts), batch, artifacts.resolution
+        )
         updates: dict[str, str] = {}
         for step_call, reply in zip(optimizer_calls, await send_all(optimizer_calls, self.clients.step), strict=True):
             if reply is None:

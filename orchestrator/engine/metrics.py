@@ -1,8 +1,10 @@
 """Agreement between judge scores and human scores, per criterion and across criteria, and Pareto/hypervolume tools.
 
 ``criterion_metrics`` compares one criterion's predictions with the human truths (rank and linear correlations,
-MAE, off-by-one accuracy); ``evaluate`` does it for every criterion and averages. ``non_dominated``,
-``hypervolume`` and ``hypervolume_indicator`` treat per-criterion Spearman vectors as points to maximize.
+MAE, off-by-one accuracy, and the agreement statistics annotation work reports: Krippendorff's α, interval and
+ordinal, from the ``krippendorff`` package, and quadratic-weighted Cohen's κ from scikit-learn); ``evaluate`` does
+it for every criterion and averages. ``non_dominated``, ``hypervolume`` and ``hypervolume_indicator`` treat
+per-criterion Spearman vectors as points to maximize.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
+from typing import Literal
 
 import numpy as np
 import structlog
@@ -39,7 +42,8 @@ class CriterionMetrics:
     mae: float
     """Mean absolute error over the scored items; ``math.inf`` when no item was scored."""
     off_by_one: float
-    """Share of scored items with ``|pred - truth| <= 1``; 0.0 when no item was scored."""
+    """Share of scored items with ``|pred - truth| <= within`` (one point unless the scale says otherwise: see
+    ``CriterionSpec.off_by_one_width``); 0.0 when no item was scored."""
     n: int
     """Items with a usable prediction."""
     n_missing: int
@@ -48,11 +52,42 @@ class CriterionMetrics:
     """Fewer than 2 scored items, or constant predictions or truths among them: correlations are reported as 0.0."""
     spearman_ci: tuple[float, float] | None = None
     """Bootstrap 95% percentile interval of Spearman rho, when asked for and defined."""
+    alpha_interval: float = 0.0
+    """Krippendorff's α of the judge and the humans as two coders, interval distance; 0.0 where undefined."""
+    alpha_ordinal: float = 0.0
+    """Krippendorff's α, ordinal distance (the values seen are the ordered categories); 0.0 where undefined."""
+    kappa_quadratic: float = 0.0
+    """Cohen's κ with quadratic weights on the scores rounded to whole points (averaged human labels are rounded to
+    the nearest point: κ is for categories); 0.0 where undefined."""
 
 
 def _finite_or_zero(value: float) -> float:
     value = float(value)
     return value if math.isfinite(value) else 0.0
+
+
+def _krippendorff_alpha(
+    pred: NDArray[np.float64], truth: NDArray[np.float64], level: Literal["interval", "ordinal"]
+) -> float:
+    import krippendorff
+
+    try:
+        return _finite_or_zero(
+            krippendorff.alpha(reliability_data=np.vstack([pred, truth]), level_of_measurement=level)
+        )
+    except ValueError:  # a single value in the whole domain: no disagreement to measure
+        return 0.0
+
+
+def _quadratic_kappa(pred: NDArray[np.float64], truth: NDArray[np.float64]) -> float:
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score  # here: scikit-learn takes a while to import
+
+    with warnings.catch_warnings():  # one shared label is reported as undefined (nan, counted as 0.0 here)
+        warnings.simplefilter("ignore")
+        kappa = cohen_kappa_score(np.rint(pred).astype(int), np.rint(truth).astype(int), weights="quadratic")
+    return _finite_or_zero(kappa)
 
 
 def _spearman(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
@@ -165,6 +200,7 @@ def criterion_metrics(
     *,
     bootstrap_resamples: int = 0,
     seed: int = 0,
+    within: float = 1.0,
 ) -> CriterionMetrics:
     """Agreement of one criterion's predictions with the truths, item by item.
 
@@ -201,11 +237,14 @@ def criterion_metrics(
         kendall=kendall,
         pearson=pearson,
         mae=float(errors.mean()) if n else math.inf,
-        off_by_one=float(np.mean(errors <= 1.0 + _OFF_BY_ONE_SLACK)) if n else 0.0,
+        off_by_one=float(np.mean(errors <= within + _OFF_BY_ONE_SLACK)) if n else 0.0,
         n=n,
         n_missing=len(predictions) - n,
         constant=constant,
         spearman_ci=_spearman_interval(pred, truth, bootstrap_resamples, seed) if wants_interval else None,
+        alpha_interval=_krippendorff_alpha(pred, truth, "interval") if n >= 2 else 0.0,
+        alpha_ordinal=_krippendorff_alpha(pred, truth, "ordinal") if n >= 2 else 0.0,
+        kappa_quadratic=_quadratic_kappa(pred, truth) if n >= 2 else 0.0,
     )
 
 
@@ -254,7 +293,8 @@ class Evaluation:
         off-by-one, and correlations are scaled by the share of items scored. A candidate prompt then cannot pass
         a gate by failing on the items it would get wrong."""
         if worst_errors is not None:
-            return self._metric_counting_failures(name, worst_errors)
+            values = self.values(name, worst_errors=worst_errors)
+            return math.fsum(values.values()) / len(values)
         match name:
             case "spearman":
                 return self.macro_spearman
@@ -268,25 +308,89 @@ class Evaluation:
                 return self.macro_off_by_one
         raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
 
-    def _metric_counting_failures(self, name: str, worst_errors: Mapping[str, float]) -> float:
-        def counted(criterion: str, m: CriterionMetrics) -> float:
-            total = m.n + m.n_missing
-            if total == 0:
-                return 0.0
-            if m.n_missing == 0:
-                return Evaluation({criterion: m}).metric(name)
-            match name:
-                case "mae":
-                    scored = 0.0 if m.n == 0 else m.mae * m.n
-                    return -(scored + m.n_missing * worst_errors[criterion]) / total
-                case "off_by_one":
-                    return m.off_by_one * m.n / total
-                case "spearman" | "kendall" | "pearson":
-                    correlation: float = getattr(m, name)
-                    return correlation * m.n / total
-            raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+    def values(self, name: str, *, worst_errors: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Per criterion, the value of a ``GATE_METRICS`` name, oriented as :meth:`metric` (higher is better), with
+        items the judge failed to score counted against it when ``worst_errors`` is given."""
+        return {
+            criterion: oriented_value(name, m, None if worst_errors is None else worst_errors[criterion])
+            for criterion, m in self.per_criterion.items()
+        }
 
-        return math.fsum(counted(c, m) for c, m in self.per_criterion.items()) / len(self.per_criterion)
+
+def _penalty(name: str, worst_error: float) -> float:
+    """What an unscored item counts as: the worst error in MAE, a miss (0) in off-by-one, no correlation (0)."""
+    return -worst_error if name == "mae" else 0.0
+
+
+def _count_failures(
+    name: str, value: NDArray[np.float64], scored: NDArray[np.int64], missing: NDArray[np.int64], worst_error: float
+) -> NDArray[np.float64]:
+    """``value`` (over the scored items, oriented) with each unscored item counted as its penalty; 0 with no item."""
+    total = scored + missing
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = np.where(scored > 0, value, 0.0) * scored
+        counted = (kept + missing * _penalty(name, worst_error)) / total
+    result: NDArray[np.float64] = np.where(total == 0, 0.0, np.where(missing > 0, counted, value))
+    return result
+
+
+def oriented_value(name: str, m: CriterionMetrics, worst_error: float | None = None) -> float:
+    """One criterion's value of a ``GATE_METRICS`` name, higher is better (MAE negated). With ``worst_error`` (the
+    largest error the criterion's scale allows) unscored items count as that error in MAE, as misses in
+    off-by-one, and scale correlations down by the share of items scored."""
+    if name not in GATE_METRICS:
+        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+    value = -m.mae if name == "mae" else float(getattr(m, name))
+    if worst_error is None:
+        return value
+    return float(_count_failures(name, np.asarray(value), np.asarray(m.n), np.asarray(m.n_missing), worst_error))
+
+
+def _masked_correlation(
+    x: NDArray[np.float64], y: NDArray[np.float64], scored: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Pearson r of every row over its scored items; 0.0 where a side is constant or fewer than 2 are scored."""
+    n = np.maximum(scored.sum(axis=1, keepdims=True), 1)
+    dx = np.where(scored, x - np.where(scored, x, 0.0).sum(axis=1, keepdims=True) / n, 0.0)
+    dy = np.where(scored, y - np.where(scored, y, 0.0).sum(axis=1, keepdims=True) / n, 0.0)
+    scale = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
+    covariance = (dx * dy).sum(axis=1)
+    r: NDArray[np.float64] = np.divide(covariance, scale, out=np.zeros_like(covariance), where=scale > 1e-12)
+    return r
+
+
+def resampled_values(
+    name: str, predictions: NDArray[np.float64], truths: NDArray[np.float64], worst_error: float | None
+) -> NDArray[np.float64]:
+    """:func:`oriented_value` of every row (a bootstrap resample; NaN marks an unscored item) at once. A row with
+    no scored item and no ``worst_error`` has no value (NaN)."""
+    scored = ~np.isnan(predictions)
+    n = scored.sum(axis=1)
+    errors = np.abs(predictions - truths)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        match name:
+            case "mae":
+                value = -np.where(scored, errors, 0.0).sum(axis=1) / n
+            case "off_by_one":
+                value = (scored & (errors <= 1.0 + _OFF_BY_ONE_SLACK)).sum(axis=1) / n
+            case "pearson":
+                value = _masked_correlation(predictions, truths, scored)
+            case "spearman":
+                ranked_truths = np.where(scored, truths, np.nan)
+                ranks = stats.rankdata(predictions, axis=1, nan_policy="omit")
+                value = _masked_correlation(ranks, stats.rankdata(ranked_truths, axis=1, nan_policy="omit"), scored)
+            case "kendall":
+                value = np.array(
+                    [
+                        _finite_or_zero(stats.kendalltau(p[s], t[s]).statistic) if s.sum() >= 2 else 0.0
+                        for p, t, s in zip(predictions, truths, scored, strict=True)
+                    ]
+                )
+            case _:
+                raise ValueError(f"unknown metric {name!r}; valid: {', '.join(GATE_METRICS)}")
+    if worst_error is None:
+        return np.asarray(value, dtype=np.float64)
+    return _count_failures(name, value, n, predictions.shape[1] - n, worst_error)
 
 
 def evaluate(
@@ -295,8 +399,10 @@ def evaluate(
     *,
     bootstrap_resamples: int = 0,
     seed: int = 0,
+    within: Mapping[str, float] | None = None,
 ) -> Evaluation:
-    """``criterion_metrics`` for every criterion; the criteria order is that of ``truths``."""
+    """``criterion_metrics`` for every criterion; the criteria order is that of ``truths``; ``within`` is each
+    criterion's off-by-one width (1.0 when not given)."""
     if predictions.keys() != truths.keys():
         only_predicted = sorted(predictions.keys() - truths.keys())
         only_true = sorted(truths.keys() - predictions.keys())
@@ -304,7 +410,11 @@ def evaluate(
     return Evaluation(
         {
             criterion: criterion_metrics(
-                predictions[criterion], truth, bootstrap_resamples=bootstrap_resamples, seed=seed
+                predictions[criterion],
+                truth,
+                bootstrap_resamples=bootstrap_resamples,
+                seed=seed,
+                within=(within or {}).get(criterion, 1.0),
             )
             for criterion, truth in truths.items()
         }

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from judgeopt.core.errors import describe_validation_error
 from judgeopt.core.yaml_files import read_yaml_mapping
+from judgeopt.orchestrator.engine.focus import focus_shares
 from judgeopt.orchestrator.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ Routing = Literal["per_criterion", "joint", "prefix_shared"]
 ONE_REQUEST: frozenset[Routing] = frozenset({"joint", "prefix_shared"})
 """Routings that send one request for all of a track's criteria."""
 
-SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output"})
+SHARED_FIELDS = frozenset({"task_description", "sample", "judge_output", "resolution"})
 PER_CRITERION_FIELDS = frozenset({"instruction", "prediction", "ground_truth", "verdict", "critique", "gradient"})
 ROUTED_FIELDS = frozenset({"conversations"})
 """Fields about the call's focus: its own criterion's in a per-criterion call, shared (``*``) in a joint one."""
@@ -49,7 +50,7 @@ STAGE_FIELDS: dict[Stage, frozenset[str]] = {
     "judge": frozenset({"task_description", "instruction", "sample"}),
     "loss": frozenset({"instruction", "sample", "judge_output"}) | _EVIDENCE,
     "gradient": frozenset({"task_description", "instruction", "sample", "judge_output", "critique"}) | _EVIDENCE,
-    "optimizer": frozenset({"task_description", "instruction", "gradient", "conversations"}),
+    "optimizer": frozenset({"task_description", "instruction", "gradient", "conversations", "resolution"}),
 }
 """What each stage's calls can carry at all (the contract's fields); a policy picks a subset."""
 
@@ -118,12 +119,26 @@ class Policy(BaseModel):
     optimizer: StagePolicy
     independent_criteria: bool = False
     """Single-Task: one independent optimization track per criterion, each with a one-criterion prompt."""
+    conflict_arbiter: bool = False
+    """The conflict arbiter: before a joint optimizer call, the optimizer service's ``Arbitrate`` reads the batch's
+    gradients with that call's view, names pairs of criteria whose gradients contradict each other and writes a
+    resolution, which the optimizer call then carries (its ``resolution`` field). No effect without a joint
+    optimizer stage."""
+    specificity_fallback: float | None = Field(default=None, ge=0.0, le=1.0)
+    """The specificity fallback: after a joint gradient call, criteria whose focus in its gradient (the share of
+    its sentences naming them, ``judgeopt.orchestrator.engine.focus``) is below this get per-criterion gradient
+    calls in the same step; where the loss was joint too, per-criterion loss calls first, from the raw prediction
+    (a fresh per-criterion chain: no combined text is split). No effect where gradients are per criterion."""
 
     @model_validator(mode="before")
     @classmethod
     def _known_stages(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            unknown = sorted(str(k) for k in set(data) - {*STAGES, "name", "independent_criteria"})
+            unknown = sorted(
+                str(k)
+                for k in set(data)
+                - {*STAGES, "name", "independent_criteria", "specificity_fallback", "conflict_arbiter"}
+            )
             if unknown:
                 raise ValueError(f"unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
             missing = [s for s in STAGES if s not in data]
@@ -170,9 +185,32 @@ class Policy(BaseModel):
         del state
         return self.stage(stage).routing
 
+    def with_conflict_arbiter(self) -> Policy:
+        """This policy with the conflict arbiter on: its optimizer may also carry the arbiter's resolution."""
+        optimizer = self.optimizer.model_copy(update={"fields": self.optimizer.fields | {"resolution"}})
+        return self.model_copy(update={"conflict_arbiter": True, "optimizer": optimizer})
+
+    def diluted(self, state: RoutingState) -> tuple[str, ...]:
+        """The criteria the specificity fallback adds per-criterion calls for: those under its threshold in the
+        focus of the joint gradient among ``state``'s artifacts (a sample's chain); none before that gradient
+        exists, or without the fallback."""
+        threshold = self.specificity_fallback
+        if threshold is None or self.gradient.routing != "joint" or state.artifacts is None:
+            return ()
+        joint = [g for g in state.artifacts.gradients if set(g.criteria) == set(state.track) and len(state.track) > 1]
+        if not joint:
+            return ()
+        shares = focus_shares(joint[0], state.track)
+        return tuple(c for c in state.track if shares[c] < threshold)
+
     def calls(self, stage: Stage, state: RoutingState) -> list[tuple[str, ...]]:
         """The focus of each call ``stage`` makes in the step described by ``state``: the whole track for a joint
-        stage, one criterion per call otherwise."""
+        stage, one criterion per call otherwise. Once a sample's joint gradient has lost focus on some criteria
+        (:meth:`diluted`), the gradient stage adds one call per such criterion, and a joint loss stage one fresh
+        per-criterion loss call each (a per-criterion loss stage has its critiques already)."""
+        diluted = self.diluted(state) if stage in ("loss", "gradient") else ()
+        if diluted:
+            return [] if self.stage(stage).routing == "per_criterion" else [(c,) for c in diluted]
         if self.routing_at(stage, state) in ONE_REQUEST:
             return [state.track]
         return [(name,) for name in state.track]

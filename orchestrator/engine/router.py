@@ -282,23 +282,54 @@ class Router:
         gradients: Sequence[Gradient],
         state: RoutingState,
         records: Sequence[Record] = (),
+        resolution: str = "",
     ) -> list[RoutedCall[optimizer_pb2.StepRequest]]:
         """``records`` are the batch's samples; with the step's predictions in ``state`` they make the conversations
-        of the calls that may see them."""
+        of the calls that may see them. A joint call that may see it carries the conflict arbiter's ``resolution``."""
         calls = []
         for view in self._views("optimizer", state):
-            carried = [g for g in gradients if set(g.criteria) & set(view.visible)] if view.can_see("gradient") else []
+            carried = self._carried_gradients(view, gradients)
 
             def build(
                 meta: common_pb2.RequestMeta, view: CallView = view, carried: Sequence[Gradient] = carried
             ) -> optimizer_pb2.StepRequest:
-                return optimizer_pb2.StepRequest(
+                request = optimizer_pb2.StepRequest(
                     meta=meta,
                     routing=convert.routing(view.routing),
                     criteria=self._criteria_proto(view.visible),
                     prompt=self._prompt_proto(view, prompt),
                     gradients=[convert.gradient(g, view.visible) for g in carried],
                     conversations=self._conversations(view, records, state),
+                )
+                if resolution and view.routing == "joint" and view.can_see("resolution"):
+                    request.resolution = resolution
+                return request
+
+            calls.append(self._routed(view, build, [g.id for g in carried]))
+        return calls
+
+    @staticmethod
+    def _carried_gradients(view: CallView, gradients: Sequence[Gradient]) -> list[Gradient]:
+        return [g for g in gradients if set(g.criteria) & set(view.visible)] if view.can_see("gradient") else []
+
+    def arbiter(
+        self, gradients: Sequence[Gradient], state: RoutingState
+    ) -> list[RoutedCall[optimizer_pb2.ArbitrateRequest]]:
+        """The conflict arbiter's call for each joint optimizer call, with that call's view: it is routed and
+        audited as an optimizer call, and carries only the gradients that call may see."""
+        calls = []
+        for view in self._views("optimizer", state):
+            carried = self._carried_gradients(view, gradients)
+            if view.routing != "joint" or not carried:
+                continue
+
+            def build(
+                meta: common_pb2.RequestMeta, view: CallView = view, carried: Sequence[Gradient] = carried
+            ) -> optimizer_pb2.ArbitrateRequest:
+                return optimizer_pb2.ArbitrateRequest(
+                    meta=meta,
+                    criteria=self._criteria_proto(view.visible),
+                    gradients=[convert.gradient(g, view.visible) for g in carried],
                 )
 
             calls.append(self._routed(view, build, [g.id for g in carried]))

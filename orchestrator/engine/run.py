@@ -32,6 +32,7 @@ from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, mean_sampl
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
 from judgeopt.orchestrator.engine.loop import LoopSettings, OptimizationLoop, Track
 from judgeopt.orchestrator.engine.manifest import RunManifest
+from judgeopt.orchestrator.engine.pareto import check_weights
 from judgeopt.orchestrator.engine.policy import Policy, resolve_policy, study_policy
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.store import STORE_FILE, RunStore
@@ -85,15 +86,27 @@ def tracks_for(policy: Policy, criteria: tuple[CriterionSpec, ...], prompt: Prom
     ]
 
 
-def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> RunSetup:
-    """Everything that can be checked before any service starts or any call is made."""
+def policy_of(config: RunConfig) -> Policy:
+    """The run's policy: its mode or policy file, as the study ran it under the study protocol, with the
+    mitigations the run turns on (one place, for a single run and an experiment's cells alike)."""
     policy = resolve_policy(config.mode, config.policy_file)
     if config.prompt_protocol == "study" and config.policy_file is None:
         policy = study_policy(policy.name)  # the preset as the study ran it (its optimizer sees the conversations)
     if config.prompt_protocol == "study" and policy.judge.routing == "prefix_shared":
         raise PolicyError(f"policy {policy.name!r}: the study's prompt protocol has no prefix-shared judge layout")
+    if config.conflict_arbiter:
+        policy = policy.with_conflict_arbiter()
+    if config.specificity_fallback is not None:
+        policy = policy.model_copy(update={"specificity_fallback": config.specificity_fallback})
+    return policy
+
+
+def prepare(config: RunConfig, models: ModelsConfig, data_dir: Path | None) -> RunSetup:
+    """Everything that can be checked before any service starts or any call is made."""
+    policy = policy_of(config)
     dataset = load_dataset(config.dataset, data_dir)
     policy.check_criteria([c.name for c in dataset.criteria])
+    check_weights(config.archive_weights, [c.name for c in dataset.criteria])
     return RunSetup(config, models, policy, dataset)
 
 
@@ -233,8 +246,8 @@ async def run_with_clients(
     tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
     limit = limit or asyncio.Semaphore(default_concurrency(config, models))
     budget = None
-    if config.max_calls is not None or config.max_tokens is not None:
-        budget = RunBudget(config.max_calls, config.max_tokens)
+    if config.max_calls is not None or config.max_tokens is not None or config.max_cost is not None:
+        budget = RunBudget(config.max_calls, config.max_tokens, config.max_cost, models)
     sample_tokens = mean_sample_tokens([*splits.train, *splits.val, *splits.test])
     batch = min(config.batch_size, len(splits.train))
     shapes = {

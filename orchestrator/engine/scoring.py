@@ -16,7 +16,7 @@ import structlog
 
 from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
-from judgeopt.orchestrator.data.records import Record
+from judgeopt.orchestrator.data.records import CriterionSpec, Record
 from judgeopt.orchestrator.engine.artifacts import PromptState, ScoredSample, content_id
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.metrics import Evaluation, evaluate, halo
@@ -125,15 +125,17 @@ def merge_parts(sample_id: str, parts: Sequence[ScoredSample]) -> ScoredSample:
 
 
 def evaluation_of(
-    criteria: Sequence[str],
+    criteria: Sequence[CriterionSpec],
     records: Sequence[Record],
     scored: Sequence[ScoredSample | None],
     bootstrap_resamples: int,
     seed: int,
 ) -> Evaluation:
-    predictions = {n: [s.scores.get(n) if s else None for s in scored] for n in criteria}
-    truths = {n: [r.labels[n] for r in records] for n in criteria}
-    return evaluate(predictions, truths, bootstrap_resamples=bootstrap_resamples, seed=seed)
+    names = [c.name for c in criteria]
+    predictions = {n: [s.scores.get(n) if s else None for s in scored] for n in names}
+    truths = {n: [r.labels[n] for r in records] for n in names}
+    within = {c.name: c.off_by_one_width for c in criteria}
+    return evaluate(predictions, truths, bootstrap_resamples=bootstrap_resamples, seed=seed, within=within)
 
 
 _WHY_UNUSABLE = {
@@ -175,6 +177,9 @@ def evaluation_json(
         "pearson": {n: m.pearson for n, m in evaluation.per_criterion.items()},
         "mae": {n: m.mae for n, m in evaluation.per_criterion.items()},
         "off_by_one": {n: m.off_by_one for n, m in evaluation.per_criterion.items()},
+        "alpha_interval": {n: m.alpha_interval for n, m in evaluation.per_criterion.items()},
+        "alpha_ordinal": {n: m.alpha_ordinal for n, m in evaluation.per_criterion.items()},
+        "kappa_quadratic": {n: m.kappa_quadratic for n, m in evaluation.per_criterion.items()},
         "parsed_share": parsed / expected if expected else 0.0,
         "n": len(scored),
         "failed_calls": sum(s is None for s in scored),

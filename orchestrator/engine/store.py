@@ -13,7 +13,7 @@ import sqlite3
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,16 @@ from pydantic import ValidationError
 from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.files import DirectoryLock
 from judgeopt.core.private_files import private_dir, private_file
-from judgeopt.orchestrator.engine.artifacts import Gradient, PromptState, ScoredSample, StepArtifacts
+from judgeopt.orchestrator.engine.artifacts import (
+    Conflict,
+    FocusRecord,
+    Gradient,
+    PromptState,
+    ScoredSample,
+    StepArtifacts,
+)
 from judgeopt.orchestrator.engine.manifest import MANIFEST_VERSION, RunManifest, RunStatus
+from judgeopt.orchestrator.engine.pareto import ArchiveMember
 from judgeopt.orchestrator.engine.router import AuditEntry
 
 STORE_FILE = "run.sqlite"
@@ -60,6 +68,10 @@ CREATE TABLE IF NOT EXISTS diagnostics (
     track TEXT NOT NULL, step INTEGER NOT NULL, criterion TEXT NOT NULL, kind TEXT NOT NULL,
     score REAL, status INTEGER NOT NULL, rationale TEXT NOT NULL,
     PRIMARY KEY (track, step, criterion, kind)
+);
+CREATE TABLE IF NOT EXISTS archive (
+    track TEXT NOT NULL, step INTEGER NOT NULL, prompt_id TEXT NOT NULL, vals TEXT NOT NULL,
+    PRIMARY KEY (track, step)
 );
 CREATE TABLE IF NOT EXISTS audit (
     request_id TEXT PRIMARY KEY, track TEXT NOT NULL, step INTEGER NOT NULL, stage TEXT NOT NULL,
@@ -296,7 +308,10 @@ class RunStore:
 
     # --- one transaction per finished step ---------------------------------------------------------------------
 
-    def commit_step(self, record: StepRecord, artifacts: StepArtifacts | None) -> None:
+    def commit_step(
+        self, record: StepRecord, artifacts: StepArtifacts | None, archive: Sequence[ArchiveMember] | None = None
+    ) -> None:
+        """The step, its artifacts and (with the Pareto gate) its track's archive as it stands after the step."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -322,6 +337,12 @@ class RunStore:
             )
             if artifacts is not None:
                 self._insert_artifacts(record.track, record.step, artifacts)
+            if archive is not None:
+                db.execute("DELETE FROM archive WHERE track = ?", (record.track,))
+                db.executemany(
+                    "INSERT INTO archive VALUES (?, ?, ?, ?)",
+                    [(record.track, m.step, m.prompt_id, json.dumps(m.values)) for m in archive],
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -345,6 +366,11 @@ class RunStore:
                     g.status,
                 )
             )
+        for f in artifacts.focus:
+            rows.append((f"focus-{f.gradient_id}", "focus", f.sample_id, f.diluted, {"shares": f.shares}, 0))
+        for n, conflict in enumerate(artifacts.conflicts):
+            body = {"issue": conflict.issue, "resolution": artifacts.resolution}
+            rows.append((f"conflict-{track}-{step}-{n}", "conflict", None, conflict.criteria, body, 0))
         for criterion, status in artifacts.optimizer_statuses.items():
             rows.append((f"opt-{track}-{step}-{criterion}", "optimizer_status", None, [criterion], {}, status))
         self._db.executemany(
@@ -389,6 +415,11 @@ class RunStore:
             total_calls=total,
             attempts=attempts,
         )
+
+    def archive(self, track: str) -> list[ArchiveMember]:
+        """The track's archive of non-dominated prompts (Pareto gate), in step order; empty without one."""
+        rows = self._db.execute("SELECT step, prompt_id, vals FROM archive WHERE track = ? ORDER BY step", (track,))
+        return [ArchiveMember(step, prompt_id, json.loads(vals)) for step, prompt_id, vals in rows]
 
     def count_scoring_methods(self, counts: Mapping[str, int]) -> None:
         """Add to the run's count of the judge's valid scores by method (``sampled``, ``logprob_weighted``)."""
@@ -449,6 +480,48 @@ class RunStore:
             )
             result.append((track, step, gradient))
         return result
+
+    def artifact_criteria(self) -> dict[str, tuple[str, ...]]:
+        """The criteria each stored critique and gradient is about, by id (what the audit checks carried ids by)."""
+        rows = self._db.execute("SELECT id, criteria FROM artifacts WHERE kind IN ('critique', 'gradient')")
+        return {aid: tuple(json.loads(criteria)) for aid, criteria in rows}
+
+    def conflicts(self) -> list[tuple[str, int, Conflict, str]]:
+        """Every conflict the arbiter found, as (track, step, conflict, the resolution the optimizer received)."""
+        rows = self._db.execute(
+            "SELECT track, step, criteria, body FROM artifacts WHERE kind = 'conflict' ORDER BY step, track, id"
+        )
+        result = []
+        for track, step, criteria, body in rows:
+            first, second = json.loads(criteria)
+            parts = json.loads(body)
+            result.append((track, step, Conflict((first, second), parts["issue"]), parts["resolution"]))
+        return result
+
+    def focus_records(self) -> list[tuple[str, int, FocusRecord]]:
+        """Every joint gradient's focus the specificity fallback measured, as (track, step, record)."""
+        rows = self._db.execute(
+            "SELECT track, step, id, sample_id, criteria, body FROM artifacts WHERE kind = 'focus' ORDER BY step, id"
+        )
+        return [
+            (
+                track,
+                step,
+                FocusRecord(sample_id, fid.removeprefix("focus-"), json.loads(body)["shares"], tuple(json.loads(crit))),
+            )
+            for track, step, fid, sample_id, crit, body in rows
+        ]
+
+    def usage_by_purpose(self, purpose: str) -> dict[str, dict[str, int]]:
+        """RPC attempts and tokens per stage of the calls made for ``purpose`` (e.g. ``fallback``)."""
+        query = (
+            "SELECT stage, COUNT(*), COUNT(DISTINCT request_id), SUM(prompt_tokens), SUM(completion_tokens) "
+            "FROM calls WHERE purpose = ? GROUP BY stage ORDER BY stage"
+        )
+        return {
+            stage: {"rpc_attempts": attempts, "calls": calls, "prompt_tokens": prompt, "completion_tokens": completion}
+            for stage, attempts, calls, prompt, completion in self._db.execute(query, (purpose,))
+        }
 
     def call_times_by_stage(self) -> dict[str, CallTimes]:
         """Per stage, the attempts' time at the service and their wait for a slot (``None`` where not recorded)."""

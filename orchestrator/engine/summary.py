@@ -2,7 +2,10 @@
 
 ``best`` is chosen on validation; ``best_oracle`` on test, as the study did, and labelled as such. With several
 tracks (Single-Task) a step's figures combine the tracks: each contributes its own criteria's ρ, and the
-validation metric is the tracks' mean.
+validation metric is the tracks' mean. With the Pareto gate, ``archive`` holds each track's non-dominated prompts
+and the member its rule chose; for one track that member is ``best`` (when its step was tested). With the
+specificity fallback, ``fallback`` says how often it fell back and what its calls cost; with the conflict arbiter,
+``conflicts`` lists what it found per step.
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ from typing import Any
 from rich.table import Table
 
 from judgeopt.core.private_files import write_private_text
-from judgeopt.core.roles import ALL_ROLES
+from judgeopt.orchestrator.engine.budget import spend_by_role
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.metrics import hypervolume_indicator, paired_delta_interval
+from judgeopt.orchestrator.engine.pareto import choose, metric_bounds
 from judgeopt.orchestrator.engine.risks import run_risks
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.profiles import study_differences
 
 SUMMARY_FILE = "summary.json"
+SUMMARY_SCHEMA_VERSION = 1
+"""``summary.json``'s ``schema_version``: raised when a field is removed, renamed or changes meaning; a field may be
+added within a version, so readers ignore the ones they do not know."""
 ORACLE_LABEL = "chosen on the test set (the study's choice; an oracle, optimistic)"
 
 
@@ -105,6 +112,59 @@ def _pick(steps: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
     return {k: best.get(k) for k in keys}
 
 
+def _archives(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """Per track, the Pareto archive (members with their per-criterion validation values) and its chosen member."""
+    config = manifest.config
+    archives = {}
+    for track in manifest.tracks:
+        members = store.archive(track)
+        if not members:
+            continue
+        names = set(manifest.track_criteria(track))
+        bounds = metric_bounds(config.gate_metric, [c for c in manifest.criteria if c.name in names])
+        weights = {c: w for c, w in config.archive_weights.items() if c in names}
+        chosen = choose(members, rule=config.archive_choice, bounds=bounds, weights=weights)
+        archives[track] = {
+            "metric": config.gate_metric,
+            "rule": config.archive_choice,
+            "members": [{"step": m.step, "prompt_id": m.prompt_id, "values": m.values} for m in members],
+            "chosen": chosen.step,
+        }
+    return archives
+
+
+def _fallback(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """How often the specificity fallback fell back and what it cost: joint gradients measured, how many lost
+    focus on some criterion, per criterion how often, the share of (joint gradient, criterion) pairs that got a
+    per-criterion call, and the fallback calls' attempts and tokens per stage."""
+    records = [record for _track, _step, record in store.focus_records()]
+    per_criterion = {c: sum(c in r.diluted for r in records) for c in manifest.criterion_names}
+    pairs = sum(len(r.shares) for r in records)
+    return {
+        "threshold": manifest.policy.specificity_fallback,
+        "joint_gradients": len(records),
+        "fell_back": sum(bool(r.diluted) for r in records),
+        "per_criterion": per_criterion,
+        "rate": sum(per_criterion.values()) / pairs if pairs else None,
+        "mean_focus": {c: fmean(r.shares[c] for r in records) if records else None for c in manifest.criterion_names},
+        "cost": store.usage_by_purpose("fallback"),
+    }
+
+
+def _conflicts(store: RunStore) -> dict[str, Any]:
+    """What the conflict arbiter found per step (pairs of criteria and the issue) and what its calls cost."""
+    per_step: dict[str, list[dict[str, Any]]] = {}
+    for track, step, conflict, _resolution in store.conflicts():
+        per_step.setdefault(str(step), []).append(
+            {"track": track, "criteria": list(conflict.criteria), "issue": conflict.issue}
+        )
+    return {
+        "total": sum(len(found) for found in per_step.values()),
+        "per_step": per_step,
+        "cost": store.usage_by_purpose("arbiter"),
+    }
+
+
 def build_summary(store: RunStore) -> dict[str, Any]:
     manifest = store.manifest()
     config = manifest.config
@@ -113,8 +173,13 @@ def build_summary(store: RunStore) -> dict[str, Any]:
     tested = [s for s in steps if s["rho"] is not None]
     initial = _pick(steps[:1], "macro_rho")
     best = _pick(steps, "val_metric")
+    archives = _archives(store, manifest) if config.gate == "pareto" else {}
+    if len(archives) == 1 and len(manifest.tracks) == 1:  # the archive's choice is the deployable prompt
+        (archive,) = archives.values()
+        best = _pick([s for s in steps if s["step"] == archive["chosen"]], "val_metric") or best
     oracle = _pick(steps, "macro_rho")
     summary: dict[str, Any] = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_id": manifest.run_id,
         "status": store.status,
         "mode": manifest.policy.name,
@@ -127,6 +192,9 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "best": best,
         "delta_macro_rho": _delta(store, manifest, initial, best),
         "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
+        **({"archive": archives} if config.gate == "pareto" else {}),
+        **({"fallback": _fallback(store, manifest)} if manifest.policy.specificity_fallback is not None else {}),
+        **({"conflicts": _conflicts(store)} if manifest.policy.conflict_arbiter else {}),
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,
         "steps": steps,
         **_spend(store),
@@ -192,17 +260,9 @@ def _spend(store: RunStore) -> dict[str, Any]:
 
 
 def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] | None:
-    """Spend per role at the models' ``price_per_1k_tokens``, when any is given."""
-    models = store.manifest().models
-    prices = {r: models.for_role(r, local_base_url="http://local").price_per_1k_tokens for r in usage if r in ALL_ROLES}
-    if not any(p is not None for p in prices.values()):
-        return None
-    per_role = {
-        role: (usage[role]["prompt_tokens"] + usage[role]["completion_tokens"]) / 1000 * price
-        for role, price in prices.items()
-        if price is not None
-    }
-    return {"per_role": per_role, "total": sum(per_role.values())}
+    """Spend per role at the models' prompt and completion prices, when any role is priced."""
+    per_role = spend_by_role(store.manifest().models, usage)
+    return {"per_role": per_role, "total": sum(per_role.values())} if per_role else None
 
 
 def write_summary(store: RunStore, run_dir: Path) -> dict[str, Any]:

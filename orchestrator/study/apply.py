@@ -179,4 +179,4 @@ def _agreement(out: Path, records: Sequence[Record], judge: ExportedJudge) -> Ev
     names = [c.name for c in judge.criteria]
     predictions = {n: [float(v) if (v := scored[r.id][n]) else None for r in rows] for n in names}
     truths = {n: [r.labels[n] for r in rows] for n in names}
-    return evaluate(predictions, truths)
+    return evaluate(predictions, truths, within={c.name: c.off_by_one_width for c in judge.criteria})

@@ -34,13 +34,14 @@ from judgeopt.orchestrator.config import GridConfig, RunConfig
 from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import DatasetConfig
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
-from judgeopt.orchestrator.engine.policy import PRESETS, resolve_policy
+from judgeopt.orchestrator.engine.policy import PRESETS
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.run import (
     RunSetup,
     agent_clients,
     default_concurrency,
     open_run,
+    policy_of,
     run_with_clients,
     start_run,
 )
@@ -83,8 +84,8 @@ def experiment_run(file_run: RunConfig | None, origin: str) -> tuple[RunConfig, 
     return RunConfig.model_validate({**given, "dataset": dataset}), note
 
 
-def cell_name(mode: str, gate: str, run: int) -> str:
-    return f"{mode}-{gate}-run{run}"
+def cell_name(mode: str, gate: str, run: int, variant: str | None = None) -> str:
+    return f"{mode}-{gate}-{variant}-run{run}" if variant else f"{mode}-{gate}-run{run}"
 
 
 def cell_configs(grid: GridConfig, base: RunConfig) -> dict[str, RunConfig]:
@@ -94,14 +95,20 @@ def cell_configs(grid: GridConfig, base: RunConfig) -> dict[str, RunConfig]:
     cells = {}
     for mode in grid.modes:
         for gate in grid.gates:
-            for run in range(grid.runs):
-                data = {**base.model_dump(mode="json"), "mode": mode, "gate": gate, "seed": base.seed + run}
-                try:
-                    cells[cell_name(mode, gate, run)] = RunConfig.model_validate(data)
-                except ValidationError as exc:
-                    raise ConfigError(
-                        f"grid cell {cell_name(mode, gate, run)}: {describe_validation_error(exc)}"
-                    ) from None
+            for variant in grid.variant_names():
+                for run in range(grid.runs):
+                    name = cell_name(mode, gate, run, variant)
+                    data = {
+                        **base.model_dump(mode="json"),
+                        **(grid.variants[variant] if variant else {}),
+                        "mode": mode,
+                        "gate": gate,
+                        "seed": base.seed + run,
+                    }
+                    try:
+                        cells[name] = RunConfig.model_validate(data)
+                    except ValidationError as exc:
+                        raise ConfigError(f"grid cell {name}: {describe_validation_error(exc)}") from None
     return cells
 
 
@@ -189,9 +196,7 @@ async def run_experiment(
         if (run_dir / "run.sqlite").is_file():
             store = open_run(run_dir, writer=True)
         else:
-            store = start_run(
-                RunSetup(config, models, resolve_policy(config.mode, config.policy_file), dataset), run_dir
-            )
+            store = start_run(RunSetup(config, models, policy_of(config), dataset), run_dir)
         try:
             step_hook = (lambda track, step: on_cell_step(name, track, step)) if on_cell_step else None
             await run_with_clients(

@@ -128,7 +128,7 @@ async def stitch_and_score(
     rows: dict[str, Any] = {}
     for label, prompt in (("generic", generic), ("stitched", stitched)):
         scored = await scorer.score(prompt, test, step=config.steps, purpose="interference")
-        evaluation = evaluation_of(names, test, scored, 0, config.seed)
+        evaluation = evaluation_of(criteria, test, scored, 0, config.seed)
         rows[label] = {
             "macro_rho": evaluation.macro_spearman,
             "rho": dict(zip(names, evaluation.rho_vector(), strict=True)),

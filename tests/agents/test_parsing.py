@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from judgeopt.agents import parsing
 from judgeopt.agents.parsing import find_json_object, find_text_field, parse_feedback, parse_scores, strip_wrapping
 from judgeopt.agents.types import Criterion, CriterionScore, ParseStatus
 
@@ -496,3 +497,50 @@ class TestStripWrapping:
     def test_text_that_only_looks_wrapped_is_kept(self, text: str) -> None:
         """A preamble word without its own line, an unmatched quote, or a lookalike word is kept."""
         assert strip_wrapping(text) == text
+
+
+class TestJsonRepair:
+    """Near-JSON a model writes (single quotes, trailing commas, comments) is parsed by the JSON-repair library and
+    marked REPAIRED, within its size limits; past them it stays unread."""
+
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            "{'fluency': 4, 'coherence': 2}",
+            '{"fluency": 4, "coherence": 2,}',
+            '{"fluency": 4, // clear sentences\n "coherence": 2}',
+            'Scores: {"fluency": 4, /* ok */ "coherence": 2,} as asked',
+            "{fluency: 4, coherence: 2}",
+        ],
+        ids=["single-quotes", "trailing-comma", "line-comment", "block-comment-in-prose", "bare-keys"],
+    )
+    def test_near_json_scores_are_parsed_as_repaired(self, reply: str) -> None:
+        """Read as the object it is (not by the prose fallback, which would also find these numbers)."""
+        reading = parsing.find_answer_object(reply, ["fluency", "coherence"])
+        assert reading is not None and reading.repaired
+        assert reading.value == {"fluency": 4, "coherence": 2}
+        assert values_and_statuses(parse_scores(reply, BOTH)) == [
+            ("fluency", 4.0, ParseStatus.REPAIRED),
+            ("coherence", 2.0, ParseStatus.REPAIRED),
+        ]
+
+    def test_a_text_field_in_single_quotes_is_parsed(self) -> None:
+        assert find_text_field("{'instruction': 'Rate the summary.',}", "instruction") == (
+            "Rate the summary.",
+            ParseStatus.REPAIRED,
+        )
+
+    def test_feedback_with_a_trailing_comma_is_parsed(self) -> None:
+        feedback, status = parse_feedback("{'keep': 'the scale', 'problem': 'vague', 'fix': 'anchors',}")
+        assert feedback == {"keep": "the scale", "problem": "vague", "fix": "anchors"}
+        assert status is ParseStatus.REPAIRED
+
+    def test_a_reply_past_the_size_limit_is_not_repaired(self) -> None:
+        near_json = "{'fluency': 4, 'coherence': 2}"
+        assert find_json_object(near_json + " " * (parsing.REPAIR_MAX_CHARS - len(near_json))) is not None
+        assert find_json_object(near_json + " " * parsing.REPAIR_MAX_CHARS) is None
+
+    def test_a_reply_with_too_many_openings_is_not_repaired(self) -> None:
+        reply = "{'fluency': 4, 'coherence': 2}" + "[" * parsing.REPAIR_MAX_OPENINGS
+        assert find_json_object(reply) is None
+        assert find_json_object("{'fluency': 4, 'coherence': 2}") is not None

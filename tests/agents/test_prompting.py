@@ -19,6 +19,7 @@ from judgeopt.agents.loss import LossAgent
 from judgeopt.agents.model_client import Completion, ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
 from judgeopt.agents.types import (
+    ArbitrateTask,
     Conversation,
     Criterion,
     CriterionEvidence,
@@ -290,8 +291,11 @@ async def drive_every_agent() -> None:
             )
         )
         await OptimizerAgent(as_runner(RecordingRunner('{"instruction": "New."}'))).step(
-            StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol)
+            StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol, resolution="Both.")
         )
+    await OptimizerAgent(as_runner(RecordingRunner('{"conflicts": [], "resolution": ""}'))).arbitrate(
+        ArbitrateTask(BOTH, (gradient,))
+    )
     await JudgeAgent(as_runner(RecordingRunner('{"fluency": 4}'))).score(
         ScoreTask(Routing.JOINT, BOTH, PROMPT, SAMPLE, layout=JudgeLayout.PREFIX_SHARED)
     )

@@ -75,6 +75,11 @@ CONFIG_CASES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "negative-test-size": (run_section(dataset={**SMALL_DATA, "test_size": -5}), ("run.dataset.test_size",)),
     "negative-concurrency": (run_section(concurrency=-4), ("run.concurrency",)),
     "negative-max-calls": (run_section(max_calls=-1), ("run.max_calls",)),
+    "negative-max-cost": (run_section(max_cost=-0.5), ("run.max_cost",)),
+    "negative-output-price": (
+        {"models": {"judge": {"output_price_per_1k_tokens": -1}}},
+        ("output_price_per_1k_tokens",),
+    ),
     "steps-below-zero": (run_section(steps=-1), ("run.steps",)),
     "batch-zero": (run_section(batch_size=0), ("run.batch_size",)),
     "unknown-gate": (run_section(gate="accuracy"), ("accuracy", "mae")),

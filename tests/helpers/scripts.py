@@ -21,6 +21,7 @@ LOSS_MARK = "You evaluate the output of an automatic judge"
 GRADIENT_MARK = "You give feedback on the instructions"
 OPTIMIZER_MARK = "You improve the instructions"
 EVALUATOR_MARK = "You assess the outputs of an automatic prompt-optimization process"
+ARBITER_MARK = "You arbitrate between feedback"  # the optimizer service's conflict arbiter
 # ...and of the study protocol's templates (agents/prompts/study_*_system.txt); the loss and the gradient share the
 # study's backward system prompt and differ in their user message.
 STUDY_JUDGE_MARK = "careful, calibrated evaluator"
@@ -40,6 +41,7 @@ def role_of(request: RecordedRequest) -> str:
         ("gradient", GRADIENT_MARK),
         ("optimizer", OPTIMIZER_MARK),
         ("evaluator", EVALUATOR_MARK),
+        ("arbiter", ARBITER_MARK),
     ):
         if mark in request.system_text:
             return role
@@ -234,6 +236,8 @@ def deterministic_handler(
             if study:  # the study's evaluator answers a bare integer
                 return Completion(str(_rating(text)))
             return Completion(json.dumps({"score": _rating(text), "rationale": "scripted"}))
+        if role == "arbiter":  # compatible gradients: no conflict
+            return Completion(json.dumps({"conflicts": [], "resolution": ""}))
         return HttpError(400, f"unknown role for system prompt {request.system_text[:40]!r}")
 
     return handle

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import collections
+import dataclasses
+import datetime
 import hashlib
-import http.server
 import json
+import pickle
 import shutil
 import statistics
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.upstream import CountingServer, bartscore_docs, lay_out_upstream, serving
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from judgeopt.orchestrator.data import locating
+from judgeopt.orchestrator.data import locating, sources
+from judgeopt.orchestrator.data.bartscore import load_plain_pickle
 from judgeopt.orchestrator.data.loading import WGC_FILES, load_dataset
 from judgeopt.orchestrator.data.locating import locate_data_file
 from judgeopt.orchestrator.data.records import SUMMEVAL_CRITERIA, CriterionSpec, Dataset, DatasetConfig, Record, Splits
@@ -49,43 +51,9 @@ def no_data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JUDGEOPT_DATA_DIR", str(empty))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("JUDGEOPT_DATA_URL", raising=False)
+    monkeypatch.setenv("JUDGEOPT_SOURCES_URL", "http://127.0.0.1:9/")  # never the public origins from a test
     monkeypatch.setattr(locating, "checkout_data_dir", lambda: tmp_path / "no-checkout")
     return tmp_path / "cache" / "judgeopt"
-
-
-class _CountingServer(http.server.ThreadingHTTPServer):
-    """Serves a folder on 127.0.0.1 and records the path of every GET."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(("127.0.0.1", 0), functools.partial(_CountingHandler, directory=str(root)))
-        self.requests: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/"
-
-
-class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self) -> None:
-        assert isinstance(self.server, _CountingServer)
-        self.server.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def _serving(root: Path) -> Iterator[_CountingServer]:
-    server = _CountingServer(root)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +161,7 @@ class TestLocateDataFile:
     def test_without_a_url_the_error_names_every_place(self, no_data_dirs: Path, tmp_path: Path) -> None:
         """Not found and no URL set: one line naming all four places and how to set a URL."""
         with pytest.raises(DataError) as caught:
-            locate_data_file("summeval.jsonl")
+            locate_data_file("own.jsonl")
         message = str(caught.value)
         assert "\n" not in message
         for place in (tmp_path / "empty", tmp_path / "no-checkout", no_data_dirs):
@@ -204,7 +172,7 @@ class TestLocateDataFile:
 class TestDownload:
     def test_downloads_once_into_the_user_cache(self, no_data_dirs: Path, served: Path) -> None:
         """A missing file is fetched into the cache and logged; the next call finds it without a request."""
-        with _serving(served) as server, capture_logs() as logs:
+        with serving(served) as server, capture_logs() as logs:
             first = locate_data_file("summeval.jsonl", download_url=server.url)
             second = locate_data_file("summeval.jsonl", download_url=server.url)
         assert first == second == no_data_dirs / "summeval.jsonl"
@@ -219,7 +187,7 @@ class TestDownload:
         self, no_data_dirs: Path, served: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """$JUDGEOPT_DATA_URL ending in '/' is a base; a subpath name lands in the same subfolder of the cache."""
-        with _serving(served) as server:
+        with serving(served) as server:
             monkeypatch.setenv("JUDGEOPT_DATA_URL", server.url)
             path = locate_data_file("wgc-summeval-split/test.parquet")
         assert path == no_data_dirs / "wgc-summeval-split" / "test.parquet"
@@ -227,14 +195,14 @@ class TestDownload:
 
     def test_a_full_url_is_used_as_it_is(self, no_data_dirs: Path, served: Path) -> None:
         """A URL not ending in '/' is the file's own address."""
-        with _serving(served) as server:
+        with serving(served) as server:
             path = locate_data_file("copy.jsonl", download_url=f"{server.url}summeval.jsonl")
         assert path == no_data_dirs / "copy.jsonl"
         assert server.requests == ["/summeval.jsonl"]
 
     def test_unreachable_server_is_one_error_line(self, no_data_dirs: Path, served: Path, tmp_path: Path) -> None:
         """With the server stopped: one DataError line naming every place tried and the URL that failed."""
-        with _serving(served) as server:
+        with serving(served) as server:
             url = server.url
         with pytest.raises(DataError) as caught:
             locate_data_file("summeval.jsonl", download_url=url)
@@ -247,9 +215,123 @@ class TestDownload:
 
     def test_http_error_is_reported_and_leaves_nothing(self, no_data_dirs: Path, served: Path) -> None:
         """A 404 names the status and URL, and no partial file stays in the cache."""
-        with _serving(served) as server, pytest.raises(DataError, match=r"missing\.jsonl failed: HTTP 404"):
+        with serving(served) as server, pytest.raises(DataError, match=r"missing\.jsonl failed: HTTP 404"):
             locate_data_file("missing.jsonl", download_url=server.url)
         assert not any(no_data_dirs.iterdir())
+
+
+class TestPinnedOrigins:
+    """Built-in data files come from their public origins (served here over loopback), checked by sha256."""
+
+    @pytest.fixture
+    def upstream(
+        self, tmp_path: Path, shared_files: dict[str, Path], no_data_dirs: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[tuple[CountingServer, dict[str, str]]]:
+        """The origins served on loopback; the pickle rebuilt here is not byte for byte the published one, so its
+        pinned sha256 is set to the rebuilt file's (the converted file's stays the real one)."""
+        published = lay_out_upstream(tmp_path / "upstream", shared_files)
+        _pin_served_pickle(monkeypatch, published["summeval.jsonl"])
+        with serving(tmp_path / "upstream") as server:
+            monkeypatch.setenv("JUDGEOPT_SOURCES_URL", server.url)
+            yield server, published
+
+    def test_every_dataset_downloads_once_and_converts_to_the_pinned_file(
+        self, upstream: tuple[CountingServer, dict[str, str]], no_data_dirs: Path
+    ) -> None:
+        """Both SummEval datasets load from the origins alone; summeval.jsonl is the file with the pinned sha256;
+        a second load reads the cache without a request."""
+        server, _ = upstream
+        for _ in range(2):
+            assert len(load_dataset(DatasetConfig()).records) == 1600
+            assert len(load_dataset(DatasetConfig(name="summeval-wgc")).records) == 640
+        assert sorted(server.requests) == sorted(
+            f"/{pinned.repository}/{pinned.commit}/{pinned.path}" for pinned in sources.PINNED.values()
+        )
+        assert hashlib.sha256((no_data_dirs / "summeval.jsonl").read_bytes()).hexdigest() == SUMMEVAL_SHA256
+        cached = sorted(str(path.relative_to(no_data_dirs)) for path in no_data_dirs.rglob("*") if path.is_file())
+        assert cached == ["summeval.jsonl", *sorted(WGC_FILES)]  # the pickle itself is not kept
+
+    @pytest.mark.parametrize("name", ["summeval.jsonl", "wgc-summeval-split/test.parquet"])
+    def test_a_changed_published_file_is_refused_and_nothing_is_kept(
+        self, upstream: tuple[CountingServer, dict[str, str]], no_data_dirs: Path, tmp_path: Path, name: str
+    ) -> None:
+        """One byte more in the published file: one line naming the sha256 found and the pinned one."""
+        pinned = sources.PINNED[name]
+        served = tmp_path / "upstream" / pinned.repository / pinned.commit / pinned.path
+        served.write_bytes(served.read_bytes() + b"\0")
+        with pytest.raises(DataError) as caught:
+            locate_data_file(name)
+        message = str(caught.value)
+        assert "\n" not in message
+        assert f"not the pinned {pinned.published_sha256}" in message
+        assert "nothing was kept" in message
+        assert not [path for path in no_data_dirs.rglob("*") if path.is_file()]
+
+    def test_a_conversion_that_differs_from_the_pinned_file_is_refused(
+        self,
+        upstream: tuple[CountingServer, dict[str, str]],
+        shared_files: dict[str, Path],
+        no_data_dirs: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A pickle that matches its pinned sha256 but converts to another file (one score changed) is refused."""
+        docs = bartscore_docs(shared_files["summeval.jsonl"])
+        first = next(iter(docs.values()))
+        next(iter(first["sys_summs"].values()))["scores"]["fluency"] = 5.0
+        published = lay_out_upstream(tmp_path / "upstream", shared_files, pickle.dumps(docs, protocol=4))
+        _pin_served_pickle(monkeypatch, published["summeval.jsonl"])
+        expected = f"converted file's sha256 is [0-9a-f]{{64}}, not the pinned {SUMMEVAL_SHA256}"
+        with pytest.raises(DataError, match=expected):
+            locate_data_file("summeval.jsonl")
+        assert not [path for path in no_data_dirs.rglob("*") if path.is_file()]
+
+    def test_a_pickle_naming_a_global_is_refused_unrun(
+        self,
+        upstream: tuple[CountingServer, dict[str, str]],
+        shared_files: dict[str, Path],
+        no_data_dirs: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A pickle whose hash is pinned but that would call a function (Path.touch) is refused before it runs."""
+        marker = tmp_path / "ran"
+        payload = pickle.dumps({"doc": _Touches(marker)}, protocol=4)
+        published = lay_out_upstream(tmp_path / "upstream", shared_files, payload)
+        _pin_served_pickle(monkeypatch, published["summeval.jsonl"])
+        with pytest.raises(DataError) as caught:
+            locate_data_file("summeval.jsonl")
+        message = str(caught.value)
+        assert "\n" not in message
+        assert "refused to unpickle: it names the global pathlib" in message
+        assert not marker.exists()
+        assert not [path for path in no_data_dirs.rglob("*") if path.is_file()]
+
+    @pytest.mark.parametrize(
+        "value", [datetime.date(2026, 1, 1), collections.OrderedDict(a=1), {1.5}, complex(1, 2)], ids=type
+    )
+    def test_the_unpickler_names_no_global_at_all(self, value: object) -> None:
+        """Even harmless classes are refused; plain dicts, lists, strings and numbers are read."""
+        with pytest.raises(DataError, match="names the global"):
+            load_plain_pickle("x.pkl", pickle.dumps({"k": value}, protocol=2))
+        plain = {"k": [1, 2.5, "s", None, True], "d": {"x": (1, 2)}}
+        assert load_plain_pickle("x.pkl", pickle.dumps(plain)) == plain
+
+
+def _pin_served_pickle(monkeypatch: pytest.MonkeyPatch, sha256: str) -> None:
+    """Pin the sha256 of the pickle served here (rebuilt, not the published one); the converted file's stays real."""
+    pinned = dataclasses.replace(sources.PINNED["summeval.jsonl"], published_sha256=sha256)
+    monkeypatch.setitem(sources.PINNED, "summeval.jsonl", pinned)
+
+
+class _Touches:
+    """Pickles as a call to ``Path.touch(marker)``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return Path.touch, (self.marker,)
 
 
 class TestSummeval:
@@ -432,7 +514,7 @@ class TestCriteriaSelection:
     def test_overrides_are_checked_against_the_data(self) -> None:
         """Declaring SummEval's averaged labels integer makes the first fractional label an error."""
         with pytest.raises(
-            DataError, match=r"summeval\.jsonl: line 1, summary M11: column 'coherence'.*not an integer"
+            DataError, match=r"summeval\.jsonl: line 1, summary M11: column 'coherence'.*not a whole number"
         ):
             load_dataset(DatasetConfig(criteria=(CriterionSpec(name="coherence", integer_scores=True),)))
 
@@ -567,7 +649,7 @@ BAD_FILES: dict[str, tuple[str, str | bytes | list[dict[str, object]], tuple[str
         "id,text,quality\na,fine,3\nb,fine,6\n",
         ("row 2:", "'quality'", "outside the range 1-5"),
     ),
-    "non-integer": ("a.csv", "id,text,quality\na,fine,3\nb,fine,3.5\n", ("row 2:", "'quality'", "not an integer")),
+    "non-integer": ("a.csv", "id,text,quality\na,fine,3\nb,fine,3.5\n", ("row 2:", "'quality'", "not a whole number")),
     "duplicate id": (
         "a.csv",
         "id,text,quality\na,fine,3\nb,fine,3\na,fine,3\n",

@@ -170,6 +170,34 @@ class TestCriterionMetrics:
         assert result.spearman_ci[0] <= 0.0
 
 
+class TestAgreementStatistics:
+    """Krippendorff's α (interval, ordinal) and quadratic-weighted κ, against values worked out by hand."""
+
+    def test_interval_alpha_and_quadratic_kappa_match_the_hand_computation(self) -> None:
+        """Pooled values 1,1,2,2,3,4: D_o = 2·1/6 = 1/3, D_e = 2·41/30, α = 1 − D_o/D_e = 36/41; κ: Σw·O = 1,
+        Σw·E = 21/3, κ = 1 − 1/7."""
+        m = criterion_metrics([1, 2, 3], [1, 2, 4])
+        assert m.alpha_interval == pytest.approx(36 / 41)
+        assert m.kappa_quadratic == pytest.approx(6 / 7)
+
+    def test_ordinal_alpha_sees_only_the_order(self) -> None:
+        """Stretching the top value changes the interval α, not the ordinal one."""
+        near, far = criterion_metrics([1, 2, 3, 3], [1, 2, 4, 3]), criterion_metrics([1, 2, 3, 3], [1, 2, 9, 3])
+        assert near.alpha_ordinal == pytest.approx(far.alpha_ordinal)
+        assert near.alpha_interval != pytest.approx(far.alpha_interval)
+        assert -1.0 <= near.alpha_ordinal < 1.0
+
+    def test_perfect_agreement_is_one_and_averaged_labels_are_rounded_for_kappa(self) -> None:
+        m = criterion_metrics([1, 2, 4], [4 / 3, 2, 11 / 3])
+        assert m.kappa_quadratic == pytest.approx(1.0)
+        exact = criterion_metrics([1, 2, 4, 5], [1, 2, 4, 5])
+        assert (exact.alpha_interval, exact.alpha_ordinal, exact.kappa_quadratic) == pytest.approx((1, 1, 1))
+
+    def test_undefined_cases_are_zero_not_nan(self) -> None:
+        for m in (criterion_metrics([3, 3, 3], [3, 3, 3]), criterion_metrics([3], [2]), criterion_metrics([None], [2])):
+            assert (m.alpha_interval, m.alpha_ordinal, m.kappa_quadratic) == (0.0, 0.0, 0.0)
+
+
 class TestEvaluation:
     def test_criteria_follow_truths_order(self) -> None:
         """per_criterion and rho_vector are in the order of the truths mapping."""

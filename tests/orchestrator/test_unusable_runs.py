@@ -75,8 +75,10 @@ class TestNothingUsable:
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         run = scripted_run(tmp_path, judge_answers(answer))
-        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("RunFailed")]
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("RunFailed")]
         assert run.code == 1 and len(errors) == 1, errors
+        assert [line for line in err.splitlines() if line.strip()] == errors  # no progress bar left above it
         assert errors[0].startswith("RunFailed: track all, step 0: the judge gave no valid score")
         assert cause in errors[0] and "validation" in errors[0]
         assert {role_of(r) for r in run.requests} == {"judge"}  # nothing was learnt from nothing

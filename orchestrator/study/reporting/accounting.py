@@ -12,7 +12,7 @@ from judgeopt.orchestrator.study.reporting.formatting import mean_std
 from judgeopt.orchestrator.study.reporting.inputs import Study
 
 ROLE_ORDER = ("judge", "loss", "gradient", "optimizer", "evaluator")
-PURPOSE_ORDER = ("train", "val", "test", "diagnostics", "interference")
+PURPOSE_ORDER = ("train", "fallback", "val", "test", "diagnostics", "interference")
 
 
 def _roles(study: Study) -> list[str]:

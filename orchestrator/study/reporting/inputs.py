@@ -42,6 +42,8 @@ class Cell:
     call_times: dict[str, CallTimes]
     attempts_by_purpose: dict[tuple[str, str], int]
     wall_seconds: float
+    variant: str | None = None
+    """The grid variant the cell ran (None without variants)."""
     test: RunTestScores | None = None
 
 
@@ -50,10 +52,11 @@ class Configuration:
     mode: str
     gate: str
     cells: tuple[Cell, ...]
+    variant: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.mode} (gate {self.gate})"
+        return f"{self.mode} (gate {self.gate}{f', {self.variant}' if self.variant else ''})"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Study:
     run_settings: dict[str, Any]
     cells: tuple[Cell, ...]
     interference: dict[str, Any] | None
+    variants: tuple[str | None, ...] = (None,)
 
     @property
     def criteria(self) -> list[str]:
@@ -75,13 +79,14 @@ class Study:
         return criteria
 
     def configurations(self) -> list[Configuration]:
-        """One per mode × gate, in grid order (modes outer), each with its runs."""
+        """One per mode × gate (× variant), in grid order (modes outer), each with its runs."""
         result = []
         for mode in self.modes:
             for gate in self.gates:
-                cells = tuple(c for c in self.cells if c.mode == mode and c.gate == gate)
-                if cells:
-                    result.append(Configuration(mode, gate, cells))
+                for variant in self.variants:
+                    cells = tuple(c for c in self.cells if (c.mode, c.gate, c.variant) == (mode, gate, variant))
+                    if cells:
+                        result.append(Configuration(mode, gate, cells, variant))
         return result
 
 
@@ -119,7 +124,7 @@ def _test_predictions(store: RunStore, summary: dict[str, Any]) -> RunTestScores
     )
 
 
-def read_cell(run_dir: Path, name: str, what: str) -> Cell:
+def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -> Cell:
     summary = _read_summary(run_dir, what)
     store = RunStore(run_dir)
     try:
@@ -133,6 +138,7 @@ def read_cell(run_dir: Path, name: str, what: str) -> Cell:
             call_times=store.call_times_by_stage(),
             attempts_by_purpose=_attempts_by_purpose(store),
             wall_seconds=store.wall_seconds(),
+            variant=variant,
             test=_test_predictions(store, summary),
         )
     finally:
@@ -147,9 +153,10 @@ def _load_experiment_study(directory: Path) -> Study:
     cells = []
     for mode in grid.modes:
         for gate in grid.gates:
-            for run in range(grid.runs):
-                name = cell_name(mode, gate, run)
-                cells.append(read_cell(directory / "cells" / name, name, f"cell {name}"))
+            for variant in grid.variant_names():
+                for run in range(grid.runs):
+                    name = cell_name(mode, gate, run, variant)
+                    cells.append(read_cell(directory / "cells" / name, name, f"cell {name}", variant))
     interference_path = directory / INTERFERENCE_FILE
     interference = json.loads(interference_path.read_text(encoding="utf-8")) if interference_path.is_file() else None
     return Study(
@@ -162,6 +169,7 @@ def _load_experiment_study(directory: Path) -> Study:
         run_settings=base.model_dump(mode="json"),
         cells=tuple(cells),
         interference=interference,
+        variants=grid.variant_names(),
     )
 
 

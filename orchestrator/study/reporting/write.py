@@ -10,6 +10,7 @@ from judgeopt.orchestrator.study.reporting.aggregate import aggregate
 from judgeopt.orchestrator.study.reporting.document import FILES_DIR, Document, Paragraph, render_html, render_markdown
 from judgeopt.orchestrator.study.reporting.inputs import Study, load_study
 from judgeopt.orchestrator.study.reporting.judging import judging_section
+from judgeopt.orchestrator.study.reporting.mitigations import mitigations_section
 from judgeopt.orchestrator.study.reporting.sections import (
     diagnostics_section,
     interference_section,
@@ -37,6 +38,7 @@ def build_document(study: Study) -> Document:
         '"When Gradients Collide" (Darshan & Divekar, arXiv 2605.26046): its best steps were chosen on the test set '
         "(an oracle); ours are chosen on validation, with the test-set choice shown beside them and labelled."
     )
+    mitigations = mitigations_section(study)
     return Document(
         title=f"judgeopt report: {study.directory.name}",
         intro=(intro,),
@@ -48,6 +50,7 @@ def build_document(study: Study) -> Document:
             diagnostics_section(study),
             interference_section(study),
             judging_section(study),
+            *([mitigations] if mitigations is not None else []),
             spend_section(study, aggregates),
             provenance_section(study),
         ),

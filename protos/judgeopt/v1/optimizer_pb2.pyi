@@ -23,8 +23,11 @@ class StepRequest(google.protobuf.message.Message):
     PROMPT_FIELD_NUMBER: builtins.int
     GRADIENTS_FIELD_NUMBER: builtins.int
     CONVERSATIONS_FIELD_NUMBER: builtins.int
+    RESOLUTION_FIELD_NUMBER: builtins.int
     routing: judgeopt.v1.common_pb2.Routing.ValueType
     """PER_CRITERION: rewrite one instruction (plain text answer). JOINT: rewrite the whole set (JSON answer)."""
+    resolution: builtins.str
+    """The conflict arbiter's resolution of contradictory gradients, when the caller ran one and it found conflicts."""
     @property
     def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
     @property
@@ -50,11 +53,92 @@ class StepRequest(google.protobuf.message.Message):
         prompt: judgeopt.v1.common_pb2.JudgePrompt | None = ...,
         gradients: collections.abc.Iterable[judgeopt.v1.common_pb2.Gradient] | None = ...,
         conversations: collections.abc.Iterable[judgeopt.v1.common_pb2.Conversation] | None = ...,
+        resolution: builtins.str | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["meta", b"meta", "prompt", b"prompt"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["conversations", b"conversations", "criteria", b"criteria", "gradients", b"gradients", "meta", b"meta", "prompt", b"prompt", "routing", b"routing"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_resolution", b"_resolution", "meta", b"meta", "prompt", b"prompt", "resolution", b"resolution"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_resolution", b"_resolution", "conversations", b"conversations", "criteria", b"criteria", "gradients", b"gradients", "meta", b"meta", "prompt", b"prompt", "resolution", b"resolution", "routing", b"routing"]) -> None: ...
+    def WhichOneof(self, oneof_group: typing.Literal["_resolution", b"_resolution"]) -> typing.Literal["resolution"] | None: ...
 
 global___StepRequest = StepRequest
+
+@typing.final
+class ArbitrateRequest(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    META_FIELD_NUMBER: builtins.int
+    CRITERIA_FIELD_NUMBER: builtins.int
+    GRADIENTS_FIELD_NUMBER: builtins.int
+    @property
+    def meta(self) -> judgeopt.v1.common_pb2.RequestMeta: ...
+    @property
+    def criteria(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Criterion]: ...
+    @property
+    def gradients(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Gradient]:
+        """The mini-batch's gradients, each about one criterion (or several, as a joint gradient is)."""
+
+    def __init__(
+        self,
+        *,
+        meta: judgeopt.v1.common_pb2.RequestMeta | None = ...,
+        criteria: collections.abc.Iterable[judgeopt.v1.common_pb2.Criterion] | None = ...,
+        gradients: collections.abc.Iterable[judgeopt.v1.common_pb2.Gradient] | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["meta", b"meta"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["criteria", b"criteria", "gradients", b"gradients", "meta", b"meta"]) -> None: ...
+
+global___ArbitrateRequest = ArbitrateRequest
+
+@typing.final
+class Conflict(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CRITERIA_FIELD_NUMBER: builtins.int
+    ISSUE_FIELD_NUMBER: builtins.int
+    issue: builtins.str
+    @property
+    def criteria(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
+        """The two criteria whose gradients ask for contradictory changes."""
+
+    def __init__(
+        self,
+        *,
+        criteria: collections.abc.Iterable[builtins.str] | None = ...,
+        issue: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["criteria", b"criteria", "issue", b"issue"]) -> None: ...
+
+global___Conflict = Conflict
+
+@typing.final
+class ArbitrateResponse(google.protobuf.message.Message):
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    CONFLICTS_FIELD_NUMBER: builtins.int
+    RESOLUTION_FIELD_NUMBER: builtins.int
+    STATUS_FIELD_NUMBER: builtins.int
+    RAW_OUTPUT_FIELD_NUMBER: builtins.int
+    USAGE_FIELD_NUMBER: builtins.int
+    resolution: builtins.str
+    """How the optimizer should reconcile the conflicts; empty when there are none."""
+    status: judgeopt.v1.common_pb2.ParseStatus.ValueType
+    raw_output: builtins.str
+    @property
+    def conflicts(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___Conflict]: ...
+    @property
+    def usage(self) -> judgeopt.v1.common_pb2.Usage: ...
+    def __init__(
+        self,
+        *,
+        conflicts: collections.abc.Iterable[global___Conflict] | None = ...,
+        resolution: builtins.str = ...,
+        status: judgeopt.v1.common_pb2.ParseStatus.ValueType = ...,
+        raw_output: builtins.str = ...,
+        usage: judgeopt.v1.common_pb2.Usage | None = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["usage", b"usage"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["conflicts", b"conflicts", "raw_output", b"raw_output", "resolution", b"resolution", "status", b"status", "usage", b"usage"]) -> None: ...
+
+global___ArbitrateResponse = ArbitrateResponse
 
 @typing.final
 class StepResponse(google.protobuf.message.Message):

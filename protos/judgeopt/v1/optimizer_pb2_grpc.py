@@ -39,6 +39,11 @@ class OptimizerServiceStub(object):
                 request_serializer=judgeopt_dot_v1_dot_optimizer__pb2.StepRequest.SerializeToString,
                 response_deserializer=judgeopt_dot_v1_dot_optimizer__pb2.StepResponse.FromString,
                 _registered_method=True)
+        self.Arbitrate = channel.unary_unary(
+                '/judgeopt.v1.OptimizerService/Arbitrate',
+                request_serializer=judgeopt_dot_v1_dot_optimizer__pb2.ArbitrateRequest.SerializeToString,
+                response_deserializer=judgeopt_dot_v1_dot_optimizer__pb2.ArbitrateResponse.FromString,
+                _registered_method=True)
 
 
 class OptimizerServiceServicer(object):
@@ -50,6 +55,14 @@ class OptimizerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Arbitrate(self, request, context):
+        """The conflict arbiter: read the criteria's gradients, name the pairs that ask for contradictory changes and
+        write how to resolve them, for the joint Step that follows. It sees what that Step may see.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OptimizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_OptimizerServiceServicer_to_server(servicer, server):
                     servicer.Step,
                     request_deserializer=judgeopt_dot_v1_dot_optimizer__pb2.StepRequest.FromString,
                     response_serializer=judgeopt_dot_v1_dot_optimizer__pb2.StepResponse.SerializeToString,
+            ),
+            'Arbitrate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Arbitrate,
+                    request_deserializer=judgeopt_dot_v1_dot_optimizer__pb2.ArbitrateRequest.FromString,
+                    response_serializer=judgeopt_dot_v1_dot_optimizer__pb2.ArbitrateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class OptimizerService(object):
             '/judgeopt.v1.OptimizerService/Step',
             judgeopt_dot_v1_dot_optimizer__pb2.StepRequest.SerializeToString,
             judgeopt_dot_v1_dot_optimizer__pb2.StepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Arbitrate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/judgeopt.v1.OptimizerService/Arbitrate',
+            judgeopt_dot_v1_dot_optimizer__pb2.ArbitrateRequest.SerializeToString,
+            judgeopt_dot_v1_dot_optimizer__pb2.ArbitrateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,11 +24,27 @@ class OptimizerServiceStub:
         judgeopt.v1.optimizer_pb2.StepResponse,
     ]
 
+    Arbitrate: grpc.UnaryUnaryMultiCallable[
+        judgeopt.v1.optimizer_pb2.ArbitrateRequest,
+        judgeopt.v1.optimizer_pb2.ArbitrateResponse,
+    ]
+    """The conflict arbiter: read the criteria's gradients, name the pairs that ask for contradictory changes and
+    write how to resolve them, for the joint Step that follows. It sees what that Step may see.
+    """
+
 class OptimizerServiceAsyncStub:
     Step: grpc.aio.UnaryUnaryMultiCallable[
         judgeopt.v1.optimizer_pb2.StepRequest,
         judgeopt.v1.optimizer_pb2.StepResponse,
     ]
+
+    Arbitrate: grpc.aio.UnaryUnaryMultiCallable[
+        judgeopt.v1.optimizer_pb2.ArbitrateRequest,
+        judgeopt.v1.optimizer_pb2.ArbitrateResponse,
+    ]
+    """The conflict arbiter: read the criteria's gradients, name the pairs that ask for contradictory changes and
+    write how to resolve them, for the joint Step that follows. It sees what that Step may see.
+    """
 
 class OptimizerServiceServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -37,5 +53,15 @@ class OptimizerServiceServicer(metaclass=abc.ABCMeta):
         request: judgeopt.v1.optimizer_pb2.StepRequest,
         context: _ServicerContext,
     ) -> typing.Union[judgeopt.v1.optimizer_pb2.StepResponse, collections.abc.Awaitable[judgeopt.v1.optimizer_pb2.StepResponse]]: ...
+
+    @abc.abstractmethod
+    def Arbitrate(
+        self,
+        request: judgeopt.v1.optimizer_pb2.ArbitrateRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[judgeopt.v1.optimizer_pb2.ArbitrateResponse, collections.abc.Awaitable[judgeopt.v1.optimizer_pb2.ArbitrateResponse]]:
+        """The conflict arbiter: read the criteria's gradients, name the pairs that ask for contradictory changes and
+        write how to resolve them, for the joint Step that follows. It sees what that Step may see.
+        """
 
 def add_OptimizerServiceServicer_to_server(servicer: OptimizerServiceServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

@@ -1,0 +1,27 @@
+"""The closing paragraph of `judgeopt optimize` (the whole final screen is checked on a scripted run by
+tests/e2e/test_bare_clone.py)."""
+
+from __future__ import annotations
+
+from judgeopt.orchestrator.cli.closing import capable_endpoint_command, what_it_shows
+
+
+def test_on_the_demo_judge_the_paragraph_says_so() -> None:
+    text = what_it_shows({"initial": None, "best": None, "delta_macro_rho": None}, demo_judge=True)
+    assert "demo judge" in text and "not a result" in text
+
+
+def test_on_an_endpoint_it_states_the_result_and_names_constant_criteria() -> None:
+    initial = {"macro_rho": 0.1, "step": 0, "constant": []}
+    best = {"macro_rho": 0.25, "step": 3, "constant": ["fluency"]}
+    summary = {"initial": initial, "best": best, "delta_macro_rho": {"value": 0.15, "ci95": [0.02, 0.3]}}
+    text = what_it_shows(summary, demo_judge=False)
+    assert "from 0.100 at step 0 to 0.250 at step 3" in text and "+0.020 to +0.300" in text
+    assert "constant score for fluency" in text
+
+
+def test_the_endpoint_command_is_the_same_run_without_its_directory() -> None:
+    argv = ["optimize", "--mode", "SCC", "--run-dir", "runs/a", "--local-model=x.gguf", "--steps", "3"]
+    assert capable_endpoint_command(argv) == (
+        "judgeopt optimize --mode SCC --steps 3 --endpoint URL --model NAME --api-key-env VAR"
+    )
