@@ -17,6 +17,16 @@ from judgeopt.orchestrator.fleet import ServiceFleet
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+LONGEST_FIRST = ("tests/e2e/", "tests/faults/")
+"""Files whose tests run for minutes (the real local model, whole runs killed and resumed)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first: on two workers (``-n 2 --dist loadfile``) they then overlap the many short files
+    instead of ending the suite alone. The order is the same in every worker, as xdist requires."""
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
+
+
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     yield

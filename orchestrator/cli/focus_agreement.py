@@ -10,7 +10,7 @@ HELP = "agreement (Spearman) of the fallback's focus proxy with the evaluator's 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="a finished run directory whose joint gradients the evaluator rated")
 
 
 def run(args: argparse.Namespace) -> int:

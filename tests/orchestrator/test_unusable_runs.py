@@ -74,7 +74,7 @@ class TestNothingUsable:
         tmp_path: Path,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        run = scripted_run(tmp_path, judge_answers(answer))
+        run = scripted_run(tmp_path, judge_answers(answer), gate="mae")  # gated: no risk warning to print
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("RunFailed")]
         assert run.code == 1 and len(errors) == 1, errors

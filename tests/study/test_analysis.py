@@ -121,7 +121,7 @@ def run_cell(run: int, ids: Sequence[str], truths: list[float], before: list[flo
     ]
     scores = {0: {"fluency": list[float | None](before)}, 1: {"fluency": list[float | None](after)}}
     test = RunTestScores(tuple(ids), {"fluency": tuple(truths)}, scores, 200, 5)
-    return Cell(f"SSS-mae-run{run}", "SSS", "mae", {"steps": steps}, (), {}, {}, {}, 0.0, test)
+    return Cell(f"SSS-mae-run{run}", "SSS", "mae", {"steps": steps}, (), {}, {}, {}, 0.0, test=test)
 
 
 class TestConfigurationDeltaInterval:
