@@ -60,6 +60,9 @@ class RunConfig(BaseModel):
     seed: StrictInt = 0
     concurrency: StrictInt | None = Field(default=None, ge=1)
     """Calls in flight at once; default 1 against the embedded model (it serves one at a time), else 8."""
+    concurrency_mode: Literal["fixed", "adaptive"] = "fixed"
+    """``adaptive``: per model endpoint, the calls in flight follow an AIMD limit between 1 and ``concurrency``
+    (grown while replies stay fast, cut on overload, timeouts or replies much slower than the fastest)."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     task_description: str | None = None
     """The judge prompt's fixed part; default: the agents' generic one."""

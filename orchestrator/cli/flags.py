@@ -67,6 +67,11 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
         "--concurrency", type=int, help="calls in flight at once (default: 1 on the local model, else 8)"
     )
     group.add_argument(
+        "--concurrency-mode",
+        choices=["fixed", "adaptive"],
+        help="fixed, or adaptive: per endpoint, calls in flight adapt between 1 and --concurrency (default: fixed)",
+    )
+    group.add_argument(
         "--dataset",
         choices=["summeval", "summeval-wgc", "file"],
         help="summeval (1,600 summaries), summeval-wgc (the study's split) or file (--data-file) (default: summeval; "
@@ -143,6 +148,7 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "test_interval": args.test_interval,
                 "seed": args.seed,
                 "concurrency": args.concurrency,
+                "concurrency_mode": args.concurrency_mode,
                 "drop_output_format_after_update": args.drop_output_format or None,
                 "max_calls": args.max_calls,
                 "max_tokens": args.max_tokens,

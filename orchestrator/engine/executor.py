@@ -1,4 +1,5 @@
-"""Sends routed calls: one concurrency limit for the whole run, a number of attempts per call, every attempt stored.
+"""Sends routed calls: one concurrency limit for the whole run (in adaptive mode, an adaptive one per endpoint
+inside it), a number of attempts per call, every attempt stored.
 
 This is the only retry layer on the orchestrator→service hop (gRPC channels declare no retry policy and the model
 hop retries inside the service), so retries never stack. A call that still fails after its attempts returns
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+import grpc
 import structlog
 from tenacity import (
     AsyncRetrying,
@@ -25,6 +27,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from judgeopt.orchestrator.engine.adaptive import AdaptiveLimits
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.router import RoutedCall
 from judgeopt.orchestrator.engine.store import CallAttempt, RunStore
@@ -65,12 +68,14 @@ class CallExecutor:
         limit: asyncio.Semaphore,
         retries: CallRetries | None = None,
         rate_limits: RateLimits | None = None,
+        adaptive: AdaptiveLimits | None = None,
     ) -> None:
         """``limit`` bounds the calls in flight and ``rate_limits`` the calls per window of each endpoint; runs of
-        one experiment share both."""
+        one experiment share both. ``adaptive``: per-endpoint AIMD limits inside ``limit`` (adaptive mode)."""
         self._store = store
         self._limit = limit
         self._rates = rate_limits
+        self._adaptive = adaptive
         self.retries = retries or CallRetries()
 
     async def send(
@@ -94,45 +99,55 @@ class CallExecutor:
             sent = answered = started  # the slot is taken at ``sent``; the service answers at ``answered``
             record = CallAttempt(call.request_id, attempt_number, track, step, call.stage, purpose, outcome="ok")
             limiter = self._rates.for_role(call.stage) if self._rates is not None else None
+            endpoint = self._adaptive.for_role(call.stage) if self._adaptive is not None else None
+            ticket = await endpoint.acquire() if endpoint is not None else None
+            seconds: float | None = None  # the latency sample the adaptive limit learns from
+            overloaded = False
             try:
-                async with self._limit:
-                    slot = await limiter.acquire(_estimated_tokens(call.request)) if limiter else None
-                    sent = time.perf_counter()
-                    try:
-                        reply = await send(call.request)
-                    finally:
-                        answered = time.perf_counter()
-                        if limiter is not None and slot is not None:
-                            await limiter.release(slot, None)
-            except AgentCallError as exc:
-                failed = replace(
-                    record,
-                    outcome="failed",
-                    code=exc.code.name,
-                    error=str(exc)[:500],
-                    queue_seconds=sent - started,
-                    endpoint_seconds=answered - sent,
+                try:
+                    async with self._limit:
+                        slot = await limiter.acquire(_estimated_tokens(call.request)) if limiter else None
+                        sent = time.perf_counter()
+                        try:
+                            reply = await send(call.request)
+                        finally:
+                            answered = time.perf_counter()
+                            if limiter is not None and slot is not None:
+                                await limiter.release(slot, None)
+                    seconds = answered - sent
+                except AgentCallError as exc:
+                    overloaded = _is_overload(exc)
+                    failed = replace(
+                        record,
+                        outcome="failed",
+                        code=exc.code.name,
+                        error=str(exc)[:500],
+                        queue_seconds=sent - started,
+                        endpoint_seconds=answered - sent,
+                    )
+                    self._store.record_attempt(failed)
+                    log.warning("call.failed", stage=call.stage, attempt=attempt_number, code=exc.code.name)
+                    raise
+                usage = getattr(reply, "usage", None)
+                if slot is not None:
+                    slot.tokens = getattr(usage, "prompt_tokens", 0) + getattr(usage, "completion_tokens", 0)
+                self._store.record_attempt(
+                    replace(
+                        record,
+                        prompt_tokens=getattr(usage, "prompt_tokens", 0),
+                        completion_tokens=getattr(usage, "completion_tokens", 0),
+                        llm_calls=getattr(usage, "llm_calls", 0),
+                        truncated=getattr(usage, "truncated_calls", 0),
+                        cached_prompt_tokens=getattr(usage, "cached_prompt_tokens", 0),
+                        model=getattr(usage, "model", None),
+                        queue_seconds=sent - started,
+                        endpoint_seconds=answered - sent,
+                    )
                 )
-                self._store.record_attempt(failed)
-                log.warning("call.failed", stage=call.stage, attempt=attempt_number, code=exc.code.name)
-                raise
-            usage = getattr(reply, "usage", None)
-            if slot is not None:
-                slot.tokens = getattr(usage, "prompt_tokens", 0) + getattr(usage, "completion_tokens", 0)
-            self._store.record_attempt(
-                replace(
-                    record,
-                    prompt_tokens=getattr(usage, "prompt_tokens", 0),
-                    completion_tokens=getattr(usage, "completion_tokens", 0),
-                    llm_calls=getattr(usage, "llm_calls", 0),
-                    truncated=getattr(usage, "truncated_calls", 0),
-                    cached_prompt_tokens=getattr(usage, "cached_prompt_tokens", 0),
-                    model=getattr(usage, "model", None),
-                    queue_seconds=sent - started,
-                    endpoint_seconds=answered - sent,
-                )
-            )
-            return reply
+                return reply
+            finally:
+                if endpoint is not None and ticket is not None:
+                    await endpoint.release(ticket, seconds=seconds, overloaded=overloaded)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retries.attempts),
@@ -145,6 +160,12 @@ class CallExecutor:
             return result
         except (RetryError, AgentCallError):
             return None
+
+
+def _is_overload(exc: AgentCallError) -> bool:
+    """A failure that says the endpoint has too much to do: a refusal for load (the model's 429 arrives as
+    UNAVAILABLE once the service's own retries are spent) or a timeout."""
+    return isinstance(exc, AgentTimeout | AgentUnavailable) or exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def _estimated_tokens(request: Any) -> int:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import Role
 
+LOCAL_ENDPOINT = "http://local"
+
 
 @dataclass
 class Slot:
@@ -74,12 +76,10 @@ class RateLimits:
 
     def __init__(self, models: ModelsConfig, roles: tuple[Role, ...], *, window: float) -> None:
         grouped: dict[str, list[tuple[int | None, int | None]]] = {}
-        self._endpoint: dict[str, str] = {}
+        self._endpoint = endpoints_by_role(models, roles)
         for role in roles:
-            config = models.for_role(role, local_base_url="http://local")
-            endpoint = str(config.base_url)
-            self._endpoint[role] = endpoint
-            grouped.setdefault(endpoint, []).append((config.requests_per_minute, config.tokens_per_minute))
+            config = models.for_role(role, local_base_url=LOCAL_ENDPOINT)
+            grouped.setdefault(self._endpoint[role], []).append((config.requests_per_minute, config.tokens_per_minute))
         self._limiters: Mapping[str, WindowLimiter] = {
             endpoint: WindowLimiter(_tightest(r for r, _ in limits), _tightest(t for _, t in limits), window)
             for endpoint, limits in grouped.items()
@@ -89,6 +89,11 @@ class RateLimits:
     def for_role(self, role: str) -> WindowLimiter | None:
         endpoint = self._endpoint.get(role)
         return None if endpoint is None else self._limiters.get(endpoint)
+
+
+def endpoints_by_role(models: ModelsConfig, roles: tuple[Role, ...]) -> dict[str, str]:
+    """Each role's model endpoint (the embedded model counts as one endpoint)."""
+    return {role: str(models.for_role(role, local_base_url=LOCAL_ENDPOINT).base_url) for role in roles}
 
 
 def _tightest(values: Iterable[int | None]) -> int | None:

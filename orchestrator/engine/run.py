@@ -27,6 +27,7 @@ from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import CriterionSpec, Dataset
 from judgeopt.orchestrator.data.splits import split_dataset
+from judgeopt.orchestrator.engine.adaptive import AdaptiveLimits
 from judgeopt.orchestrator.engine.artifacts import PromptState, content_id
 from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, mean_sample_tokens
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
@@ -245,6 +246,9 @@ async def run_with_clients(
     splits = split_dataset(dataset, config.dataset)
     tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
     limit = limit or asyncio.Semaphore(default_concurrency(config, models))
+    adaptive = None
+    if config.concurrency_mode == "adaptive":
+        adaptive = AdaptiveLimits(models, ROLES, maximum=default_concurrency(config, models))
     budget = None
     if config.max_calls is not None or config.max_tokens is not None or config.max_cost is not None:
         budget = RunBudget(config.max_calls, config.max_tokens, config.max_cost, models)
@@ -270,6 +274,7 @@ async def run_with_clients(
             limit=limit,
             retries=CallRetries(attempts=config.call_attempts),
             rate_limits=rate_limits or RateLimits(models, ROLES, window=config.rate_window_seconds),
+            adaptive=adaptive,
         ),
         store=store,
         run_id=manifest.run_id,
@@ -279,10 +284,10 @@ async def run_with_clients(
         await loop.run()
     except RunFailed:  # the cause goes to the command line; the run says it failed, not that it is running
         store.set_status("failed")
-        write_summary(store, run_dir)
+        write_summary(store, run_dir, concurrency=adaptive.report() if adaptive else None)
         raise
     store.set_status("budget_reached" if loop.budget_reached else "complete")
-    return write_summary(store, run_dir)
+    return write_summary(store, run_dir, concurrency=adaptive.report() if adaptive else None)
 
 
 async def execute(

@@ -265,8 +265,14 @@ def _cost(store: RunStore, usage: dict[str, dict[str, int]]) -> dict[str, Any] |
     return {"per_role": per_role, "total": sum(per_role.values())} if per_role else None
 
 
-def write_summary(store: RunStore, run_dir: Path) -> dict[str, Any]:
+def write_summary(
+    store: RunStore, run_dir: Path, *, concurrency: dict[str, dict[str, int]] | None = None
+) -> dict[str, Any]:
+    """``concurrency``: in adaptive mode, the limits each endpoint reached in this invocation (not kept in the
+    store: a resumed run reports its own invocation's)."""
     summary = build_summary(store)
+    if concurrency is not None:
+        summary["concurrency"] = concurrency
     write_private_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
 
