@@ -1,9 +1,11 @@
 """The optimizer role: one textual gradient-descent step, rewriting one instruction or a whole set.
 
 A reply that cannot be used (unreadable, empty, lacking a criterion, or cut off at the output cap) keeps the previous
-instruction and says so in its status; it is never fatal. Under the study's protocol a criterion the reply does not
-answer is left out instead (the caller falls back to its initial instruction). Per-criterion and joint replies follow
-the same rule.
+instruction and says so in its status; it is never fatal. With length limits, an instruction over its limit is asked
+for again once (one more model call, told by how much it was over); still over, that criterion keeps its previous
+instruction and is named in ``length_rejected``. Text is never cut. Under the study's protocol a criterion the reply
+does not answer is left out instead (the caller falls back to its initial instruction). Per-criterion and joint replies
+follow the same rule.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from judgeopt.agents.types import (
     StepTask,
     Usage,
 )
+from judgeopt.core.tokens import approx_tokens
 
 
 def instruction_schema(criteria: tuple[Criterion, ...], routing: Routing) -> dict[str, Any]:
@@ -182,6 +185,62 @@ def read_arbitration(text: str, task: ArbitrateTask) -> Arbitration:
     return Arbitration(tuple(conflicts), resolution, status, text)
 
 
+def length_limit_sentence(task: StepTask) -> str:
+    """The request's statement of the length limits ("" when none is set)."""
+    limits = [f'"{c.name}": at most {task.max_tokens[c.name]}' for c in task.criteria if c.name in task.max_tokens]
+    if not limits:
+        return ""
+    return (
+        f"Keep each instruction within its length limit, in tokens (words and punctuation marks): {'; '.join(limits)}."
+        " An instruction over its limit is rejected.\n"
+    )
+
+
+def _excess(result: StepResult, task: StepTask) -> dict[str, tuple[int, int]]:
+    """The rewritten instructions over their limit: criterion -> (its length, its limit)."""
+    old = {c.name: task.prompt.instruction_for(c.name) for c in task.criteria}
+    over = {}
+    for instruction in result.instructions:
+        limit = task.max_tokens.get(instruction.criterion)
+        length = approx_tokens(instruction.text)
+        if limit is not None and instruction.text != old.get(instruction.criterion) and length > limit:
+            over[instruction.criterion] = (length, limit)
+    return over
+
+
+def too_long_note(over: dict[str, tuple[int, int]]) -> str:
+    """What the second call is told: which instructions were too long, and by how much."""
+    parts = [
+        f'"{name}" had {length} tokens, {length - limit} over its limit of {limit}'
+        for name, (length, limit) in over.items()
+    ]
+    return (
+        f"\n\nYour previous answer was too long: {'; '.join(parts)}."
+        " Answer again, keeping every instruction within its limit.\n"
+    )
+
+
+def _within_limits(
+    first: StepResult, second: StepResult, task: StepTask, over: dict[str, tuple[int, int]]
+) -> StepResult:
+    """The first reply with each over-long instruction replaced by the second reply's, if that one is usable and
+    within its limit, else by the previous instruction (named in ``length_rejected``)."""
+    retried = {i.criterion: i.text for i in second.instructions} if second.status.usable else {}
+    still_over = _excess(second, task) if second.status.usable else over
+    instructions, rejected = [], []
+    for instruction in first.instructions:
+        name = instruction.criterion
+        if name not in over:
+            instructions.append(instruction)
+        elif name in retried and name not in still_over:
+            instructions.append(Instruction(name, retried[name]))
+        else:
+            instructions.append(Instruction(name, task.prompt.instruction_for(name) or ""))
+            rejected.append(name)
+    raw = f"{first.raw_output}\n\n[asked again: too long]\n\n{second.raw_output}"
+    return StepResult(tuple(instructions), first.status, raw, tuple(rejected))
+
+
 class OptimizerAgent:
     def __init__(self, runner: ModelRunner) -> None:
         self._runner = runner
@@ -203,6 +262,7 @@ class OptimizerAgent:
                 instruction=task.prompt.instruction_for(criterion.name) or "",
                 conversations=conversations,
                 gradients=gradients,
+                length_limit=length_limit_sentence(task),
             )
         else:
             task_description = (
@@ -216,14 +276,10 @@ class OptimizerAgent:
                 instructions=prompting.format_instructions(task.prompt, task.criteria),
                 conversations=conversations,
                 gradients=gradients,
+                length_limit=length_limit_sentence(task),
             )
-        completion = await self._runner.complete(
-            prompting.render("optimizer_system"),
-            user,
-            schema=instruction_schema(task.criteria, task.routing),
-            schema_name="instructions",
-        )
-        return read_step(completion.text, task, truncated=completion.truncated), completion.usage
+        schema = instruction_schema(task.criteria, task.routing)
+        return await self._limited_step(task, prompting.render("optimizer_system"), user, schema)
 
     async def arbitrate(self, task: ArbitrateTask) -> tuple[Arbitration, Usage]:
         """The conflict arbiter. A method of the optimizer, not a role of its own: it writes for the optimizer's
@@ -240,11 +296,24 @@ class OptimizerAgent:
         return read_arbitration(completion.text, task), completion.usage
 
     async def _study_step(self, task: StepTask) -> tuple[StepResult, Usage]:
-        joint = task.routing is Routing.JOINT
-        completion = await self._runner.complete(
-            prompting.render("study_optimizer_system"),
-            _study_user(task),
-            schema=instruction_schema(task.criteria, task.routing) if joint else None,
-            schema_name="instructions",
+        """The study's templates stay as they are; a length limit (a departure from the study) follows the message."""
+        schema = instruction_schema(task.criteria, task.routing) if task.routing is Routing.JOINT else None
+        user = _study_user(task)
+        if task.max_tokens:
+            user += "\n" + length_limit_sentence(task)
+        return await self._limited_step(task, prompting.render("study_optimizer_system"), user, schema)
+
+    async def _limited_step(
+        self, task: StepTask, system: str, user: str, schema: dict[str, Any] | None
+    ) -> tuple[StepResult, Usage]:
+        """One optimizer call, and one more when an instruction is over its length limit."""
+        completion = await self._runner.complete(system, user, schema=schema, schema_name="instructions")
+        result = read_step(completion.text, task, truncated=completion.truncated)
+        over = _excess(result, task)
+        if not over:
+            return result, completion.usage
+        again = await self._runner.complete(
+            system, user + too_long_note(over), schema=schema, schema_name="instructions"
         )
-        return read_step(completion.text, task, truncated=completion.truncated), completion.usage
+        second = read_step(again.text, task, truncated=again.truncated)
+        return _within_limits(result, second, task, over), completion.usage + again.usage

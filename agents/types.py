@@ -342,6 +342,8 @@ class StepTask:
     resolution: str | None = None
     """The conflict arbiter's resolution of contradictory gradients, when the caller ran one (judgeopt's protocol: the
     study's prompt structure has no place for it)."""
+    max_tokens: dict[str, int] = field(default_factory=dict)
+    """Per-criterion length limits (approximate tokens) on the rewritten instructions; none when empty."""
 
     def __post_init__(self) -> None:
         _check_scope(self.criteria, "step")
@@ -392,3 +394,5 @@ class StepResult:
     instructions: tuple[Instruction, ...]
     status: ParseStatus
     raw_output: str
+    length_rejected: tuple[str, ...] = ()
+    """Criteria whose rewrite stayed over its length limit when asked again: they keep the input instruction."""

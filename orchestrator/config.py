@@ -53,6 +53,13 @@ class RunConfig(BaseModel):
     """Turn on the specificity fallback with this focus threshold (0-1): after a joint gradient call, criteria
     named in less than this share of its sentences get per-criterion gradient calls in the same step (and fresh
     per-criterion loss calls where the loss was joint). Sets the policy's ``specificity_fallback``."""
+    instruction_max_tokens: StrictInt | None = Field(default=None, ge=1)
+    """Length-aware instruction synthesis: no rewritten instruction longer than this many tokens (approximate: words
+    and punctuation marks). Stated in the optimizer's request; an instruction over it is asked for once more, then
+    that criterion keeps its previous instruction (never cut)."""
+    instruction_max_ratio: float | None = Field(default=None, gt=0)
+    """Length-aware instruction synthesis, relative: no rewritten instruction longer than this many times the median
+    length of the current instructions (with ``instruction_max_tokens`` too, the smaller limit holds)."""
     steps: StrictInt = Field(default=12, ge=0)
     batch_size: StrictInt = Field(default=3, ge=1)
     test_interval: StrictInt = Field(default=1, ge=1)

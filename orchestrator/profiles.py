@@ -110,6 +110,7 @@ def study_differences(config: RunConfig, models: ModelsConfig) -> list[str]:
             differences.append(f"dataset.{name}")
     if config.gate not in ("mae", "none"):
         differences.append("gate")
+    differences += [n for n in ("instruction_max_tokens", "instruction_max_ratio") if getattr(config, n) is not None]
     for role in ALL_ROLES:
         settings = models.for_role(role, local_base_url="http://local")
         for name, value in STUDY_MODELS[role].items():

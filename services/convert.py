@@ -179,6 +179,7 @@ def step_task_from_proto(request: optimizer_pb2.StepRequest) -> StepTask:
         conversations=tuple(Conversation(sample_from_proto(c.sample), c.output) for c in request.conversations),
         protocol=protocol_from_proto(request.meta),
         resolution=request.resolution if request.HasField("resolution") else None,
+        max_tokens=dict(request.instruction_max_tokens),
     )
 
 
@@ -295,6 +296,7 @@ def step_response_to_proto(result: StepResult, usage: Usage) -> optimizer_pb2.St
         status=parse_status_to_proto(result.status),
         raw_output=result.raw_output,
         usage=usage_to_proto(usage),
+        length_rejected=list(result.length_rejected),
     )
 
 

@@ -117,6 +117,8 @@ class StepArtifacts:
     critiques: list[Critique] = field(default_factory=list)
     gradients: list[Gradient] = field(default_factory=list)
     optimizer_statuses: dict[str, int] = field(default_factory=dict)
+    length_rejected: list[str] = field(default_factory=list)
+    """With length limits: criteria whose rewrite stayed over its limit when asked again (their instruction stays)."""
     focus: list[FocusRecord] = field(default_factory=list)
     """With the specificity fallback: one record per joint gradient."""
     conflicts: list[Conflict] = field(default_factory=list)

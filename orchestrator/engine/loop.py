@@ -25,6 +25,7 @@ from judgeopt.orchestrator.engine.artifacts import Conflict, FocusRecord, Prompt
 from judgeopt.orchestrator.engine.budget import RunBudget, StepShape, spend_by_role, tests_at
 from judgeopt.orchestrator.engine.executor import CallExecutor
 from judgeopt.orchestrator.engine.focus import focus_shares
+from judgeopt.orchestrator.engine.lengths import instruction_limits
 from judgeopt.orchestrator.engine.metrics import Evaluation
 from judgeopt.orchestrator.engine.pareto import ArchiveMember, admitted, drop_intervals, regressions, worst_errors
 from judgeopt.orchestrator.engine.policy import Policy
@@ -455,8 +456,10 @@ class OptimizationLoop:
 
         if self.policy.conflict_arbiter and len(names) > 1:
             await self._arbitrate(router, artifacts, send_all)
+        run = self.settings.run
+        limits = instruction_limits(prompt, run.instruction_max_tokens, run.instruction_max_ratio)
         optimizer_calls = router.optimizer(
-            prompt, artifacts.gradients, router.state(artifacts), batch, artifacts.resolution
+            prompt, artifacts.gradients, router.state(artifacts), batch, artifacts.resolution, limits
         )
         updates: dict[str, str] = {}
         for step_call, reply in zip(optimizer_calls, await send_all(optimizer_calls, self.clients.step), strict=True):
@@ -464,6 +467,7 @@ class OptimizationLoop:
                 continue
             for name in step_call.criteria:
                 artifacts.optimizer_statuses[name] = reply.status
+            artifacts.length_rejected.extend(reply.length_rejected)
             answered = {i.criterion: i.text for i in reply.instructions if i.criterion in step_call.criteria}
             if self.settings.run.prompt_protocol == "study":
                 # The study resets a criterion its optimizer left out (or answered empty) to the initial instruction.

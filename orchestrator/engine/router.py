@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -283,9 +283,11 @@ class Router:
         state: RoutingState,
         records: Sequence[Record] = (),
         resolution: str = "",
+        limits: Mapping[str, int] | None = None,
     ) -> list[RoutedCall[optimizer_pb2.StepRequest]]:
         """``records`` are the batch's samples; with the step's predictions in ``state`` they make the conversations
-        of the calls that may see them. A joint call that may see it carries the conflict arbiter's ``resolution``."""
+        of the calls that may see them. A joint call that may see it carries the conflict arbiter's ``resolution``.
+        Each call carries the length ``limits`` of its criteria (none when empty)."""
         calls = []
         for view in self._views("optimizer", state):
             carried = self._carried_gradients(view, gradients)
@@ -303,6 +305,7 @@ class Router:
                 )
                 if resolution and view.routing == "joint" and view.can_see("resolution"):
                     request.resolution = resolution
+                request.instruction_max_tokens.update({n: limits[n] for n in view.visible if limits and n in limits})
                 return request
 
             calls.append(self._routed(view, build, [g.id for g in carried]))

@@ -372,7 +372,8 @@ class RunStore:
             body = {"issue": conflict.issue, "resolution": artifacts.resolution}
             rows.append((f"conflict-{track}-{step}-{n}", "conflict", None, conflict.criteria, body, 0))
         for criterion, status in artifacts.optimizer_statuses.items():
-            rows.append((f"opt-{track}-{step}-{criterion}", "optimizer_status", None, [criterion], {}, status))
+            outcome = {"length_rejected": True} if criterion in artifacts.length_rejected else {}
+            rows.append((f"opt-{track}-{step}-{criterion}", "optimizer_status", None, [criterion], outcome, status))
         self._db.executemany(
             "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -485,6 +486,17 @@ class RunStore:
         """The criteria each stored critique and gradient is about, by id (what the audit checks carried ids by)."""
         rows = self._db.execute("SELECT id, criteria FROM artifacts WHERE kind IN ('critique', 'gradient')")
         return {aid: tuple(json.loads(criteria)) for aid, criteria in rows}
+
+    def length_rejected(self) -> dict[int, list[str]]:
+        """Per step, the criteria whose rewrite the optimizer left over its length limit (so not applied)."""
+        rows = self._db.execute(
+            "SELECT step, criteria, body FROM artifacts WHERE kind = 'optimizer_status' ORDER BY step, track, id"
+        )
+        result: dict[int, list[str]] = {}
+        for step, criteria, body in rows:
+            if json.loads(body).get("length_rejected"):
+                result.setdefault(step, []).extend(json.loads(criteria))
+        return result
 
     def conflicts(self) -> list[tuple[str, int, Conflict, str]]:
         """Every conflict the arbiter found, as (track, step, conflict, the resolution the optimizer received)."""

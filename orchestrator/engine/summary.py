@@ -22,6 +22,7 @@ from rich.table import Table
 
 from judgeopt.core.private_files import write_private_text
 from judgeopt.orchestrator.engine.budget import spend_by_role
+from judgeopt.orchestrator.engine.lengths import asymmetry, instruction_lengths
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.metrics import hypervolume_indicator, paired_delta_interval
 from judgeopt.orchestrator.engine.pareto import choose, metric_bounds
@@ -40,6 +41,7 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
     by_step: dict[int, dict[str, StepRecord]] = {}
     for record in store.steps():
         by_step.setdefault(record.step, {})[record.track] = record
+    rejected = store.length_rejected()
     steps = []
     for step in sorted(by_step):
         records = by_step[step]
@@ -55,6 +57,9 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
                 rho.update(r.test["rho"])
                 constant += r.test.get("constant", [])
         metrics = [r.val_metric for r in ordered if r.val_metric is not None]
+        lengths: dict[str, int] = {}
+        for r in ordered:
+            lengths |= instruction_lengths(r.prompt)
         steps.append(
             {
                 "step": step,
@@ -66,6 +71,9 @@ def _combined_steps(store: RunStore, tracks: Sequence[str], criteria: Sequence[s
                 "constant": sorted(constant) if tested else None,
                 "halo": ordered[0].test.get("halo") if tested and len(ordered) == 1 and ordered[0].test else None,
                 "failed_calls": sum(r.failed_calls for r in ordered),
+                "instruction_tokens": {c: lengths[c] for c in criteria if c in lengths},
+                "length_asymmetry": asymmetry(lengths),
+                "length_rejected": sorted(rejected.get(step, [])),
             }
         )
     return steps

@@ -15,13 +15,13 @@ reported per criterion, since length imbalance between sections is the study's s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, Literal
 
 from judgeopt.core.errors import ConfigError
+from judgeopt.core.tokens import approx_tokens
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.data.records import Dataset, shown_criteria
 from judgeopt.orchestrator.data.splits import split_dataset
@@ -41,12 +41,6 @@ SELECTION_LABELS = {
 }
 ROWS = ("generic", "separate", "stitched")
 """The study's three rows: the generic prompt, the picks judged alone, the picks stitched into one prompt."""
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def approx_tokens(text: str) -> int:
-    """Word pieces and punctuation marks: a tokenizer-free length measure that needs no vocabulary download."""
-    return len(_TOKEN.findall(text))
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ SECTIONS = (
     "Diagnostics: gradient specificity and optimizer adherence",
     "Instruction interference: stitched vs generic vs separate",
     "How the judge scored: logprob weighting and halo",
+    "Instruction lengths over steps",
     "Calls, tokens and wall time per role",
     "Provenance",
 )
@@ -181,7 +182,7 @@ class TestFigureFiles:
         """Trajectories and macro ρ/HVI come as one figure per gate setting."""
         files = {p.name for p in (report.directory / "report_files").glob("*.png")}
         for gate in GATES:
-            assert {f"trajectories-gate-{gate}.png", f"macro-hvi-gate-{gate}.png"} <= files
+            assert {f"trajectories-gate-{gate}.png", f"macro-hvi-gate-{gate}.png", f"lengths-gate-{gate}.png"} <= files
 
 
 def hvi_of_run_means(runs: list[dict[str, Any]]) -> float:

@@ -37,6 +37,20 @@ def _common(per_run: Sequence[Mapping[int, float]]) -> Series:
     return {s: [run[s] for run in per_run] for s in sorted(steps)}
 
 
+def _longest(step: Mapping[str, Any]) -> float | None:
+    lengths = step.get("instruction_tokens")
+    return max(lengths.values()) if lengths else None
+
+
+def length_series(config: Configuration) -> tuple[Series, Series]:
+    """Per step over the configuration's runs: the longest instruction (approximate tokens) and the length asymmetry
+    (longest over shortest). Empty for summaries written before lengths were recorded."""
+    summaries = [c.summary for c in config.cells]
+    longest = _common([_run_values(s, _longest) for s in summaries])
+    ratio = _common([_run_values(s, lambda step: step.get("length_asymmetry")) for s in summaries])
+    return longest, ratio
+
+
 def _criterion_rho(criterion: str) -> Callable[[Mapping[str, Any]], float | None]:
     def value(step: Mapping[str, Any]) -> float | None:
         rho = step["rho"]

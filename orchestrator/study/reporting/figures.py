@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from statistics import fmean, stdev
 from typing import TYPE_CHECKING
 
-from judgeopt.orchestrator.study.reporting.aggregate import Aggregate, PooledSpecificity, Series, ratings
+from judgeopt.orchestrator.study.reporting.aggregate import Aggregate, PooledSpecificity, Series, length_series, ratings
 from judgeopt.orchestrator.study.reporting.document import Figure
 from judgeopt.orchestrator.study.reporting.inputs import Study
 from judgeopt.orchestrator.study.reporting.study import STUDY_SPECIFICITY, STUDY_SPECIFICITY_DROP
@@ -118,6 +118,24 @@ def macro_hvi_figure(study: Study, gate: str, aggregates: Sequence[Aggregate]) -
         f"macro-hvi-gate-{_slug(gate)}.png",
         f"Gate {gate}: test macro ρ per step (left) and hypervolume indicator of the per-criterion ρ vectors of "
         "steps 0..t (right); mean over runs, band = min–max over runs.",
+        _png(fig),
+    )
+
+
+def lengths_figure(study: Study, gate: str, aggregates: Sequence[Aggregate]) -> Figure:
+    fig, (longest_ax, ratio_ax) = _new_figure(1, 2, 5.4, 3.8)
+    colors = _mode_colors(study)
+    for agg in aggregates:
+        longest, ratio = length_series(agg.config)
+        _plot_band(longest_ax, longest, agg.config.mode, colors[agg.config.mode])
+        _plot_band(ratio_ax, ratio, agg.config.mode, colors[agg.config.mode])
+    _style_step_axis(longest_ax, "Longest instruction over steps", "tokens (approximate)")
+    _style_step_axis(ratio_ax, "Length asymmetry over steps", "longest / shortest instruction")
+    fig.suptitle(f"Instruction lengths over steps, gate {gate} {_band_note(aggregates)}")
+    return Figure(
+        f"lengths-gate-{_slug(gate)}.png",
+        f"Gate {gate}: the longest instruction per step (left) and the asymmetry, longest over shortest (right); "
+        "mean over runs, band = min–max over runs.",
         _png(fig),
     )
 

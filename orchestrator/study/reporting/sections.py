@@ -12,12 +12,14 @@ from judgeopt.orchestrator.study.reporting.aggregate import (
     Aggregate,
     PooledSpecificity,
     gradient_routing,
+    length_series,
     pooled_specificity,
     ratings,
 )
 from judgeopt.orchestrator.study.reporting.document import Block, Bullets, Paragraph, Section, Subheading, Table
 from judgeopt.orchestrator.study.reporting.figures import (
     diagnostics_figure,
+    lengths_figure,
     macro_hvi_figure,
     percent,
     specificity_drop_figure,
@@ -373,3 +375,15 @@ def interference_section(study: Study) -> Section:
             Table(("gate", *criteria), picks),
         ),
     )
+
+
+def lengths_section(study: Study, aggregates: Sequence[Aggregate]) -> Section:
+    title = "Instruction lengths over steps"
+    if not any(length_series(a.config)[0] for a in aggregates):
+        return Section(title, (Paragraph("No instruction lengths recorded in these runs' summaries."),))
+    figures = [lengths_figure(study, gate, group) for gate, group in _by_gate(study, aggregates)]
+    intro = Paragraph(
+        "Per gate setting: the longest instruction per step and the length asymmetry (longest over shortest "
+        "instruction), the study's proposed mechanism for stitched instructions hurting one another."
+    )
+    return Section(title, (intro, *figures))

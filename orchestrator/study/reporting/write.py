@@ -14,6 +14,7 @@ from judgeopt.orchestrator.study.reporting.mitigations import mitigations_sectio
 from judgeopt.orchestrator.study.reporting.sections import (
     diagnostics_section,
     interference_section,
+    lengths_section,
     macro_hvi_section,
     never_improve_section,
     table1_section,
@@ -50,6 +51,7 @@ def build_document(study: Study) -> Document:
             diagnostics_section(study),
             interference_section(study),
             judging_section(study),
+            lengths_section(study, aggregates),
             *([mitigations] if mitigations is not None else []),
             spend_section(study, aggregates),
             provenance_section(study),

@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from judgeopt.v1 import common_pb2 as judgeopt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjudgeopt/v1/optimizer.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xb4\x02\n\x0bStepRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\x06prompt\x18\x04 \x01(\x0b\x32\x18.judgeopt.v1.JudgePrompt\x12(\n\tgradients\x18\x05 \x03(\x0b\x32\x15.judgeopt.v1.Gradient\x12\x30\n\rconversations\x18\x06 \x03(\x0b\x32\x19.judgeopt.v1.Conversation\x12\x17\n\nresolution\x18\x07 \x01(\tH\x00\x88\x01\x01\x42\r\n\x0b_resolution\"\x8e\x01\n\x10\x41rbitrateRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12(\n\x08\x63riteria\x18\x02 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\tgradients\x18\x03 \x03(\x0b\x32\x15.judgeopt.v1.Gradient\"+\n\x08\x43onflict\x12\x10\n\x08\x63riteria\x18\x01 \x03(\t\x12\r\n\x05issue\x18\x02 \x01(\t\"\xb2\x01\n\x11\x41rbitrateResponse\x12(\n\tconflicts\x18\x01 \x03(\x0b\x32\x15.judgeopt.v1.Conflict\x12\x12\n\nresolution\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x12\n\nraw_output\x18\x04 \x01(\t\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.judgeopt.v1.Usage\"\x9f\x01\n\x0cStepResponse\x12.\n\x0cinstructions\x18\x01 \x03(\x0b\x32\x18.judgeopt.v1.Instruction\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x12\n\nraw_output\x18\x03 \x01(\t\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.judgeopt.v1.Usage2\x9b\x01\n\x10OptimizerService\x12;\n\x04Step\x12\x18.judgeopt.v1.StepRequest\x1a\x19.judgeopt.v1.StepResponse\x12J\n\tArbitrate\x12\x1d.judgeopt.v1.ArbitrateRequest\x1a\x1e.judgeopt.v1.ArbitrateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjudgeopt/v1/optimizer.proto\x12\x0bjudgeopt.v1\x1a\x18judgeopt/v1/common.proto\"\xc5\x03\n\x0bStepRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12%\n\x07routing\x18\x02 \x01(\x0e\x32\x14.judgeopt.v1.Routing\x12(\n\x08\x63riteria\x18\x03 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\x06prompt\x18\x04 \x01(\x0b\x32\x18.judgeopt.v1.JudgePrompt\x12(\n\tgradients\x18\x05 \x03(\x0b\x32\x15.judgeopt.v1.Gradient\x12\x30\n\rconversations\x18\x06 \x03(\x0b\x32\x19.judgeopt.v1.Conversation\x12\x17\n\nresolution\x18\x07 \x01(\tH\x00\x88\x01\x01\x12R\n\x16instruction_max_tokens\x18\x08 \x03(\x0b\x32\x32.judgeopt.v1.StepRequest.InstructionMaxTokensEntry\x1a;\n\x19InstructionMaxTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x42\r\n\x0b_resolution\"\x8e\x01\n\x10\x41rbitrateRequest\x12&\n\x04meta\x18\x01 \x01(\x0b\x32\x18.judgeopt.v1.RequestMeta\x12(\n\x08\x63riteria\x18\x02 \x03(\x0b\x32\x16.judgeopt.v1.Criterion\x12(\n\tgradients\x18\x03 \x03(\x0b\x32\x15.judgeopt.v1.Gradient\"+\n\x08\x43onflict\x12\x10\n\x08\x63riteria\x18\x01 \x03(\t\x12\r\n\x05issue\x18\x02 \x01(\t\"\xb2\x01\n\x11\x41rbitrateResponse\x12(\n\tconflicts\x18\x01 \x03(\x0b\x32\x15.judgeopt.v1.Conflict\x12\x12\n\nresolution\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x12\n\nraw_output\x18\x04 \x01(\t\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.judgeopt.v1.Usage\"\xb8\x01\n\x0cStepResponse\x12.\n\x0cinstructions\x18\x01 \x03(\x0b\x32\x18.judgeopt.v1.Instruction\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.judgeopt.v1.ParseStatus\x12\x12\n\nraw_output\x18\x03 \x01(\t\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.judgeopt.v1.Usage\x12\x17\n\x0flength_rejected\x18\x05 \x03(\t2\x9b\x01\n\x10OptimizerService\x12;\n\x04Step\x12\x18.judgeopt.v1.StepRequest\x1a\x19.judgeopt.v1.StepResponse\x12J\n\tArbitrate\x12\x1d.judgeopt.v1.ArbitrateRequest\x1a\x1e.judgeopt.v1.ArbitrateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'judgeopt.v1.optimizer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STEPREQUEST_INSTRUCTIONMAXTOKENSENTRY']._loaded_options = None
+  _globals['_STEPREQUEST_INSTRUCTIONMAXTOKENSENTRY']._serialized_options = b'8\001'
   _globals['_STEPREQUEST']._serialized_start=71
-  _globals['_STEPREQUEST']._serialized_end=379
-  _globals['_ARBITRATEREQUEST']._serialized_start=382
-  _globals['_ARBITRATEREQUEST']._serialized_end=524
-  _globals['_CONFLICT']._serialized_start=526
-  _globals['_CONFLICT']._serialized_end=569
-  _globals['_ARBITRATERESPONSE']._serialized_start=572
-  _globals['_ARBITRATERESPONSE']._serialized_end=750
-  _globals['_STEPRESPONSE']._serialized_start=753
-  _globals['_STEPRESPONSE']._serialized_end=912
-  _globals['_OPTIMIZERSERVICE']._serialized_start=915
-  _globals['_OPTIMIZERSERVICE']._serialized_end=1070
+  _globals['_STEPREQUEST']._serialized_end=524
+  _globals['_STEPREQUEST_INSTRUCTIONMAXTOKENSENTRY']._serialized_start=450
+  _globals['_STEPREQUEST_INSTRUCTIONMAXTOKENSENTRY']._serialized_end=509
+  _globals['_ARBITRATEREQUEST']._serialized_start=527
+  _globals['_ARBITRATEREQUEST']._serialized_end=669
+  _globals['_CONFLICT']._serialized_start=671
+  _globals['_CONFLICT']._serialized_end=714
+  _globals['_ARBITRATERESPONSE']._serialized_start=717
+  _globals['_ARBITRATERESPONSE']._serialized_end=895
+  _globals['_STEPRESPONSE']._serialized_start=898
+  _globals['_STEPRESPONSE']._serialized_end=1082
+  _globals['_OPTIMIZERSERVICE']._serialized_start=1085
+  _globals['_OPTIMIZERSERVICE']._serialized_end=1240
 # @@protoc_insertion_point(module_scope)

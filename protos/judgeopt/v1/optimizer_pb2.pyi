@@ -17,6 +17,22 @@ DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
 class StepRequest(google.protobuf.message.Message):
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
+    @typing.final
+    class InstructionMaxTokensEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.int
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.int = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
     META_FIELD_NUMBER: builtins.int
     ROUTING_FIELD_NUMBER: builtins.int
     CRITERIA_FIELD_NUMBER: builtins.int
@@ -24,6 +40,7 @@ class StepRequest(google.protobuf.message.Message):
     GRADIENTS_FIELD_NUMBER: builtins.int
     CONVERSATIONS_FIELD_NUMBER: builtins.int
     RESOLUTION_FIELD_NUMBER: builtins.int
+    INSTRUCTION_MAX_TOKENS_FIELD_NUMBER: builtins.int
     routing: judgeopt.v1.common_pb2.Routing.ValueType
     """PER_CRITERION: rewrite one instruction (plain text answer). JOINT: rewrite the whole set (JSON answer)."""
     resolution: builtins.str
@@ -44,6 +61,12 @@ class StepRequest(google.protobuf.message.Message):
     def conversations(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[judgeopt.v1.common_pb2.Conversation]:
         """The mini-batch's judged samples with the judge's output, if the caller lets the optimizer see them."""
 
+    @property
+    def instruction_max_tokens(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.int]:
+        """Length limits (approximate tokens) per criterion name, when the run sets them: stated in the request and enforced
+        on the reply (one more call for an over-long instruction, then that criterion keeps its previous instruction).
+        """
+
     def __init__(
         self,
         *,
@@ -54,9 +77,10 @@ class StepRequest(google.protobuf.message.Message):
         gradients: collections.abc.Iterable[judgeopt.v1.common_pb2.Gradient] | None = ...,
         conversations: collections.abc.Iterable[judgeopt.v1.common_pb2.Conversation] | None = ...,
         resolution: builtins.str | None = ...,
+        instruction_max_tokens: collections.abc.Mapping[builtins.str, builtins.int] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["_resolution", b"_resolution", "meta", b"meta", "prompt", b"prompt", "resolution", b"resolution"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_resolution", b"_resolution", "conversations", b"conversations", "criteria", b"criteria", "gradients", b"gradients", "meta", b"meta", "prompt", b"prompt", "resolution", b"resolution", "routing", b"routing"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["_resolution", b"_resolution", "conversations", b"conversations", "criteria", b"criteria", "gradients", b"gradients", "instruction_max_tokens", b"instruction_max_tokens", "meta", b"meta", "prompt", b"prompt", "resolution", b"resolution", "routing", b"routing"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["_resolution", b"_resolution"]) -> typing.Literal["resolution"] | None: ...
 
 global___StepRequest = StepRequest
@@ -148,6 +172,7 @@ class StepResponse(google.protobuf.message.Message):
     STATUS_FIELD_NUMBER: builtins.int
     RAW_OUTPUT_FIELD_NUMBER: builtins.int
     USAGE_FIELD_NUMBER: builtins.int
+    LENGTH_REJECTED_FIELD_NUMBER: builtins.int
     status: judgeopt.v1.common_pb2.ParseStatus.ValueType
     raw_output: builtins.str
     @property
@@ -159,6 +184,12 @@ class StepResponse(google.protobuf.message.Message):
 
     @property
     def usage(self) -> judgeopt.v1.common_pb2.Usage: ...
+    @property
+    def length_rejected(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
+        """Criteria whose rewritten instruction stayed over its length limit after the second call (they keep the input
+        instruction).
+        """
+
     def __init__(
         self,
         *,
@@ -166,8 +197,9 @@ class StepResponse(google.protobuf.message.Message):
         status: judgeopt.v1.common_pb2.ParseStatus.ValueType = ...,
         raw_output: builtins.str = ...,
         usage: judgeopt.v1.common_pb2.Usage | None = ...,
+        length_rejected: collections.abc.Iterable[builtins.str] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["usage", b"usage"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["instructions", b"instructions", "raw_output", b"raw_output", "status", b"status", "usage", b"usage"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["instructions", b"instructions", "length_rejected", b"length_rejected", "raw_output", b"raw_output", "status", b"status", "usage", b"usage"]) -> None: ...
 
 global___StepResponse = StepResponse
