@@ -22,8 +22,9 @@ LONGEST_FIRST = ("tests/e2e/", "tests/faults/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest files first: on two workers (``-n 2 --dist loadfile``) they then overlap the many short files
-    instead of ending the suite alone. The order is the same in every worker, as xdist requires."""
+    """The longest files first: on two workers (``-n 2 --dist loadfile --no-loadscope-reorder``, which keeps this
+    order instead of putting the files with most tests first) they then overlap the many short files instead of
+    ending the suite alone. The order is the same in every worker, as xdist requires."""
     items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
 
 
