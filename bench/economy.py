@@ -5,7 +5,7 @@
 1. For every mode, ``judgeopt optimize`` (gate none, so every candidate is accepted and evaluated) against the
    scripted endpoint. From the run store: distinct training RPCs per stage and step, the LLM calls the services
    report making for them (``calls.llm_calls``), and the validation and test calls per step. They are checked
-   against the formula (DESIGN.md §6; the same table as tests/orchestrator/test_runs.py FORMULA), with B the batch
+   against the formula (the same table as tests/orchestrator/test_runs.py FORMULA), with B the batch
    and K = 4 SummEval criteria: SSS B judge, B·K loss, B·K gradient, K optimizer; SSC … 1 optimizer; SCC B·K loss,
    B gradient; CCC B, B, B, 1; single (K one-criterion tracks) B·K, B·K, B·K, K. Validation and test: one judge
    call per sample and track at every step. The endpoint's own request count must equal the LLM calls the store

@@ -311,7 +311,7 @@ def main() -> None:
         verdict(
             ratio <= 0.5,
             f"most-shared-first + grouped takes {ratio:.2f}× the time per item of the reverse order "
-            "(DESIGN.md §6: about half)",
+            "(target: about half)",
         )
     )
 

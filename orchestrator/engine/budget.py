@@ -1,6 +1,6 @@
 """What a run will cost before it runs, and whether the next step still fits the budget.
 
-Calls per step follow from the policy (DESIGN.md §6): per training step, B judge calls (B·K with a per-criterion
+Calls per step follow from the policy: per training step, B judge calls (B·K with a per-criterion
 judge), B·K or B loss and gradient calls, K or 1 optimizer calls, then the candidate's validation scoring and, at
 the test interval, the test scoring; step 0 scores validation and test once; the specificity fallback and the
 conflict arbiter add their calls at most (see ``StepShape._mitigations``). These are upper bounds — the

@@ -34,7 +34,7 @@ def scripted() -> Iterator[FakeOpenAI]:
         yield server
 
 
-FORMULA = {  # training calls per step: judge, loss, gradient, optimizer (DESIGN.md §6)
+FORMULA = {  # training calls per step: judge, loss, gradient, optimizer (the budget module's formula)
     "SSS": {"judge": B, "loss": B * K, "gradient": B * K, "optimizer": K},
     "SSC": {"judge": B, "loss": B * K, "gradient": B * K, "optimizer": 1},
     "SCC": {"judge": B, "loss": B * K, "gradient": B, "optimizer": 1},
