@@ -13,14 +13,21 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from helpers.fake_openai import Handler, HttpError, RecordedRequest, Reply
-from helpers.runs import FinishedRun, assert_audited_every_call, scripted_run
+from helpers.runs import (
+    FinishedRun,
+    assert_audited_every_call,
+    file_dataset,
+    run_settings,
+    scripted_model,
+    scripted_run,
+    write_summeval_rows,
+)
 from helpers.scripts import SUMMEVAL, deterministic_handler, role_of
 
 from judgeopt.agents.prompting import DATA_TAGS
@@ -38,48 +45,14 @@ HUGE_ROW = 3
 CONTEXT_BYTES = 1_000_000
 
 
-def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
-def row(i: int, summary: str) -> dict[str, Any]:
-    labels = {name: 1 + (i + k) % 5 for k, name in enumerate(SUMMEVAL)}
-    return {"id": f"r{i}", "article": f"Article {i} about tides. CANARY-ARTICLE {i}", "summary": summary, **labels}
-
-
 def write_config(path: Path, base_url: str, data: Path, **dataset: Any) -> Path:
-    config = {
-        "models": {
-            "default": {
-                "base_url": base_url,
-                "model": "fake-model",
-                "structured_output": "json_schema",
-                "max_retries": 0,
-                "timeout": 10,
-            }
-        },
-        "run": {
-            "mode": "SSS",
-            "steps": 1,
-            "batch_size": 2,
-            "gate": "none",
-            "bootstrap_resamples": 0,
-            "concurrency": 8,
-            "dataset": {
-                "name": "file",
-                "path": str(data),
-                "text_fields": ["article", "summary"],
-                "id_field": "id",
-                "criteria": [{"name": name} for name in SUMMEVAL],
-                "train_size": 2,
-                "val_size": 2,
-                "test_size": 2,
-                **dataset,
-            },
-        },
-    }
-    path.write_text(yaml.safe_dump(config))
+    run = run_settings(
+        mode="SSS",
+        steps=1,
+        concurrency=8,
+        dataset=file_dataset(data, train_size=2, val_size=2, test_size=2, **dataset),
+    )
+    path.write_text(yaml.safe_dump({"models": {"default": scripted_model(base_url)}, "run": run}))
     return path
 
 
@@ -105,8 +78,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
     """An SSS run (1 step, batch 2, 2 + 2 + 2 rows) whose summaries are all hostile but one, a 10 MB text."""
     tmp = tmp_path_factory.mktemp("badrun")
     huge = "All work and no play makes Jack a dull boy. " * (10 * 1024 * 1024 // 44 + 1)
-    rows = (row(i, huge if i == HUGE_ROW else f"Summary {i}. {HOSTILE}") for i in range(ROWS))
-    data = write_rows(tmp / "hostile.jsonl", rows)
+    summaries = (huge if i == HUGE_ROW else f"Summary {i}. {HOSTILE}" for i in range(ROWS))
+    data = write_summeval_rows(tmp / "hostile.jsonl", summaries, article="Article {i} about tides. CANARY-ARTICLE {i}")
     return scripted_run(
         tmp,
         context_limited(deterministic_handler(), CONTEXT_BYTES),

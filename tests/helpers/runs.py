@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from helpers.fake_openai import FakeOpenAI, Handler, RecordedRequest
-from helpers.scripts import role_of
+from helpers.scripts import SUMMEVAL, role_of
 from judgeopt.cli import main
 
 BATCH = 2
@@ -40,6 +40,33 @@ def run_settings(**run: Any) -> dict[str, Any]:
         "concurrency": 4,
         "dataset": DATASET,
         **run,
+    }
+
+
+def write_summeval_rows(path: Path, summaries: Iterable[str], *, article: str = "Article {i} about tides.") -> Path:
+    """A JSON-lines data file of SummEval-shaped rows: ``id``, ``article`` (``{i}`` is the row's number), the summary,
+    and a label from 1 to 5 for each SummEval criterion."""
+    rows = (
+        {"id": f"r{i}", "article": article.format(i=i), "summary": summary}
+        | {name: 1 + (i + k) % 5 for k, name in enumerate(SUMMEVAL)}
+        for i, summary in enumerate(summaries)
+    )
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def file_dataset(path: Path, *, train_size: int, val_size: int, test_size: int, **settings: Any) -> dict[str, Any]:
+    """The run config's ``dataset`` section for a file written by :func:`write_summeval_rows`."""
+    return {
+        "name": "file",
+        "path": str(path),
+        "text_fields": ["article", "summary"],
+        "id_field": "id",
+        "criteria": [{"name": name} for name in SUMMEVAL],
+        "train_size": train_size,
+        "val_size": val_size,
+        "test_size": test_size,
+        **settings,
     }
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from helpers.data_tags import PLANT, declared_data_tags, read_tags
 from helpers.fake_openai import Completion, RecordedRequest, Reply
-from helpers.runs import FinishedRun, scripted_model, scripted_run
+from helpers.runs import FinishedRun, file_dataset, run_settings, scripted_model, scripted_run, write_summeval_rows
 from helpers.scripts import SUMMEVAL, deterministic_handler, role_of
 
 EVERYTHING_SEEN: dict[str, Any] = {
@@ -50,33 +50,15 @@ def passing_it_on(request: RecordedRequest) -> Reply:
 
 
 def config(tmp: Path, base_url: str) -> Path:
-    data = tmp / "planted.jsonl"
-    rows = (
-        {"id": f"r{i}", "article": f"Article {i} about tides.", "summary": f"Summary {i}. {PLANT}"}
-        | {name: 1 + (i + k) % 5 for k, name in enumerate(SUMMEVAL)}
-        for i in range(4)
-    )
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = write_summeval_rows(tmp / "planted.jsonl", (f"Summary {i}. {PLANT}" for i in range(4)))
     policy = tmp / "policy.yaml"
     policy.write_text(yaml.safe_dump(EVERYTHING_SEEN))
-    run = {
-        "policy_file": str(policy),
-        "steps": 1,
-        "batch_size": 2,
-        "gate": "none",
-        "bootstrap_resamples": 0,
-        "concurrency": 8,
-        "dataset": {
-            "name": "file",
-            "path": str(data),
-            "text_fields": ["article", "summary"],
-            "id_field": "id",
-            "criteria": [{"name": name} for name in SUMMEVAL],
-            "train_size": 2,
-            "val_size": 1,
-            "test_size": 1,
-        },
-    }
+    run = run_settings(
+        policy_file=str(policy),
+        steps=1,
+        concurrency=8,
+        dataset=file_dataset(data, train_size=2, val_size=1, test_size=1),
+    )
     path = tmp / "run.yaml"
     path.write_text(yaml.safe_dump({"models": {"default": scripted_model(base_url)}, "run": run}))
     return path
