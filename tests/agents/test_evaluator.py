@@ -3,14 +3,11 @@ and under the study's protocol it is the study's rubric (criteria named, never d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, cast
-
 import pytest
+from helpers.runners import ScriptedRunner
 
 from judgeopt.agents.evaluator import AdherenceTask, EvaluatorAgent, SpecificityTask, read_study_rating
-from judgeopt.agents.model_client import Completion, ModelRunner
-from judgeopt.agents.types import Criterion, Gradient, ParseStatus, PromptProtocol, Usage
+from judgeopt.agents.types import Criterion, Gradient, ParseStatus, PromptProtocol
 
 CRITERIA = (
     Criterion("coherence", "The summary reads as an organized whole."),
@@ -23,25 +20,13 @@ TEXT = ("Keep the 1-5 scale.", "The instruction never says what a low score mean
 PROTOCOLS: tuple[PromptProtocol, ...] = ("judgeopt", "study")
 
 
-@dataclass
-class Recording:
-    reply: str
-    users: list[str] = field(default_factory=list)
-    schemas: list[dict[str, Any] | None] = field(default_factory=list)
-
-    async def complete(self, system: str, user: str, *, schema: dict[str, Any] | None = None, **_: Any) -> Completion:
-        self.users.append(user)
-        self.schemas.append(schema)
-        return Completion(text=self.reply, logprobs=None, usage=Usage(llm_calls=1), finish_reason="stop")
-
-
 def gradient(*criteria: str) -> Gradient:
     return Gradient(criteria, "s1", *TEXT, ParseStatus.OK)
 
 
 async def specificity_prompt(protocol: PromptProtocol, written_for: tuple[str, ...], reply: str = "8") -> str:
-    runner = Recording(reply)
-    agent = EvaluatorAgent(cast(ModelRunner, runner))
+    runner = ScriptedRunner(reply)
+    agent = EvaluatorAgent(runner.as_model_runner())
     await agent.specificity(SpecificityTask(FLUENCY, OTHERS, (gradient(*written_for),) * 3, protocol=protocol))
     return runner.users[0]
 
@@ -92,9 +77,9 @@ def test_study_rating_outside_1_to_10_is_no_rating(reply: str) -> None:
 async def test_study_adherence_reads_a_bare_integer() -> None:
     """Under the study's protocol the adherence rubric names the task, shows old and new instructions and the
     gradient, and its bare-integer answer is the rating."""
-    runner = Recording("6")
+    runner = ScriptedRunner("6")
     task = AdherenceTask(FLUENCY, "Rate from 1 to 5.", "Rate grammar and flow.", (gradient("fluency"),), "study")
-    rating, _ = await EvaluatorAgent(cast(ModelRunner, runner)).adherence(task)
+    rating, _ = await EvaluatorAgent(runner.as_model_runner()).adherence(task)
     assert rating.score == 6.0 and rating.status == ParseStatus.OK
     prompt = runner.users[0]
     assert "Target task: fluency" in prompt and FLUENCY.description not in prompt

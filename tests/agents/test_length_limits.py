@@ -4,12 +4,10 @@ over-long instruction is asked for again once, then rejected (the previous one k
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, cast
 
 import pytest
+from helpers.runners import ScriptedRunner
 
-from judgeopt.agents.model_client import Completion, ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
 from judgeopt.agents.types import (
     Criterion,
@@ -31,20 +29,6 @@ LONG = " ".join(["Penalise awkward phrasing"] * 20) + "."
 LIMIT = 10
 
 
-@dataclass
-class ScriptedRunner:
-    """Stands in for ``ModelRunner``: answers each request with the next scripted reply, and records the requests."""
-
-    replies: list[str]
-    users: list[str] = field(default_factory=list)
-
-    async def complete(self, system: str, user: str, **_: Any) -> Completion:
-        self.users.append(user)
-        return Completion(
-            text=self.replies[len(self.users) - 1], logprobs=None, usage=Usage(llm_calls=1), finish_reason="stop"
-        )
-
-
 def reply(routing: Routing, protocol: PromptProtocol, texts: dict[str, str]) -> str:
     if routing is Routing.JOINT:
         return json.dumps({"instructions": texts})
@@ -59,7 +43,7 @@ def task(routing: Routing, protocol: PromptProtocol, limits: dict[str, int]) -> 
 
 
 async def step(runner: ScriptedRunner, step_task: StepTask) -> tuple[dict[str, str], tuple[str, ...], Usage]:
-    result, usage = await OptimizerAgent(cast(ModelRunner, runner)).step(step_task)
+    result, usage = await OptimizerAgent(runner.as_model_runner()).step(step_task)
     return {i.criterion: i.text for i in result.instructions}, result.length_rejected, usage
 
 
@@ -112,7 +96,7 @@ async def test_limit_stated_only_when_set(routing: Routing, protocol: PromptProt
 
 async def test_unusable_second_answer_rejects_the_long_one() -> None:
     runner = ScriptedRunner([json.dumps({"instruction": LONG}), ""])
-    result, _ = await OptimizerAgent(cast(ModelRunner, runner)).step(
+    result, _ = await OptimizerAgent(runner.as_model_runner()).step(
         task(Routing.PER_CRITERION, "judgeopt", {"fluency": LIMIT})
     )
     assert result.length_rejected == ("fluency",) and result.status is ParseStatus.OK

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from importlib import resources
 from itertools import product
-from typing import Any, cast
 
 import pytest
 from helpers.data_tags import PLANT, declared_data_tags, read_tags
+from helpers.runners import ScriptedRunner
 
 from judgeopt.agents import prompting
 from judgeopt.agents.evaluator import AdherenceTask, EvaluatorAgent, SpecificityTask
 from judgeopt.agents.gradient import GradientAgent
 from judgeopt.agents.judge import JudgeAgent
 from judgeopt.agents.loss import LossAgent
-from judgeopt.agents.model_client import Completion, ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
 from judgeopt.agents.types import (
     ArbitrateTask,
@@ -35,9 +33,7 @@ from judgeopt.agents.types import (
     Sample,
     ScoreTask,
     StepTask,
-    Usage,
 )
-from judgeopt.core.models import RoleModelConfig
 
 FLUENCY = Criterion("fluency", "How naturally the text reads.")
 COHERENCE = Criterion("coherence", "How well the ideas hang together.")
@@ -217,33 +213,6 @@ class TestJudgeMessageOrder:
         assert "Answer with a single JSON object" in judge_user(BOTH, PROMPT, SAMPLE)
 
 
-@dataclass
-class RecordingRunner:
-    """Stands in for ``ModelRunner``: records each request and returns a fixed reply, no network."""
-
-    reply: str
-    config: RoleModelConfig = field(default_factory=RoleModelConfig)
-    users: list[str] = field(default_factory=list)
-    systems: list[str] = field(default_factory=list)
-
-    async def complete(
-        self,
-        system: str,
-        user: str,
-        *,
-        schema: dict[str, Any] | None = None,
-        schema_name: str = "answer",
-        logprobs: bool = False,
-    ) -> Completion:
-        self.systems.append(system)
-        self.users.append(user)
-        return Completion(text=self.reply, logprobs=None, usage=Usage(llm_calls=1), finish_reason="stop")
-
-
-def as_runner(runner: RecordingRunner) -> ModelRunner:
-    return cast(ModelRunner, runner)
-
-
 RenderCall = tuple[str, frozenset[str]]
 
 
@@ -279,27 +248,27 @@ async def drive_every_agent() -> None:
         prompt = PROMPT.restricted_to(names)
         scoped = tuple(e for e in evidence if e.criterion in names)
         for judge_prompt in (prompt, JudgePrompt(prompt.instructions)):  # own and default task description
-            await JudgeAgent(as_runner(RecordingRunner('{"fluency": 4, "coherence": 2}'))).score(
+            await JudgeAgent(ScriptedRunner('{"fluency": 4, "coherence": 2}').as_model_runner()).score(
                 ScoreTask(routing, criteria, judge_prompt, SAMPLE, protocol=protocol)
             )
-        await LossAgent(as_runner(RecordingRunner("Too low."))).critique(
+        await LossAgent(ScriptedRunner("Too low.").as_model_runner()).critique(
             CritiqueTask(routing, criteria, "s1", scoped, sample=SAMPLE, judge_output="{}", protocol=protocol)
         )
-        await GradientAgent(as_runner(RecordingRunner('{"keep": "k", "problem": "p", "fix": "f"}'))).compute(
+        await GradientAgent(ScriptedRunner('{"keep": "k", "problem": "p", "fix": "f"}').as_model_runner()).compute(
             GradientTask(
                 routing, criteria, "s1", scoped, prompt=prompt, sample=SAMPLE, judge_output="{}", protocol=protocol
             )
         )
-        await OptimizerAgent(as_runner(RecordingRunner('{"instruction": "New."}'))).step(
+        await OptimizerAgent(ScriptedRunner('{"instruction": "New."}').as_model_runner()).step(
             StepTask(routing, criteria, prompt, (gradient,), conversations, protocol=protocol, resolution="Both.")
         )
-    await OptimizerAgent(as_runner(RecordingRunner('{"conflicts": [], "resolution": ""}'))).arbitrate(
+    await OptimizerAgent(ScriptedRunner('{"conflicts": [], "resolution": ""}').as_model_runner()).arbitrate(
         ArbitrateTask(BOTH, (gradient,))
     )
-    await JudgeAgent(as_runner(RecordingRunner('{"fluency": 4}'))).score(
+    await JudgeAgent(ScriptedRunner('{"fluency": 4}').as_model_runner()).score(
         ScoreTask(Routing.JOINT, BOTH, PROMPT, SAMPLE, layout=JudgeLayout.PREFIX_SHARED)
     )
-    evaluator = EvaluatorAgent(as_runner(RecordingRunner('{"score": 8, "rationale": "focused"}')))
+    evaluator = EvaluatorAgent(ScriptedRunner('{"score": 8, "rationale": "focused"}').as_model_runner())
     for protocol in protocols:
         await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,), protocol=protocol))
         await evaluator.adherence(
@@ -330,8 +299,8 @@ class TestTemplates:
 
     async def test_agent_messages_keep_sample_text_as_data(self) -> None:
         """The judge message an agent actually sends fences hostile sample text."""
-        runner = RecordingRunner('{"fluency": 4, "coherence": 2}')
-        await JudgeAgent(as_runner(runner)).score(ScoreTask(Routing.JOINT, BOTH, PROMPT, HOSTILE))
+        runner = ScriptedRunner('{"fluency": 4, "coherence": 2}')
+        await JudgeAgent(runner.as_model_runner()).score(ScoreTask(Routing.JOINT, BOTH, PROMPT, HOSTILE))
         [user] = runner.users
         assert user == judge_user(BOTH, PROMPT, HOSTILE)
         assert user.count("</sample>") == 1
@@ -355,14 +324,14 @@ async def planted_messages() -> dict[str, list[tuple[str, str]]]:
     )
     gradient = Gradient(("fluency",), "s1", planted("k"), planted("p"), planted("f"), ParseStatus.OK)
     conversations = (Conversation(sample, planted('{"fluency": 4}')),)
-    runners = {role: RecordingRunner(reply) for role, reply in REPLIES.items()}
+    runners = {role: ScriptedRunner(reply) for role, reply in REPLIES.items()}
     for routing, criteria in ((Routing.JOINT, BOTH), (Routing.PER_CRITERION, (FLUENCY,))):
         names = [c.name for c in criteria]
         scoped = tuple(e for e in evidence if e.criterion in names)
-        await JudgeAgent(as_runner(runners["judge"])).score(
+        await JudgeAgent(runners["judge"].as_model_runner()).score(
             ScoreTask(routing, criteria, PROMPT.restricted_to(names), sample)
         )
-        await LossAgent(as_runner(runners["loss"])).critique(
+        await LossAgent(runners["loss"].as_model_runner()).critique(
             CritiqueTask(  # a loss call never carries a critique (the policy's loss fields hold none)
                 routing,
                 criteria,
@@ -372,7 +341,7 @@ async def planted_messages() -> dict[str, list[tuple[str, str]]]:
                 judge_output=planted("{}"),
             )
         )
-        await GradientAgent(as_runner(runners["gradient"])).compute(
+        await GradientAgent(runners["gradient"].as_model_runner()).compute(
             GradientTask(
                 routing,
                 criteria,
@@ -383,10 +352,10 @@ async def planted_messages() -> dict[str, list[tuple[str, str]]]:
                 judge_output=planted("{}"),
             )
         )
-        await OptimizerAgent(as_runner(runners["optimizer"])).step(
+        await OptimizerAgent(runners["optimizer"].as_model_runner()).step(
             StepTask(routing, criteria, prompt.restricted_to(names), (gradient,), conversations)
         )
-    evaluator = EvaluatorAgent(as_runner(runners["evaluator"]))
+    evaluator = EvaluatorAgent(runners["evaluator"].as_model_runner())
     await evaluator.specificity(SpecificityTask(FLUENCY, (COHERENCE,), (gradient,)))
     await evaluator.adherence(AdherenceTask(FLUENCY, planted("Old."), planted("New."), (gradient,)))
     return {role: list(zip(r.systems, r.users, strict=True)) for role, r in runners.items()}

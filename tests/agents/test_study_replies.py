@@ -4,12 +4,11 @@ gradients and per-criterion instructions, and criteria left out instead of kept 
 from __future__ import annotations
 
 import json
-from typing import cast
 
 import pytest
+from helpers.runners import ScriptedRunner
 
 from judgeopt.agents.gradient import parse_paragraphs
-from judgeopt.agents.model_client import Completion, ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
 from judgeopt.agents.types import (
     Criterion,
@@ -19,25 +18,16 @@ from judgeopt.agents.types import (
     PromptProtocol,
     Routing,
     StepTask,
-    Usage,
 )
 
 BOTH = (Criterion("fluency"), Criterion("coherence"))
 PROMPT = JudgePrompt((Instruction("fluency", "Rate from 1 to 5."), Instruction("coherence", "Rate from 1 to 5.")))
 
 
-class ScriptedRunner:
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-
-    async def complete(self, system: str, user: str, **_: object) -> Completion:
-        return Completion(text=self.reply, logprobs=None, usage=Usage(llm_calls=1), finish_reason="stop")
-
-
 async def step(reply: str, routing: Routing, protocol: PromptProtocol = "study") -> tuple[dict[str, str], int]:
     criteria = BOTH if routing is Routing.JOINT else BOTH[:1]
     task = StepTask(routing, criteria, PROMPT.restricted_to([c.name for c in criteria]), protocol=protocol)
-    result, _ = await OptimizerAgent(cast(ModelRunner, ScriptedRunner(reply))).step(task)
+    result, _ = await OptimizerAgent(ScriptedRunner(reply).as_model_runner()).step(task)
     return {i.criterion: i.text for i in result.instructions}, result.status
 
 

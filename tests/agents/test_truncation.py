@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
+from helpers.runners import ScriptedRunner
 
 from judgeopt.agents.evaluator import AdherenceTask, EvaluatorAgent
 from judgeopt.agents.gradient import GradientAgent
 from judgeopt.agents.judge import JudgeAgent
 from judgeopt.agents.loss import LossAgent
-from judgeopt.agents.model_client import CUT_OFF, Completion, ModelRunner
+from judgeopt.agents.model_client import CUT_OFF, ModelRunner
 from judgeopt.agents.optimizer import OptimizerAgent
 from judgeopt.agents.types import (
     Criterion,
@@ -31,9 +32,7 @@ from judgeopt.agents.types import (
     Sample,
     ScoreTask,
     StepTask,
-    Usage,
 )
-from judgeopt.core.models import RoleModelConfig
 
 BOTH = (Criterion("fluency"), Criterion("coherence"))
 OLD = "Rate from 1 to 5."
@@ -42,21 +41,8 @@ SAMPLE = Sample("s1", (("article", "A text."), ("summary", "A summary.")))
 GRADIENT = Gradient(("fluency",), "s1", "keep", "problem", "fix", ParseStatus.OK)
 
 
-class ScriptedRunner:
-    """Answers every call with ``reply``, ending with ``finish_reason``."""
-
-    config = RoleModelConfig()
-
-    def __init__(self, reply: str, finish_reason: str) -> None:
-        self.reply = reply
-        self.finish_reason = finish_reason
-
-    async def complete(self, system: str, user: str, **_: object) -> Completion:
-        return Completion(self.reply, None, Usage(llm_calls=1), self.finish_reason)
-
-
 def runner(reply: str, finish_reason: str) -> ModelRunner:
-    return cast(ModelRunner, ScriptedRunner(reply, finish_reason))
+    return ScriptedRunner(reply, finish_reason).as_model_runner()
 
 
 def criteria_for(routing: Routing) -> tuple[Criterion, ...]:
