@@ -214,4 +214,5 @@ def test_traces_asked_for_without_the_extra_warn_once_and_run_untraced(monkeypat
     with capture_logs() as logs, tracing.tracing("judgeopt"), tracing.span("run") as traced:
         traced.set(step=1)
         assert tracing.grpc_client_interceptors() == [] and tracing.grpc_server_interceptors() == []
-    assert [e["event"] for e in logs] == ["tracing.unavailable"] and "judgeopt[otel]" in logs[0]["reason"]
+    assert [(e["event"], e["log_level"]) for e in logs] == [("tracing.unavailable", "warning")]
+    assert "judgeopt[otel]" in logs[0]["reason"]
