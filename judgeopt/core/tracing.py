@@ -195,23 +195,27 @@ def _start(default_service_name: str) -> TracerProvider | None:
 def _exporter_names() -> list[str]:
     """The entry-point names of the exporters ``OTEL_TRACES_EXPORTER`` asks for (``otlp`` by the OTLP protocol)."""
     names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-    )
-    protocol = protocol.strip().lower() or "http/protobuf"
     resolved = []
     for name in names:
-        if name == "none":
-            continue
         if name == "otlp":
+            variable, protocol = _otlp_protocol()
             if protocol not in _OTLP_BY_PROTOCOL:
                 raise ConfigError(
-                    f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not a trace protocol judgeopt can send "
+                    f"{variable}={protocol!r} is not a trace protocol judgeopt can send "
                     f"(one of {', '.join(_OTLP_BY_PROTOCOL)})"
                 )
             name = _OTLP_BY_PROTOCOL[protocol]
-        resolved.append(name)
+        if name != "none":
+            resolved.append(name)
     return resolved
+
+
+def _otlp_protocol() -> tuple[str, str]:
+    """The variable that sets the OTLP protocol of traces, and its value (by default ``http/protobuf``)."""
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        if value := os.environ.get(variable, "").strip().lower():
+            return variable, value
+    return "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
 
 
 def _exporter(name: str) -> SpanExporter:

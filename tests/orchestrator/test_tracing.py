@@ -197,15 +197,21 @@ def test_each_started_service_gets_the_environment_under_its_own_name() -> None:
     assert tracing.service_environment("loss", {"PATH": "/bin"}) == {"PATH": "/bin"}
 
 
-def test_an_exporter_that_is_not_installed_is_one_line_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER asks for the 'zipkin' trace exporter, which is not"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='http/json' is not a"),
+    ],
+)
+def test_an_exporter_that_cannot_be_had_is_one_line_naming_the_variable(
+    variable: str, value: str, said: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # asks for traces
+    monkeypatch.setenv(variable, value)
     assert main(["config", "schema"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert (
-        line.startswith("ConfigError: OTEL_TRACES_EXPORTER asks for the 'zipkin' trace exporter") and "console" in line
-    )
+    assert line.startswith(f"ConfigError: {said}"), line
 
 
 def test_traces_asked_for_without_the_extra_warn_once_and_run_untraced(monkeypatch: pytest.MonkeyPatch) -> None:
