@@ -47,6 +47,7 @@ from judgeopt.agents.types import Usage
 from judgeopt.core.errors import ModelConfigError
 from judgeopt.core.models import RoleModelConfig, StructuredOutput
 from judgeopt.core.redact import redact
+from judgeopt.core.tracing import trace_http_client
 
 # Local and unknown models: autogen needs to be told what they can do.
 _UNKNOWN_MODEL_INFO = ModelInfo(
@@ -238,11 +239,11 @@ class ModelRunner:
         if config.extra_body or config.repeat_penalty is not None:
             create_args["extra_body"] = config.extra_body_with_penalty()
         # Passed through to AsyncOpenAI (autogen forwards its init arguments).
-        client_args: dict[str, Any] = {
-            "http_client": openai.DefaultAsyncHttpxClient(
-                event_hooks={"response": [_require_json_body, raw_reply.keep_reply_body]}
-            )
-        }
+        http_client = openai.DefaultAsyncHttpxClient(
+            event_hooks={"response": [_require_json_body, raw_reply.keep_reply_body]}
+        )
+        trace_http_client(http_client)  # with tracing on, each model request is a child span of the RPC's
+        client_args: dict[str, Any] = {"http_client": http_client}
         self._client = OpenAIChatCompletionClient(
             model=config.model,
             base_url=str(config.base_url),

@@ -35,7 +35,8 @@ COMMANDS: dict[str, str] = {
     "config": "judgeopt.orchestrator.cli.config",
     "init": "judgeopt.orchestrator.cli.init",
 }
-"""Subcommand → its module (``HELP``, ``add_arguments(parser)``, ``run(args) -> int``, optionally ``LOG_DEFAULTS``)."""
+"""Subcommand → its module (``HELP``, ``add_arguments(parser)``, ``run(args) -> int``, optionally ``LOG_DEFAULTS`` and
+``trace_service_name(args) -> str``)."""
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -133,6 +134,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _orchestrator_service_name(args: argparse.Namespace) -> str:
+    """What a command's spans are exported as when ``OTEL_SERVICE_NAME`` is unset (``serve`` names its role)."""
+    del args
+    return "judgeopt"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from judgeopt.core.errors import ConfigError, JudgeoptError
 
@@ -147,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not handles_sigterm and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
     try:
-        code: int = module.run(args)
+        from judgeopt.core.tracing import tracing
+
+        with tracing(getattr(module, "trace_service_name", _orchestrator_service_name)(args)):
+            code: int = module.run(args)
         return code
     except JudgeoptError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ from judgeopt.core.credentials import check_key_pair, read_pem, read_token
 from judgeopt.core.errors import ConfigError, CredentialError
 from judgeopt.core.loopback import is_loopback_target
 from judgeopt.core.roles import Role
+from judgeopt.core.tracing import grpc_client_interceptors
 from judgeopt.core.wire import REQUEST_ID_KEY, RUN_ID_KEY
 from judgeopt.orchestrator.errors import map_rpc_errors
 from judgeopt.v1 import (
@@ -155,13 +156,18 @@ class AgentClients:
         # On plaintext the token travels as metadata; on TLS it is inside the channel's call credentials.
         token = self.settings.token() if credentials is None else None
         self._auth: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        tracing = grpc_client_interceptors()  # with tracing on, the trace context travels in each call's metadata
         if credentials is None:
-            self._channels = {role: grpc.aio.insecure_channel(a, options=options) for role, a in addresses.items()}
+            self._channels = {
+                role: grpc.aio.insecure_channel(a, options=options, interceptors=tracing)
+                for role, a in addresses.items()
+            }
         else:
             if self.settings.server_name_override is not None:
                 options.append(("grpc.ssl_target_name_override", self.settings.server_name_override))
             self._channels = {
-                role: grpc.aio.secure_channel(a, credentials, options=options) for role, a in addresses.items()
+                role: grpc.aio.secure_channel(a, credentials, options=options, interceptors=tracing)
+                for role, a in addresses.items()
             }
 
     def _channel(self, role: Role) -> grpc.aio.Channel:

@@ -11,6 +11,8 @@ channels reconnect to it and the run's retries carry on, as they would with a Ku
 The services listen on plaintext 127.0.0.1 (no TLS: the traffic never leaves the machine). With ``token_env``
 each is started with ``--token-env`` and inherits the variable, so it refuses calls without the bearer token
 (other local users cannot use the run's services); only the variable's name appears on a command line or in a file.
+The services inherit this process's environment, so its ``OTEL_*`` variables trace them too (each under its own
+service name, ``judgeopt.core.tracing.service_environment``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from judgeopt.core.local_model import terminate_with_parent
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.private_files import open_private_binary, private_dir, write_private_text
 from judgeopt.core.roles import ROLES, Role
+from judgeopt.core.tracing import service_environment
 from judgeopt.orchestrator.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
@@ -99,6 +102,7 @@ class ServiceFleet:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=service_environment(role),
                 preexec_fn=terminate_with_parent,
             )
 

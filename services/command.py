@@ -20,6 +20,11 @@ HANDLES_SIGTERM = True
 """A service stops gracefully on SIGTERM by itself (in-flight calls finish)."""
 
 
+def trace_service_name(args: argparse.Namespace) -> str:
+    """The service's name in traces when ``OTEL_SERVICE_NAME`` is unset."""
+    return f"judgeopt-{args.role}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("role", choices=ALL_ROLES, help="the role this process serves")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")

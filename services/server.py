@@ -29,6 +29,7 @@ from judgeopt.core.credentials import ServerTLS, server_tls, service_token
 from judgeopt.core.models import RoleModelConfig
 from judgeopt.core.roles import Role
 from judgeopt.core.service_config import ServiceConfig
+from judgeopt.core.tracing import grpc_server_interceptors
 from judgeopt.services.interceptors import (
     AccessLogInterceptor,
     BearerTokenInterceptor,
@@ -131,9 +132,12 @@ def server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
 
 
 def interceptors_for(config: ServiceConfig, metrics: ServiceMetrics | None = None) -> list[grpc.aio.ServerInterceptor]:
-    """The chain, outermost first (see ``judgeopt.services.interceptors``); reads the token from its variable. Metrics
-    come first, so their latency is the whole call's and refused calls are counted too."""
-    chain: list[grpc.aio.ServerInterceptor] = [] if metrics is None else [MetricsInterceptor(metrics)]
+    """The chain, outermost first (see ``judgeopt.services.interceptors``); reads the token from its variable. With
+    tracing on, its server span comes first, a child of the caller's span; then metrics, so their latency is the
+    whole call's and refused calls are counted too."""
+    chain: list[grpc.aio.ServerInterceptor] = grpc_server_interceptors()
+    if metrics is not None:
+        chain.append(MetricsInterceptor(metrics))
     chain += [RequestContextInterceptor(), AccessLogInterceptor()]
     token = service_token(config)
     if token is not None:

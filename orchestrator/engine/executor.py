@@ -5,14 +5,15 @@ This is the only retry layer on the orchestrator→service hop (gRPC channels de
 hop retries inside the service), so retries never stack. A call that still fails after its attempts returns
 ``None``: the step decides whether the failures it saw are too many. Each stored attempt keeps its wait for a
 slot (the concurrency limit, then the endpoint's rate limits) apart from its time at the service, so a call's speed
-is not confused with how long it queued.
+is not confused with how long it queued. With tracing on, each call is a span (``call <role>``) around all its
+attempts, with its tokens, attempts and outcome; each failed attempt is an event on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from judgeopt.core.tracing import Attribute, span
 from judgeopt.orchestrator.engine.adaptive import AdaptiveLimits
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.router import RoutedCall
@@ -69,10 +71,13 @@ class CallExecutor:
         retries: CallRetries | None = None,
         rate_limits: RateLimits | None = None,
         adaptive: AdaptiveLimits | None = None,
+        trace_attributes: Mapping[str, Attribute] | None = None,
     ) -> None:
         """``limit`` bounds the calls in flight and ``rate_limits`` the calls per window of each endpoint; runs of
-        one experiment share both. ``adaptive``: per-endpoint AIMD limits inside ``limit`` (adaptive mode)."""
+        one experiment share both. ``adaptive``: per-endpoint AIMD limits inside ``limit`` (adaptive mode).
+        ``trace_attributes``: what every call's span carries besides its own (the run's mode, say)."""
         self._store = store
+        self._trace_attributes = dict(trace_attributes or {})
         self._limit = limit
         self._rates = rate_limits
         self._adaptive = adaptive
@@ -90,7 +95,7 @@ class CallExecutor:
         """The reply, or ``None`` once its attempts are spent (or the service refused the request as malformed)."""
         if call.audit is not None:
             self._store.record_audit(call.audit)
-        attempt_number = self._store.attempts_made(call.request_id)
+        attempt_number = first = self._store.attempts_made(call.request_id)
 
         async def attempt() -> ResponseT:
             nonlocal attempt_number
@@ -126,6 +131,7 @@ class CallExecutor:
                         endpoint_seconds=answered - sent,
                     )
                     self._store.record_attempt(failed)
+                    traced.event("attempt.failed", attempt=attempt_number, code=exc.code.name)
                     log.warning("call.failed", stage=call.stage, attempt=attempt_number, code=exc.code.name)
                     raise
                 usage = getattr(reply, "usage", None)
@@ -155,11 +161,32 @@ class CallExecutor:
             retry=retry_if_exception_type((AgentTimeout, AgentUnavailable)),
             reraise=False,
         )
-        try:
-            result: ResponseT = await retrying(attempt)
+        with span(
+            f"call {call.stage}",
+            role=call.stage,
+            purpose=purpose,
+            criteria=call.criteria,
+            step=step,
+            track=track,
+            routing=call.routing,
+            request_id=call.request_id,
+            **self._trace_attributes,
+        ) as traced:
+            try:
+                result: ResponseT = await retrying(attempt)
+            except (RetryError, AgentCallError):
+                traced.set(status="failed", attempts=attempt_number - first)
+                traced.fail(f"no usable reply after {attempt_number - first} attempt(s)")
+                return None
+            usage = getattr(result, "usage", None)
+            traced.set(
+                status="ok",
+                attempts=attempt_number - first,
+                prompt_tokens=getattr(usage, "prompt_tokens", 0),
+                completion_tokens=getattr(usage, "completion_tokens", 0),
+                cached_prompt_tokens=getattr(usage, "cached_prompt_tokens", 0),
+            )
             return result
-        except (RetryError, AgentCallError):
-            return None
 
 
 def _is_overload(exc: AgentCallError) -> bool:

@@ -4,7 +4,9 @@ the validation gate and, at the test interval, the test evaluation.
 A *track* is one independently optimized prompt: one track with every criterion for SSS/SSC/SCC/CCC, one track
 per criterion for Single-Task. Tracks advance step by step and can be resumed separately from the store. Every
 independent call of a stage runs concurrently under the executor's one limit; stages run in order; results are
-gathered in (sample, criterion) order, never completion order, so a run is reproducible.
+gathered in (sample, criterion) order, never completion order, so a run is reproducible. With tracing on, each
+step is a span (``step``), and within it each stage (``stage learn``, ``stage arbitrate``, ``stage optimize``,
+``stage evaluate``), around the executor's call spans.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from judgeopt.core.tracing import span
 from judgeopt.orchestrator import convert
 from judgeopt.orchestrator.agent_clients import AgentClients
 from judgeopt.orchestrator.config import RunConfig
@@ -161,11 +164,15 @@ class OptimizationLoop:
         if last is None:
             if not self._within_budget(track, 0):
                 return
-            last = await self._initial_step(track)
+            with span("step", track=track.name, step=0) as traced:
+                last = await self._initial_step(track)
+                traced.set(status=last.status, val_metric=last.val_metric)
         while last.step < self.settings.run.steps:
             if not self._within_budget(track, last.step + 1):
                 return
-            last = await self._training_step(track, last)
+            with span("step", track=track.name, step=last.step + 1) as traced:
+                last = await self._training_step(track, last)
+                traced.set(status=last.status, val_metric=last.val_metric, attempts=last.attempts)
 
     def _within_budget(self, track: Track, step: int) -> bool:
         """False (and the run marked as stopped) when the step could take the run past its budget."""
@@ -201,7 +208,8 @@ class OptimizationLoop:
     async def _evaluate(
         self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
     ) -> _Evaluated:
-        scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
+        with span("stage evaluate", stage="evaluate", track=track.name, step=step, purpose=purpose, items=len(records)):
+            scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
         # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
         resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
         evaluation = evaluation_of(track.criteria, records, scored, resamples, self.settings.run.seed)
@@ -448,21 +456,26 @@ class OptimizationLoop:
             return own
 
         artifacts = StepArtifacts()
-        for own in await asyncio.gather(*(chain(record) for record in batch)):
+        with span("stage learn", stage="learn", track=track.name, step=step, items=len(batch)):
+            chains = await asyncio.gather(*(chain(record) for record in batch))
+        for own in chains:
             artifacts.predictions.extend(own.predictions)
             artifacts.critiques.extend(own.critiques)
             artifacts.gradients.extend(own.gradients)
             artifacts.focus.extend(own.focus)
 
         if self.policy.conflict_arbiter and len(names) > 1:
-            await self._arbitrate(router, artifacts, send_all)
+            with span("stage arbitrate", stage="arbitrate", track=track.name, step=step):
+                await self._arbitrate(router, artifacts, send_all)
         run = self.settings.run
         limits = instruction_limits(prompt, run.instruction_max_tokens, run.instruction_max_ratio)
         optimizer_calls = router.optimizer(
             prompt, artifacts.gradients, router.state(artifacts), batch, artifacts.resolution, limits
         )
         updates: dict[str, str] = {}
-        for step_call, reply in zip(optimizer_calls, await send_all(optimizer_calls, self.clients.step), strict=True):
+        with span("stage optimize", stage="optimize", track=track.name, step=step):
+            optimized = await send_all(optimizer_calls, self.clients.step)
+        for step_call, reply in zip(optimizer_calls, optimized, strict=True):
             if reply is None:
                 continue
             for name in step_call.criteria:

@@ -22,6 +22,7 @@ from judgeopt.core.local_model import LocalModelServer
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.redact import is_redacted_url
 from judgeopt.core.roles import ROLES, Role
+from judgeopt.core.tracing import span
 from judgeopt.orchestrator.agent_clients import AgentClients, ClientSettings
 from judgeopt.orchestrator.config import RunConfig
 from judgeopt.orchestrator.data.loading import load_dataset
@@ -275,13 +276,16 @@ async def run_with_clients(
             retries=CallRetries(attempts=config.call_attempts),
             rate_limits=rate_limits or RateLimits(models, ROLES, window=config.rate_window_seconds),
             adaptive=adaptive,
+            trace_attributes={"mode": policy.name, "run_id": manifest.run_id},
         ),
         store=store,
         run_id=manifest.run_id,
         on_step=on_step,
     )
     try:
-        await loop.run()
+        with span("run", run_id=manifest.run_id, mode=policy.name, profile=config.profile, steps=config.steps) as run:
+            await loop.run()
+            run.set(budget_reached=loop.budget_reached)
     except RunFailed:  # the cause goes to the command line; the run says it failed, not that it is running
         store.set_status("failed")
         write_summary(store, run_dir, concurrency=adaptive.report() if adaptive else None)

@@ -30,6 +30,7 @@ TARGETS = {
     "local": K8S / "overlays" / "local",
     "scaled": K8S / "overlays" / "scaled",
     "swap-gradient": K8S / "overlays" / "swap-gradient",
+    "traced": K8S / "overlays" / "traced",
 }
 KUBERNETES_VERSION = "1.30.0"
 NAMESPACE = "judgeopt"
@@ -672,3 +673,30 @@ def test_swap_gradient_overlay_changes_only_the_gradient_model(tmp_path: Path) -
     ]
     assert swapped_model.base_url is not None
     assert rule_ports(policy["spec"]["egress"]) == {("TCP", swapped_model.base_url.port)}
+
+
+def test_traced_overlay_points_the_orchestrator_and_every_agent_at_the_collector() -> None:
+    """overlays/traced (local + components/tracing): the orchestrator's and each agent's container get the OTLP
+    endpoint and their pod name as a resource attribute, and only they may reach the collector, on TCP 4318 alone;
+    the model server is left as it was."""
+    objs = render("traced")
+    policies = kinds(objs, "NetworkPolicy")
+    traced = {"orchestrator", *ROLES}
+    seen = set()
+    for workload in workloads(objs):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        env = [e["name"] for e in container(workload).get("env", [])]
+        to_collector = [
+            rule
+            for rule in egress_rules(policies, labels)
+            for peer in rule["to"]
+            if peer.get("namespaceSelector") == {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}
+        ]
+        if labels[COMPONENT_LABEL] not in traced:
+            assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env and not to_collector, workload["metadata"]["name"]
+            continue
+        seen.add(labels[COMPONENT_LABEL])
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" in env, workload["metadata"]["name"]
+        assert env.index("K8S_POD_NAME") < env.index("OTEL_RESOURCE_ATTRIBUTES")  # $(K8S_POD_NAME) expands
+        assert rule_ports(to_collector) == {("TCP", 4318)}
+    assert seen == traced
