@@ -13,7 +13,7 @@ HELP = "write a run's chosen judge to a self-contained file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_measurement_flags(parser)
+    add_measurement_flags(parser, "the run directory (as given to optimize --run-dir)")
     parser.add_argument("--out", type=Path, required=True, help="the judge file to write, e.g. judge.yaml")
     parser.add_argument(
         "--no-measure",
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         if protocol == "study":
             print("routing: as the run judged (the study's prompt protocol has no prefix-shared layout to measure)")
         else:
-            choice = measured(args)[0].choice()
+            choice = measured(args)[0][1].choice()
     judge = export_judge(args.run_dir, args.step, choice)
     write_judge(judge, args.out)
     source = judge.source

@@ -1,7 +1,7 @@
 """Interference at inference time, measured on any run: do the run's chosen instructions judge worse stitched into
 one prompt than each judged with only its own instruction in view?
 
-    judgeopt interference RUN_DIR [--step best]
+    judgeopt interference RUN_DIR|EXPERIMENT_DIR [--step best]
 
 The chosen step's prompt (as ``judgeopt export`` chooses it) is scored on the validation and the test split twice,
 through the judge service and the run's prediction cache: **joint** (every instruction stitched into one prompt,
@@ -233,44 +233,59 @@ def write(run_dir: Path, result: RoutingInterference) -> Path:
     return path
 
 
-async def measure_run(
-    run_dir: Path,
-    *,
-    step: str = "best",
-    again: bool = False,
-    data_dir: Path | None = None,
-    local_model: Path | None = None,
-    judge_address: str | None = None,
-    settings: ClientSettings | None = None,
-) -> tuple[RoutingInterference, bool]:
-    """The measurement of ``step`` of the run in ``run_dir``: the one written there, unless ``again`` or it is
-    about another step or prompt; else measured on a judge service started here (or at ``judge_address``), written
-    into the run directory, and the run's summary brought up to date with its calls. The flag says whether it was
-    measured now."""
-    if not again and (found := stored(run_dir, step)) is not None:
-        return found, False
+async def _measure_into(run_dir: Path, clients: AgentClients, step: str, data_dir: Path | None) -> RoutingInterference:
+    """Measure ``step`` of the run in ``run_dir`` on ``clients``, write it there and bring its summary's spend up
+    to date with the calls."""
     store = open_run(run_dir, writer=True)
     try:
         manifest = store.manifest()
         config, models = manifest.config, manifest.models
-        dataset = load_dataset(config.dataset, data_dir)
         executor = CallExecutor(
             store,
             limit=asyncio.Semaphore(default_concurrency(config, models)),
             retries=CallRetries(attempts=config.call_attempts),
             rate_limits=RateLimits(models, ("judge",), window=config.rate_window_seconds),
         )
+        result = await measure(store, clients, executor, load_dataset(config.dataset, data_dir), step=step)
+        write(run_dir, result)
+        refresh_spend(store, run_dir)
+    finally:
+        store.close()
+    return result
+
+
+async def measure_runs(
+    run_dirs: Sequence[Path],
+    *,
+    services_dir: Path,
+    step: str = "best",
+    again: bool = False,
+    data_dir: Path | None = None,
+    local_model: Path | None = None,
+    judge_address: str | None = None,
+    settings: ClientSettings | None = None,
+) -> list[tuple[RoutingInterference, bool]]:
+    """Per run directory (a run, or an experiment's cells, which share their models), the measurement of ``step``:
+    the one written there, unless ``again`` or it is about another step or prompt; else measured on one judge
+    service started here (its logs in ``services_dir``; the first run's judge settings) or at ``judge_address``.
+    The flag says whether it was measured now."""
+    found = {run_dir: None if again else stored(run_dir, step) for run_dir in run_dirs}
+    pending = [run_dir for run_dir, result in found.items() if result is None]
+    measured: dict[Path, RoutingInterference] = {}
+    if pending:
+        store = open_run(pending[0])
+        try:
+            models = store.manifest().models
+        finally:
+            store.close()
         async with agent_clients(
             models,
-            run_dir / "services",
+            services_dir,
             addresses={"judge": judge_address} if judge_address else None,
             local_model=local_model,
             roles=("judge",),
             settings=settings,
         ) as clients:
-            result = await measure(store, clients, executor, dataset, step=step)
-        write(run_dir, result)
-        refresh_spend(store, run_dir)
-    finally:
-        store.close()
-    return result, True
+            for run_dir in pending:
+                measured[run_dir] = await _measure_into(run_dir, clients, step, data_dir)
+    return [(found[run_dir] or measured[run_dir], found[run_dir] is None) for run_dir in run_dirs]

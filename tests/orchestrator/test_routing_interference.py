@@ -8,6 +8,7 @@ import csv
 import itertools
 import json
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,10 @@ from helpers.services import AgentServices, served_agents
 from scipy import stats
 
 from judgeopt.cli import main
+from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import ROLES
+from judgeopt.orchestrator.config import GridConfig, RunConfig
+from judgeopt.orchestrator.study.experiment import create_experiment
 from judgeopt.orchestrator.study.export import read_judge
 from judgeopt.orchestrator.study.reporting.document import Document, render_markdown
 from judgeopt.orchestrator.study.reporting.inputs import load_study
@@ -193,6 +197,26 @@ class TestInterferenceTable:
         assert "| val | clarity | -1.000 | 1.000 | -2.000 | [-2.000, -2.000] |" in text
         assert "| test | macro | 0.333 | 1.000 | -0.667 |" in text
         assert "| prefix_shared (chosen) | 1.000 | 3.0 |" in text
+
+    def test_an_experiment_is_measured_and_reported_per_cell(self, joint_worse: Measured, tmp_path: Path) -> None:
+        """Given an experiment directory, every cell is measured: read back, then with --again measured anew from
+        the run's prediction cache (no model call), to the same result; the experiment's report has the cell's
+        tables."""
+        experiment = tmp_path / "experiment"
+        grid = GridConfig(modes=("SSS",), gates=("none",), runs=1, diagnostics=False, interference=False)
+        create_experiment(experiment, grid, RunConfig(), ModelsConfig())
+        shutil.copytree(joint_worse.run_dir, experiment / "cells" / "SSS-none-run0")
+        server = joint_worse.stack.server
+        server.clear()
+        assert main(["interference", str(experiment), *joint_worse.stack.judge_addr()]) == 0
+        assert judge_requests(server) == []
+        written = experiment / "cells" / "SSS-none-run0" / "routing_interference.json"
+        written.unlink()
+        assert main(["interference", str(experiment), "--again", *joint_worse.stack.judge_addr()]) == 0
+        assert judge_requests(server) == []  # both routings' predictions are in the run's cache by now
+        assert json.loads(written.read_text()) == joint_worse.result
+        section = routings_section(load_study(experiment))
+        assert section is not None and any("SSS-none-run0: step 0" in str(b) for b in section.blocks)
 
 
 class TestDeployableRouting:
