@@ -19,7 +19,11 @@ HELP = "compare a run's chosen instructions judged joint vs per criterion with a
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_measurement_flags(parser, "a run directory, or an experiment directory (every cell is measured)")
-    parser.add_argument("--again", action="store_true", help="measure again even if the run directory holds it")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="compute it anew even if the run directory holds it (cached predictions cost no call)",
+    )
     add_client_flags(parser)
 
 
@@ -102,6 +106,6 @@ def run(args: argparse.Namespace) -> int:
             for row in rows:
                 table.add_row(*row)
             console.print(table)
-        print(f"{'wrote' if now else 'read (measured before; --again measures anew)'} {run_dir / RESULT_FILE}")
+        print(f"{'wrote' if now else 'read (measured before; --again computes it anew)'} {run_dir / RESULT_FILE}")
         print(f"judge routing chosen on validation: {result.choice().winner}")
     return 0
