@@ -55,7 +55,8 @@ PURPOSE = "interference"
 
 class SplitComparison(BaseModel):
     """Both routings on one split: ρ per criterion and macro, Δ (joint − prefix-shared) with paired bootstrap 95%
-    intervals (``None`` without resamples or with fewer than 3 rows both routings scored), and the halos."""
+    intervals, and the halos. Each ρ (and so Δ) is over the rows its routing scored; an interval is over the rows
+    both scored (``None`` without resamples or with fewer than 3 such rows)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
