@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "judge": "judgeopt.orchestrator.cli.judge",
     "audit": "judgeopt.orchestrator.cli.audit",
     "focus-agreement": "judgeopt.orchestrator.cli.focus_agreement",
+    "interference": "judgeopt.orchestrator.cli.interference",
     "serve": "judgeopt.services.command",
     "healthcheck": "judgeopt.services.healthcheck",
     "local-llm": "judgeopt.orchestrator.cli.local_llm",

@@ -177,7 +177,7 @@ class TestJudge:
         """``judgeopt export`` → ``load_judge`` → ``score(rows)`` on the run's test samples gives one result per row
         with every criterion, equal to the run's own predictions at the exported step."""
         path = tmp_path / "judge.yaml"
-        assert main(["export", str(finished.path), "--step", "best", "--out", str(path)]) == 0
+        assert main(["export", str(finished.path), "--step", "best", "--out", str(path), "--no-measure"]) == 0
         judge = judgeopt.load_judge(path)
         assert judge.criteria == SUMMEVAL and judge.text_fields == ("article", "summary")
         assert judge.instructions == finished.prompt("best") == finished.judge("best").instructions

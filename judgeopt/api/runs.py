@@ -19,6 +19,7 @@ from judgeopt.orchestrator.engine.scoring import merge_parts
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.engine.summary import SUMMARY_FILE, build_summary
 from judgeopt.orchestrator.study.export import export_judge
+from judgeopt.orchestrator.study.routing_interference import stored as stored_measurement
 
 StepRef = int | Literal["best", "best_oracle"]
 """A step number, or the best step chosen on validation (``best``) or on the test set (``best_oracle``)."""
@@ -167,10 +168,13 @@ class Run:
         return predictions
 
     def judge(self, step: StepRef = "best") -> Judge:
-        """The judge at ``step``, as ``judgeopt export`` writes it (save it with :meth:`Judge.save`)."""
+        """The judge at ``step``, as ``judgeopt export`` writes it (save it with :meth:`Judge.save`): judging with the
+        routing that won on validation when the run holds that step's ``judgeopt interference`` measurement (none is
+        made here), else as the run judged."""
         self._step_number(step)
         with translated_errors():
-            return Judge(export_judge(self.path, str(step)))
+            measurement = stored_measurement(self.path, str(step))
+            return Judge(export_judge(self.path, str(step), measurement.choice() if measurement else None))
 
     def steps_frame(self) -> Any:
         """:meth:`steps` as a pandas DataFrame, with one ``rho_<criterion>`` column per criterion (needs pandas)."""

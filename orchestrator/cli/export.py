@@ -1,28 +1,54 @@
-"""``judgeopt export RUN_DIR --out judge.yaml``: a run's chosen judge as a self-contained file."""
+"""``judgeopt export RUN_DIR --out judge.yaml``: a run's chosen judge as a self-contained file, judging with the
+routing that won on validation (the run's ``judgeopt interference`` measurement, made now when absent)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from judgeopt.orchestrator.cli.flags import add_client_flags
+from judgeopt.orchestrator.cli.interference import add_measurement_flags
+
 HELP = "write a run's chosen judge to a self-contained file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="the run directory (as given to optimize --run-dir)")
-    parser.add_argument("--step", default="best", help="best (on validation), best_oracle (on test) or a step number")
+    add_measurement_flags(parser, "the run directory (as given to optimize --run-dir)")
     parser.add_argument("--out", type=Path, required=True, help="the judge file to write, e.g. judge.yaml")
+    parser.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="keep the routing the run judged with: no measurement of the routings, no model call",
+    )
+    add_client_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-
+    from judgeopt.orchestrator.cli.interference import measured
+    from judgeopt.orchestrator.engine.run import open_run
     from judgeopt.orchestrator.study.export import export_judge, write_judge
 
-    judge = export_judge(args.run_dir, args.step)
+    choice = None
+    if not args.no_measure:
+        store = open_run(args.run_dir)
+        try:
+            protocol = store.manifest().config.prompt_protocol
+        finally:
+            store.close()
+        if protocol == "study":
+            print("routing: as the run judged (the study's prompt protocol has no prefix-shared layout to measure)")
+        else:
+            choice = measured(args)[0][1].choice()
+    judge = export_judge(args.run_dir, args.step, choice)
     write_judge(judge, args.out)
     source = judge.source
     print(
         f"wrote {args.out}: step {source['step']} of run {source['run_id']} (chosen on {source['chosen_on']}; "
-        f"test macro ρ {source['test_macro_rho']})"
+        f"test macro ρ {source['test_macro_rho']}); judge routing {judge.routing}"
+        + (f" (won on validation: {_figures(choice.val_macro_rho)})" if choice else "")
     )
     return 0
+
+
+def _figures(val_macro_rho: dict[str, float]) -> str:
+    return ", ".join(f"{routing} macro ρ {rho:.3f}" for routing, rho in val_macro_rho.items())

@@ -14,6 +14,7 @@ checked nothing (ledgers emptied, or of another run) is refused, not passed.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,8 @@ def audit_run(run_dir: Path) -> AuditReport:
             raise ConfigError(f"{run_dir} holds no run")
         manifest = store.manifest()
         run_id, policy = manifest.run_id, manifest.policy
-        tracks = {t: manifest.track_criteria(t) for t in manifest.tracks}
+        # Judging outside the run's tracks (the interference experiment and measurement) covers every criterion.
+        tracks = defaultdict(lambda: manifest.criterion_names, {t: manifest.track_criteria(t) for t in manifest.tracks})
         routed = {e.request_id: e for e in store.audit_entries()}
         about = store.artifact_criteria()
         outcomes: dict[str, set[str]] = {}

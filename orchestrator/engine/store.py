@@ -535,6 +535,18 @@ class RunStore:
             for stage, attempts, calls, prompt, completion in self._db.execute(query, (purpose,))
         }
 
+    def judge_usage(self, *, tracks: Sequence[str], step: int, purposes: Sequence[str]) -> dict[str, int]:
+        """Over the judge's answered requests of ``tracks`` at ``step`` for ``purposes``: how many requests, and
+        their model calls, prompt tokens and cached prompt tokens (answered attempts only)."""
+        marks = ", ".join("?" * len(tracks)), ", ".join("?" * len(purposes))
+        query = (
+            "SELECT COUNT(DISTINCT request_id), COALESCE(SUM(llm_calls), 0), COALESCE(SUM(prompt_tokens), 0), "
+            f"COALESCE(SUM(cached_prompt_tokens), 0) FROM calls WHERE stage = 'judge' AND outcome = 'ok' "
+            f"AND step = ? AND track IN ({marks[0]}) AND purpose IN ({marks[1]})"
+        )
+        requests, llm_calls, prompt, cached = self._db.execute(query, (step, *tracks, *purposes)).fetchone()
+        return {"requests": requests, "llm_calls": llm_calls, "prompt_tokens": prompt, "cached_prompt_tokens": cached}
+
     def call_times_by_stage(self) -> dict[str, CallTimes]:
         """Per stage, the attempts' time at the service and their wait for a slot (``None`` where not recorded)."""
         times: dict[str, CallTimes] = {}

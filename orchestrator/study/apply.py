@@ -55,7 +55,7 @@ def state_dir(out: Path) -> Path:
     return out.parent / f"{out.name}.state"
 
 
-def _judge_policy(routing: Routing) -> Policy:
+def judge_policy(routing: Routing) -> Policy:
     """Only the judge stage matters here; it sees what it saw during optimization."""
     judge = StagePolicy(routing=routing, fields=frozenset({"task_description", "instruction", "sample"}))
     return PRESETS["SSS"].model_copy(update={"judge": judge, "name": f"judge-{routing}"})
@@ -138,7 +138,7 @@ async def score_file(
         pending = [r for r in dataset.records if r.id not in done]
         if store.get_meta("run_id") is None:
             store.set_meta("run_id", uuid.uuid4().hex[:12])
-        router = Router(_judge_policy(routing), judge.criteria, run_id=store.get_meta("run_id"), track="judge")
+        router = Router(judge_policy(routing), judge.criteria, run_id=store.get_meta("run_id"), track="judge")
         scorer = Scorer(
             router=router,
             executor=executor_for(store),

@@ -4,15 +4,19 @@
 
 The file holds everything needed to judge new data the same way: the prompt (task description, one instruction
 per criterion, the output-format switch), the criteria with their scales, the text fields the samples are made
-of, the judge's model settings, how the run judged (joint or per criterion), and where it came from with its
-validation and test figures. It holds no secret and points at none: no API-key variable (the command that uses it
-names one, ``judgeopt judge --api-key-env VAR``, when the endpoint needs a key) and no ``user:password@`` in the
-endpoint; read back, it may name only judgeopt's own key variables, like any file. A Single-Task run's tracks are
-stitched into one prompt; judging it per criterion reproduces the run's own one-criterion scoring.
+of, the judge's model settings, how to judge (joint, per criterion or prefix-shared), and where it came from with
+its validation and test figures. When the judge routings were measured on the run (``judgeopt interference``), the
+file records the one that won on validation, with each routing's cost per row (``routing_choice``), and judges
+with it; a file without ``routing_choice`` (exported before, or without the measurement) judges as the run did.
+It holds no secret and points at none: no API-key variable (the command that uses it names one, ``judgeopt judge
+--api-key-env VAR``, when the endpoint needs a key) and no ``user:password@`` in the endpoint; read back, it may
+name only judgeopt's own key variables, like any file. A Single-Task run's tracks are stitched into one prompt;
+judging it per criterion reproduces the run's own one-criterion scoring.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +32,33 @@ from judgeopt.orchestrator.data.records import CriterionSpec
 from judgeopt.orchestrator.engine.artifacts import PromptState
 from judgeopt.orchestrator.engine.policy import Routing
 from judgeopt.orchestrator.engine.run import open_run
+from judgeopt.orchestrator.engine.store import RunStore
 from judgeopt.orchestrator.engine.summary import build_summary
 
 EXPORT_FORMAT = 1
+
+
+class RoutingCost(BaseModel):
+    """What judging one row costs under a routing, averaged over the requests measured (``None``: no request of
+    this routing was made or recorded at the step)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calls: float | None
+    prompt_tokens: float | None
+    cached_prompt_tokens: float | None
+
+
+class RoutingChoice(BaseModel):
+    """The judge routing that won on validation (the higher macro Spearman ρ; a tie goes to ``joint``, one call per
+    row), with each compared routing's validation figure and cost per row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    winner: Routing
+    chosen_on: str = "validation macro Spearman rho"
+    val_macro_rho: dict[str, float]
+    cost_per_row: dict[str, RoutingCost]
 
 
 class ExportedJudge(BaseModel):
@@ -43,6 +71,8 @@ class ExportedJudge(BaseModel):
     criteria: tuple[CriterionSpec, ...]
     text_fields: tuple[str, ...]
     routing: Routing
+    routing_choice: RoutingChoice | None = None
+    """How ``routing`` was chosen, when the routings were measured (absent in files exported before, or without)."""
     model: RoleModelConfig
     source: dict[str, Any]
 
@@ -54,7 +84,18 @@ class ExportedJudge(BaseModel):
         )
 
 
-def _chosen_step(summary: dict[str, Any], step: str) -> tuple[int, str]:
+@dataclass(frozen=True)
+class ChosenStep:
+    """The step a judge is taken from: its number, on what it was chosen, its prompt (a Single-Task run's tracks
+    stitched into one) and its figures as ``summary.json`` gives them."""
+
+    number: int
+    chosen_on: str
+    prompt: PromptState
+    figures: dict[str, Any]
+
+
+def _step_number(summary: dict[str, Any], step: str) -> tuple[int, str]:
     if step in ("best", "best_oracle"):
         chosen = summary[step]
         if chosen is None:
@@ -69,36 +110,48 @@ def _chosen_step(summary: dict[str, Any], step: str) -> tuple[int, str]:
     return number, "given step"
 
 
-def export_judge(run_dir: Path, step: str) -> ExportedJudge:
+def chosen_step(store: RunStore, step: str) -> ChosenStep:
+    """``step`` (``best``, ``best_oracle`` or a number) of the run in ``store``, with its prompt."""
+    summary = build_summary(store)
+    number, chosen_on = _step_number(summary, step)
+    records = [r for r in store.steps() if r.step == number]
+    instructions = {name: r.prompt.instruction(name) for r in records for name in r.prompt.criteria}
+    first = records[0].prompt
+    prompt = PromptState(
+        first.task_description,
+        tuple((c.name, instructions[c.name]) for c in store.manifest().criteria),
+        first.omit_output_format,
+    )
+    figures = next(s for s in summary["steps"] if s["step"] == number)
+    return ChosenStep(number, chosen_on, prompt, figures)
+
+
+def export_judge(run_dir: Path, step: str, routing_choice: RoutingChoice | None = None) -> ExportedJudge:
+    """The judge of ``step``; it judges with ``routing_choice``'s winner when given (a measurement of the routings
+    on validation), else as the run judged."""
     store = open_run(run_dir)
     try:
-        summary = build_summary(store)
-        number, chosen_on = _chosen_step(summary, step)
+        chosen = chosen_step(store, step)
         manifest = store.manifest()
-        models, policy, specs = manifest.models, manifest.policy, manifest.criteria
-        records = {r.track: r for r in store.steps() if r.step == number}
-        run_id, text_fields = manifest.run_id, manifest.text_fields
     finally:
         store.close()
-    instructions = {
-        name: record.prompt.instruction(name) for record in records.values() for name in record.prompt.criteria
-    }
-    first = next(iter(records.values())).prompt
-    figures = next(s for s in summary["steps"] if s["step"] == number)
+    policy, prompt, figures = manifest.policy, chosen.prompt, chosen.figures
+    run_routing: Routing = "per_criterion" if policy.independent_criteria else policy.judge.routing
     return ExportedJudge(
-        task_description=first.task_description,
-        instructions={c.name: instructions[c.name] for c in specs},
-        omit_output_format=first.omit_output_format,
-        criteria=specs,
-        text_fields=text_fields,
-        routing="per_criterion" if policy.independent_criteria else policy.judge.routing,
-        model=_without_credentials(models.for_role("judge")),
+        task_description=prompt.task_description,
+        instructions=dict(prompt.instructions),
+        omit_output_format=prompt.omit_output_format,
+        criteria=manifest.criteria,
+        text_fields=manifest.text_fields,
+        routing=run_routing if routing_choice is None else routing_choice.winner,
+        routing_choice=routing_choice,
+        model=_without_credentials(manifest.models.for_role("judge")),
         source={
             "run_dir": str(run_dir),
-            "run_id": run_id,
+            "run_id": manifest.run_id,
             "mode": policy.name,
-            "step": number,
-            "chosen_on": chosen_on,
+            "step": chosen.number,
+            "chosen_on": chosen.chosen_on,
             "val_metric": figures["val_metric"],
             "test_macro_rho": figures["macro_rho"],
             "test_rho": figures["rho"],

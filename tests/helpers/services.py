@@ -50,6 +50,17 @@ class AgentServices:
         return [flag for role in self.ports for flag in (f"--{role}-addr", self.address(role))]
 
     def start(self, role: str) -> None:
+        self._spawn(role)
+        self._wait_serving(role)
+
+    def start_all(self) -> None:
+        """Every role's process started at once, then each waited for (they import in parallel)."""
+        for role in self.ports:
+            self._spawn(role)
+        for role in self.ports:
+            self._wait_serving(role)
+
+    def _spawn(self, role: str) -> None:
         command = [sys.executable, "-m", "judgeopt", "serve", role, "--port", str(self.ports[role])]
         with (self._logs / f"{role}.log").open("ab") as log:
             self.processes[role] = subprocess.Popen(
@@ -60,6 +71,8 @@ class AgentServices:
                 env=self._env,
                 start_new_session=True,
             )
+
+    def _wait_serving(self, role: str) -> None:
         process = self.processes[role]
 
         def serving() -> bool:
@@ -88,8 +101,7 @@ def served_agents(
     """Every role served until the block ends; then each process is killed."""
     services = AgentServices(config, logs, roles, flags=flags, env=env)
     try:
-        for role in roles:
-            services.start(role)
+        services.start_all()
         yield services
     finally:
         for role in services.processes:

@@ -23,9 +23,10 @@ from judgeopt.orchestrator.data.records import CriterionSpec, Record
 from judgeopt.orchestrator.engine.artifacts import Critique, Gradient, PromptState, ScoredSample
 from judgeopt.orchestrator.engine.audit import AuditReport, allowed_fields, audit_run
 from judgeopt.orchestrator.engine.manifest import RunManifest
-from judgeopt.orchestrator.engine.policy import PRESETS, CallView, Policy
+from judgeopt.orchestrator.engine.policy import PRESETS, CallView, Policy, Routing
 from judgeopt.orchestrator.engine.router import RoutedCall, Router
 from judgeopt.orchestrator.engine.store import CallAttempt, RunStore
+from judgeopt.orchestrator.study.apply import judge_policy
 from judgeopt.v1 import common_pb2, gradient_pb2
 
 RUN_ID = "r1"
@@ -204,6 +205,25 @@ class TestHonestRuns:
         report = audit_run(tmp_path)
         assert report.ok, report.breaches
         assert report.checked_requests == report.routed_requests == len(calls)
+
+    @pytest.mark.parametrize("routing", ["joint", "prefix_shared"])
+    def test_judging_outside_the_runs_tracks_is_checked_over_every_criterion(
+        self, tmp_path: Path, routing: Routing
+    ) -> None:
+        """A Single-Task run's judge calls of the interference measurement (a track of their own, every criterion in
+        one request) are audited, not refused as an unknown track."""
+        policy = PRESETS["single"]
+        store = start_run(tmp_path, policy, tracks=CRITERIA)
+        router = Router(judge_policy(routing), [spec(n) for n in CRITERIA], run_id=RUN_ID, track=f"x-{routing}")
+        prompt = PromptState("Task.", tuple((n, f"Rate {n}.") for n in CRITERIA))
+        calls = [c for rec in RECORDS for c in router.judge(prompt, rec, router.state())]
+        for call in calls:
+            store.record_audit(call.audit)
+        store.close()
+        write_ledgers(tmp_path, calls)
+        report = audit_run(tmp_path)
+        assert report.ok, report.breaches
+        assert report.checked_requests == report.routed_requests == len(calls) == 2
 
     def test_retried_request_is_checked_each_time(self, tmp_path: Path) -> None:
         """A request received twice (a retry keeps its id) is checked twice and still passes."""

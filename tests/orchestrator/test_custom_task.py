@@ -11,49 +11,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from helpers.eventually import wait_until
+from helpers.examples import EXAMPLE, example_config, write_test_rows
 from helpers.fake_openai import Completion, FakeOpenAI, RecordedRequest, Reply
 from helpers.scripts import deterministic_handler, role_of
 
 from judgeopt.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "code_review"
 
 
 @pytest.fixture(scope="module")
 def scripted() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(deterministic_handler()) as server:
         yield server
-
-
-def example_config(path: Path, base_url: str, run: dict[str, Any] | None = None, **models: Any) -> Path:
-    """The shipped code-review example, pointed at the scripted endpoint."""
-    config = yaml.safe_load((EXAMPLE / "judgeopt.yaml").read_text())
-    config["run"]["dataset"]["path"] = str(EXAMPLE / "reviews.csv")
-    config["run"].update({"bootstrap_resamples": 0, "concurrency": 4, "steps": 2, "gate": "none", **(run or {})})
-    default = {"base_url": base_url, "model": "fake-model", "structured_output": "json_schema", "max_retries": 0}
-    config["models"] = {"default": {**default, **models}}
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def write_test_rows(run_dir: Path, out: Path) -> None:
-    """Write the run's test split (ids, text fields and human scores) as a CSV, as a user would bring new data."""
-    with sqlite3.connect(run_dir / "run.sqlite") as db:
-        test_ids = json.loads(db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()[0])["splits"][
-            "test"
-        ]
-    with (EXAMPLE / "reviews.csv").open(newline="") as handle:
-        rows = {r["id"]: r for r in csv.DictReader(handle)}
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(next(iter(rows.values()))))
-        writer.writeheader()
-        writer.writerows(rows[i] for i in test_ids)
 
 
 def stored_test_predictions(run_dir: Path, step: int) -> dict[str, dict[str, float]]:
@@ -102,7 +74,7 @@ class TestExportAndJudge:
             == 0
         )
         judge = tmp_path / "judge.yaml"
-        assert main(["export", str(run_dir), "--step", "2", "--out", str(judge)]) == 0
+        assert main(["export", str(run_dir), "--step", "2", "--out", str(judge), "--no-measure"]) == 0
         exported = yaml.safe_load(judge.read_text())
         assert exported["source"]["step"] == 2 and exported["text_fields"] == ["change", "comment"]
         assert "api_key" not in json.dumps(exported["model"]).replace("api_key_env", "")
@@ -133,7 +105,7 @@ class TestExportAndJudge:
             config = example_config(tmp_path / "c.yaml", server.base_url, run={"steps": 0})
             assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
             judge = tmp_path / "judge.yaml"
-            assert main(["export", str(run_dir), "--step", "0", "--out", str(judge)]) == 0
+            assert main(["export", str(run_dir), "--step", "0", "--out", str(judge), "--no-measure"]) == 0
             data = EXAMPLE / "reviews.csv"
             reference = tmp_path / "reference.csv"
             assert (

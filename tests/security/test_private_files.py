@@ -85,7 +85,7 @@ def finished_run(endpoint: FakeOpenAI, folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def exported(finished_run: Path, folder: Path) -> Path:
     out = folder / "judge.yaml"
-    judgeopt("export", str(finished_run), "--out", str(out))
+    judgeopt("export", str(finished_run), "--out", str(out), "--no-measure")
     return out
 
 

@@ -13,7 +13,9 @@ from pydantic import ValidationError
 from judgeopt.core.errors import ConfigError
 from judgeopt.orchestrator.engine.store import STORE_FILE, CallTimes, Diagnostic, RunStore
 from judgeopt.orchestrator.engine.summary import SUMMARY_FILE, scores_on_test
+from judgeopt.orchestrator.study import routing_interference
 from judgeopt.orchestrator.study.experiment import EXPERIMENT_FILE, INTERFERENCE_FILE, cell_name, load_experiment
+from judgeopt.orchestrator.study.routing_interference import RoutingInterference
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Cell:
     variant: str | None = None
     """The grid variant the cell ran (None without variants)."""
     test: RunTestScores | None = None
+    routings: RoutingInterference | None = None
+    """The judge routings compared on the run's chosen step (``judgeopt interference``), when measured."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,7 @@ def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -
             wall_seconds=store.wall_seconds(),
             variant=variant,
             test=_test_predictions(store, summary),
+            routings=routing_interference.read(run_dir),
         )
     finally:
         store.close()

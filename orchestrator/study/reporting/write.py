@@ -11,6 +11,7 @@ from judgeopt.orchestrator.study.reporting.document import FILES_DIR, Document, 
 from judgeopt.orchestrator.study.reporting.inputs import Study, load_study
 from judgeopt.orchestrator.study.reporting.judging import judging_section
 from judgeopt.orchestrator.study.reporting.mitigations import mitigations_section
+from judgeopt.orchestrator.study.reporting.routings import routings_section
 from judgeopt.orchestrator.study.reporting.sections import (
     diagnostics_section,
     interference_section,
@@ -40,6 +41,7 @@ def build_document(study: Study) -> Document:
         "(an oracle); ours are chosen on validation, with the test-set choice shown beside them and labelled."
     )
     mitigations = mitigations_section(study)
+    routings = routings_section(study)
     return Document(
         title=f"judgeopt report: {study.directory.name}",
         intro=(intro,),
@@ -50,6 +52,7 @@ def build_document(study: Study) -> Document:
             macro_hvi_section(study, aggregates),
             diagnostics_section(study),
             interference_section(study),
+            *([routings] if routings is not None else []),
             judging_section(study),
             lengths_section(study, aggregates),
             *([mitigations] if mitigations is not None else []),
