@@ -48,12 +48,14 @@ def only_run(client: MlflowClient, experiment: str) -> Run:
 def tracked_run(
     fake_endpoint: FakeOpenAI, fleet: ServiceFleet, tracking_uri: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Path, Run]]:
-    """`judgeopt optimize --mlflow` on the module's services, then `judgeopt report` of the run."""
+    """`judgeopt optimize --mlflow` on the module's services, `judgeopt resume` of the finished run (no flag: it
+    stays tracked in its MLflow run), then `judgeopt report` of the run."""
     folder = tmp_path_factory.mktemp("tracked")
     run_dir = folder / "run"
     config = write_config(folder / "run.yaml", fake_endpoint.base_url)
     flags = ["--mlflow", "--mlflow-uri", tracking_uri, "--mlflow-experiment", "single"]
     assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir), *address_flags(fleet), *flags]) == 0
+    assert main(["resume", str(run_dir), *address_flags(fleet)]) == 0
     assert main(["report", str(run_dir)]) == 0
     yield run_dir, only_run(MlflowClient(tracking_uri), "single")
 
@@ -101,6 +103,13 @@ class TestRunTracking:
         assert metrics["hvi"] == pytest.approx(summary["hvi"])
         assert metrics["llm_calls.judge"] == summary["llm_calls"]["judge"] > 0
         assert metrics["tokens.optimizer.completion"] == summary["tokens"]["optimizer"]["completion"] > 0
+
+    def test_resume_logs_into_the_same_mlflow_run(self, tracked_run: tuple[Path, Run], tracking_uri: str) -> None:
+        """One MLflow run in the experiment (``only_run``), whose closing figures were logged twice: at the end of
+        the run and at the end of its resumption (which had no step left to run)."""
+        _run_dir, run = tracked_run
+        history = MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "best.macro_rho")
+        assert [m.step for m in history] == [STEPS, STEPS]
 
     def test_prompts_summary_and_report_are_artifacts(self, tracked_run: tuple[Path, Run], tracking_uri: str) -> None:
         run_dir, run = tracked_run
