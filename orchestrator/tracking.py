@@ -14,18 +14,20 @@ the same one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from judgeopt.core.redact import redact
+from judgeopt.core.private_files import write_private_text
+from judgeopt.core.redact import redact, strip_url_credentials
 from judgeopt.orchestrator.config import MlflowSettings
 from judgeopt.orchestrator.engine.artifacts import PromptState
 from judgeopt.orchestrator.engine.budget import spend_by_role
@@ -180,8 +182,11 @@ class MlflowTracker:
             parent_id = parent.run_id.result() if parent else None
             tags = {"mlflow.parentRunId": parent_id[0]} if parent_id else {}
             run_id: str = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-            record = {"settings": self.settings.model_dump(mode="json"), "run_id": run_id}
-            (directory / TRACKING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            # An http store's user:password@ is not kept (MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD too).
+            uri = self.settings.tracking_uri
+            kept = self.settings.model_copy(update={"tracking_uri": uri and strip_url_credentials(uri)})
+            record = {"settings": kept.model_dump(mode="json"), "run_id": run_id}
+            write_private_text(directory / TRACKING_FILE, json.dumps(record, indent=2) + "\n")
             return run_id, True
 
         return TrackedRun(self, self.send(create))
@@ -280,3 +285,21 @@ class RunTracking:
         self.tracked.metrics(summary_metrics(summary), last)
         self.tracked.files([run_dir / "summary.json"])
         self.tracked.end("FAILED" if summary.get("status") == "failed" else "FINISHED")
+
+
+@contextlib.contextmanager
+def run_tracking(settings: MlflowSettings | None, store: RunStore, run_dir: Path) -> Iterator[RunTracking | None]:
+    """The run's MLflow tracking for the block (``None`` without ``settings``): its MLflow run is marked failed if the
+    block raises, and everything queued is sent before the block is left."""
+    if settings is None:
+        yield None
+        return
+    tracker = MlflowTracker(settings)
+    tracking = RunTracking(tracker.run(run_dir, run_dir.name), store)
+    try:
+        yield tracking
+    except BaseException:
+        tracking.tracked.end("FAILED")
+        raise
+    finally:
+        tracker.close()

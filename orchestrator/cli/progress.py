@@ -21,19 +21,10 @@ def run_with_progress(
     store: Any, run_dir: Path, args: argparse.Namespace, *, tracking: MlflowSettings | None = None, **kwargs: Any
 ) -> int:
     """Drive the run to its end (tracked in MLflow with ``tracking``), then print its tables and closing lines."""
-    if tracking is None:
-        return _run_and_print(store, run_dir, args, None, **kwargs)
-    from judgeopt.orchestrator.tracking import MlflowTracker, RunTracking
+    from judgeopt.orchestrator.tracking import run_tracking
 
-    tracker = MlflowTracker(tracking)
-    run = RunTracking(tracker.run(run_dir, run_dir.name), store)
-    try:
-        return _run_and_print(store, run_dir, args, run, **kwargs)
-    except BaseException:
-        run.tracked.end("FAILED")
-        raise
-    finally:
-        tracker.close()
+    with run_tracking(tracking, store, run_dir) as tracked:
+        return _run_and_print(store, run_dir, args, tracked, **kwargs)
 
 
 def _run_and_print(
