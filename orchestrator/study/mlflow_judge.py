@@ -48,8 +48,16 @@ def judge_instructions(judge: ExportedJudge, criterion: str) -> str:
     )
 
 
+def _require_mlflow() -> None:
+    try:
+        import mlflow.genai  # noqa: F401
+    except ImportError:
+        raise ConfigError("MLflow judges need the mlflow extra: pip install 'judgeopt[mlflow]'") from None
+
+
 def mlflow_judges(judge: ExportedJudge) -> list[Any]:
     """One MLflow judge per criterion (``mlflow.genai.judges.make_judge``), without an endpoint."""
+    _require_mlflow()
     from mlflow.genai.judges import make_judge
 
     return [
@@ -78,6 +86,7 @@ def write_mlflow_judges(judge: ExportedJudge, out: Path) -> None:
 
 def load_mlflow_judges(path: Path) -> list[Any]:
     """The judges of an export file, loaded by MLflow, each sent to the file's endpoint (when it names one)."""
+    _require_mlflow()
     from mlflow.genai.judges import make_judge
     from mlflow.genai.judges.instructions_judge import InstructionsJudge
     from mlflow.genai.scorers import Scorer

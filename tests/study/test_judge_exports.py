@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from mlflow.genai.judges.instructions_judge import InstructionsJudge
 from mlflow.genai.scorers import Scorer
 
 from judgeopt.cli import main
+from judgeopt.core.errors import ConfigError
 from judgeopt.orchestrator.fleet import ServiceFleet
 from judgeopt.orchestrator.study.export import ExportedJudge, read_judge
 from judgeopt.orchestrator.study.mlflow_judge import load_mlflow_judges, mlflow_judges
@@ -100,3 +102,9 @@ def test_template_syntax_in_an_instruction_stays_text(judge: ExportedJudge) -> N
     assert first.template_variables == {"inputs", "outputs"}
     rubric = promptfoo_config(quoting)["defaultTest"]["assert"][0]["value"]
     assert "{% raw %}Compare {{ expected }} {% x %}{% endraw %}" in rubric
+
+
+def test_without_mlflow_the_export_names_the_extra(judge: ExportedJudge, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow.genai", None)  # as if mlflow were not installed
+    with pytest.raises(ConfigError, match=r"judgeopt\[mlflow\]"):
+        mlflow_judges(judge)
