@@ -1,5 +1,6 @@
 """The judgeopt config file (YAML) as the orchestrator reads it: the base layer's ``models`` and ``service``
-sections (see ``judgeopt.core.config_file``) plus ``run`` (one optimization) and ``grid`` (an experiment)."""
+sections (see ``judgeopt.core.config_file``) plus ``run`` (one optimization), ``grid`` (an experiment) and
+``tracking`` (MLflow)."""
 
 from __future__ import annotations
 
@@ -177,6 +178,27 @@ class GridConfig(BaseModel):
         return tuple(self.variants) or (None,)
 
 
+class MlflowSettings(BaseModel):
+    """Where a run is tracked in MLflow."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    tracking_uri: str | None = None
+    """The tracking store (``sqlite:///mlflow.db``, ``http://host:5000``, …); default ``$MLFLOW_TRACKING_URI``, else
+    MLflow's own default (``mlflow.db`` in the working directory)."""
+    experiment: str = "judgeopt"
+    """The MLflow experiment the runs are logged to."""
+
+
+class TrackingConfig(BaseModel):
+    """The config file's ``tracking`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    mlflow: MlflowSettings | None = None
+    """Log runs to MLflow (needs ``pip install 'judgeopt[mlflow]'``); ``--mlflow`` turns it on with the defaults."""
+
+
 class JudgeoptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -184,6 +206,7 @@ class JudgeoptConfig(BaseModel):
     grid: GridConfig = Field(default_factory=GridConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:

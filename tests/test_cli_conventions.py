@@ -95,7 +95,9 @@ def schema() -> dict[str, object]:
 
 class TestConfigSchema:
     def test_names_every_section_and_documents_settings(self, schema: dict[str, object]) -> None:
-        assert set(schema["properties"]) == {"run", "grid", "models", "service"}  # type: ignore[call-overload]
+        assert set(schema["properties"]) == {"run", "grid", "models", "service", "tracking"}  # type: ignore[call-overload]
+        mlflow = schema["$defs"]["MlflowSettings"]["properties"]  # type: ignore[index]
+        assert mlflow["experiment"]["default"] == "judgeopt" and mlflow["tracking_uri"]["description"]
         run = schema["$defs"]["RunConfig"]["properties"]  # type: ignore[index]
         assert run["steps"]["default"] == 12
         documented = [name for name, field in run.items() if field.get("description")]

@@ -18,10 +18,12 @@ from judgeopt.core.roles import ROLES, Role
 from judgeopt.orchestrator.config import JudgeoptConfig, load_config
 from judgeopt.orchestrator.engine.risks import warn_risks
 from judgeopt.orchestrator.engine.run import execute, prepare, start_run
+from judgeopt.orchestrator.tracking import run_tracking
 
 ConfigSource = Mapping[str, Any] | PathLike
-"""A config file's path, or its content as a mapping (``models:``, ``run:``; ``grid:`` and ``service:`` are
-accepted and unused). Relative paths in a mapping are relative to the working directory, in a file to the file."""
+"""A config file's path, or its content as a mapping (``models:``, ``run:``, ``tracking:``; ``grid:`` and
+``service:`` are accepted and unused). Relative paths in a mapping are relative to the working directory, in a file
+to the file."""
 
 
 def _config(config: ConfigSource) -> JudgeoptConfig:
@@ -63,7 +65,8 @@ async def optimize_async(
     as processes here (with the embedded local model for roles whose ``models`` settings name no endpoint,
     ``local_model`` choosing its GGUF file), unless ``addresses`` gives a running service per role. The run is
     stored in ``run_dir`` (default ``runs/<timestamp>``, which must not hold a run yet; ``judgeopt resume`` goes on
-    with a run that was stopped); SummEval data is read from ``data_dir`` or the usual places."""
+    with a run that was stopped); SummEval data is read from ``data_dir`` or the usual places. With a
+    ``tracking: {mlflow: …}`` section the run is logged to MLflow as ``judgeopt optimize --mlflow`` logs it."""
     parsed = _config(config)
     given = _addresses(addresses)
     quiet_logging()
@@ -74,15 +77,19 @@ async def optimize_async(
         store = start_run(setup, directory)
         warn_risks([setup.config])
         try:
-            await execute(
-                store,
-                directory,
-                data_dir=data,
-                addresses=given,
-                local_model=as_path(local_model),
-                dataset=setup.dataset,
-                models=setup.models,
-            )
+            with run_tracking(parsed.tracking.mlflow, store, directory) as tracked:
+                summary = await execute(
+                    store,
+                    directory,
+                    data_dir=data,
+                    addresses=given,
+                    local_model=as_path(local_model),
+                    on_step=tracked.step if tracked else None,
+                    dataset=setup.dataset,
+                    models=setup.models,
+                )
+                if tracked is not None:
+                    tracked.finished(summary, directory)
         finally:
             store.close()
     return Run(directory)

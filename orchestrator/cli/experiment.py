@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from judgeopt.core.flags import add_model_flags
 from judgeopt.core.roles import ALL_ROLES
-from judgeopt.orchestrator.cli.flags import add_address_flags, add_client_flags, add_run_flags
+from judgeopt.orchestrator.cli.flags import add_address_flags, add_client_flags, add_run_flags, add_tracking_flags
 
 if TYPE_CHECKING:
     from judgeopt.core.models import ModelsConfig
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_flags(parser, single_run=False)
     add_address_flags(parser, ALL_ROLES)
     add_client_flags(parser)
+    add_tracking_flags(parser)
 
 
 def grid_from_args(args: argparse.Namespace, base: GridConfig) -> GridConfig:
@@ -84,7 +85,13 @@ def run(args: argparse.Namespace) -> int:
 
     from judgeopt.core.files import DirectoryLock
     from judgeopt.core.roles import ROLES
-    from judgeopt.orchestrator.cli.flags import addresses, client_settings, models_from_args, run_config
+    from judgeopt.orchestrator.cli.flags import (
+        addresses,
+        client_settings,
+        models_from_args,
+        run_config,
+        tracking_settings,
+    )
     from judgeopt.orchestrator.config import load_config
     from judgeopt.orchestrator.engine.risks import warn_risks
     from judgeopt.orchestrator.study.experiment import (
@@ -108,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
             print_grid_estimate(grid, config, models, args.data_dir)
             return 0
         create_experiment(directory, grid, config, models)
+        tracking = tracking_settings(args, file_config.tracking)
     else:
         directory, models = args.resume, None  # the experiment's own (credentials in a URL are not kept)
+        tracking = tracking_settings(args, None, directory)
     grid, base, _ = load_experiment(directory)
     service_addresses = addresses(args, ALL_ROLES if grid.diagnostics else ROLES)
     settings = client_settings(args, service_addresses)
@@ -135,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 addresses=service_addresses,
                 client_settings=settings,
                 models=models,
+                tracking=tracking,
             )
         )
     print(f"experiment {directory}: {overview['cells']} cells ({len(overview['skipped'])} were already finished)")

@@ -14,7 +14,7 @@ from judgeopt.core.roles import ROLES, Role
 if TYPE_CHECKING:
     from judgeopt.core.models import ModelsConfig
     from judgeopt.orchestrator.agent_clients import ClientSettings
-    from judgeopt.orchestrator.config import RunConfig
+    from judgeopt.orchestrator.config import MlflowSettings, RunConfig, TrackingConfig
 
 
 def models_from_args(args: argparse.Namespace, roles: Sequence[Role]) -> ModelsConfig:
@@ -243,3 +243,34 @@ def addresses(args: argparse.Namespace, roles: Sequence[Role] = ROLES) -> dict[R
     if missing:
         raise ConfigError(f"--{missing[0]}-addr is missing: give every role's address, or none to start services here")
     return given_addresses
+
+
+def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tracking in MLflow (the mlflow extra; or the config file's tracking section)")
+    group.add_argument(
+        "--mlflow", action="store_true", help="log the run to MLflow (default: off, unless the config file turns it on)"
+    )
+    group.add_argument(
+        "--mlflow-uri",
+        metavar="URI",
+        help="MLflow tracking store, e.g. sqlite:///mlflow.db (default: $MLFLOW_TRACKING_URI, else MLflow's own)",
+    )
+    group.add_argument("--mlflow-experiment", metavar="NAME", help="MLflow experiment name (default: judgeopt)")
+
+
+def tracking_settings(
+    args: argparse.Namespace, file_tracking: TrackingConfig | None, directory: Path | None = None
+) -> MlflowSettings | None:
+    """Where to track in MLflow, or ``None``: the MLflow run ``directory`` was already tracked in (a resumed run
+    stays in its MLflow run), else the flags over the config file's ``tracking.mlflow``; off when neither asks."""
+    from judgeopt.orchestrator.config import MlflowSettings
+    from judgeopt.orchestrator.tracking import recorded
+
+    found = recorded(directory) if directory is not None else None
+    if found is not None:
+        return found[0]
+    base = file_tracking.mlflow if file_tracking is not None else None
+    flags = given({"tracking_uri": args.mlflow_uri, "experiment": args.mlflow_experiment})
+    if base is None and not (args.mlflow or flags):
+        return None
+    return MlflowSettings.model_validate({**(base.model_dump() if base else {}), **flags})

@@ -6,14 +6,30 @@ import argparse
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from judgeopt.core.held_warnings import HeldWarnings, holding_warnings
 from judgeopt.orchestrator.cli.closing import capable_endpoint_command, what_it_shows, where_it_is
 from judgeopt.orchestrator.cli.flags import addresses
 
+if TYPE_CHECKING:
+    from judgeopt.orchestrator.config import MlflowSettings
+    from judgeopt.orchestrator.tracking import RunTracking
 
-def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwargs: Any) -> int:
+
+def run_with_progress(
+    store: Any, run_dir: Path, args: argparse.Namespace, *, tracking: MlflowSettings | None = None, **kwargs: Any
+) -> int:
+    """Drive the run to its end (tracked in MLflow with ``tracking``), then print its tables and closing lines."""
+    from judgeopt.orchestrator.tracking import run_tracking
+
+    with run_tracking(tracking, store, run_dir) as tracked:
+        return _run_and_print(store, run_dir, args, tracked, **kwargs)
+
+
+def _run_and_print(
+    store: Any, run_dir: Path, args: argparse.Namespace, tracked: RunTracking | None, **kwargs: Any
+) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
@@ -37,6 +53,8 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
 
         def on_step(track: str, step: int) -> None:
             progress.update(bars[track], completed=step + 1)
+            if tracked is not None:
+                tracked.step(track, step)
 
         summary = asyncio.run(
             execute(
@@ -49,6 +67,8 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
                 **kwargs,
             )
         )
+    if tracked is not None:
+        tracked.finished(summary, run_dir)
     out = Console()
     for table in summary_tables(summary):
         out.print(table)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from judgeopt.core.roles import ROLES
-from judgeopt.orchestrator.cli.flags import add_address_flags, add_budget_flags, add_client_flags
+from judgeopt.orchestrator.cli.flags import add_address_flags, add_budget_flags, add_client_flags, add_tracking_flags
 
 HELP = "continue a stopped run from its last complete step"
 
@@ -18,12 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_budget_flags(parser.add_argument_group("budget (replaces the run's)"))
     add_address_flags(parser, ROLES)
     add_client_flags(parser)
+    add_tracking_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:
 
     from judgeopt.core.flags import given
-    from judgeopt.orchestrator.cli.flags import addresses, client_settings, validated_run_config
+    from judgeopt.orchestrator.cli.flags import addresses, client_settings, tracking_settings, validated_run_config
     from judgeopt.orchestrator.cli.progress import run_with_progress
     from judgeopt.orchestrator.engine.run import open_run
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         config = validated_run_config({**manifest.config.model_dump(mode="json"), **budget})
         store.write_manifest(manifest.model_copy(update={"config": config}))
     try:
-        return run_with_progress(store, args.run_dir, args, client_settings=settings)
+        tracking = tracking_settings(args, None, args.run_dir)
+        return run_with_progress(store, args.run_dir, args, tracking=tracking, client_settings=settings)
     finally:
         store.close()

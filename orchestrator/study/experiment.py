@@ -30,7 +30,7 @@ from judgeopt.core.models import ModelsConfig
 from judgeopt.core.private_files import private_dir, write_private_text
 from judgeopt.core.roles import ALL_ROLES, ROLES, Role
 from judgeopt.orchestrator.agent_clients import ClientSettings
-from judgeopt.orchestrator.config import GridConfig, RunConfig
+from judgeopt.orchestrator.config import GridConfig, MlflowSettings, RunConfig
 from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import DatasetConfig
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
@@ -49,6 +49,7 @@ from judgeopt.orchestrator.engine.store import RunStore
 from judgeopt.orchestrator.engine.summary import refresh_spend
 from judgeopt.orchestrator.study.diagnostics import rate_run
 from judgeopt.orchestrator.study.interference import SELECTION_LABELS, SelectOn, picks_of, stitch_and_score
+from judgeopt.orchestrator.tracking import MlflowTracker, RunTracking, TrackedRun
 
 log = structlog.get_logger(__name__)
 P = ParamSpec("P")
@@ -177,10 +178,54 @@ async def run_experiment(
     addresses: Mapping[Role, str] | None = None,
     client_settings: ClientSettings | None = None,
     models: ModelsConfig | None = None,
+    tracking: MlflowSettings | None = None,
 ) -> dict[str, Any]:
     """Run or resume the experiment in ``directory``, on services started here or running at ``addresses`` (one
     per role the grid needs); returns a small overview (cells run, skipped). ``models``: the settings as the
-    invocation gave them (with any endpoint credentials, stored redacted); by default the experiment's."""
+    invocation gave them (with any endpoint credentials, stored redacted); by default the experiment's.
+    ``tracking``: log to MLflow, the experiment as a parent run and each cell run here as its child."""
+    tracker = MlflowTracker(tracking) if tracking is not None else None
+    parent = tracker.run(directory, directory.name) if tracker is not None else None
+    if parent is not None:
+        parent.params(_grid_params(directory))
+    try:
+        overview = await _run_cells(
+            directory, data_dir, local_model, on_cell_step, addresses, client_settings, models, parent
+        )
+    except BaseException:
+        if parent is not None:
+            parent.end("FAILED")
+        raise
+    else:
+        if parent is not None:
+            parent.files([directory / EXPERIMENT_FILE, directory / INTERFERENCE_FILE])
+            parent.end("FINISHED")
+    finally:
+        if tracker is not None:
+            tracker.close()
+    return overview
+
+
+def _grid_params(directory: Path) -> dict[str, str]:
+    """The grid's settings as params of the experiment's MLflow run."""
+    grid, base, models = load_experiment(directory)
+    params = {f"grid.{k}": str(v) for k, v in grid.model_dump(mode="json").items() if k != "variants"}
+    params |= {"grid.variants": ",".join(grid.variants), "steps": str(base.steps), "batch_size": str(base.batch_size)}
+    params |= {"dataset": base.dataset.name, "seed": str(base.seed)}
+    params |= {f"model.{role}": models.for_role(role).model for role in ROLES}  # names only: keys are never stored
+    return params
+
+
+async def _run_cells(
+    directory: Path,
+    data_dir: Path | None,
+    local_model: Path | None,
+    on_cell_step: Callable[[str, str, int], None] | None,
+    addresses: Mapping[Role, str] | None,
+    client_settings: ClientSettings | None,
+    models: ModelsConfig | None,
+    parent: TrackedRun | None,
+) -> dict[str, Any]:
     grid, base, stored = load_experiment(directory)
     models = models or stored
     cells = cell_configs(grid, base)
@@ -197,9 +242,16 @@ async def run_experiment(
             store = open_run(run_dir, writer=True)
         else:
             store = start_run(RunSetup(config, models, policy_of(config), dataset), run_dir)
+        tracked = RunTracking(parent.child(run_dir, name), store) if parent is not None else None
+
+        def step_hook(track: str, step: int) -> None:
+            if on_cell_step is not None:
+                on_cell_step(name, track, step)
+            if tracked is not None:
+                tracked.step(track, step)
+
         try:
-            step_hook = (lambda track, step: on_cell_step(name, track, step)) if on_cell_step else None
-            await run_with_clients(
+            summary = await run_with_clients(
                 store,
                 run_dir,
                 clients,
@@ -211,6 +263,12 @@ async def run_experiment(
             )
             if grid.diagnostics:
                 await _rate(store, run_dir, clients, limit, rates)
+            if tracked is not None:
+                tracked.finished(summary, run_dir)
+        except BaseException:
+            if tracked is not None:
+                tracked.tracked.end("FAILED")
+            raise
         finally:
             store.close()
 
