@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from judgeopt.core.held_warnings import HeldWarnings, holding_warnings
-from judgeopt.orchestrator.cli.closing import capable_endpoint_command, what_it_shows, where_it_is
+from judgeopt.orchestrator.cli.closing import capable_endpoint_command, hub_judge_command, what_it_shows, where_it_is
 from judgeopt.orchestrator.cli.flags import addresses
 
 
@@ -18,6 +18,7 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
+    from judgeopt.core.hub_model import resolve_local_model
     from judgeopt.orchestrator.engine.risks import warn_risks
     from judgeopt.orchestrator.engine.run import execute
     from judgeopt.orchestrator.engine.summary import summary_tables
@@ -26,6 +27,7 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     manifest = store.manifest()
     config, tracks = manifest.config, manifest.tracks
     warn_risks([config])  # before the progress bars, which would draw over it
+    local_model = resolve_local_model(args.local_model)  # a Hub download's own progress bar, before ours
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     hold = contextlib.nullcontext(HeldWarnings()) if args.log_format == "json" else holding_warnings()
     # Transient: the bars vanish when the run ends, so a failure leaves its one-line error alone on the screen.
@@ -44,7 +46,7 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
                 run_dir,
                 data_dir=args.data_dir,
                 addresses=addresses(args),
-                local_model=args.local_model,
+                local_model=local_model,
                 on_step=on_step,
                 **kwargs,
             )
@@ -68,4 +70,10 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     if demo_judge and args.command == "optimize":
         out.print("The same run on a capable OpenAI-compatible endpoint:", highlight=False)
         out.print(f"  {capable_endpoint_command(args.argv)}", highlight=False, markup=False)
+        out.print(
+            "Or on a local judge that ranks (Qwen2.5-1.5B-Instruct, a 1.1 GB download into the Hugging Face cache, "
+            "pip install 'judgeopt[hub]'):",
+            highlight=False,
+        )
+        out.print(f"  {hub_judge_command(args.argv)}", highlight=False, markup=False)
     return 0
