@@ -5,7 +5,7 @@ server as a path. llama.cpp is never started here."""
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import os
 import subprocess
 import sys
@@ -16,17 +16,23 @@ import huggingface_hub.constants
 import pytest
 
 from judgeopt.core.errors import LocalModelError
-from judgeopt.core.hub_model import HubModel, parse_local_model, resolve_local_model
+from judgeopt.core.hub_model import HubModel, file_sha256, parse_local_model, resolve_local_model
 from judgeopt.core.local_model import LocalModelServer, default_model_path
 from tests.helpers.fake_hub import FakeHub, HubFile, serving
 
 REPO = "judgeopt-test/SmolLM2-135M-Instruct-GGUF"
 FILE = "smollm2-135m-instruct-q4_1.gguf"
-SHA256 = hashlib.sha256(default_model_path().read_bytes()).hexdigest()
 
 
-def hub_files(sha256: str = SHA256) -> dict[str, HubFile]:
+@functools.cache
+def real_sha256() -> str:
+    """The embedded model file's sha256 (hashed once, when a test needs it, not at collection)."""
+    return file_sha256(default_model_path())
+
+
+def hub_files(sha256: str | None = None) -> dict[str, HubFile]:
     gguf = default_model_path()
+    sha256 = sha256 or real_sha256()
     return {
         FILE: HubFile(gguf, sha256),
         "smollm2-135m-instruct-q8_0.gguf": HubFile(gguf, sha256),
@@ -86,14 +92,15 @@ def test_a_malformed_reference_is_a_one_line_usage_error(text: str, capsys: pyte
 def test_a_tag_is_downloaded_once_verified_and_given_to_the_server_from_the_cache(hub: FakeHub, cache: Path) -> None:
     server = LocalModelServer(parse_local_model(f"{REPO}:Q4_1"))  # not started: only its model is resolved
     assert server.model_path.is_relative_to(cache) and server.model_path.name == FILE
-    assert hashlib.sha256(server.model_path.read_bytes()).hexdigest() == SHA256
+    sha256 = real_sha256()
+    assert file_sha256(server.model_path) == sha256
     downloads = [r for r in hub.requests if r.startswith("GET") and "/resolve/" in r]
     assert len(downloads) == 1 and any("/tree/" in r for r in hub.requests)
 
     hub.requests.clear()
-    for text in (f"{REPO}:q4_1", f"{REPO}:{FILE}", f"hf://{REPO}/{FILE}#sha256={SHA256}"):
+    for text in (f"{REPO}:q4_1", f"{REPO}:{FILE}", f"hf://{REPO}/{FILE}#sha256={sha256}"):
         assert LocalModelServer(parse_local_model(text)).model_path == server.model_path
-    with pytest.raises(LocalModelError, match=f"the cached file's sha256 is {SHA256}, not {'e' * 64}"):
+    with pytest.raises(LocalModelError, match=f"the cached file's sha256 is {sha256}, not {'e' * 64}"):
         resolve_local_model(parse_local_model(f"{REPO}:{FILE}#sha256={'e' * 64}"))
     assert hub.requests == []
 
@@ -140,3 +147,13 @@ def test_the_command_line_reads_hf_endpoint_and_fails_a_given_sha256_on_one_line
     assert done.stderr.strip().splitlines()[-1].startswith("LocalModelError: --local-model ")
     assert "is not the given" in done.stderr
     assert any(r.startswith("GET") and "/resolve/" in r for r in served.requests)
+
+
+def test_the_python_api_takes_the_same_references() -> None:
+    from judgeopt.api._common import as_local_model
+    from judgeopt.core.errors import ConfigError
+
+    assert as_local_model(f"{REPO}:q4_1") == HubModel(REPO, tag="q4_1")
+    assert as_local_model(Path(f"{REPO}:q4_1")) == Path(f"{REPO}:q4_1")  # a Path is a path
+    with pytest.raises(ConfigError, match="local_model: 'hf://x' is not a Hub reference"):
+        as_local_model("hf://x")
