@@ -46,6 +46,18 @@ def where_it_is(run_dir: Path) -> str:
     )
 
 
+def next_commands(argv: Sequence[str]) -> list[str]:
+    """After a run on the demo judge: the same run on a capable endpoint, or on a local judge that ranks (lines to
+    print as they are: ``[hub]`` is no markup)."""
+    return [
+        "The same run on a capable OpenAI-compatible endpoint:",
+        f"  {capable_endpoint_command(argv)}",
+        "Or on a local judge that ranks (Qwen2.5-1.5B-Instruct, a 1.1 GB download into the Hugging Face cache; "
+        "pip install 'judgeopt[hub]'):",
+        f"  {hub_judge_command(argv)}",
+    ]
+
+
 def capable_endpoint_command(argv: Sequence[str]) -> str:
     """The command that was run, minus its run directory and local model, on an OpenAI-compatible endpoint."""
     return shlex.join(["judgeopt", *_same_run(argv), *ENDPOINT_PLACEHOLDERS])

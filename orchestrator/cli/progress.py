@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from judgeopt.core.held_warnings import HeldWarnings, holding_warnings
-from judgeopt.orchestrator.cli.closing import capable_endpoint_command, hub_judge_command, what_it_shows, where_it_is
+from judgeopt.orchestrator.cli.closing import next_commands, what_it_shows, where_it_is
 from judgeopt.orchestrator.cli.flags import addresses
 
 
@@ -68,12 +68,6 @@ def run_with_progress(store: Any, run_dir: Path, args: argparse.Namespace, **kwa
     out.print(what_it_shows(summary, demo_judge=demo_judge), highlight=False)
     out.print(where_it_is(run_dir), highlight=False, markup=False)
     if demo_judge and args.command == "optimize":
-        out.print("The same run on a capable OpenAI-compatible endpoint:", highlight=False)
-        out.print(f"  {capable_endpoint_command(args.argv)}", highlight=False, markup=False)
-        out.print(
-            "Or on a local judge that ranks (Qwen2.5-1.5B-Instruct, a 1.1 GB download into the Hugging Face cache, "
-            "pip install 'judgeopt[hub]'):",
-            highlight=False,
-        )
-        out.print(f"  {hub_judge_command(args.argv)}", highlight=False, markup=False)
+        for line in next_commands(args.argv):
+            out.print(line, highlight=False, markup=False)
     return 0
