@@ -3,6 +3,7 @@ pandas, imported only when a frame is asked for."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import logging
@@ -14,7 +15,8 @@ from types import ModuleType
 
 import structlog
 
-from judgeopt.core.errors import JudgeoptError
+from judgeopt.core.errors import ConfigError, JudgeoptError
+from judgeopt.core.hub_model import LocalModel, parse_local_model
 from judgeopt.core.log_setup import configure_logging
 
 PathLike = str | os.PathLike[str]
@@ -48,6 +50,16 @@ def quiet_logging() -> None:
 
 def as_path(value: PathLike | None) -> Path | None:
     return None if value is None else Path(value)
+
+
+def as_local_model(value: PathLike | None) -> LocalModel | None:
+    """A GGUF path, or a string naming one on the Hugging Face Hub as ``--local-model`` does."""
+    if value is None or not isinstance(value, str):
+        return as_path(value)
+    try:
+        return parse_local_model(value)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"local_model: {exc}") from None
 
 
 def pandas() -> ModuleType:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from judgeopt.api._common import PathLike, as_path, quiet_logging, translated_errors
+from judgeopt.api._common import PathLike, as_local_model, quiet_logging, translated_errors
 from judgeopt.api._sync import run_sync
 from judgeopt.core.errors import ConfigError
 from judgeopt.core.models import ModelsConfig
@@ -94,8 +94,9 @@ class Judge:
         criterion's score is ``None`` where the judge failed on it after its retries.
 
         A judge service is started for the call (with the embedded local model if the judge's settings name no
-        endpoint, ``local_model`` choosing its GGUF file), unless ``address`` gives a running one. ``concurrency``:
-        calls in flight, by default 1 on the local model, else 8."""
+        endpoint, ``local_model`` choosing its GGUF file: a path, or a Hugging Face Hub reference as ``--local-model``
+        takes it), unless ``address`` gives a running one. ``concurrency``: calls in flight, by default 1 on the local
+        model, else 8."""
         rows = list(rows)
         if concurrency is not None and concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
@@ -118,7 +119,7 @@ class Judge:
                     models,
                     Path(state) / "services",
                     addresses=addresses,
-                    local_model=as_path(local_model),
+                    local_model=as_local_model(local_model),
                     roles=("judge",),
                 ) as clients:
                     await score_file(

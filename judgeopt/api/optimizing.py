@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from judgeopt.api._common import PathLike, as_path, quiet_logging, translated_errors
+from judgeopt.api._common import PathLike, as_local_model, as_path, quiet_logging, translated_errors
 from judgeopt.api._sync import run_sync
 from judgeopt.api.runs import Run
 from judgeopt.core.errors import ConfigError, describe_validation_error
@@ -63,10 +63,11 @@ async def optimize_async(
     steps, batch 3, …) filling the rest. Unlike ``judgeopt optimize``, no quick profile is applied on the local
     model: set ``steps``, ``batch_size`` and the dataset sizes for a short run. The four agent services are started
     as processes here (with the embedded local model for roles whose ``models`` settings name no endpoint,
-    ``local_model`` choosing its GGUF file), unless ``addresses`` gives a running service per role. The run is
-    stored in ``run_dir`` (default ``runs/<timestamp>``, which must not hold a run yet; ``judgeopt resume`` goes on
-    with a run that was stopped); SummEval data is read from ``data_dir`` or the usual places. With a
-    ``tracking: {mlflow: …}`` section the run is logged to MLflow as ``judgeopt optimize --mlflow`` logs it."""
+    ``local_model`` choosing its GGUF file: a path, or a Hugging Face Hub reference as ``--local-model`` takes it),
+    unless ``addresses`` gives a running service per role. The run is stored in ``run_dir`` (default
+    ``runs/<timestamp>``, which must not hold a run yet; ``judgeopt resume`` goes on with a run that was stopped);
+    SummEval data is read from ``data_dir`` or the usual places. With a ``tracking: {mlflow: …}`` section the run is
+    logged to MLflow as ``judgeopt optimize --mlflow`` logs it."""
     parsed = _config(config)
     given = _addresses(addresses)
     quiet_logging()
@@ -83,7 +84,7 @@ async def optimize_async(
                     directory,
                     data_dir=data,
                     addresses=given,
-                    local_model=as_path(local_model),
+                    local_model=as_local_model(local_model),
                     on_step=tracked.step if tracked else None,
                     dataset=setup.dataset,
                     models=setup.models,

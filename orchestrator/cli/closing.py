@@ -1,5 +1,6 @@
 """The words after a run's tables: the warnings held during the run (one line per kind), what the run shows, where
-it is, and the one command that points the same run at a capable endpoint."""
+it is, the one command that points the same run at a capable endpoint, and the one that runs it on a local judge that
+ranks (a GGUF model from the Hugging Face Hub)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from judgeopt.core.hub_model import HUB_EXAMPLE
 
 ENDPOINT_PLACEHOLDERS = ("--endpoint", "URL", "--model", "NAME", "--api-key-env", "VAR")
 _DROPPED_WITH_A_VALUE = ("--run-dir", "--local-model")  # a new run needs its own directory and no local model
@@ -43,8 +46,30 @@ def where_it_is(run_dir: Path) -> str:
     )
 
 
+def next_commands(argv: Sequence[str]) -> list[str]:
+    """After a run on the demo judge: the same run on a capable endpoint, or on a local judge that ranks (lines to
+    print as they are: ``[hub]`` is no markup)."""
+    return [
+        "The same run on a capable OpenAI-compatible endpoint:",
+        f"  {capable_endpoint_command(argv)}",
+        "Or on a local judge that ranks (Qwen2.5-1.5B-Instruct, a 1.1 GB download into the Hugging Face cache; "
+        "pip install 'judgeopt[hub]'):",
+        f"  {hub_judge_command(argv)}",
+    ]
+
+
 def capable_endpoint_command(argv: Sequence[str]) -> str:
     """The command that was run, minus its run directory and local model, on an OpenAI-compatible endpoint."""
+    return shlex.join(["judgeopt", *_same_run(argv), *ENDPOINT_PLACEHOLDERS])
+
+
+def hub_judge_command(argv: Sequence[str]) -> str:
+    """The command that was run, minus its run directory, on a local GGUF model from the Hub that can rank."""
+    return shlex.join(["judgeopt", *_same_run(argv), "--local-model", HUB_EXAMPLE])
+
+
+def _same_run(argv: Sequence[str]) -> list[str]:
+    """``argv`` without the flags a new run of the same settings must not repeat (its directory, its local model)."""
     kept: list[str] = []
     skip = False
     for word in argv:
@@ -54,4 +79,4 @@ def capable_endpoint_command(argv: Sequence[str]) -> str:
             skip = True
         elif not word.startswith(tuple(f"{flag}=" for flag in _DROPPED_WITH_A_VALUE)):
             kept.append(word)
-    return shlex.join(["judgeopt", *kept, *ENDPOINT_PLACEHOLDERS])
+    return kept

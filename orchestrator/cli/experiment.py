@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from judgeopt.core.files import DirectoryLock
+    from judgeopt.core.hub_model import resolve_local_model
     from judgeopt.core.roles import ROLES
     from judgeopt.orchestrator.cli.flags import (
         addresses,
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     lock = DirectoryLock(directory)
     lock.acquire()  # a directory another process writes is refused before anything else is said
     warn_risks(cell_configs(grid, base).values())  # once for the grid, before the progress bar
+    local_model = resolve_local_model(args.local_model)  # a Hub download's own progress bar, before ours
     with lock, Progress(*columns, console=Console(stderr=True)) as progress:
         bar = progress.add_task(f"experiment ({cells} cells × {base.steps + 1} steps)", total=cells * (base.steps + 1))
         reached: dict[str, int] = {}
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             run_experiment(
                 directory,
                 data_dir=args.data_dir,
-                local_model=args.local_model,
+                local_model=local_model,
                 on_cell_step=on_cell_step,
                 addresses=service_addresses,
                 client_settings=settings,

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from judgeopt.core.flags import add_local_model_flag
 from judgeopt.orchestrator.cli.flags import add_client_flags
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def add_measurement_flags(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("run_dir", type=Path, help=what)
     parser.add_argument("--step", default="best", help="best (on validation), best_oracle (on test) or a step number")
     parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
-    parser.add_argument("--local-model", type=Path, metavar="GGUF", help="GGUF file for the embedded local model")
+    add_local_model_flag(parser)
     parser.add_argument("--judge-addr", metavar="HOST:PORT", help="a running judge service instead of starting one")
 
 

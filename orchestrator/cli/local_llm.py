@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from judgeopt.core.flags import add_local_model_flag
 from judgeopt.core.log_defaults import LogDefaults
 
 LOG_DEFAULTS = LogDefaults(level="info")
@@ -13,7 +13,7 @@ HELP = "serve the embedded local model until stopped"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--local-model", type=Path, metavar="GGUF", help="another GGUF file")
+    add_local_model_flag(parser)
     parser.add_argument("--logprobs", action="store_true", help="return token log-probabilities (more memory)")
 
 

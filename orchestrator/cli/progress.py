@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from judgeopt.core.held_warnings import HeldWarnings, holding_warnings
-from judgeopt.orchestrator.cli.closing import capable_endpoint_command, what_it_shows, where_it_is
+from judgeopt.orchestrator.cli.closing import next_commands, what_it_shows, where_it_is
 from judgeopt.orchestrator.cli.flags import addresses
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def _run_and_print(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
+    from judgeopt.core.hub_model import resolve_local_model
     from judgeopt.orchestrator.engine.risks import warn_risks
     from judgeopt.orchestrator.engine.run import execute
     from judgeopt.orchestrator.engine.summary import summary_tables
@@ -42,6 +43,7 @@ def _run_and_print(
     manifest = store.manifest()
     config, tracks = manifest.config, manifest.tracks
     warn_risks([config])  # before the progress bars, which would draw over it
+    local_model = resolve_local_model(args.local_model)  # a Hub download's own progress bar, before ours
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     hold = contextlib.nullcontext(HeldWarnings()) if args.log_format == "json" else holding_warnings()
     # Transient: the bars vanish when the run ends, so a failure leaves its one-line error alone on the screen.
@@ -62,7 +64,7 @@ def _run_and_print(
                 run_dir,
                 data_dir=args.data_dir,
                 addresses=addresses(args),
-                local_model=args.local_model,
+                local_model=local_model,
                 on_step=on_step,
                 **kwargs,
             )
@@ -86,6 +88,6 @@ def _run_and_print(
     out.print(what_it_shows(summary, demo_judge=demo_judge), highlight=False)
     out.print(where_it_is(run_dir), highlight=False, markup=False)
     if demo_judge and args.command == "optimize":
-        out.print("The same run on a capable OpenAI-compatible endpoint:", highlight=False)
-        out.print(f"  {capable_endpoint_command(args.argv)}", highlight=False, markup=False)
+        for line in next_commands(args.argv):
+            out.print(line, highlight=False, markup=False)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from judgeopt.core.flags import add_local_model_flag
 from judgeopt.core.roles import ROLES
 from judgeopt.orchestrator.cli.flags import add_address_flags, add_budget_flags, add_client_flags, add_tracking_flags
 
@@ -14,7 +15,7 @@ HELP = "continue a stopped run from its last complete step"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="the run directory (as given to optimize --run-dir)")
     parser.add_argument("--data-dir", type=Path, help="folder holding the SummEval files")
-    parser.add_argument("--local-model", type=Path, metavar="GGUF", help="GGUF file for the embedded local model")
+    add_local_model_flag(parser)
     add_budget_flags(parser.add_argument_group("budget (replaces the run's)"))
     add_address_flags(parser, ROLES)
     add_client_flags(parser)

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from judgeopt.core.errors import ConfigError
+from judgeopt.core.hub_model import LocalModel
 from judgeopt.core.local_model import LocalModelServer
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.redact import is_redacted_url
@@ -118,7 +119,7 @@ async def agent_clients(
     services_dir: Path,
     *,
     addresses: Mapping[Role, str] | None,
-    local_model: Path | None,
+    local_model: LocalModel | None,
     roles: tuple[Role, ...] = ROLES,
     settings: ClientSettings | None = None,
 ) -> AsyncIterator[AgentClients]:
@@ -300,7 +301,7 @@ async def execute(
     *,
     data_dir: Path | None,
     addresses: Mapping[Role, str] | None = None,
-    local_model: Path | None = None,
+    local_model: LocalModel | None = None,
     on_step: Callable[[str, int], None] | None = None,
     dataset: Dataset | None = None,
     client_settings: ClientSettings | None = None,

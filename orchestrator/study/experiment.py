@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.files import DirectoryLock
+from judgeopt.core.hub_model import LocalModel
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.private_files import private_dir, write_private_text
 from judgeopt.core.roles import ALL_ROLES, ROLES, Role
@@ -173,7 +174,7 @@ async def run_experiment(
     directory: Path,
     *,
     data_dir: Path | None,
-    local_model: Path | None = None,
+    local_model: LocalModel | None = None,
     on_cell_step: Callable[[str, str, int], None] | None = None,
     addresses: Mapping[Role, str] | None = None,
     client_settings: ClientSettings | None = None,
@@ -219,7 +220,7 @@ def _grid_params(directory: Path) -> dict[str, str]:
 async def _run_cells(
     directory: Path,
     data_dir: Path | None,
-    local_model: Path | None,
+    local_model: LocalModel | None,
     on_cell_step: Callable[[str, str, int], None] | None,
     addresses: Mapping[Role, str] | None,
     client_settings: ClientSettings | None,

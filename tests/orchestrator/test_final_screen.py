@@ -3,7 +3,7 @@ tests/e2e/test_bare_clone.py)."""
 
 from __future__ import annotations
 
-from judgeopt.orchestrator.cli.closing import capable_endpoint_command, what_it_shows
+from judgeopt.orchestrator.cli.closing import capable_endpoint_command, hub_judge_command, next_commands, what_it_shows
 
 
 def test_on_the_demo_judge_the_paragraph_says_so() -> None:
@@ -25,3 +25,22 @@ def test_the_endpoint_command_is_the_same_run_without_its_directory() -> None:
     assert capable_endpoint_command(argv) == (
         "judgeopt optimize --mode SCC --steps 3 --endpoint URL --model NAME --api-key-env VAR"
     )
+
+
+def test_the_local_judge_command_is_the_same_run_on_a_hub_model() -> None:
+    argv = ["optimize", "--mode", "SCC", "--run-dir=runs/a", "--local-model", "x.gguf"]
+    assert (
+        hub_judge_command(argv) == "judgeopt optimize --mode SCC --local-model Qwen/Qwen2.5-1.5B-Instruct-GGUF:q4_k_m"
+    )
+
+
+def test_after_the_demo_judge_both_next_commands_print_as_written() -> None:
+    from rich.console import Console
+
+    out = Console(record=True, width=300)
+    for line in next_commands(["optimize", "--run-dir", "runs/a"]):
+        out.print(line, highlight=False, markup=False)  # as the final screen prints them
+    screen = out.export_text()
+    assert "pip install 'judgeopt[hub]'" in screen
+    assert "judgeopt optimize --endpoint URL --model NAME --api-key-env VAR" in screen
+    assert "judgeopt optimize --local-model Qwen/Qwen2.5-1.5B-Instruct-GGUF:q4_k_m" in screen
