@@ -54,6 +54,7 @@ class ServiceFleet:
         startup_timeout: float = 60.0,
         token_env: str | None = None,
         max_restarts: int = 5,
+        wait_for_all: bool = True,
     ) -> None:
         self.models = models
         self.token_env = token_env
@@ -61,6 +62,9 @@ class ServiceFleet:
         self.roles = roles
         self.startup_timeout = startup_timeout
         self.max_restarts = max_restarts
+        self.wait_for_all = wait_for_all
+        """Whether entering the fleet waits for every service; if not, each role's ``serving`` future resolves as
+        that role comes up (so a run's first judge call need not wait for the optimizer's service)."""
         """Restarts per role; a service that keeps dying is left down (its calls then fail and are recorded)."""
         self.addresses: dict[Role, str] = {}
         self.processes: dict[Role, subprocess.Popen[bytes]] = {}
@@ -68,6 +72,9 @@ class ServiceFleet:
         self._config: Path | None = None
         self._config_dir: tempfile.TemporaryDirectory[str] | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self.serving: dict[Role, asyncio.Future[str]] = {}
+        """Per role, resolves to its address once it answers SERVING (set by ``start``)."""
 
     def ledger_path(self, role: Role) -> Path:
         return self.log_dir / f"{role}.ledger.jsonl"
@@ -83,19 +90,23 @@ class ServiceFleet:
         write_private_text(path, yaml.safe_dump({"models": models}, sort_keys=False))
         return path
 
+    def command(self, role: Role, config: Path, port: int) -> list[str]:
+        """The command line that serves ``role``."""
+        key_env = self.models.for_role(role).api_key_env
+        return [
+            *(sys.executable, "-m", "judgeopt", "serve", role, "--port", str(port)),
+            *("--config", str(config)),
+            *("--ledger", str(self.ledger_path(role))),
+            *(("--api-key-env", key_env) if key_env else ()),
+            *(("--token-env", self.token_env) if self.token_env else ()),
+        ]
+
     def _spawn(self, role: Role, config: Path, port: int = 0) -> None:
         """Start ``role`` on ``port`` (0: a free one); a restart appends to the first start's log."""
         log_path = self.log_dir / f"{role}.log"
-        key_env = self.models.for_role(role).api_key_env
         with open_private_binary(log_path, append=bool(port)) as output:
             self.processes[role] = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "judgeopt", "serve", role, "--port", str(port)),
-                    *("--config", str(config)),
-                    *("--ledger", str(self.ledger_path(role))),
-                    *(("--api-key-env", key_env) if key_env else ()),
-                    *(("--token-env", self.token_env) if self.token_env else ()),
-                ],
+                self.command(role, config, port),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -144,21 +155,50 @@ class ServiceFleet:
                 else:
                     log.info("service.restarted", role=role, address=self.addresses[role])
 
+    async def _bring_up(self, role: Role) -> None:
+        """Wait until ``role`` answers SERVING, then publish its address (``serving[role]`` resolves to it)."""
+        try:
+            port = await self._wait_listening(role)
+            await self._wait_serving(role, f"127.0.0.1:{port}")
+        except asyncio.CancelledError:
+            self.serving[role].cancel()
+            raise
+        except ServiceStartError as exc:
+            self.serving[role].set_exception(exc)
+            raise
+        self.addresses[role] = f"127.0.0.1:{port}"
+        self.serving[role].set_result(self.addresses[role])
+        log.debug("service.serving", role=role, address=self.addresses[role])
+
+    async def _bring_up_all(self) -> None:
+        await asyncio.gather(*(self._bring_up(role) for role in self.roles))
+        log.info("fleet.ready", addresses=self.addresses)
+        self._supervisor = asyncio.create_task(self._supervise())
+
     async def start(self) -> None:
+        """Start every service; with ``wait_for_all``, return once all answer SERVING (or raise
+        ``ServiceStartError``). Without it, return at once: each role's ``serving`` future resolves (or fails) as
+        that role comes up, and ``ready()`` waits for the whole fleet."""
         private_dir(self.log_dir)
         config = self._config = self._config_file()
+        loop = asyncio.get_running_loop()
+        self.serving = {role: loop.create_future() for role in self.roles}
+        for future in self.serving.values():  # a failure is raised by ready(); a role's waiters may never ask
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
         for role in self.roles:
             self._spawn(role, config)
+        self._starting = asyncio.create_task(self._bring_up_all())
+        if self.wait_for_all:
+            await self.ready()
+
+    async def ready(self) -> None:
+        """Wait until every service answers SERVING; stops the fleet and raises if one does not."""
+        assert self._starting is not None, "start() first"
         try:
-            for role in self.roles:
-                port = await self._wait_listening(role)
-                self.addresses[role] = f"127.0.0.1:{port}"
-                await self._wait_serving(role, self.addresses[role])
+            await asyncio.shield(self._starting)
         except BaseException:
             self.stop()
             raise
-        log.info("fleet.ready", addresses=self.addresses)
-        self._supervisor = asyncio.create_task(self._supervise())
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM every service (graceful shutdown), then kill what has not exited in time, and remove their config
@@ -185,6 +225,10 @@ class ServiceFleet:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._starting is not None:
+            self._starting.cancel()  # no-op once done; awaiting it retrieves a start-up failure raised elsewhere
+            with contextlib.suppress(asyncio.CancelledError, ServiceStartError):
+                await self._starting
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,8 +150,10 @@ async def agent_clients(
         resolved = ModelsConfig(
             **{role: models.for_role(role, local_base_url=local_url).model_dump(mode="json") for role in roles}
         )
-        fleet = ServiceFleet(resolved, services_dir, roles=roles, token_env=settings.token_env)
-        async with fleet, AgentClients(fleet.addresses, settings) as clients:
+        # Each role's calls wait for that role's own service only: the judge's first call need not wait for the
+        # optimizer's service to come up.
+        fleet = ServiceFleet(resolved, services_dir, roles=roles, token_env=settings.token_env, wait_for_all=False)
+        async with fleet, AgentClients(fleet.serving, settings) as clients:
             yield clients
 
 
@@ -239,7 +241,12 @@ async def run_with_clients(
     ``limit`` and ``rate_limits`` are shared by the runs of an experiment; by default the run's own apply."""
     manifest = store.manifest()
     config, models, policy = manifest.config, manifest.models, manifest.policy
-    await check_templates(store, clients)
+    # A resumed run checks its services' templates before any model call; a new run records them while it starts.
+    recording = None
+    if manifest.templates:
+        await check_templates(store, clients)
+    else:
+        recording = asyncio.create_task(check_templates(store, clients))
     dataset = dataset or load_dataset(config.dataset, data_dir)
     if dataset.checksum != manifest.data_checksum:
         raise ConfigError(f"the dataset changed since the run started (checksum differs from {run_dir})")
@@ -281,13 +288,33 @@ async def run_with_clients(
         on_step=on_step,
     )
     try:
-        await loop.run()
+        await _beside(loop.run(), recording)
     except RunFailed:  # the cause goes to the command line; the run says it failed, not that it is running
         store.set_status("failed")
         write_summary(store, run_dir, concurrency=adaptive.report() if adaptive else None)
         raise
     store.set_status("budget_reached" if loop.budget_reached else "complete")
     return write_summary(store, run_dir, concurrency=adaptive.report() if adaptive else None)
+
+
+async def _beside(main: Awaitable[None], side: asyncio.Task[None] | None) -> None:
+    """Await ``main`` with ``side`` running alongside; the first failure of either cancels the other and is raised."""
+    if side is None:
+        await main
+        return
+    main_task = asyncio.ensure_future(main)
+    try:
+        await asyncio.wait((main_task, side), return_when=asyncio.FIRST_EXCEPTION)
+        if side.done() and not side.cancelled() and side.exception() is not None:
+            main_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await main_task
+            await side  # raises its failure
+        await main_task
+        await side
+    finally:
+        for task in (main_task, side):
+            task.cancel()
 
 
 async def execute(

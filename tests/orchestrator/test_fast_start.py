@@ -1,0 +1,81 @@
+"""A fast start: a role's first call goes out as soon as that role's service answers SERVING, not when the whole
+fleet is up; a service that never comes up still fails the run with a one-line error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from helpers.fake_openai import FakeOpenAI
+from helpers.runs import write_config
+from helpers.scripts import deterministic_handler, role_of
+
+from judgeopt.cli import main
+from judgeopt.core.roles import Role
+from judgeopt.orchestrator.engine import run
+from judgeopt.orchestrator.fleet import ServiceFleet
+
+SLOW_ROLE: Role = "optimizer"
+SLOW_SECONDS = 3.0
+
+
+class SlowOptimizerFleet(ServiceFleet):
+    """A fleet whose optimizer service starts ``SLOW_SECONDS`` late (or, with ``fail``, exits at once), and which
+    notes when each role answered SERVING (``time.monotonic()``, the scripted endpoint's clock)."""
+
+    fail = False
+    serving_at: ClassVar[dict[str, float]] = {}
+
+    def command(self, role: Role, config: Path, port: int) -> list[str]:
+        command = super().command(role, config, port)
+        if role != SLOW_ROLE or port:  # a restart on its port starts as usual
+            return command
+        late = "exit 3" if self.fail else f'sleep {SLOW_SECONDS:g}; exec "$@"'
+        return ["sh", "-c", late, "sh", *command]
+
+    async def start(self) -> None:
+        await super().start()
+        for role, future in self.serving.items():
+            future.add_done_callback(lambda done, role=role: self.serving_at.setdefault(role, time.monotonic()))
+
+
+@pytest.fixture
+def slow_fleet(monkeypatch: pytest.MonkeyPatch) -> type[SlowOptimizerFleet]:
+    SlowOptimizerFleet.serving_at = {}
+    SlowOptimizerFleet.fail = False
+    monkeypatch.setattr(run, "ServiceFleet", SlowOptimizerFleet)
+    return SlowOptimizerFleet
+
+
+def _optimize(tmp_path: Path, endpoint: FakeOpenAI, **run_settings: Any) -> int:
+    config = write_config(tmp_path / "run.yaml", endpoint.base_url, steps=1, **run_settings)
+    return main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "run")])
+
+
+def test_the_judge_calls_before_a_slow_optimizer_service_is_up(
+    tmp_path: Path, slow_fleet: type[SlowOptimizerFleet]
+) -> None:
+    with FakeOpenAI(deterministic_handler()) as endpoint:
+        assert _optimize(tmp_path, endpoint) == 0
+        requests = list(endpoint.requests)
+    judge = [r.received_at for r in requests if role_of(r) == "judge"]
+    optimizer = [r.received_at for r in requests if role_of(r) == "optimizer"]
+    assert judge and optimizer, (len(judge), len(optimizer))
+    assert {"judge", SLOW_ROLE} <= set(slow_fleet.serving_at), slow_fleet.serving_at
+    ready = slow_fleet.serving_at[SLOW_ROLE]
+    assert slow_fleet.serving_at["judge"] < ready
+    assert min(judge) < ready, "the judge's first call waited for the optimizer's service"
+    assert min(optimizer) > ready
+
+
+def test_a_service_that_never_starts_fails_the_run_naming_it(
+    tmp_path: Path, slow_fleet: type[SlowOptimizerFleet], capsys: pytest.CaptureFixture[str]
+) -> None:
+    slow_fleet.fail = True
+    with FakeOpenAI(deterministic_handler()) as endpoint:
+        code = _optimize(tmp_path, endpoint)
+    assert code != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert any("optimizer service exited during start-up" in line for line in error), error
