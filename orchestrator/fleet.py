@@ -36,6 +36,7 @@ from judgeopt.core.local_model import terminate_with_parent
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.private_files import open_private_binary, private_dir, write_private_text
 from judgeopt.core.roles import ROLES, Role
+from judgeopt.orchestrator.engine import STORE_FILE
 from judgeopt.orchestrator.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
@@ -175,18 +176,26 @@ class ServiceFleet:
         log.info("fleet.ready", addresses=self.addresses)
         self._supervisor = asyncio.create_task(self._supervise())
 
+    def spawn(self) -> None:
+        """Start the service processes, without waiting for them (no event loop needed), so that they import and
+        come up while the caller does its own start-up work; ``start`` (entering the fleet) then watches them. Call
+        ``stop`` if the fleet is never entered."""
+        if self.processes:
+            return
+        private_dir(self.log_dir)
+        config = self._config = self._config_file()
+        for role in self.roles:
+            self._spawn(role, config)
+
     async def start(self) -> None:
         """Start every service; with ``wait_for_all``, return once all answer SERVING (or raise
         ``ServiceStartError``). Without it, return at once: each role's ``serving`` future resolves (or fails) as
         that role comes up, and ``ready()`` waits for the whole fleet."""
-        private_dir(self.log_dir)
-        config = self._config = self._config_file()
+        self.spawn()
         loop = asyncio.get_running_loop()
         self.serving = {role: loop.create_future() for role in self.roles}
         for future in self.serving.values():  # a failure is raised by ready(); a role's waiters may never ask
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
-        for role in self.roles:
-            self._spawn(role, config)
         self._starting = asyncio.create_task(self._bring_up_all())
         if self.wait_for_all:
             await self.ready()
@@ -235,3 +244,14 @@ class ServiceFleet:
                 await self._supervisor
             self._supervisor = None
         await asyncio.to_thread(self.stop)
+
+
+def spawn_early(models: ModelsConfig, run_dir: Path, *, token_env: str | None) -> ServiceFleet | None:
+    """The services of a new run in ``run_dir``, spawned now (see ``ServiceFleet.spawn``), or ``None`` when they
+    cannot start yet: a role needs the embedded model (its server comes first) or ``run_dir`` already holds a run
+    (the run's own start refuses it, and nothing is written there)."""
+    if models.needs_local_model() or (run_dir / STORE_FILE).exists():
+        return None
+    fleet = ServiceFleet(models, run_dir / "services", token_env=token_env, wait_for_all=False)
+    fleet.spawn()
+    return fleet

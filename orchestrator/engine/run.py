@@ -120,15 +120,20 @@ async def agent_clients(
     local_model: Path | None,
     roles: tuple[Role, ...] = ROLES,
     settings: ClientSettings | None = None,
+    spawned: ServiceFleet | None = None,
 ) -> AsyncIterator[AgentClients]:
     """Clients of running services at ``addresses``, or of ``roles`` started here as subprocesses (sharing one
-    local model server when a role has no endpoint).
+    local model server when a role has no endpoint), or of the ``spawned`` fleet the caller started early.
 
     ``settings`` carry TLS and the token. Services started here listen on plaintext 127.0.0.1, so TLS settings
     apply only to given ``addresses``; a token (``settings.token_env``) is passed on to the started services,
     which then require it, as remote ones do. Settings read back from a run whose endpoint had credentials in its
     URL (stored redacted) cannot start services."""
     settings = settings or ClientSettings()
+    if spawned is not None:
+        async with spawned, AgentClients(spawned.serving, settings) as clients:
+            yield clients
+        return
     if addresses is not None:
         async with AgentClients(addresses, settings) as clients:
             yield clients
@@ -328,14 +333,15 @@ async def execute(
     dataset: Dataset | None = None,
     client_settings: ClientSettings | None = None,
     models: ModelsConfig | None = None,
+    spawned: ServiceFleet | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) one run, starting its services here unless ``addresses`` are given; ``client_settings``
     carry TLS and the token (never stored with the run: they belong to the invocation). ``models``: the services'
     settings as the invocation gave them (with any endpoint credentials, which the run stores redacted); by default
-    the run's."""
+    the run's. ``spawned``: the run's services, already started by ``spawn_services``."""
     models = models or store.manifest().models
     services = run_dir / "services"
     async with agent_clients(
-        models, services, addresses=addresses, local_model=local_model, settings=client_settings
+        models, services, addresses=addresses, local_model=local_model, settings=client_settings, spawned=spawned
     ) as clients:
         return await run_with_clients(store, run_dir, clients, data_dir=data_dir, on_step=on_step, dataset=dataset)

@@ -14,6 +14,8 @@ from helpers.scripts import deterministic_handler, role_of
 
 from judgeopt.cli import main
 from judgeopt.core.roles import Role
+from judgeopt.orchestrator import fleet
+from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.engine import run
 from judgeopt.orchestrator.fleet import ServiceFleet
 
@@ -27,6 +29,7 @@ class SlowOptimizerFleet(ServiceFleet):
 
     fail = False
     serving_at: ClassVar[dict[str, float]] = {}
+    """When each role answered SERVING, and (as ``"spawned"``) when the services were started."""
 
     def command(self, role: Role, config: Path, port: int) -> list[str]:
         command = super().command(role, config, port)
@@ -34,6 +37,10 @@ class SlowOptimizerFleet(ServiceFleet):
             return command
         late = "exit 3" if self.fail else f'sleep {SLOW_SECONDS:g}; exec "$@"'
         return ["sh", "-c", late, "sh", *command]
+
+    def spawn(self) -> None:
+        self.serving_at.setdefault("spawned", time.monotonic())
+        super().spawn()
 
     async def start(self) -> None:
         await super().start()
@@ -45,8 +52,22 @@ class SlowOptimizerFleet(ServiceFleet):
 def slow_fleet(monkeypatch: pytest.MonkeyPatch) -> type[SlowOptimizerFleet]:
     SlowOptimizerFleet.serving_at = {}
     SlowOptimizerFleet.fail = False
-    monkeypatch.setattr(run, "ServiceFleet", SlowOptimizerFleet)
+    monkeypatch.setattr(fleet, "ServiceFleet", SlowOptimizerFleet)
     return SlowOptimizerFleet
+
+
+@pytest.fixture
+def data_loaded_at(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When the run's data was loaded (``time.monotonic()``)."""
+    loaded: list[float] = []
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        found = load_dataset(*args, **kwargs)
+        loaded.append(time.monotonic())
+        return found
+
+    monkeypatch.setattr(run, "load_dataset", noting)
+    return loaded
 
 
 def _optimize(tmp_path: Path, endpoint: FakeOpenAI, **run_settings: Any) -> int:
@@ -55,7 +76,7 @@ def _optimize(tmp_path: Path, endpoint: FakeOpenAI, **run_settings: Any) -> int:
 
 
 def test_the_judge_calls_before_a_slow_optimizer_service_is_up(
-    tmp_path: Path, slow_fleet: type[SlowOptimizerFleet]
+    tmp_path: Path, slow_fleet: type[SlowOptimizerFleet], data_loaded_at: list[float]
 ) -> None:
     with FakeOpenAI(deterministic_handler()) as endpoint:
         assert _optimize(tmp_path, endpoint) == 0
@@ -68,6 +89,7 @@ def test_the_judge_calls_before_a_slow_optimizer_service_is_up(
     assert slow_fleet.serving_at["judge"] < ready
     assert min(judge) < ready, "the judge's first call waited for the optimizer's service"
     assert min(optimizer) > ready
+    assert data_loaded_at and slow_fleet.serving_at["spawned"] < data_loaded_at[0], "the services waited for the data"
 
 
 def test_a_service_that_never_starts_fails_the_run_naming_it(
@@ -79,3 +101,18 @@ def test_a_service_that_never_starts_fails_the_run_naming_it(
     assert code != 0
     error = capsys.readouterr().err.strip().splitlines()
     assert any("optimizer service exited during start-up" in line for line in error), error
+
+
+def test_a_run_directory_that_holds_a_run_is_refused_before_any_service_writes_there(
+    tmp_path: Path, slow_fleet: type[SlowOptimizerFleet], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "run" / "services").mkdir(parents=True)
+    (tmp_path / "run" / "run.sqlite").write_bytes(b"")
+    earlier_log = tmp_path / "run" / "services" / "judge.log"
+    earlier_log.write_text("the earlier run's log\n")
+    with FakeOpenAI(deterministic_handler()) as endpoint:
+        code = _optimize(tmp_path, endpoint)
+    assert code != 0
+    assert "already holds a run" in capsys.readouterr().err
+    assert "spawned" not in slow_fleet.serving_at
+    assert earlier_log.read_text() == "the earlier run's log\n"
