@@ -1,12 +1,14 @@
 """Start agent services as separate OS processes (``judgeopt serve ROLE --port 0``) and stop them again.
 
-Used by ``judgeopt`` commands that run everything on one machine and by the end-to-end tests. Each service gets
-the same config file, in a private temporary folder removed when the fleet stops (it may hold an endpoint's
+Used by ``judgeopt`` commands that run everything on one machine and by the end-to-end tests. Each service gets the
+same config file, in a private temporary folder removed when the fleet stops (it may hold an endpoint's
 ``user:password@``, which a run never stores), with each role's API-key variable on the service's command line
 instead (a config file may name only judgeopt's own variables; the command line any). Each writes its JSON logs to
-``<log_dir>/<role>.log`` (0600, in a 0700 folder), and counts as up once its health service answers SERVING. A
-service that exits while the fleet runs (a crash, the OOM killer) is started again on its port, so the clients'
-channels reconnect to it and the run's retries carry on, as they would with a Kubernetes restart.
+``<log_dir>/<role>.log`` (0600, in a 0700 folder), and counts as up once its health service answers SERVING (each
+role's ``serving`` future then resolves to its address, so a caller may start using one role before the others; the
+processes may also be spawned early, before an event loop runs, see ``spawn_early``). A service that exits while the
+fleet runs (a crash, the OOM killer) is started again on its port, so the clients' channels reconnect to it and the
+run's retries carry on, as they would with a Kubernetes restart.
 
 The services listen on plaintext 127.0.0.1 (no TLS: the traffic never leaves the machine). With ``token_env``
 each is started with ``--token-env`` and inherits the variable, so it refuses calls without the bearer token
