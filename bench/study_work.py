@@ -10,11 +10,12 @@ autogen and openai) and what ``judgeopt optimize`` imports before its run starts
 run``). ``judgeopt optimize`` starts its services before its own imports and data, so its first call can go out
 about one service import floor after it starts (target: within 3 s on two idle cores).
 
-Per mode: the whole ``judgeopt optimize`` command (start-up included), the time from its start to the first model
-call issued (target ≤ 3 s), the model-call window (first call issued → last step committed, from the run store),
-and that window over its graph bound: the run's steps one after another (a step begins when the previous one is
-committed), each the shortest schedule of its own call graph (``_bound``: step 0 judges validation then test; a
-training step as in ``bench/concurrency.py``) on ``--concurrency`` slots, every call taking ``--latency``.
+Per mode: the whole ``judgeopt optimize`` command (start-up included), the time from its start until the first model
+call reached the endpoint (from the endpoint's log; target ≤ 3 s), the model-call window (first call issued → last
+step committed, from the run store), and that window over its graph bound: the run's steps one after another (a step
+begins when the previous one is committed), each the shortest schedule of its own call graph (``_bound``: step 0
+judges validation then test; a training step as in ``bench/concurrency.py``) on ``--concurrency`` slots, every call
+taking ``--latency``.
 
 Beside them, marked as quoted, the figures measured for the study's own code on this work at 100 ms per call
 without its fixed pauses (its ``train()``: 6.95 s for SSS and 4.94 s for CCC, 5.3× and 3.8× its ideal). They were
@@ -133,9 +134,11 @@ def main() -> None:
                 bootstrap_resamples=0,
                 dataset=dataset(24, 20, 40),
             )
+            before = len(ep.requests())
             started = time.time()
             whole = run_optimize(config, run_dir)
             first_issue = query(run_dir, "SELECT MIN(at - endpoint_seconds - queue_seconds) FROM calls")[0][0]
+            first_arrival = min(float(r["at"]) for r in ep.requests()[before:])  # the endpoint's own clock
             last_commit = query(run_dir, "SELECT MAX(finished_at) FROM steps")[0][0]
             calls = query(run_dir, "SELECT COUNT(*) FROM calls")[0][0]
             if calls != CALLS[mode]:
@@ -147,7 +150,7 @@ def main() -> None:
                 mode,
                 str(calls),
                 f"{whole:.2f}",
-                f"{first_issue - started:.2f}",
+                f"{first_arrival - started:.2f}",
                 f"{window:.2f}",
                 f"{bound:.2f}",
                 f"{window / bound:.2f}",
@@ -155,7 +158,7 @@ def main() -> None:
                 f"{quoted_ratio:.1f}",
             )
             record.add(f"{mode}: whole command", whole, "s")
-            record.add(f"{mode}: time to first call", first_issue - started, "s", FIRST_CALL_TARGET)
+            record.add(f"{mode}: time to first call", first_arrival - started, "s", FIRST_CALL_TARGET)
             record.add(f"{mode}: call window", window, "s")
             record.add(f"{mode}: call window / graph bound", window / bound, "ratio")
     console.print(table)
