@@ -19,12 +19,12 @@ from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.engine import run
 from judgeopt.orchestrator.fleet import ServiceFleet
 
-SLOW_ROLE: Role = "optimizer"
+SLOW_ROLE: Role = "loss"
 SLOW_SECONDS = 3.0
 
 
-class SlowOptimizerFleet(ServiceFleet):
-    """A fleet whose optimizer service starts ``SLOW_SECONDS`` late (or, with ``fail``, exits at once), and which
+class SlowServiceFleet(ServiceFleet):
+    """A fleet whose ``SLOW_ROLE`` service starts ``SLOW_SECONDS`` late (or, with ``fail``, exits at once), and which
     notes when each role answered SERVING (``time.monotonic()``, the scripted endpoint's clock)."""
 
     fail = False
@@ -49,11 +49,11 @@ class SlowOptimizerFleet(ServiceFleet):
 
 
 @pytest.fixture
-def slow_fleet(monkeypatch: pytest.MonkeyPatch) -> type[SlowOptimizerFleet]:
-    SlowOptimizerFleet.serving_at = {}
-    SlowOptimizerFleet.fail = False
-    monkeypatch.setattr(fleet, "ServiceFleet", SlowOptimizerFleet)
-    return SlowOptimizerFleet
+def slow_fleet(monkeypatch: pytest.MonkeyPatch) -> type[SlowServiceFleet]:
+    SlowServiceFleet.serving_at = {}
+    SlowServiceFleet.fail = False
+    monkeypatch.setattr(fleet, "ServiceFleet", SlowServiceFleet)
+    return SlowServiceFleet
 
 
 @pytest.fixture
@@ -75,36 +75,36 @@ def _optimize(tmp_path: Path, endpoint: FakeOpenAI, **run_settings: Any) -> int:
     return main(["optimize", "--config", str(config), "--run-dir", str(tmp_path / "run")])
 
 
-def test_the_judge_calls_before_a_slow_optimizer_service_is_up(
-    tmp_path: Path, slow_fleet: type[SlowOptimizerFleet], data_loaded_at: list[float]
+def test_the_judge_calls_before_a_slow_loss_service_is_up(
+    tmp_path: Path, slow_fleet: type[SlowServiceFleet], data_loaded_at: list[float]
 ) -> None:
     with FakeOpenAI(deterministic_handler()) as endpoint:
         assert _optimize(tmp_path, endpoint) == 0
         requests = list(endpoint.requests)
     judge = [r.received_at for r in requests if role_of(r) == "judge"]
-    optimizer = [r.received_at for r in requests if role_of(r) == "optimizer"]
-    assert judge and optimizer, (len(judge), len(optimizer))
+    slow = [r.received_at for r in requests if role_of(r) == SLOW_ROLE]
+    assert judge and slow, (len(judge), len(slow))
     assert {"judge", SLOW_ROLE} <= set(slow_fleet.serving_at), slow_fleet.serving_at
     ready = slow_fleet.serving_at[SLOW_ROLE]
     assert slow_fleet.serving_at["judge"] < ready
-    assert min(judge) < ready, "the judge's first call waited for the optimizer's service"
-    assert min(optimizer) > ready
+    assert min(judge) < ready, f"the judge's first call waited for the {SLOW_ROLE} service"
+    assert min(slow) > ready
     assert data_loaded_at and slow_fleet.serving_at["spawned"] < data_loaded_at[0], "the services waited for the data"
 
 
 def test_a_service_that_never_starts_fails_the_run_naming_it(
-    tmp_path: Path, slow_fleet: type[SlowOptimizerFleet], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, slow_fleet: type[SlowServiceFleet], capsys: pytest.CaptureFixture[str]
 ) -> None:
     slow_fleet.fail = True
     with FakeOpenAI(deterministic_handler()) as endpoint:
         code = _optimize(tmp_path, endpoint)
     assert code != 0
     error = capsys.readouterr().err.strip().splitlines()
-    assert any("optimizer service exited during start-up" in line for line in error), error
+    assert any(f"{SLOW_ROLE} service exited during start-up" in line for line in error), error
 
 
 def test_a_run_directory_that_holds_a_run_is_refused_before_any_service_writes_there(
-    tmp_path: Path, slow_fleet: type[SlowOptimizerFleet], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, slow_fleet: type[SlowServiceFleet], capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "run" / "services").mkdir(parents=True)
     (tmp_path / "run" / "run.sqlite").write_bytes(b"")
