@@ -4,13 +4,13 @@ and on the embedded model a step's wall time against its calls' compute.
     .venv/bin/python bench/tokens.py [--modes SSS,SSC,SCC,CCC,single] [--batch 3] [--val 8] [--test 12]
         [--embedded] [--json FILE]
 
-On a busy GPU server, or on the embedded model, a step costs the tokens it makes the model process, not its waves
-of latency. For every mode, ``judgeopt optimize`` runs one step (gate none: the candidate is accepted and
-evaluated) against the scripted endpoint, which logs every request body. Each request is attributed to its stored
-call (same role, arrival inside the call's time at the endpoint) and so to its step and purpose; step 1 (training,
-then validation and test under the new prompt) is counted. Tokens are counted with the embedded model's own
-tokenizer (SmolLM2's, read from its GGUF file), over each message's role and text (a chat template adds a few more
-per message).
+On a busy GPU server, or on the embedded model, a step costs the tokens it makes the model process, not its waves of
+latency. For every mode, ``judgeopt optimize`` runs one step (gate none: the candidate is accepted and evaluated)
+against the scripted endpoint, which logs every request body. The run makes one call at a time, so that each request
+is attributed exactly to its stored call (same role, arrival inside the call's time at the endpoint) and so to its
+step and purpose (tracks and steps in flight together would blur it); step 1 (training, then validation and test
+under the new prompt) is counted. Tokens are counted with the embedded model's own tokenizer (SmolLM2's, read from
+its GGUF file), over each message's role and text (a chat template adds a few more per message).
 
 **The mode's minimum** counts what each call cannot do without, the data and the instructions, never an agent's
 own earlier output (scores, critiques and gradients are the run's products, about the same size in every mode),
@@ -23,9 +23,11 @@ nor any template text. With s_i the tokens of sample i's fields, I_k of criterio
     gradient   sample: S: once per criterion, Σ_i K·s_i; C: once, Σ_i s_i
     optimizer  each instruction once, P
 
-so the modes differ where a stage that sees the sample is split per criterion, and ``single`` in the judge stage.
-Measured / minimum is the price of the templates, of the agents' earlier outputs each call carries (large for the
-gradient and optimizer, whose minimum is instructions only) and of any context beyond the minimum.
+(``single`` trains each criterion's track on a batch of its own: there each (criterion, training sample) pair is
+read with its one instruction, and the stages that see the sample read it once per pair), so the modes differ where
+a stage that sees the sample is split per criterion, and ``single`` in the judge stage. Measured / minimum is the
+price of the templates, of the agents' earlier outputs each call carries (large for the gradient and optimizer,
+whose minimum is instructions only) and of any context beyond the minimum.
 
 **Prefix cache share**: the requests in the order they reached the endpoint, through an unbounded prefix cache of
 16-token blocks (as vLLM's automatic prefix caching keeps them): a request is served the longest run of whole
@@ -163,38 +165,39 @@ def served_share(ordered: Sequence[list[int]], counted: Sequence[bool]) -> float
 
 
 def instructions(run_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """The instructions step 1 trained with (step 0's prompt) and evaluated (its accepted candidate)."""
-    rows = dict(query(run_dir, "SELECT step, prompt_id FROM steps WHERE track = (SELECT MIN(track) FROM steps)"))
+    """The instructions step 1 trained with (step 0's prompt) and evaluated (its accepted candidate), over every
+    track (``single`` has one per criterion)."""
     bodies = dict(query(run_dir, "SELECT id, body FROM prompts"))
-    trained = json.loads(bodies[rows[0]])["instructions"]
-    evaluated = json.loads(bodies[rows[1]])["instructions"]
+    trained: dict[str, str] = {}
+    evaluated: dict[str, str] = {}
+    for step, prompt_id in query(run_dir, "SELECT step, prompt_id FROM steps WHERE step IN (0, 1)"):
+        (trained if step == 0 else evaluated).update(json.loads(bodies[prompt_id])["instructions"])
     return trained, evaluated
 
 
 def minimum(mode: str, requests: Sequence[Request], tokenizer: Tokenizer, run_dir: Path) -> dict[str, int]:
-    """The mode's minimum prompt tokens per stage for step 1 (see the module docstring)."""
+    """The mode's minimum prompt tokens per stage for step 1 (see the module docstring). In ``single`` each
+    criterion's track has a batch of its own: there a (track, sample) pair is one training judge request, reading
+    one criterion's instruction; elsewhere each distinct training sample is one pair, reading all of them."""
     trained, evaluated = instructions(run_dir)
     single = mode == "single"
     letters = {"loss": "S", "gradient": "S", "optimizer": "S"} if single else dict(zip(STAGES[1:], mode, strict=True))
-    train_i = {k: tokenizer.count(v) for k, v in trained.items()}
-    k_count = len(train_i)
-    p_train, p_eval = sum(train_i.values()), sum(tokenizer.count(v) for v in evaluated.values())
-    judged: dict[tuple[str, str], int] = {}  # (sample text, purpose) → its tokens: each distinct sample once
-    for r in requests:
-        text = r.sample_text()
-        if r.role == "judge" and r.step == 1 and text is not None:
-            judged[(text, r.purpose)] = tokenizer.count(text)
-    batch = [n for (_, purpose), n in judged.items() if purpose == "train"]
-    rest = [n for (_, purpose), n in judged.items() if purpose != "train"]
-    copies = k_count if single else 1
-    found = {
-        "judge": sum(copies * s + p_train for s in batch) + sum(copies * s + p_eval for s in rest),
-        "optimizer": p_train,
-    }
+    k_count = len(trained)
+    p_train = sum(tokenizer.count(v) for v in trained.values())
+    p_eval = sum(tokenizer.count(v) for v in evaluated.values())
+    judged = [r for r in requests if r.role == "judge" and r.step == 1 and r.sample_text() is not None]
+    pairs = [r.sample_text() or "" for r in judged if r.purpose == "train"]
+    train = [tokenizer.count(text) for text in (pairs if single else dict.fromkeys(pairs))]
+    rest = {(r.sample_text(), r.purpose) for r in judged if r.purpose != "train"}
+    per_pair = p_train / k_count if single else p_train  # the instructions one pair reads
+    copies = k_count if single else 1  # reads of each evaluated sample: one per track
+    judge = sum(s + per_pair for s in train)
+    judge += sum(copies * tokenizer.count(text or "") + p_eval for text, _ in rest)
+    found = {"judge": round(judge), "optimizer": p_train}
     for stage in ("loss", "gradient"):  # the sample counts only where the mode's policy shows it to the stage
         shown = any(r.sample_text() is not None for r in requests if r.role == stage and r.step == 1)
-        reads = (k_count if letters[stage] == "S" else 1) if shown else 0
-        found[stage] = sum(reads * s + p_train for s in batch)
+        reads = 0 if not shown else 1 if single or letters[stage] == "C" else k_count
+        found[stage] = round(sum(reads * s + per_pair for s in train))
     return found
 
 
@@ -206,7 +209,7 @@ def measure_mode(mode: str, base_url: str, tmp: Path, args: argparse.Namespace) 
         steps=1,
         batch_size=args.batch,
         gate="none",
-        concurrency=8,
+        concurrency=1,  # one call at a time: each logged request is attributed to its own stored call
         bootstrap_resamples=0,
         dataset=dataset(24, args.val, args.test),
     )
