@@ -1,6 +1,7 @@
 """Call economy: LLM calls per stage per step against each mode's formula, and cache hits on re-scoring.
 
     .venv/bin/python bench/economy.py [--modes SSS,SSC,SCC,CCC,single] [--batch 3] [--steps 2] [--val 8] [--test 12]
+        [--json FILE]
 
 1. For every mode, ``judgeopt optimize`` (gate none, so every candidate is accepted and evaluated) against the
    scripted endpoint. From the run store: distinct training RPCs per stage and step, the LLM calls the services
@@ -21,7 +22,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from _records import BenchRecord, Target
 from _support import (
+    add_json_argument,
     console,
     dataset,
     endpoint,
@@ -83,8 +86,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=24)
     parser.add_argument("--val", type=int, default=8)
     parser.add_argument("--test", type=int, default=12)
+    add_json_argument(parser)
     args = parser.parse_args()
     console.print(machine_load(), style="dim")
+    record = BenchRecord("economy")
+    off_formula = 0
     b = args.batch
     all_ok = True
 
@@ -124,6 +130,7 @@ def main() -> None:
                     endpoint_cell = f"{spent} = {recorded}" if step == 0 else ""
                     ok &= spent == recorded
                     all_ok &= ok
+                    off_formula += not ok
                     table.add_row(
                         mode if step == 0 else "",
                         str(step),
@@ -155,6 +162,7 @@ def main() -> None:
             cache.add_column(column, justify="right")
         cache_ok = True
         hits = 0
+        total_rescoring = 0
         for step in range(0, args.steps + 2):
             val = found.get((step, "judge", "val"), (0, 0))[0]
             test = found.get((step, "judge", "test"), (0, 0))[0]
@@ -162,8 +170,13 @@ def main() -> None:
             if step > 0:
                 cache_ok &= test == 0 and statuses.get(step) == "rejected"
                 hits += served
+                total_rescoring += test
             cache.add_row(str(step), str(statuses.get(step)), str(val), str(test), str(served) if step else "—")
         console.print(cache)
+    record.add("steps whose calls differ from the mode's formula", off_formula, "steps", Target("==", 0))
+    record.add("test calls re-scoring an unchanged prompt", total_rescoring, "calls", Target("==", 0))
+    record.add("test predictions served from the cache", hits, "predictions")
+    record.write(args.json)
     console.print(verdict(all_ok, "calls per stage equal each mode's formula; endpoint requests equal recorded calls"))
     console.print(
         verdict(cache_ok, f"test re-scoring at steps ≥ 1 cost 0 calls ({hits} predictions served from the cache)")

@@ -1,12 +1,15 @@
-"""Peak resident memory of the orchestrator and of each agent service during a 12-step run.
+"""Peak resident memory of the orchestrator and of each agent service during a 12-step run, at two sizes.
 
-    .venv/bin/python bench/memory.py [--mode SSS] [--steps 12] [--interval 0.1]
+    .venv/bin/python bench/memory.py [--sizes quick,study] [--mode SSS] [--interval 0.1] [--json FILE]
 
-``judgeopt optimize`` runs as a subprocess against the scripted endpoint (its own process, 10 ms per reply, not
-counted). Every ``--interval`` seconds the script walks the process tree under the orchestrator (``/proc/*/stat``
-parent ids) and reads ``/proc/<pid>/status``: ``VmHWM`` (the kernel's own peak-RSS mark for the process, so a peak
-between two samples is not missed) and ``VmRSS``. Each process is named from its command line (``serve ROLE``).
-Only the standard library is used: no psutil.
+``quick`` is a toy run (train 40, validation 16, test 32); ``study`` has the study's sizes (validation 100, test
+480, 12 steps, batch 3) with the scripted endpoint in tie mode (the judge answers a constant, so every candidate
+passes the gate and every step re-judges all 480 test items: about 8,000 calls, the most such a run stores; a few
+minutes on two idle cores). ``judgeopt optimize`` runs as a subprocess against the scripted endpoint (its own
+process, 10 ms per reply, not counted). Every ``--interval`` seconds the script walks the process tree under the
+orchestrator (``/proc/*/stat`` parent ids) and reads ``/proc/<pid>/status``: ``VmHWM`` (the kernel's own peak-RSS
+mark for the process, so a peak between two samples is not missed) and ``VmRSS``. Each process is named from its
+command line (``serve ROLE``). Only the standard library is used: no psutil.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _records import BenchRecord
 from _support import (
     DATA_DIR,
     VENV_BIN,
+    add_json_argument,
     console,
     dataset,
     endpoint,
@@ -106,37 +111,56 @@ def sample(tracked: dict[int, Process]) -> None:
         process.samples += 1
 
 
-def main() -> None:
-    exit_on_sigterm()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", default="SSS")
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=3)
-    parser.add_argument("--train", type=int, default=40)
-    parser.add_argument("--val", type=int, default=16)
-    parser.add_argument("--test", type=int, default=32)
-    parser.add_argument("--latency", type=float, default=0.01, help="seconds per scripted reply")
-    parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
-    args = parser.parse_args()
-    console.print(machine_load(), style="dim")
+@dataclass(frozen=True)
+class Size:
+    """One run to measure: its steps and split sizes, and whether the endpoint ties (every candidate passes the
+    gate, so every step changes the prompt and re-judges every test item: the most a run of this size stores)."""
 
+    steps: int
+    batch: int
+    train: int
+    val: int
+    test: int
+    tie: bool
+
+
+SIZES = {
+    "quick": Size(steps=12, batch=3, train=40, val=16, test=32, tie=False),
+    "study": Size(steps=12, batch=3, train=100, val=100, test=480, tie=True),
+}
+"""``quick``: a toy run; ``study``: the study's sizes (12 steps, batch 3, validation 100, test 480)."""
+
+
+@dataclass
+class Measured:
+    size: str
+    wall: float
+    steps: int
+    calls: int
+    processes: list[Process]
+
+
+def measure(name: str, size: Size, mode: str, latency: float, interval: float) -> Measured:
+    """Run ``judgeopt optimize`` at ``size`` and sample the peak RSS of it and every process under it."""
     with (
-        endpoint(delay=args.latency) as ep,
+        endpoint(delay=latency, tie=size.tie) as ep,
         tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp_name,
     ):
         tmp = Path(tmp_name)
         config = write_run_config(
             tmp / "run.yaml",
             ep.base_url,
-            mode=args.mode,
-            steps=args.steps,
-            batch_size=args.batch,
+            mode=mode,
+            steps=size.steps,
+            batch_size=size.batch,
             gate="mae",
             concurrency=8,
-            dataset=dataset(args.train, args.val, args.test),
+            bootstrap_resamples=0,
+            dataset=dataset(size.train, size.val, size.test),
         )
         command = [str(VENV_BIN / "judgeopt"), "optimize", "--config", str(config), "--run-dir", str(tmp / "run")]
         command += ["--data-dir", str(DATA_DIR)]
+        console.print(f"running {name} ({size.steps} steps, test {size.test}) …", style="dim")
         started = time.perf_counter()
         orchestrator = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         tracked: dict[int, Process] = {orchestrator.pid: Process(orchestrator.pid, "orchestrator (judgeopt optimize)")}
@@ -145,21 +169,28 @@ def main() -> None:
                 if pid not in tracked:
                     tracked[pid] = Process(pid, name_of(pid))
             sample(tracked)
-            time.sleep(args.interval)
+            time.sleep(interval)
         wall = time.perf_counter() - started
         _, stderr = orchestrator.communicate()
         if orchestrator.returncode != 0:
             raise RuntimeError(f"judgeopt optimize failed: {stderr.decode(errors='replace')[-2000:]}")
         steps = query(tmp / "run", "SELECT COUNT(*) FROM steps")[0][0]
         calls = query(tmp / "run", "SELECT COUNT(*) FROM calls")[0][0]
+    real = [p for p in tracked.values() if p.samples > 0]
+    real.sort(key=lambda p: (not p.name.startswith("orchestrator"), p.name))
+    return Measured(name, wall, steps, calls, real)
 
+
+def report(measured: Measured, size: Size, mode: str, record: BenchRecord) -> None:
+    real = measured.processes
     table = Table(
-        title=f"Peak RSS during a {args.steps}-step {args.mode} run ({steps} step records, {calls} calls, {wall:.0f} s)"
+        title=f"Peak RSS, {measured.size} size: a {size.steps}-step {mode} run, test {size.test}, validation "
+        f"{size.val}{', tie mode' if size.tie else ''} ({measured.steps} step records, {measured.calls} calls, "
+        f"{measured.wall:.0f} s)"
     )
     for column in ("process", "pid", "peak RSS (VmHWM) MiB", "max sampled RSS MiB", "last RSS MiB", "samples"):
         table.add_column(column, justify="left" if column == "process" else "right")
-    real = [p for p in tracked.values() if p.samples > 0]
-    for p in sorted(real, key=lambda p: (not p.name.startswith("orchestrator"), p.name)):
+    for p in real:
         table.add_row(
             p.name,
             str(p.pid),
@@ -172,13 +203,37 @@ def main() -> None:
     table.add_row("all together (sum of peaks)", "", f"{total:.0f}", "", "", "")
     console.print(table)
     services = [p for p in real if p.name.startswith("service")]
-    complete = steps == args.steps + 1 and len(services) == 4
+    complete = measured.steps == size.steps + 1 and len(services) == 4
+    if not complete:
+        raise SystemExit(f"{measured.size}: incomplete run ({measured.steps} step records, {len(services)} services)")
+    for p in real:
+        record.add(f"{measured.size}: {p.name} peak RSS", p.peak_kib / 1024, "MiB")
+    record.add(f"{measured.size}: all processes, sum of peaks", total, "MiB")
     console.print(
-        ("[bold]MEASURED[/] " if complete else "[bold red]INCOMPLETE RUN[/] ")
-        + f"orchestrator peak {real[0].peak_kib / 1024:.0f} MiB; services "
+        f"[bold]MEASURED[/] {measured.size}: orchestrator peak {real[0].peak_kib / 1024:.0f} MiB; services "
         + ", ".join(f"{p.name.removeprefix('service: ')} {p.peak_kib / 1024:.0f}" for p in services)
-        + " MiB (issue 6 sets no memory target: reported)"
+        + " MiB (no memory target: reported)"
     )
+
+
+def main() -> None:
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", default="SSS")
+    parser.add_argument("--sizes", default="quick,study", help=f"comma-separated, of {', '.join(SIZES)}")
+    parser.add_argument("--latency", type=float, default=0.01, help="seconds per scripted reply")
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
+    add_json_argument(parser)
+    args = parser.parse_args()
+    names = args.sizes.split(",")
+    unknown = [n for n in names if n not in SIZES]
+    if unknown:
+        raise SystemExit(f"--sizes: unknown size {unknown[0]!r} (known: {', '.join(SIZES)})")
+    console.print(machine_load(), style="dim")
+    record = BenchRecord("memory")
+    for name in names:
+        report(measure(name, SIZES[name], args.mode, args.latency, args.interval), SIZES[name], args.mode, record)
+    record.write(args.json)
 
 
 if __name__ == "__main__":

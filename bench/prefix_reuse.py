@@ -1,7 +1,7 @@
 """Prefix reuse on the embedded local model: time per judged item with prompts ordered most-shared-first and calls
-grouped by source text, against the reverse order.
+grouped by source text, against the natural alternative order.
 
-    .venv/bin/python bench/prefix_reuse.py [--articles 3] [--summaries 4] [--repeats 1] [--what-if-logits-off]
+    .venv/bin/python bench/prefix_reuse.py [--articles 3] [--summaries 4] [--repeats 1] [--json FILE]
 
 The embedded llama.cpp server (``judgeopt.core.local_model.LocalModelServer()``, SmolLM2-135M, exactly as
 judgeopt starts it) judges N = articles × summaries SummEval items, one request at a time, in three arms:
@@ -12,51 +12,47 @@ forward, grouped      the judge's real prompt through ``judgeopt.agents.judge.Ju
                       of judgeopt groups calls by source text);
 forward, interleaved  the same prompts, the articles taken in turn (a1s1, a2s1, a3s1, a1s2, …): ordering without
                       grouping;
-reverse               the same content reordered least-shared-first and sent with the openai client directly
-                      (built here from the same prompt pieces the judge agent uses): the summary, then the article,
-                      then the output format, the criteria and instructions, the task description and, last, the
-                      system text (no system message: SmolLM2's chat template then adds its short default one), in
-                      the grouped order. Same model settings as the judge role (temperature, max_tokens, the
-                      ``json_object`` + schema constraint).
+sample first          the natural alternative, as many judge prompts are written: the same system message, then a
+                      user message with the sample (article, then summary) first and the question about it after
+                      (task description, criteria and instructions, output format), sent with the openai client
+                      directly (built here from the same prompt pieces the judge agent uses), in the grouped order.
+                      Same model settings as the judge role (temperature, max_tokens, the ``json_object`` + schema
+                      constraint).
 
-The reverse and forward-grouped arms alternate article by article (the four summaries of an article reversed, then
-the same four forward), so that both meet the same load on the machine; the interleaved arm runs last.
+The sample-first and forward-grouped arms alternate article by article (the summaries of an article sample-first,
+then the same forward), so that both meet the same load on the machine; the interleaved arm runs last. In the
+sample-first order only the system message is shared between two items; in judgeopt's order everything up to the
+article is, and between summaries of one article the article too.
 
 What the server can reuse: ``LocalModelServer`` starts ``python -m llama_cpp.server`` without ``--cache``, so
 llama-cpp-python's prompt cache (``LlamaCache``, off by default) is off; what remains is the KV state of the
 previous request, whose longest common token prefix with the next prompt is kept ("prefix-match hit" in the
-server log, parsed per request below). ``LocalModelServer`` passes ``--logits_all`` only with logprobs, and the
-server's own default is ``logits_all=True``: ``--what-if-logits-off`` repeats the arms on the same server command
-plus ``--logits_all false``.
+server log, parsed per request below). It passes ``--logits_all false`` unless the judge asks for logprobs, so
+the server does not compute logits for every prompt token.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
-from _support import DATA_DIR, console, exit_on_sigterm, machine_load, median, verdict
+from _records import BenchRecord
+from _support import DATA_DIR, add_json_argument, console, exit_on_sigterm, machine_load, median
 from rich.table import Table
 
 from judgeopt.agents import prompting
 from judgeopt.agents.judge import JudgeAgent, score_schema
 from judgeopt.agents.model_client import ModelRunner
 from judgeopt.agents.types import Criterion, Instruction, JudgePrompt, Routing, Sample, ScoreTask
-from judgeopt.core.local_model import LocalModelServer, free_port
+from judgeopt.core.local_model import LocalModelServer
 from judgeopt.core.models import local_role_config
 from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import DatasetConfig, Record
@@ -108,21 +104,18 @@ def judge_inputs(dataset_criteria: Any) -> tuple[tuple[Criterion, ...], JudgePro
     return criteria, prompt
 
 
-def sample_of(record: Record, *, reverse: bool = False) -> Sample:
-    fields = tuple(reversed(record.fields)) if reverse else record.fields
-    return Sample(id=record.id, fields=fields)
+def sample_of(record: Record) -> Sample:
+    return Sample(id=record.id, fields=record.fields)
 
 
-def reversed_user_message(criteria: tuple[Criterion, ...], prompt: JudgePrompt, record: Record) -> str:
-    """The judge's content, least shared first: sample (summary, then article), output format, criteria and
-    instructions, task description, system text."""
+def sample_first_user_message(criteria: tuple[Criterion, ...], prompt: JudgePrompt, record: Record) -> str:
+    """The judge's user content in the natural alternative order: the sample, then the question about it."""
     return "\n\n".join(
         [
-            f"<sample>\n{prompting.format_sample(sample_of(record, reverse=True))}\n</sample>",
-            prompting.render("judge_output_format", example=prompting.judge_output_example(criteria)).strip(),
-            "Criteria:\n" + prompting.format_judge_criteria(criteria, prompt),
+            f"<sample>\n{prompting.format_sample(sample_of(record))}\n</sample>",
             prompt.task_description,
-            prompting.render("judge_system").strip(),
+            "Criteria:\n" + prompting.format_judge_criteria(criteria, prompt),
+            prompting.render("judge_output_format", example=prompting.judge_output_example(criteria)).strip(),
         ]
     )
 
@@ -149,12 +142,15 @@ async def run_arms(base_url: str, groups: list[list[Record]], repeats: int) -> l
             seconds = time.perf_counter() - started
             items.append(Item(arm, record.id, seconds, usage.prompt_tokens, usage.completion_tokens))
 
-    async def reverse(arm: str, records: list[Record]) -> None:
+    async def sample_first(arm: str, records: list[Record]) -> None:
         for record in records:
             started = time.perf_counter()
             body: dict[str, Any] = {
                 "model": config.model,
-                "messages": [{"role": "user", "content": reversed_user_message(criteria, prompt, record)}],
+                "messages": [
+                    {"role": "system", "content": prompting.render("judge_system").strip()},
+                    {"role": "user", "content": sample_first_user_message(criteria, prompt, record)},
+                ],
                 "temperature": config.temperature,
                 "max_tokens": config.max_tokens,
                 "response_format": response_format,  # llama.cpp's json_object + schema, as the judge role sends
@@ -169,7 +165,7 @@ async def run_arms(base_url: str, groups: list[list[Record]], repeats: int) -> l
     await forward("warm-up", grouped[:1])
     for _ in range(repeats):
         for group in groups:  # the two main arms alternate article by article, so both see the same machine load
-            await reverse("reverse (least shared first), grouped", group)
+            await sample_first("sample first (natural alternative), grouped", group)
             await forward("forward (most shared first), grouped", group)
         await forward("forward, interleaved articles", interleaved)
     await runner.close()
@@ -195,47 +191,16 @@ def server_side(log_text: str) -> list[ServerSide]:
     return entries
 
 
-@contextlib.contextmanager
-def llama_server_without_logits_all(log_file: Path) -> Iterator[str]:
-    """What-if: the same llama.cpp server command as ``LocalModelServer`` builds, plus ``--logits_all false``."""
-    probe = LocalModelServer()
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(probe.model_path)]
-    command += ["--model_alias", probe.model_name, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--n_ctx", str(probe.context_tokens), "--n_threads", str(max(1, os.cpu_count() or 1))]
-    command += ["--logits_all", "false"]
-    base_url = f"http://127.0.0.1:{port}/v1"
-    with log_file.open("ab") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(1200):
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{base_url}/models", timeout=2) as reply,
-            ):
-                if reply.status == 200:
-                    break
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def report(title: str, items: list[Item], log_text: str) -> float:
-    """Print the tables of one server; returns the grouped-forward / reverse ratio of medians."""
+    """Print the tables of one server; returns the grouped-forward / sample-first ratio of medians."""
     logged = server_side(log_text)
     arms = [a for a in dict.fromkeys(i.arm for i in items) if a != "warm-up"]
     table = Table(title=title)
     for column in ("arm", "items", "median s / item", "mean s / item", "prompt tokens (median)", "completion tokens"):
         table.add_column(column, justify="left" if column == "arm" else "right")
-    table.add_column("ratio to reverse", justify="right")
+    table.add_column("ratio to sample first", justify="right")
     medians = {arm: median([i.seconds for i in items if i.arm == arm]) for arm in arms}
-    reverse_arm = arms[0]
+    natural_arm = arms[0]
     for arm in arms:
         mine = [i for i in items if i.arm == arm]
         table.add_row(
@@ -245,7 +210,7 @@ def report(title: str, items: list[Item], log_text: str) -> float:
             f"{sum(i.seconds for i in mine) / len(mine):.2f}",
             f"{median([float(i.prompt_tokens) for i in mine]):.0f}",
             f"{median([float(i.completion_tokens) for i in mine]):.0f}",
-            f"{medians[arm] / medians[reverse_arm]:.2f}×",
+            f"{medians[arm] / medians[natural_arm]:.2f}×",
         )
     console.print(table)
     reused = Table(title="Server side, per request (llama.cpp log): prompt tokens reused from the previous request")
@@ -267,7 +232,7 @@ def report(title: str, items: list[Item], log_text: str) -> float:
         console.print(reused)
     else:
         console.print(f"(the server log shows {len(logged)} requests for {len(items)} sent: not attributed)")
-    return medians[arms[1]] / medians[reverse_arm]
+    return medians[arms[1]] / medians[natural_arm]
 
 
 def main() -> None:
@@ -276,11 +241,10 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=3)
     parser.add_argument("--summaries", type=int, default=4, help="summaries per article")
     parser.add_argument("--repeats", type=int, default=1, help="passes over the three arms")
-    parser.add_argument(
-        "--what-if-logits-off", action="store_true", help="also run on a server started with --logits_all false"
-    )
+    add_json_argument(parser)
     args = parser.parse_args()
     console.print(machine_load(), style="dim")
+    record = BenchRecord("prefix_reuse")
     groups = pick_items(args.articles, args.summaries)
     title = (
         f"Local model (SmolLM2-135M, llama.cpp) as LocalModelServer starts it, {args.articles} articles × "
@@ -291,28 +255,18 @@ def main() -> None:
         with LocalModelServer(log_file=log_file) as server:
             items = asyncio.run(run_arms(server.base_url, groups, args.repeats))
         log_text = log_file.read_text(errors="replace")
-        what_if: tuple[list[Item], str] | None = None
-        if args.what_if_logits_off:
-            other_log = Path(tmp) / "what-if.log"
-            with llama_server_without_logits_all(other_log) as base_url:
-                what_if = asyncio.run(run_arms(base_url, groups, args.repeats)), other_log.read_text(errors="replace")
     ratio = report(title, items, log_text)
     cache_flag = re.search(r"'cache': (\w+)|cache=(\w+)", log_text)
     console.print(
         "Server cache: LocalModelServer passes no --cache, so llama-cpp-python's prompt cache (LlamaCache) is "
         f"{'on' if cache_flag and 'True' in cache_flag.group(0) else 'off'}; only the previous request's KV prefix "
-        "is reused. It passes --logits_all only with logprobs, and the server's own default is logits_all=True: "
-        "logits of every prompt token are computed and copied (an n_ctx × vocab float array)."
+        "is reused."
     )
-    if what_if is not None:
-        other_ratio = report(title.replace("as LocalModelServer starts it", "what-if: --logits_all false"), *what_if)
-        console.print(f"what-if --logits_all false: grouped-forward / reverse = {other_ratio:.2f}×")
+    record.add("most shared first, grouped / sample first: median s per item", ratio, "ratio")
+    record.write(args.json)
     console.print(
-        verdict(
-            ratio <= 0.5,
-            f"most-shared-first + grouped takes {ratio:.2f}× the time per item of the reverse order "
-            "(target: about half)",
-        )
+        f"[bold]MEASURED[/] most-shared-first + grouped takes {ratio:.2f}× the time per item of the natural "
+        "sample-first order (reported)"
     )
 
 

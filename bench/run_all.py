@@ -1,6 +1,6 @@
 """Run the benches, record their figures, and keep bench/README.md's table of the latest ones.
 
-    .venv/bin/python bench/run_all.py [--only startup,overhead,concurrency,textgrad,study_work,main_job] [--results DIR]
+    .venv/bin/python bench/run_all.py [--only startup,overhead,…,memory,main_job] [--results DIR]
     .venv/bin/python bench/run_all.py --check [--results bench/results]
 
 Each bench runs as its own process with ``--json <results>/<bench>.json`` (the figures, the command that made them,
@@ -27,6 +27,10 @@ BENCHES: dict[str, list[str]] = {
     "concurrency": ["concurrency.py"],
     "textgrad": ["textgrad_compare.py"],
     "study_work": ["study_work.py"],
+    "economy": ["economy.py"],
+    "tokens": ["tokens.py", "--embedded"],
+    "prefix_reuse": ["prefix_reuse.py"],
+    "memory": ["memory.py"],
     "main_job": ["main_job.py"],
 }
 """The benches ``run_all`` knows, each with its script and arguments (in the order they run)."""

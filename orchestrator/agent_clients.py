@@ -14,7 +14,6 @@ this machine: a token over plaintext to any other address is refused.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from judgeopt.v1 import (
 )
 
 ReplyT = TypeVar("ReplyT")
+StubT = TypeVar("StubT")
 
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
@@ -139,12 +139,17 @@ class ClientSettings:
 
 
 class AgentClients:
-    """Typed async calls to the agent services whose addresses are given (e.g. only the judge, to score data)."""
+    """Typed async calls to the agent services whose addresses are given (e.g. only the judge, to score data).
 
-    def __init__(self, addresses: Mapping[Role, str], settings: ClientSettings | None = None) -> None:
+    An address may also be a future that a starting fleet resolves once that role answers SERVING: the role's
+    channel opens then, so each role's first call waits for its own service only, not for the whole fleet."""
+
+    def __init__(
+        self, addresses: Mapping[Role, str | asyncio.Future[str]], settings: ClientSettings | None = None
+    ) -> None:
         self.settings = settings or ClientSettings()
-        self.settings.check_addresses(addresses)
-        options: list[tuple[str, Any]] = [
+        self.settings.check_addresses({role: a for role, a in addresses.items() if isinstance(a, str)})
+        self._options: list[tuple[str, Any]] = [
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.max_receive_message_length", self.settings.max_message_bytes),
             ("grpc.max_send_message_length", self.settings.max_message_bytes),
@@ -152,52 +157,39 @@ class AgentClients:
             ("grpc.initial_reconnect_backoff_ms", 250),
             ("grpc.max_reconnect_backoff_ms", 4000),
         ]
-        credentials = self.settings.channel_credentials()
+        self._credentials = self.settings.channel_credentials()
         # On plaintext the token travels as metadata; on TLS it is inside the channel's call credentials.
-        token = self.settings.token() if credentials is None else None
+        token = self.settings.token() if self._credentials is None else None
         self._auth: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        tracing = grpc_client_interceptors()  # with tracing on, the trace context travels in each call's metadata
-        if credentials is None:
-            self._channels = {
-                role: grpc.aio.insecure_channel(a, options=options, interceptors=tracing)
-                for role, a in addresses.items()
-            }
-        else:
-            if self.settings.server_name_override is not None:
-                options.append(("grpc.ssl_target_name_override", self.settings.server_name_override))
-            self._channels = {
-                role: grpc.aio.secure_channel(a, credentials, options=options, interceptors=tracing)
-                for role, a in addresses.items()
-            }
+        self._tracing = grpc_client_interceptors()  # with tracing on, the trace context travels in each call's metadata
+        if self._credentials is not None and self.settings.server_name_override is not None:
+            self._options.append(("grpc.ssl_target_name_override", self.settings.server_name_override))
+        self._pending = {role: a for role, a in addresses.items() if not isinstance(a, str)}
+        self._channels = {role: self._open(a) for role, a in addresses.items() if isinstance(a, str)}
+        self._stubs: dict[tuple[Role, Callable[[grpc.aio.Channel], Any]], Any] = {}
 
-    def _channel(self, role: Role) -> grpc.aio.Channel:
+    def _open(self, address: str) -> grpc.aio.Channel:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(address, options=self._options, interceptors=self._tracing)
+        return grpc.aio.secure_channel(address, self._credentials, options=self._options, interceptors=self._tracing)
+
+    async def _channel(self, role: Role) -> grpc.aio.Channel:
         channel = self._channels.get(role)
-        if channel is None:
+        if channel is not None:
+            return channel
+        if role not in self._pending:
             raise ConfigError(f"no {role} service address was given")
-        return channel
+        address = await self._pending[role]
+        if role not in self._channels:  # another call may have opened it while this one waited
+            self._channels[role] = self._open(address)
+        return self._channels[role]
 
-    @functools.cached_property
-    def _judge(self) -> judge_pb2_grpc.JudgeServiceStub:
-        return judge_pb2_grpc.JudgeServiceStub(self._channel("judge"))
-
-    @functools.cached_property
-    def _loss(self) -> loss_pb2_grpc.LossServiceStub:
-        return loss_pb2_grpc.LossServiceStub(self._channel("loss"))
-
-    @functools.cached_property
-    def _gradient(self) -> gradient_pb2_grpc.GradientServiceStub:
-        return gradient_pb2_grpc.GradientServiceStub(self._channel("gradient"))
-
-    @functools.cached_property
-    def _optimizer(self) -> optimizer_pb2_grpc.OptimizerServiceStub:
-        return optimizer_pb2_grpc.OptimizerServiceStub(self._channel("optimizer"))
-
-    @functools.cached_property
-    def _evaluator(self) -> evaluator_pb2_grpc.EvaluatorServiceStub:
-        return evaluator_pb2_grpc.EvaluatorServiceStub(self._channel("evaluator"))
-
-    def _info(self, role: Role) -> agent_info_pb2_grpc.AgentInfoServiceStub:
-        return agent_info_pb2_grpc.AgentInfoServiceStub(self._channel(role))
+    async def _stub(self, role: Role, stub_type: Callable[[grpc.aio.Channel], StubT]) -> StubT:
+        key = (role, stub_type)
+        if key not in self._stubs:
+            self._stubs[key] = stub_type(await self._channel(role))
+        stub: StubT = self._stubs[key]
+        return stub
 
     def _call_options(self, request: Any, timeout: float) -> dict[str, Any]:
         meta = getattr(request, "meta", None)  # agent requests carry ids; Describe carries none
@@ -205,42 +197,57 @@ class AgentClients:
         return {"timeout": timeout, "metadata": (*ids, *self._auth), "wait_for_ready": True}
 
     async def _call(
-        self, role: Role, method: Callable[..., Awaitable[ReplyT]], request: Any, *, deadline: float | None = None
+        self,
+        role: Role,
+        method: Callable[[StubT], Callable[..., Awaitable[ReplyT]]],
+        stub_type: Callable[[grpc.aio.Channel], StubT],
+        request: Any,
+        *,
+        deadline: float | None = None,
     ) -> ReplyT:
         """The one funnel of every RPC: deadline (the role's unless ``deadline``), ids and token in the call options,
         gRPC errors mapped."""
         options = self._call_options(request, self.settings.deadline_seconds[role] if deadline is None else deadline)
+        stub = await self._stub(role, stub_type)
         with map_rpc_errors(role):
-            reply: ReplyT = await method(request, **options)
+            reply: ReplyT = await method(stub)(request, **options)
             return reply
 
     async def score(self, request: judge_pb2.ScoreRequest) -> judge_pb2.ScoreResponse:
-        return await self._call("judge", self._judge.Score, request)
+        return await self._call("judge", lambda s: s.Score, judge_pb2_grpc.JudgeServiceStub, request)
 
     async def critique(self, request: loss_pb2.CritiqueRequest) -> loss_pb2.CritiqueResponse:
-        return await self._call("loss", self._loss.Critique, request)
+        return await self._call("loss", lambda s: s.Critique, loss_pb2_grpc.LossServiceStub, request)
 
     async def gradient(self, request: gradient_pb2.GradientRequest) -> gradient_pb2.GradientResponse:
-        return await self._call("gradient", self._gradient.ComputeGradient, request)
+        return await self._call("gradient", lambda s: s.ComputeGradient, gradient_pb2_grpc.GradientServiceStub, request)
 
     async def step(self, request: optimizer_pb2.StepRequest) -> optimizer_pb2.StepResponse:
-        return await self._call("optimizer", self._optimizer.Step, request)
+        return await self._call("optimizer", lambda s: s.Step, optimizer_pb2_grpc.OptimizerServiceStub, request)
 
     async def arbitrate(self, request: optimizer_pb2.ArbitrateRequest) -> optimizer_pb2.ArbitrateResponse:
-        return await self._call("optimizer", self._optimizer.Arbitrate, request)
+        return await self._call("optimizer", lambda s: s.Arbitrate, optimizer_pb2_grpc.OptimizerServiceStub, request)
 
     async def rate_specificity(self, request: evaluator_pb2.SpecificityRequest) -> evaluator_pb2.RatingResponse:
-        return await self._call("evaluator", self._evaluator.RateSpecificity, request)
+        return await self._call(
+            "evaluator", lambda s: s.RateSpecificity, evaluator_pb2_grpc.EvaluatorServiceStub, request
+        )
 
     async def rate_adherence(self, request: evaluator_pb2.AdherenceRequest) -> evaluator_pb2.RatingResponse:
-        return await self._call("evaluator", self._evaluator.RateAdherence, request)
+        return await self._call(
+            "evaluator", lambda s: s.RateAdherence, evaluator_pb2_grpc.EvaluatorServiceStub, request
+        )
 
     async def describe(self, role: Role) -> dict[str, str]:
         """The sha256 of each prompt template the ``role`` service uses, by template name (e.g. ``judge_system``).
 
         Raises ``ConfigError`` when the address given for ``role`` serves another role."""
         reply = await self._call(
-            role, self._info(role).Describe, agent_info_pb2.DescribeRequest(), deadline=self.settings.describe_seconds
+            role,
+            lambda s: s.Describe,
+            agent_info_pb2_grpc.AgentInfoServiceStub,
+            agent_info_pb2.DescribeRequest(),
+            deadline=self.settings.describe_seconds,
         )
         if reply.role != role:
             raise ConfigError(f"the {role} service address answers as the {reply.role or 'unnamed'} service")

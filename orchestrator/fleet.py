@@ -1,12 +1,14 @@
 """Start agent services as separate OS processes (``judgeopt serve ROLE --port 0``) and stop them again.
 
-Used by ``judgeopt`` commands that run everything on one machine and by the end-to-end tests. Each service gets
-the same config file, in a private temporary folder removed when the fleet stops (it may hold an endpoint's
+Used by ``judgeopt`` commands that run everything on one machine and by the end-to-end tests. Each service gets the
+same config file, in a private temporary folder removed when the fleet stops (it may hold an endpoint's
 ``user:password@``, which a run never stores), with each role's API-key variable on the service's command line
 instead (a config file may name only judgeopt's own variables; the command line any). Each writes its JSON logs to
-``<log_dir>/<role>.log`` (0600, in a 0700 folder), and counts as up once its health service answers SERVING. A
-service that exits while the fleet runs (a crash, the OOM killer) is started again on its port, so the clients'
-channels reconnect to it and the run's retries carry on, as they would with a Kubernetes restart.
+``<log_dir>/<role>.log`` (0600, in a 0700 folder), and counts as up once its health service answers SERVING (each
+role's ``serving`` future then resolves to its address, so a caller may start using one role before the others; the
+processes may also be spawned early, before an event loop runs, see ``spawn_early``). A service that exits while the
+fleet runs (a crash, the OOM killer) is started again on its port, so the clients' channels reconnect to it and the
+run's retries carry on, as they would with a Kubernetes restart.
 
 The services listen on plaintext 127.0.0.1 (no TLS: the traffic never leaves the machine). With ``token_env``
 each is started with ``--token-env`` and inherits the variable, so it refuses calls without the bearer token
@@ -39,6 +41,7 @@ from judgeopt.core.models import ModelsConfig
 from judgeopt.core.private_files import open_private_binary, private_dir, write_private_text
 from judgeopt.core.roles import ROLES, Role
 from judgeopt.core.tracing import service_environment
+from judgeopt.orchestrator.engine import STORE_FILE
 from judgeopt.orchestrator.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
@@ -57,6 +60,7 @@ class ServiceFleet:
         startup_timeout: float = 60.0,
         token_env: str | None = None,
         max_restarts: int = 5,
+        wait_for_all: bool = True,
     ) -> None:
         self.models = models
         self.token_env = token_env
@@ -64,6 +68,9 @@ class ServiceFleet:
         self.roles = roles
         self.startup_timeout = startup_timeout
         self.max_restarts = max_restarts
+        self.wait_for_all = wait_for_all
+        """Whether entering the fleet waits for every service; if not, each role's ``serving`` future resolves as
+        that role comes up (so a run's first judge call need not wait for the optimizer's service)."""
         """Restarts per role; a service that keeps dying is left down (its calls then fail and are recorded)."""
         self.addresses: dict[Role, str] = {}
         self.processes: dict[Role, subprocess.Popen[bytes]] = {}
@@ -71,6 +78,9 @@ class ServiceFleet:
         self._config: Path | None = None
         self._config_dir: tempfile.TemporaryDirectory[str] | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self.serving: dict[Role, asyncio.Future[str]] = {}
+        """Per role, resolves to its address once it answers SERVING (set by ``start``)."""
 
     def ledger_path(self, role: Role) -> Path:
         return self.log_dir / f"{role}.ledger.jsonl"
@@ -86,19 +96,23 @@ class ServiceFleet:
         write_private_text(path, yaml.safe_dump({"models": models}, sort_keys=False))
         return path
 
+    def command(self, role: Role, config: Path, port: int) -> list[str]:
+        """The command line that serves ``role``."""
+        key_env = self.models.for_role(role).api_key_env
+        return [
+            *(sys.executable, "-m", "judgeopt", "serve", role, "--port", str(port)),
+            *("--config", str(config)),
+            *("--ledger", str(self.ledger_path(role))),
+            *(("--api-key-env", key_env) if key_env else ()),
+            *(("--token-env", self.token_env) if self.token_env else ()),
+        ]
+
     def _spawn(self, role: Role, config: Path, port: int = 0) -> None:
         """Start ``role`` on ``port`` (0: a free one); a restart appends to the first start's log."""
         log_path = self.log_dir / f"{role}.log"
-        key_env = self.models.for_role(role).api_key_env
         with open_private_binary(log_path, append=bool(port)) as output:
             self.processes[role] = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "judgeopt", "serve", role, "--port", str(port)),
-                    *("--config", str(config)),
-                    *("--ledger", str(self.ledger_path(role))),
-                    *(("--api-key-env", key_env) if key_env else ()),
-                    *(("--token-env", self.token_env) if self.token_env else ()),
-                ],
+                self.command(role, config, port),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -148,21 +162,58 @@ class ServiceFleet:
                 else:
                     log.info("service.restarted", role=role, address=self.addresses[role])
 
-    async def start(self) -> None:
+    async def _bring_up(self, role: Role) -> None:
+        """Wait until ``role`` answers SERVING, then publish its address (``serving[role]`` resolves to it)."""
+        try:
+            port = await self._wait_listening(role)
+            await self._wait_serving(role, f"127.0.0.1:{port}")
+        except asyncio.CancelledError:
+            self.serving[role].cancel()
+            raise
+        except ServiceStartError as exc:
+            self.serving[role].set_exception(exc)
+            raise
+        self.addresses[role] = f"127.0.0.1:{port}"
+        self.serving[role].set_result(self.addresses[role])
+        log.debug("service.serving", role=role, address=self.addresses[role])
+
+    async def _bring_up_all(self) -> None:
+        await asyncio.gather(*(self._bring_up(role) for role in self.roles))
+        log.info("fleet.ready", addresses=self.addresses)
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    def spawn(self) -> None:
+        """Start the service processes, without waiting for them (no event loop needed), so that they import and
+        come up while the caller does its own start-up work; ``start`` (entering the fleet) then watches them. Call
+        ``stop`` if the fleet is never entered."""
+        if self.processes:
+            return
         private_dir(self.log_dir)
         config = self._config = self._config_file()
         for role in self.roles:
             self._spawn(role, config)
+
+    async def start(self) -> None:
+        """Start every service; with ``wait_for_all``, return once all answer SERVING (or raise
+        ``ServiceStartError``). Without it, return at once: each role's ``serving`` future resolves (or fails) as
+        that role comes up, and ``ready()`` waits for the whole fleet."""
+        self.spawn()
+        loop = asyncio.get_running_loop()
+        self.serving = {role: loop.create_future() for role in self.roles}
+        for future in self.serving.values():  # a failure is raised by ready(); a role's waiters may never ask
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._starting = asyncio.create_task(self._bring_up_all())
+        if self.wait_for_all:
+            await self.ready()
+
+    async def ready(self) -> None:
+        """Wait until every service answers SERVING; stops the fleet and raises if one does not."""
+        assert self._starting is not None, "start() first"
         try:
-            for role in self.roles:
-                port = await self._wait_listening(role)
-                self.addresses[role] = f"127.0.0.1:{port}"
-                await self._wait_serving(role, self.addresses[role])
+            await asyncio.shield(self._starting)
         except BaseException:
             self.stop()
             raise
-        log.info("fleet.ready", addresses=self.addresses)
-        self._supervisor = asyncio.create_task(self._supervise())
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM every service (graceful shutdown), then kill what has not exited in time, and remove their config
@@ -189,9 +240,24 @@ class ServiceFleet:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._starting is not None:
+            self._starting.cancel()  # no-op once done; awaiting it retrieves a start-up failure raised elsewhere
+            with contextlib.suppress(asyncio.CancelledError, ServiceStartError):
+                await self._starting
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
         await asyncio.to_thread(self.stop)
+
+
+def spawn_early(models: ModelsConfig, run_dir: Path, *, token_env: str | None) -> ServiceFleet | None:
+    """The services of a new run in ``run_dir``, spawned now (see ``ServiceFleet.spawn``), or ``None`` when they
+    cannot start yet: a role needs the embedded model (its server comes first) or ``run_dir`` already holds a run
+    (the run's own start refuses it, and nothing is written there)."""
+    if models.needs_local_model() or (run_dir / STORE_FILE).exists():
+        return None
+    fleet = ServiceFleet(models, run_dir / "services", token_env=token_env, wait_for_all=False)
+    fleet.spawn()
+    return fleet

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from judgeopt.core.flags import add_model_flags
 from judgeopt.core.roles import ROLES
 from judgeopt.orchestrator.cli.flags import add_client_flags, add_run_flags, add_tracking_flags
+
+if TYPE_CHECKING:
+    from judgeopt.core.models import ModelsConfig
+    from judgeopt.orchestrator.agent_clients import ClientSettings
+    from judgeopt.orchestrator.config import MlflowSettings, RunConfig
+    from judgeopt.orchestrator.fleet import ServiceFleet
 
 HELP = "run an optimization (default: a quick run on the local model)"
 
@@ -21,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from judgeopt.orchestrator.cli.flags import (
         addresses,
         client_settings,
@@ -29,15 +35,36 @@ def run(args: argparse.Namespace) -> int:
         run_config,
         tracking_settings,
     )
-    from judgeopt.orchestrator.cli.progress import run_with_progress
     from judgeopt.orchestrator.config import load_config
-    from judgeopt.orchestrator.engine.run import prepare, start_run
+    from judgeopt.orchestrator.fleet import spawn_early
 
     file_config = load_config(args.config)
     models = models_from_args(args, ROLES)
     config, models = run_config(args, file_config.run, models)
     settings = client_settings(args, addresses(args))
     tracking = tracking_settings(args, file_config.tracking)
+    run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    # The services import and come up while this process imports the engine and loads the data.
+    spawned = None if args.dry_run or addresses(args) else spawn_early(models, run_dir, token_env=settings.token_env)
+    try:
+        return _optimize(args, config, models, settings, tracking, run_dir, spawned)
+    finally:
+        if spawned is not None:
+            spawned.stop()
+
+
+def _optimize(
+    args: argparse.Namespace,
+    config: RunConfig,
+    models: ModelsConfig,
+    settings: ClientSettings,
+    tracking: MlflowSettings | None,
+    run_dir: Path,
+    spawned: ServiceFleet | None,
+) -> int:
+    from judgeopt.orchestrator.cli.progress import run_with_progress
+    from judgeopt.orchestrator.engine.run import prepare, start_run
+
     setup = prepare(config, models, args.data_dir)
     if args.dry_run:
         from judgeopt.orchestrator.cli.estimate import estimate_of, print_estimate
@@ -45,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         title = f"dry run: {setup.policy.name}, {config.steps} steps"
         print_estimate(title, [estimate_of(setup)], setup.models)
         return 0
-    run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     store = start_run(setup, run_dir)
     try:
         return run_with_progress(
@@ -56,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             dataset=setup.dataset,
             client_settings=settings,
             models=setup.models,
+            spawned=spawned,
         )
     finally:
         store.close()

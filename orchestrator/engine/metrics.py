@@ -14,14 +14,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import structlog
 from numpy.typing import NDArray
-from scipy import stats
 
 from judgeopt.orchestrator.config import GATE_METRICS
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +63,15 @@ class CriterionMetrics:
     the nearest point: κ is for categories); 0.0 where undefined."""
 
 
+def _stats() -> ModuleType:
+    """``scipy.stats``, imported on first use: its import takes about a second, which ``judgeopt optimize`` would
+    otherwise spend before its first model call."""
+    import scipy.stats
+
+    stats: ModuleType = scipy.stats
+    return stats
+
+
 def _finite_or_zero(value: float) -> float:
     value = float(value)
     return value if math.isfinite(value) else 0.0
@@ -94,7 +105,7 @@ def _spearman(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
     """Spearman rho, 0.0 where undefined (a constant side, as bootstrap resamples often are)."""
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
-    return _finite_or_zero(stats.spearmanr(x, y).statistic)
+    return _finite_or_zero(_stats().spearmanr(x, y).statistic)
 
 
 def halo(scores: Mapping[str, Sequence[float | None]]) -> float | None:
@@ -109,14 +120,14 @@ def halo(scores: Mapping[str, Sequence[float | None]]) -> float | None:
             continue
         x, y = np.array(pairs, dtype=np.float64).T
         if np.ptp(x) > 0 and np.ptp(y) > 0:
-            values.append(float(stats.spearmanr(x, y).statistic))
+            values.append(float(_stats().spearmanr(x, y).statistic))
     return fmean(values) if values else None
 
 
 def _spearman_along(x: NDArray[np.float64], y: NDArray[np.float64], axis: int = -1) -> NDArray[np.float64]:
     """Spearman rho of every resample at once (Pearson on average ranks), 0.0 where a side is constant."""
-    rx = stats.rankdata(x, axis=axis)
-    ry = stats.rankdata(y, axis=axis)
+    rx = _stats().rankdata(x, axis=axis)
+    ry = _stats().rankdata(y, axis=axis)
     rx -= rx.mean(axis=axis, keepdims=True)
     ry -= ry.mean(axis=axis, keepdims=True)
     scale = np.sqrt((rx * rx).sum(axis=axis) * (ry * ry).sum(axis=axis))
@@ -128,7 +139,7 @@ def _spearman_along(x: NDArray[np.float64], y: NDArray[np.float64], axis: int = 
 def _spearman_interval(
     pred: NDArray[np.float64], truth: NDArray[np.float64], resamples: int, seed: int
 ) -> tuple[float, float]:
-    result = stats.bootstrap(
+    result = _stats().bootstrap(
         (pred, truth),
         _spearman_along,
         n_resamples=resamples,
@@ -228,9 +239,9 @@ def criterion_metrics(
         log.warning("metrics.constant_predictions", n=n, reason=degenerate)
         spearman = kendall = pearson = 0.0
     else:
-        spearman = _finite_or_zero(stats.spearmanr(pred, truth).statistic)
-        kendall = _finite_or_zero(stats.kendalltau(pred, truth).statistic)
-        pearson = _finite_or_zero(stats.pearsonr(pred, truth).statistic)
+        spearman = _finite_or_zero(_stats().spearmanr(pred, truth).statistic)
+        kendall = _finite_or_zero(_stats().kendalltau(pred, truth).statistic)
+        pearson = _finite_or_zero(_stats().pearsonr(pred, truth).statistic)
     wants_interval = bootstrap_resamples > 0 and n >= 3 and not constant
     return CriterionMetrics(
         spearman=spearman,
@@ -377,12 +388,12 @@ def resampled_values(
                 value = _masked_correlation(predictions, truths, scored)
             case "spearman":
                 ranked_truths = np.where(scored, truths, np.nan)
-                ranks = stats.rankdata(predictions, axis=1, nan_policy="omit")
-                value = _masked_correlation(ranks, stats.rankdata(ranked_truths, axis=1, nan_policy="omit"), scored)
+                ranks = _stats().rankdata(predictions, axis=1, nan_policy="omit")
+                value = _masked_correlation(ranks, _stats().rankdata(ranked_truths, axis=1, nan_policy="omit"), scored)
             case "kendall":
                 value = np.array(
                     [
-                        _finite_or_zero(stats.kendalltau(p[s], t[s]).statistic) if s.sum() >= 2 else 0.0
+                        _finite_or_zero(_stats().kendalltau(p[s], t[s]).statistic) if s.sum() >= 2 else 0.0
                         for p, t, s in zip(predictions, truths, scored, strict=True)
                     ]
                 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,15 +122,20 @@ async def agent_clients(
     local_model: LocalModel | None,
     roles: tuple[Role, ...] = ROLES,
     settings: ClientSettings | None = None,
+    spawned: ServiceFleet | None = None,
 ) -> AsyncIterator[AgentClients]:
     """Clients of running services at ``addresses``, or of ``roles`` started here as subprocesses (sharing one
-    local model server when a role has no endpoint).
+    local model server when a role has no endpoint), or of the ``spawned`` fleet the caller started early.
 
     ``settings`` carry TLS and the token. Services started here listen on plaintext 127.0.0.1, so TLS settings
     apply only to given ``addresses``; a token (``settings.token_env``) is passed on to the started services,
     which then require it, as remote ones do. Settings read back from a run whose endpoint had credentials in its
     URL (stored redacted) cannot start services."""
     settings = settings or ClientSettings()
+    if spawned is not None:
+        async with spawned, AgentClients(spawned.serving, settings) as clients:
+            yield clients
+        return
     if addresses is not None:
         async with AgentClients(addresses, settings) as clients:
             yield clients
@@ -152,8 +157,10 @@ async def agent_clients(
         resolved = ModelsConfig(
             **{role: models.for_role(role, local_base_url=local_url).model_dump(mode="json") for role in roles}
         )
-        fleet = ServiceFleet(resolved, services_dir, roles=roles, token_env=settings.token_env)
-        async with fleet, AgentClients(fleet.addresses, settings) as clients:
+        # Each role's calls wait for that role's own service only: the judge's first call need not wait for the
+        # optimizer's service to come up.
+        fleet = ServiceFleet(resolved, services_dir, roles=roles, token_env=settings.token_env, wait_for_all=False)
+        async with fleet, AgentClients(fleet.serving, settings) as clients:
             yield clients
 
 
@@ -241,7 +248,12 @@ async def run_with_clients(
     ``limit`` and ``rate_limits`` are shared by the runs of an experiment; by default the run's own apply."""
     manifest = store.manifest()
     config, models, policy = manifest.config, manifest.models, manifest.policy
-    await check_templates(store, clients)
+    # A resumed run checks its services' templates before any model call; a new run records them while it starts.
+    recording = None
+    if manifest.templates:
+        await check_templates(store, clients)
+    else:
+        recording = asyncio.create_task(check_templates(store, clients))
     dataset = dataset or load_dataset(config.dataset, data_dir)
     if dataset.checksum != manifest.data_checksum:
         raise ConfigError(f"the dataset changed since the run started (checksum differs from {run_dir})")
@@ -285,7 +297,7 @@ async def run_with_clients(
     )
     try:
         with span("run", run_id=manifest.run_id, mode=policy.name, profile=config.profile, steps=config.steps) as run:
-            await loop.run()
+            await _beside(loop.run(), recording)
             run.set(budget_reached=loop.budget_reached)
     except RunFailed:  # the cause goes to the command line; the run says it failed, not that it is running
         store.set_status("failed")
@@ -293,6 +305,26 @@ async def run_with_clients(
         raise
     store.set_status("budget_reached" if loop.budget_reached else "complete")
     return write_summary(store, run_dir, concurrency=adaptive.report() if adaptive else None)
+
+
+async def _beside(main: Awaitable[None], side: asyncio.Task[None] | None) -> None:
+    """Await ``main`` with ``side`` running alongside; the first failure of either cancels the other and is raised."""
+    if side is None:
+        await main
+        return
+    main_task = asyncio.ensure_future(main)
+    try:
+        await asyncio.wait((main_task, side), return_when=asyncio.FIRST_EXCEPTION)
+        if side.done() and not side.cancelled() and side.exception() is not None:
+            main_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await main_task
+            await side  # raises its failure
+        await main_task
+        await side
+    finally:
+        for task in (main_task, side):
+            task.cancel()
 
 
 async def execute(
@@ -306,14 +338,15 @@ async def execute(
     dataset: Dataset | None = None,
     client_settings: ClientSettings | None = None,
     models: ModelsConfig | None = None,
+    spawned: ServiceFleet | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) one run, starting its services here unless ``addresses`` are given; ``client_settings``
     carry TLS and the token (never stored with the run: they belong to the invocation). ``models``: the services'
     settings as the invocation gave them (with any endpoint credentials, which the run stores redacted); by default
-    the run's."""
+    the run's. ``spawned``: the run's services, already started by ``spawn_services``."""
     models = models or store.manifest().models
     services = run_dir / "services"
     async with agent_clients(
-        models, services, addresses=addresses, local_model=local_model, settings=client_settings
+        models, services, addresses=addresses, local_model=local_model, settings=client_settings, spawned=spawned
     ) as clients:
         return await run_with_clients(store, run_dir, clients, data_dir=data_dir, on_step=on_step, dataset=dataset)

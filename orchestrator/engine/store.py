@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from judgeopt.core.errors import ConfigError, describe_validation_error
 from judgeopt.core.files import DirectoryLock
 from judgeopt.core.private_files import private_dir, private_file
+from judgeopt.orchestrator.engine import STORE_FILE as STORE_FILE
 from judgeopt.orchestrator.engine.artifacts import (
     Conflict,
     FocusRecord,
@@ -34,8 +35,6 @@ from judgeopt.orchestrator.engine.artifacts import (
 from judgeopt.orchestrator.engine.manifest import MANIFEST_VERSION, RunManifest, RunStatus
 from judgeopt.orchestrator.engine.pareto import ArchiveMember
 from judgeopt.orchestrator.engine.router import AuditEntry
-
-STORE_FILE = "run.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
