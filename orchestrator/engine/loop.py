@@ -514,18 +514,18 @@ class OptimizationLoop:
 
 
 async def _alongside(work: Coroutine[Any, Any, T], finishing: asyncio.Task[None] | None) -> T:
-    """``work``'s result once ``finishing`` (the previous step's test evaluation and commit) is done too; a failure
-    of either cancels the other and is raised."""
+    """``work``'s result once ``finishing`` (the previous step's test evaluation and commit) is done too. A failure
+    of ``finishing`` cancels ``work`` and is raised; a failure of ``work`` is raised once the previous step has
+    finished and been committed, as it would have been before this step started without pipelining."""
     if finishing is None:
         return await work
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.wait({task, finishing}, return_when=asyncio.FIRST_EXCEPTION)
-        if finishing.done():
-            finishing.result()  # raises its failure
-        result = await task
-        await finishing
-        return result
+        done, _ = await asyncio.wait({task, finishing}, return_when=asyncio.FIRST_EXCEPTION)
+        if finishing not in done:  # this step failed first: the previous one still finishes
+            await finishing
+        finishing.result()  # the previous step's failure comes first
+        return task.result()
     finally:
         if not task.done():
             task.cancel()

@@ -3,6 +3,7 @@ those of the same run with pipelining off (``--no-pipeline-steps``). Both runs u
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ from helpers.services import AgentServices, served_agents
 from judgeopt.cli import main
 from judgeopt.core.models import ModelsConfig
 from judgeopt.orchestrator.engine.budget import StepShape
+from judgeopt.orchestrator.engine.loop import _alongside
 from judgeopt.orchestrator.engine.policy import resolve_policy
+from judgeopt.orchestrator.errors import RunFailed
 
 LATENCY = 0.05
 RUN = {"mode": "SSC", "steps": 2, "concurrency": 4}
@@ -119,3 +122,32 @@ def test_a_budget_reached_while_a_test_evaluation_runs_counts_it_and_stops_where
         assert tested[0][0] == step_1_tests  # the pending test evaluation finished
         assert sum(summary["rpc_attempts"].values()) == spent[0] + spent[1]  # ...and counts
     assert _results(runs[0]) == _results(runs[1])
+
+
+async def test_a_failing_step_lets_the_previous_step_finish_first_and_a_failing_previous_step_stops_it() -> None:
+    """In process: the next step's failure waits for the previous step's test evaluation and commit (the run keeps
+    what it would have kept without pipelining); the previous step's failure cancels the next step and is raised."""
+    finished: list[str] = []
+
+    async def previous(fail: bool) -> None:
+        await asyncio.sleep(0.05)
+        if fail:
+            raise RunFailed("previous step")
+        finished.append("previous")
+
+    async def step(fail: bool) -> str:
+        if fail:
+            raise RunFailed("this step")
+        await asyncio.sleep(0.5)
+        finished.append("this")
+        return "decided"
+
+    with pytest.raises(RunFailed, match="this step"):
+        await _alongside(step(fail=True), asyncio.create_task(previous(fail=False)))
+    assert finished == ["previous"]
+    with pytest.raises(RunFailed, match="previous step"):
+        await _alongside(step(fail=False), asyncio.create_task(previous(fail=True)))
+    await asyncio.sleep(0.6)
+    assert finished == ["previous"]  # the next step was cancelled, not left running
+    assert await _alongside(step(fail=False), asyncio.create_task(previous(fail=False))) == "decided"
+    assert finished == ["previous", "previous", "this"]
