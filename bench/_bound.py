@@ -6,6 +6,8 @@ call, then that sample's loss calls, then (once all of them answered) its gradie
 after every gradient; the validation judge calls after the optimizer; the test judge calls after the whole
 validation (the gate decides which prompt is tested). Samples do not wait for each other until the optimizer, so a
 stage-by-stage count of waves overstates the bound. Several tracks (Single-Task) are disjoint graphs side by side.
+``run_graph`` chains steps: the next step's training waits for the gate, not for the test evaluation, which
+judgeopt runs alongside it (``pipeline_steps``).
 
 ``list_schedule`` runs a graph on ``slots`` parallel slots: whenever a slot is free it starts the ready call with
 the longest path still ahead of it (critical-path list scheduling, optimal for the unit-time in-forests and
@@ -114,31 +116,51 @@ def list_schedule(graph: Sequence[Call], slots: int) -> float:
 def step_graph(counts: Mapping[str, Mapping[str, int]], seconds: float) -> list[Call]:
     """The call graph of one step: ``counts[track][stage]`` calls of each stage (``STAGES``), every call taking
     ``seconds``. A track's training calls of a stage are spread evenly over its samples (one judge call each)."""
+    return run_graph([counts], seconds)
+
+
+def run_graph(steps: Sequence[Mapping[str, Mapping[str, int]]], seconds: float) -> list[Call]:
+    """The call graph of consecutive steps (``steps[i]`` as ``step_graph`` takes one). A track's training in a step
+    waits for the previous step's gate (it trains the prompt the gate kept); a step's test evaluation waits for its
+    own gate only, so it runs alongside the next step's training, as judgeopt pipelines steps."""
     graph: list[Call] = []
-    for track, stages in counts.items():
-        unknown = set(stages) - set(STAGES)
-        if unknown:
-            raise ValueError(f"track {track}: unknown stages {sorted(unknown)}")
-        samples = stages.get("judge", 0)
-        loss_share = _share(stages.get("loss", 0), samples, track)
-        gradient_share = _share(stages.get("gradient", 0), samples, track)
-        gradients: list[str] = []
-        for sample in range(samples):
-            judge = f"{track}/judge/{sample}"
-            graph.append(Call(judge, seconds))
-            losses = [f"{track}/loss/{sample}/{i}" for i in range(loss_share)]
-            graph += [Call(name, seconds, (judge,)) for name in losses]
-            own = [f"{track}/gradient/{sample}/{i}" for i in range(gradient_share)]
-            graph += [Call(name, seconds, tuple(losses) or (judge,)) for name in own]
-            gradients += own
-        optimizers = [f"{track}/optimizer/{i}" for i in range(stages.get("optimizer", 0))]
-        graph += [Call(name, seconds, tuple(gradients)) for name in optimizers]
-        vals = [f"{track}/val/{i}" for i in range(stages.get("val", 0))]
-        graph += [Call(name, seconds, tuple(optimizers)) for name in vals]
-        gate = f"{track}/gate"
-        graph.append(Call(gate, 0.0, tuple(vals or optimizers)))
-        graph += [Call(f"{track}/test/{i}", seconds, (gate,)) for i in range(stages.get("test", 0))]
+    gates: dict[str, tuple[str, ...]] = {}
+    for index, counts in enumerate(steps):
+        for track, stages in counts.items():
+            calls, gate = _track_step(
+                f"{index}/{track}" if len(steps) > 1 else track, stages, seconds, gates.get(track, ())
+            )
+            graph += calls
+            gates[track] = (gate,)
     return graph
+
+
+def _track_step(name: str, stages: Mapping[str, int], seconds: float, after: tuple[str, ...]) -> tuple[list[Call], str]:
+    """One track's calls of one step, its training starting after ``after``; and the name of its gate."""
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"track {name}: unknown stages {sorted(unknown)}")
+    samples = stages.get("judge", 0)
+    loss_share = _share(stages.get("loss", 0), samples, name)
+    gradient_share = _share(stages.get("gradient", 0), samples, name)
+    graph: list[Call] = []
+    gradients: list[str] = []
+    for sample in range(samples):
+        judge = f"{name}/judge/{sample}"
+        graph.append(Call(judge, seconds, after))
+        losses = [f"{name}/loss/{sample}/{i}" for i in range(loss_share)]
+        graph += [Call(loss, seconds, (judge,)) for loss in losses]
+        own = [f"{name}/gradient/{sample}/{i}" for i in range(gradient_share)]
+        graph += [Call(gradient, seconds, tuple(losses) or (judge,)) for gradient in own]
+        gradients += own
+    optimizers = [f"{name}/optimizer/{i}" for i in range(stages.get("optimizer", 0))]
+    graph += [Call(optimizer, seconds, tuple(gradients) or after) for optimizer in optimizers]
+    vals = [f"{name}/val/{i}" for i in range(stages.get("val", 0))]
+    graph += [Call(val, seconds, tuple(optimizers) or after) for val in vals]
+    gate = f"{name}/gate"
+    graph.append(Call(gate, 0.0, tuple(vals or optimizers) or after))
+    graph += [Call(f"{name}/test/{i}", seconds, (gate,)) for i in range(stages.get("test", 0))]
+    return graph, gate
 
 
 def _share(calls: int, samples: int, track: str) -> int:

@@ -11,7 +11,13 @@ process).
 Method (from the run store, not from a stopwatch around the process, so start-up and step 0 are left out):
 
 * wall of step n = the latest ``steps.finished_at`` of step n (over tracks) − the earliest moment a step-n call
-  was issued (``calls.at − endpoint_seconds − queue_seconds``: ``at`` is stamped when an attempt ends);
+  was issued (``calls.at − endpoint_seconds − queue_seconds``: ``at`` is stamped when an attempt ends); steps are
+  pipelined (a step's test evaluation runs alongside the next step's training), so the windows of consecutive
+  steps overlap, and the calls of other steps sent inside a step's window join its graph as calls free to run at
+  once (a looser bound than their real dependencies give, never a tighter one);
+* wall of the run's steps 1..N = the last step's commit − the first step-1 issue, against the bound of the chained
+  graph of those steps (``_bound.run_graph``: each step's training after the previous gate, its test evaluation
+  after its own gate only, as the product runs them), with step 0's calls inside the window as free calls;
 * bound = the makespan of critical-path list scheduling of the step's call graph (``_bound.step_graph``: per
   sample judge → its loss calls → its gradient calls, the optimizer after every gradient, validation after the
   optimizer, test after the whole validation; the distinct calls of each stage and track counted from the store),
@@ -23,7 +29,7 @@ Every step of the run is reported (``--steps``, default 2): step 1 is where the 
 services receive their first calls (cold); step 2 shows the same work on warm services. Also shown per stage: its
 span (first issue → last reply), the gaps between stages and, last, the time from the last reply to the step's
 commit. In ``single`` mode the four tracks run side by side and one may begin a step while another still finishes
-the previous one; calls of earlier steps inside the window join the graph as calls free to run at once. The
+the previous one. The
 endpoint floor (a wave of direct openai calls, no judgeopt code) shows what the scripted endpoint itself costs on
 this machine; "wall / floor bound" counts every call at that floor, so what it shows above 1 is judgeopt's own.
 ``--bootstrap 0`` shows the step without the validation/test confidence intervals.
@@ -41,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from _bound import Call, list_schedule, stage_barrier_bound, step_graph
+from _bound import Call, list_schedule, run_graph, stage_barrier_bound, step_graph
 from _records import BenchRecord, Target
 from _support import (
     add_json_argument,
@@ -89,15 +95,15 @@ class StepTiming:
     counts: dict[str, dict[str, int]]
     """Distinct calls per track and stage (``_bound.STAGES``)."""
     stages: list[StageSpan]
-    earlier_calls: int
-    """Calls of earlier steps (other tracks) that were still running inside this step's window."""
+    other_calls: int
+    """Calls of other steps sent inside this step's window (the previous step's test evaluation, the next step's
+    training, other tracks' steps)."""
     run_wall: float
     concurrency: int
     latency: float
 
     def graph(self, seconds: float) -> list[Call]:
-        earlier = [Call(f"earlier/{i}", seconds) for i in range(self.earlier_calls)]
-        return step_graph(self.counts, seconds) + earlier
+        return step_graph(self.counts, seconds) + _free_calls(self.other_calls, seconds)
 
     @property
     def bound(self) -> float:
@@ -105,8 +111,33 @@ class StepTiming:
 
     @property
     def stage_ideal(self) -> float:
-        waves = math.ceil(self.earlier_calls / self.concurrency)
+        waves = math.ceil(self.other_calls / self.concurrency)
         return stage_barrier_bound(self.counts, self.latency, self.concurrency) + waves * self.latency
+
+
+def _free_calls(count: int, seconds: float) -> list[Call]:
+    return [Call(f"other/{i}", seconds) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class StepsTiming:
+    """Steps 1..N of one run together: their window and the bound of their chained graph."""
+
+    mode: str
+    wall: float
+    counts: list[dict[str, dict[str, int]]]
+    """Per step 1..N, distinct calls per track and stage."""
+    step_0_calls: int
+    """Calls of step 0 sent inside the window (its test evaluation, alongside step 1's training)."""
+    concurrency: int
+    latency: float
+
+    def graph(self, seconds: float) -> list[Call]:
+        return run_graph(self.counts, seconds) + _free_calls(self.step_0_calls, seconds)
+
+    @property
+    def bound(self) -> float:
+        return list_schedule(self.graph(self.latency), self.concurrency)
 
 
 async def endpoint_floor(base_url: str, concurrency: int, waves: int) -> float:
@@ -145,8 +176,32 @@ GRAPH_STAGE = {
 }
 
 
+ISSUED = "at - endpoint_seconds - queue_seconds"
+SENT = "at - endpoint_seconds"
+
+
+def step_counts(run_dir: Path, step: int) -> dict[str, dict[str, int]]:
+    """Distinct calls of ``step`` per track and graph stage."""
+    counts: dict[str, dict[str, int]] = {}
+    per_track = query(
+        run_dir,
+        "SELECT track, stage, purpose, COUNT(DISTINCT request_id) FROM calls WHERE step = ? AND outcome = 'ok' "
+        "GROUP BY track, stage, purpose",
+        (step,),
+    )
+    for track, stage, purpose, n in per_track:
+        counts.setdefault(track, {})[GRAPH_STAGE[(stage, purpose)]] = n
+    return counts
+
+
+def sent_within(run_dir: Path, steps: str, start: float, end: float) -> int:
+    """Attempts of the steps matching ``steps`` (SQL on ``step``) at the endpoint inside [start, end]."""
+    where = f"({steps}) AND at > ? AND {SENT} < ?"
+    return int(query(run_dir, f"SELECT COUNT(*) FROM calls WHERE {where}", (start, end))[0][0])
+
+
 def step_timing(mode: str, run_dir: Path, step: int, args: argparse.Namespace, run_wall: float) -> StepTiming:
-    issued = "at - endpoint_seconds - queue_seconds"
+    issued = ISSUED
     rows = query(
         run_dir,
         f"SELECT stage, purpose, COUNT(DISTINCT request_id), MIN({issued}), MAX(at) FROM calls "
@@ -159,22 +214,22 @@ def step_timing(mode: str, run_dir: Path, step: int, args: argparse.Namespace, r
         for stage, purpose in STAGES
         if (stage, purpose) in found
     ]
-    counts: dict[str, dict[str, int]] = {}
-    per_track = query(
-        run_dir,
-        "SELECT track, stage, purpose, COUNT(DISTINCT request_id) FROM calls WHERE step = ? AND outcome = 'ok' "
-        "GROUP BY track, stage, purpose",
-        (step,),
-    )
-    for track, stage, purpose, n in per_track:
-        counts.setdefault(track, {})[GRAPH_STAGE[(stage, purpose)]] = n
     start = min(s.first_issue for s in stages)
     finished = query(run_dir, "SELECT MAX(finished_at) FROM steps WHERE step = ?", (step,))[0][0]
-    earlier = query(run_dir, "SELECT COUNT(*) FROM calls WHERE step < ? AND at > ?", (step, start))[0][0]
-    return StepTiming(mode, step, finished - start, counts, stages, earlier, run_wall, args.concurrency, args.latency)
+    others = sent_within(run_dir, f"step != {step}", start, finished)
+    counts = step_counts(run_dir, step)
+    return StepTiming(mode, step, finished - start, counts, stages, others, run_wall, args.concurrency, args.latency)
 
 
-def run_mode(mode: str, base_url: str, tmp: Path, args: argparse.Namespace) -> list[StepTiming]:
+def steps_timing(mode: str, run_dir: Path, args: argparse.Namespace) -> StepsTiming:
+    start = query(run_dir, f"SELECT MIN({ISSUED}) FROM calls WHERE step = 1")[0][0]
+    finished = query(run_dir, "SELECT MAX(finished_at) FROM steps WHERE step = ?", (args.steps,))[0][0]
+    counts = [step_counts(run_dir, step) for step in range(1, args.steps + 1)]
+    step_0 = sent_within(run_dir, "step = 0", start, finished)
+    return StepsTiming(mode, finished - start, counts, step_0, args.concurrency, args.latency)
+
+
+def run_mode(mode: str, base_url: str, tmp: Path, args: argparse.Namespace) -> tuple[list[StepTiming], StepsTiming]:
     run_dir = tmp / mode
     config = write_run_config(
         tmp / f"{mode}.yaml",
@@ -188,7 +243,33 @@ def run_mode(mode: str, base_url: str, tmp: Path, args: argparse.Namespace) -> l
         dataset=dataset(args.train, args.val, args.test),
     )
     wall = run_optimize(config, run_dir)
-    return [step_timing(mode, run_dir, step, args, wall) for step in range(1, args.steps + 1)]
+    per_step = [step_timing(mode, run_dir, step, args, wall) for step in range(1, args.steps + 1)]
+    return per_step, steps_timing(mode, run_dir, args)
+
+
+def report_steps(runs: list[StepsTiming], floor: float, args: argparse.Namespace, record: BenchRecord) -> None:
+    """Steps 1..N of each run against their chained graph: what pipelining steps can gain shows here."""
+    table = Table(title=f"Steps 1..{args.steps} together (pipelined: a step's test alongside the next step's training)")
+    for column in ("mode", "step-0 calls", "graph bound s", "wall s", "wall / bound"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    table.add_column("wall / floor bound", justify="right")
+    for r in runs:
+        floor_bound = list_schedule(r.graph(floor), r.concurrency)
+        table.add_row(
+            r.mode,
+            str(r.step_0_calls),
+            f"{r.bound:.2f}",
+            f"{r.wall:.2f}",
+            f"{r.wall / r.bound:.3f}",
+            f"{r.wall / floor_bound:.3f}",
+        )
+        record.add(f"{r.mode} steps 1-{args.steps} wall / graph bound", r.wall / r.bound, "ratio", TARGET)
+        record.add(f"{r.mode} steps 1-{args.steps} wall / floor bound", r.wall / floor_bound, "ratio")
+    console.print(table)
+    worst = max(runs, key=lambda r: r.wall / r.bound)
+    ratio = worst.wall / worst.bound
+    text = f"steps 1..{args.steps}: worst wall / graph bound {ratio:.3f} ({worst.mode}; target {TARGET})"
+    console.print(verdict(TARGET.met(ratio), text))
 
 
 def report(results: list[StepTiming], floor: float, args: argparse.Namespace, record: BenchRecord) -> None:
@@ -201,7 +282,7 @@ def report(results: list[StepTiming], floor: float, args: argparse.Namespace, re
         "mode",
         "step",
         "calls per stage (judge/loss/grad/opt/val/test)",
-        "earlier-step calls",
+        "other steps' calls",
         "graph bound s",
         "stage-barrier ideal s",
         "wall s",
@@ -220,7 +301,7 @@ def report(results: list[StepTiming], floor: float, args: argparse.Namespace, re
             r.mode,
             f"{r.step} ({'cold' if r.step == 1 else 'warm'})",
             "/".join(str(counts.get(n, 0)) for n in names),
-            str(r.earlier_calls),
+            str(r.other_calls),
             f"{r.bound:.2f}",
             f"{r.stage_ideal:.2f}",
             f"{r.wall:.2f}",
@@ -287,13 +368,17 @@ def main() -> None:
     args = parser.parse_args()
     console.print(machine_load(), style="dim")
     record = BenchRecord("concurrency")
-    results = []
+    results: list[StepTiming] = []
+    runs: list[StepsTiming] = []
     with endpoint(delay=args.latency) as ep, tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
         floor = asyncio.run(endpoint_floor(ep.base_url, args.concurrency, waves=10))
         for mode in args.modes.split(","):
             console.print(f"running {mode} …", style="dim")
-            results += run_mode(mode.strip(), ep.base_url, Path(tmp), args)
+            per_step, steps = run_mode(mode.strip(), ep.base_url, Path(tmp), args)
+            results += per_step
+            runs.append(steps)
     report(results, floor, args, record)
+    report_steps(runs, floor, args, record)
     record.write(args.json)
 
 

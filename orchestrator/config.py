@@ -71,6 +71,9 @@ class RunConfig(BaseModel):
     concurrency_mode: Literal["fixed", "adaptive"] = "fixed"
     """``adaptive``: per model endpoint, the calls in flight follow an AIMD limit between 1 and ``concurrency``
     (grown while replies stay fast, cut on overload, timeouts or replies much slower than the fastest)."""
+    pipeline_steps: bool = True
+    """A step's test evaluation runs while the next step trains (training calls go first at every limit); off,
+    each step finishes its test evaluation before the next starts. The results are the same either way."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     task_description: str | None = None
     """The judge prompt's fixed part; default: the agents' generic one."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import csv
 import json
@@ -18,6 +17,7 @@ from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import Role
 from judgeopt.orchestrator.data.loading import load_data_to_score
 from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.priority import PriorityLimiter
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.run import LOCAL_CONCURRENCY, REMOTE_CONCURRENCY, agent_clients
 from judgeopt.orchestrator.errors import DataError
@@ -105,7 +105,7 @@ class Judge:
         quiet_logging()
         judge = self._exported
         models = ModelsConfig(default=judge.model.model_dump(mode="json"))
-        limit = asyncio.Semaphore(
+        limit = PriorityLimiter(
             concurrency or (LOCAL_CONCURRENCY if models.needs_local_model(("judge",)) else REMOTE_CONCURRENCY)
         )
         rates = RateLimits(models, ("judge",), window=60.0)

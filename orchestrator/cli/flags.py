@@ -72,6 +72,11 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
         help="fixed, or adaptive: per endpoint, calls in flight adapt between 1 and --concurrency (default: fixed)",
     )
     group.add_argument(
+        "--no-pipeline-steps",
+        action="store_true",
+        help="finish each step's test evaluation before the next step trains (default: they overlap; same results)",
+    )
+    group.add_argument(
         "--dataset",
         choices=["summeval", "summeval-wgc", "file"],
         help="summeval (1,600 summaries), summeval-wgc (the study's split) or file (--data-file) (default: summeval; "
@@ -149,6 +154,7 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "seed": args.seed,
                 "concurrency": args.concurrency,
                 "concurrency_mode": args.concurrency_mode,
+                "pipeline_steps": False if args.no_pipeline_steps else None,
                 "drop_output_format_after_update": args.drop_output_format or None,
                 "max_calls": args.max_calls,
                 "max_tokens": args.max_tokens,

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.core.roles import Role
     from judgeopt.orchestrator.cli.flags import client_settings
     from judgeopt.orchestrator.engine.executor import CallExecutor
+    from judgeopt.orchestrator.engine.priority import PriorityLimiter
     from judgeopt.orchestrator.engine.ratelimit import RateLimits
     from judgeopt.orchestrator.engine.run import LOCAL_CONCURRENCY, REMOTE_CONCURRENCY, agent_clients
     from judgeopt.orchestrator.study.apply import score_file, state_dir
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     settings = client_settings(args, addresses)
 
     async def score() -> Any:
-        limit = asyncio.Semaphore(concurrency)
+        limit = PriorityLimiter(concurrency)
         rates = RateLimits(models, ("judge",), window=60.0)
         services = state_dir(args.out) / "services"
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -5,12 +5,11 @@ and is cut by a factor after a sign of overload: a call refused for load (RESOUR
 is how a service passes on the model's 429 once its own retries are spent), a timeout, or a reply much slower than
 the fastest seen (the endpoint is queueing). One burst of overload cuts the limit once: only calls that started after
 the last cut may cut it again. The limit stays between 1 and the run's ``concurrency``; the run's fixed limit and
-the endpoint's rate limits still apply on top of it.
+the endpoint's rate limits still apply on top of it. Its waiters are served by priority, as the run's limit's are.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import structlog
 
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import Role
+from judgeopt.orchestrator.engine.priority import TRAINING, PriorityLimiter
 from judgeopt.orchestrator.engine.ratelimit import endpoints_by_role
 
 log = structlog.get_logger(__name__)
@@ -41,7 +41,7 @@ class AimdSettings:
 
 
 class AdaptiveLimit:
-    """A resizable semaphore whose size follows AIMD; waiters are woken when a call ends or the limit grows."""
+    """A priority limiter whose size follows AIMD; waiters are served when a call ends or the limit grows."""
 
     def __init__(self, name: str, maximum: int, *, initial: int = 1, settings: AimdSettings | None = None) -> None:
         if maximum < 1:
@@ -50,11 +50,10 @@ class AdaptiveLimit:
         self.maximum = maximum
         self.settings = settings or AimdSettings()
         self._limit = float(min(max(initial, 1), maximum))
-        self._in_flight = 0
+        self._slots = PriorityLimiter(self.limit)
         self._generation = 0
         self._overload_cuts = 0
         self._fastest: float | None = None
-        self._changed = asyncio.Condition()
         self.lowest = self.highest = self.limit
 
     @property
@@ -64,22 +63,18 @@ class AdaptiveLimit:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._slots.in_use
 
-    async def acquire(self) -> Ticket:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._in_flight < self.limit)
-            self._in_flight += 1
-            return Ticket(self._generation)
+    async def acquire(self, priority: int = TRAINING) -> Ticket:
+        await self._slots.acquire(priority)
+        return Ticket(self._generation)
 
     async def release(self, ticket: Ticket, *, seconds: float | None, overloaded: bool) -> None:
         """End a call: ``seconds`` at the endpoint when it answered (``None``: no latency sample, e.g. a call
         refused as malformed or cancelled), ``overloaded`` when it failed for load or time."""
-        async with self._changed:
-            busy = self._in_flight
-            self._in_flight -= 1
-            self._adjust(ticket, seconds, overloaded, busy)
-            self._changed.notify_all()
+        self._adjust(ticket, seconds, overloaded, busy=self._slots.in_use)
+        self._slots.capacity = self.limit
+        self._slots.release()
 
     def _adjust(self, ticket: Ticket, seconds: float | None, overloaded: bool, busy: int) -> None:
         before = self.limit

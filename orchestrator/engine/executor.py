@@ -1,5 +1,7 @@
 """Sends routed calls: one concurrency limit for the whole run (in adaptive mode, an adaptive one per endpoint
-inside it), a number of attempts per call, every attempt stored.
+inside it), a number of attempts per call, every attempt stored. Every limit a call waits at serves training calls
+before validation calls and those before test calls (``priority``), so an evaluation overlapping the next step's
+training fills the slots training leaves free.
 
 This is the only retry layer on the orchestrator→service hop (gRPC channels declare no retry policy and the model
 hop retries inside the service), so retries never stack. A call that still fails after its attempts returns
@@ -11,7 +13,6 @@ attempts, with its tokens, attempts and outcome; each failed attempt is an event
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from tenacity import (
 
 from judgeopt.core.tracing import Attribute, span
 from judgeopt.orchestrator.engine.adaptive import AdaptiveLimits
+from judgeopt.orchestrator.engine.priority import PriorityLimiter, priority_of
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.router import RoutedCall
 from judgeopt.orchestrator.engine.store import CallAttempt, RunStore
@@ -67,7 +69,7 @@ class CallExecutor:
         self,
         store: RunStore,
         *,
-        limit: asyncio.Semaphore,
+        limit: PriorityLimiter,
         retries: CallRetries | None = None,
         rate_limits: RateLimits | None = None,
         adaptive: AdaptiveLimits | None = None,
@@ -96,6 +98,7 @@ class CallExecutor:
         if call.audit is not None:
             self._store.record_audit(call.audit)
         attempt_number = first = self._store.attempts_made(call.request_id)
+        priority = priority_of(purpose)
 
         async def attempt() -> ResponseT:
             nonlocal attempt_number
@@ -105,13 +108,13 @@ class CallExecutor:
             record = CallAttempt(call.request_id, attempt_number, track, step, call.stage, purpose, outcome="ok")
             limiter = self._rates.for_role(call.stage) if self._rates is not None else None
             endpoint = self._adaptive.for_role(call.stage) if self._adaptive is not None else None
-            ticket = await endpoint.acquire() if endpoint is not None else None
+            ticket = await endpoint.acquire(priority) if endpoint is not None else None
             seconds: float | None = None  # the latency sample the adaptive limit learns from
             overloaded = False
             try:
                 try:
-                    async with self._limit:
-                        slot = await limiter.acquire(_estimated_tokens(call.request)) if limiter else None
+                    async with self._limit.slot(priority):
+                        slot = await limiter.acquire(_estimated_tokens(call.request), priority) if limiter else None
                         sent = time.perf_counter()
                         try:
                             reply = await send(call.request)

@@ -6,16 +6,23 @@ per criterion for Single-Task. Tracks advance step by step and can be resumed se
 independent call of a stage runs concurrently under the executor's one limit; stages run in order; results are
 gathered in (sample, criterion) order, never completion order, so a run is reproducible. With tracing on, each
 step is a span (``step``), and within it each stage (``stage learn``, ``stage arbitrate``, ``stage optimize``,
-``stage evaluate``), around the executor's call spans.
+``stage evaluate``), around the executor's call spans; a pipelined step's test evaluation stays under its step.
+
+Steps are pipelined (``pipeline_steps``): once the gate has decided step t, the next step's training starts while
+step t's test evaluation runs (its calls fill the slots training leaves free: see ``priority``). Nothing the next
+step does depends on test figures, so the results are those of running the steps one after the other. A step is
+committed only with its test figures, and before the next one: a run stopped during the overlap resumes from the
+last committed step, and redoes the step whose test evaluation had not finished.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -38,6 +45,7 @@ from judgeopt.orchestrator.engine.store import RunStore, StepRecord
 from judgeopt.orchestrator.errors import RunFailed
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,27 +135,30 @@ class OptimizationLoop:
         self.run_id = run_id
         self._on_step = on_step
         self.budget_reached = False
-        self._routers = {
-            t.name: Router(
-                policy,
-                self._shown_criteria(t),
-                run_id=run_id,
-                track=t.name,
-                protocol=settings.run.prompt_protocol,
-            )
-            for t in tracks
-        }
-        self._scorers = {
-            name: Scorer(
-                router=router,
-                executor=executor,
-                clients=clients,
-                store=store,
-                cache_salt=(settings.judge_key, settings.run.seed),
-                use_cache=not settings.run.rejudge_unchanged_prompts,
-            )
-            for name, router in self._routers.items()
-        }
+        self._routers = {t.name: self._router(t) for t in tracks}
+        self._scorers = {name: self._scorer(router) for name, router in self._routers.items()}
+        # The test evaluation of a step overlaps the next step's training: it routes on a router of its own, set
+        # to its own step and attempt (request ids follow from those, so they are the ids of an unpipelined run).
+        self._test_scorers = {t.name: self._scorer(self._router(t)) for t in tracks}
+
+    def _router(self, track: Track) -> Router:
+        return Router(
+            self.policy,
+            self._shown_criteria(track),
+            run_id=self.run_id,
+            track=track.name,
+            protocol=self.settings.run.prompt_protocol,
+        )
+
+    def _scorer(self, router: Router) -> Scorer:
+        return Scorer(
+            router=router,
+            executor=self.executor,
+            clients=self.clients,
+            store=self.store,
+            cache_salt=(self.settings.judge_key, self.settings.run.seed),
+            use_cache=not self.settings.run.rejudge_unchanged_prompts,
+        )
 
     def _shown_criteria(self, track: Track) -> tuple[CriterionSpec, ...]:
         """The track's criteria as the agents are shown them: without their definitions when the run says so."""
@@ -160,19 +171,41 @@ class OptimizationLoop:
         await asyncio.gather(*(self._run_track(track) for track in self.tracks))
 
     async def _run_track(self, track: Track) -> None:
+        """Decide each step, then test and commit it; pipelined, while the next step is being decided."""
         last = self.store.last_step(track.name)
-        if last is None:
-            if not self._within_budget(track, 0):
-                return
-            with span("step", track=track.name, step=0) as traced:
-                last = await self._initial_step(track)
-                traced.set(status=last.status, val_metric=last.val_metric)
-        while last.step < self.settings.run.steps:
-            if not self._within_budget(track, last.step + 1):
-                return
-            with span("step", track=track.name, step=last.step + 1) as traced:
-                last = await self._training_step(track, last)
-                traced.set(status=last.status, val_metric=last.val_metric, attempts=last.attempts)
+        finishing: asyncio.Task[None] | None = None  # the previous step's test evaluation and commit
+        try:
+            while last is None or last.step < self.settings.run.steps:
+                step = 0 if last is None else last.step + 1
+                if finishing is not None and self.settings.budget is not None:
+                    await finishing  # the budget decides on what the previous step's test actually spent
+                if not self._within_budget(track, step):
+                    break
+                deciding = self._initial_step(track) if last is None else self._training_step(track, last)
+                with span("step", track=track.name, step=step) as traced:
+                    decided = await _alongside(deciding, finishing)
+                    record = decided.record
+                    traced.set(status=record.status, val_metric=record.val_metric, attempts=record.attempts)
+                    finishing = None
+                    finish = self._finish(track, decided)
+                    if self.settings.run.pipeline_steps and self._tests_at(step):
+                        finishing = asyncio.create_task(finish)  # created here, its spans stay under this step
+                    else:
+                        await finish
+                last = decided.record
+            if finishing is not None:
+                await finishing
+        finally:
+            if finishing is not None and not finishing.done():  # this track failed or was cancelled meanwhile
+                finishing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await finishing
+
+    async def _finish(self, track: Track, decided: StepOutcome) -> None:
+        """Score the decided step's prompt on the test split when the step is due one, then commit the step."""
+        record = decided.record
+        test = await self._test_json(track, record.prompt, record.step, attempt=record.attempts)
+        self._commit(track, replace(decided, record=replace(record, test=test)))
 
     def _within_budget(self, track: Track, step: int) -> bool:
         """False (and the run marked as stopped) when the step could take the run past its budget."""
@@ -208,8 +241,9 @@ class OptimizationLoop:
     async def _evaluate(
         self, track: Track, prompt: PromptState, records: Sequence[Record], *, step: int, purpose: str
     ) -> _Evaluated:
+        scorer = (self._test_scorers if purpose == "test" else self._scorers)[track.name]
         with span("stage evaluate", stage="evaluate", track=track.name, step=step, purpose=purpose, items=len(records)):
-            scored = await self._scorers[track.name].score(prompt, records, step=step, purpose=purpose)
+            scored = await scorer.score(prompt, records, step=step, purpose=purpose)
         # Intervals are reported for test figures only; bootstrapping validation would sit on every step's path.
         resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
         evaluation = evaluation_of(track.criteria, records, scored, resamples, self.settings.run.seed)
@@ -277,18 +311,19 @@ class OptimizationLoop:
 
     # --- steps -------------------------------------------------------------------------------------------------------
 
-    async def _initial_step(self, track: Track) -> StepRecord:
+    async def _initial_step(self, track: Track) -> StepOutcome:
+        """Step 0 scores the initial prompt on validation (its test evaluation is the step's finish)."""
         val = await self._evaluate(track, track.initial, self.splits.val, step=0, purpose="val")
         val_json = val.figures
-        test_json = (await self._evaluate(track, track.initial, self.splits.test, step=0, purpose="test")).figures
-        evaluated = val_json["n"] + test_json["n"]
-        if evaluated and val_json["failed_calls"] + test_json["failed_calls"] == evaluated:
-            raise RunFailed(
-                f"track {track.name}, step 0: every judge call failed after its retries (see the calls table of "
-                "run.sqlite); check the judge endpoint, then `judgeopt resume` the run"
-            )
-        for split, figures in (("validation", val_json), ("test", test_json)):
-            _require_scores(track, 0, split, figures)
+        if "no_valid_score" in val_json:  # the run fails: say why as it would once the test scores were in
+            test_json = (await self._evaluate(track, track.initial, self.splits.test, step=0, purpose="test")).figures
+            evaluated = val_json["n"] + test_json["n"]
+            if evaluated and val_json["failed_calls"] + test_json["failed_calls"] == evaluated:
+                raise RunFailed(
+                    f"track {track.name}, step 0: every judge call failed after its retries (see the calls table of "
+                    "run.sqlite); check the judge endpoint, then `judgeopt resume` the run"
+                )
+            _require_scores(track, 0, "validation", val_json)
         record = StepRecord(
             track=track.name,
             step=0,
@@ -297,10 +332,10 @@ class OptimizationLoop:
             candidate=None,
             val_metric=self._gate_metric(val.evaluation, track),
             val=val_json,
-            test=test_json,
+            test=None,
             batch=(),
         )
-        return self._commit(track, StepOutcome(record))
+        return StepOutcome(record)
 
     def _batch(self, step: int) -> tuple[Record, ...]:
         seed = "study" if self.settings.run.same_batches_every_run else self.settings.run.seed
@@ -308,7 +343,8 @@ class OptimizationLoop:
         size = min(self.settings.run.batch_size, len(self.splits.train))
         return tuple(rng.sample(self.splits.train, size))
 
-    async def _training_step(self, track: Track, last: StepRecord) -> StepRecord:
+    async def _training_step(self, track: Track, last: StepRecord) -> StepOutcome:
+        """Train on the step's batch and gate the candidate (the test evaluation is the step's finish)."""
         step = last.step + 1
         batch = self._batch(step)
         current = last.prompt
@@ -338,8 +374,7 @@ class OptimizationLoop:
             attempts=attempts,
         )
         if too_many:  # rolled back: the prompt stays as it was
-            record = replace(template, test=await self._test_json(track, current, step))
-            return self._commit(track, StepOutcome(record, artifacts))
+            return StepOutcome(template, artifacts)
         candidate = current.replaced(updates)
         if self.settings.run.drop_output_format_after_update and candidate != current:
             candidate = PromptState(candidate.task_description, candidate.instructions, omit_output_format=True)
@@ -362,12 +397,12 @@ class OptimizationLoop:
         else:
             status = "failed" if unusable else "rejected"
             record = replace(template, status=status, val={**(last.val or {}), "candidate": val_json})
-        record = replace(record, candidate=candidate, test=await self._test_json(track, record.prompt, step))
-        return self._commit(track, StepOutcome(record, artifacts))
+        return StepOutcome(replace(record, candidate=candidate), artifacts)
 
-    async def _test_json(self, track: Track, prompt: PromptState, step: int) -> dict[str, Any] | None:
+    async def _test_json(self, track: Track, prompt: PromptState, step: int, *, attempt: int) -> dict[str, Any] | None:
         if not self._tests_at(step):
             return None
+        self._test_scorers[track.name].router.attempt = attempt
         test_json = (await self._evaluate(track, prompt, self.splits.test, step=step, purpose="test")).figures
         _require_scores(track, step, "test", test_json)
         return test_json
@@ -488,3 +523,23 @@ class OptimizationLoop:
             elif reply.status in convert.USABLE_STATUSES:
                 updates.update(answered)
         return artifacts, tally, updates
+
+
+async def _alongside(work: Coroutine[Any, Any, T], finishing: asyncio.Task[None] | None) -> T:
+    """``work``'s result once ``finishing`` (the previous step's test evaluation and commit) is done too. A failure
+    of ``finishing`` cancels ``work`` and is raised; a failure of ``work`` is raised once the previous step has
+    finished and been committed, as it would have been before this step started without pipelining."""
+    if finishing is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task, finishing}, return_when=asyncio.FIRST_EXCEPTION)
+        if finishing not in done:  # this step failed first: the previous one still finishes
+            await finishing
+        finishing.result()  # the previous step's failure comes first
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

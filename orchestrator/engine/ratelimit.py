@@ -4,19 +4,23 @@ A call counts against its endpoint's window from the moment it starts until ``wi
 Counting until the end (not only from the start) is what makes the limit hold *at the endpoint*: a request
 reaches the endpoint at some moment while it is in flight, so no window of that length at the endpoint can see
 more calls than the limit, however long each one queued on the way. Token use is known only after a call; until
-then its estimate stands in.
+then its estimate stands in. Waiters get room in order of priority (first come, first served within one), as at
+the run's concurrency limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.roles import Role
+from judgeopt.orchestrator.engine.priority import TRAINING
 
 LOCAL_ENDPOINT = "http://local"
 
@@ -34,6 +38,9 @@ class WindowLimiter:
     window: float
     _slots: list[Slot] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _waiting: list[tuple[int, int]] = field(default_factory=list)
+    """(priority, arrival) of the callers waiting for room; only the first of them may take it."""
+    _arrivals: itertools.count[int] = field(default_factory=itertools.count)
 
     def _prune(self, now: float) -> None:
         self._slots = [s for s in self._slots if s.ended is None or now - s.ended < self.window]
@@ -49,19 +56,27 @@ class WindowLimiter:
         ends = [s.ended for s in self._slots if s.ended is not None]
         return min(ends) + self.window - now if ends else None
 
-    async def acquire(self, estimated_tokens: int) -> Slot:
-        """Wait for room in the window (a call ending, or an ended one leaving the window)."""
+    async def acquire(self, estimated_tokens: int, priority: int = TRAINING) -> Slot:
+        """Wait for room in the window (a call ending, or an ended one leaving the window) and for the callers
+        ahead in priority order."""
+        me = (priority, next(self._arrivals))
         async with self._changed:
-            while True:
-                now = time.monotonic()
-                self._prune(now)
-                if not self._full(estimated_tokens):
-                    slot = Slot(estimated_tokens)
-                    self._slots.append(slot)
-                    return slot
-                timeout = self._next_expiry(now)
-                with contextlib.suppress(TimeoutError):  # an ended call left the window
-                    await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+            heapq.heappush(self._waiting, me)
+            try:
+                while True:
+                    now = time.monotonic()
+                    self._prune(now)
+                    if self._waiting[0] == me and not self._full(estimated_tokens):
+                        slot = Slot(estimated_tokens)
+                        self._slots.append(slot)
+                        return slot
+                    timeout = self._next_expiry(now)
+                    with contextlib.suppress(TimeoutError):  # an ended call left the window
+                        await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+            finally:  # taken room or given up: the next caller in line may try
+                self._waiting.remove(me)
+                heapq.heapify(self._waiting)
+                self._changed.notify_all()
 
     async def release(self, slot: Slot, actual_tokens: int | None) -> None:
         async with self._changed:

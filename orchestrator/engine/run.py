@@ -37,6 +37,7 @@ from judgeopt.orchestrator.engine.loop import LoopSettings, OptimizationLoop, Tr
 from judgeopt.orchestrator.engine.manifest import RunManifest
 from judgeopt.orchestrator.engine.pareto import check_weights
 from judgeopt.orchestrator.engine.policy import Policy, resolve_policy, study_policy
+from judgeopt.orchestrator.engine.priority import PriorityLimiter
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.store import STORE_FILE, RunStore
 from judgeopt.orchestrator.engine.summary import write_summary
@@ -239,7 +240,7 @@ async def run_with_clients(
     clients: AgentClients,
     *,
     data_dir: Path | None,
-    limit: asyncio.Semaphore | None = None,
+    limit: PriorityLimiter | None = None,
     rate_limits: RateLimits | None = None,
     on_step: Callable[[str, int], None] | None = None,
     dataset: Dataset | None = None,
@@ -259,7 +260,7 @@ async def run_with_clients(
         raise ConfigError(f"the dataset changed since the run started (checksum differs from {run_dir})")
     splits = split_dataset(dataset, config.dataset)
     tracks = tracks_for(policy, dataset.criteria, initial_prompt(config, dataset.criteria, dataset))
-    limit = limit or asyncio.Semaphore(default_concurrency(config, models))
+    limit = limit or PriorityLimiter(default_concurrency(config, models))
     adaptive = None
     if config.concurrency_mode == "adaptive":
         adaptive = AdaptiveLimits(models, ROLES, maximum=default_concurrency(config, models))

@@ -36,6 +36,7 @@ from judgeopt.orchestrator.data.loading import load_dataset
 from judgeopt.orchestrator.data.records import DatasetConfig
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
 from judgeopt.orchestrator.engine.policy import PRESETS
+from judgeopt.orchestrator.engine.priority import PriorityLimiter
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.run import (
     RunSetup,
@@ -64,7 +65,7 @@ INTERFERENCE_FILE = "interference.json"
 class CallContext:
     """What every call of an experiment shares: the concurrency limit and the endpoints' rate limits."""
 
-    limit: asyncio.Semaphore
+    limit: PriorityLimiter
     rates: RateLimits
 
 
@@ -232,7 +233,7 @@ async def _run_cells(
     cells = cell_configs(grid, base)
     dataset = load_dataset(base.dataset, data_dir)
     roles: tuple[Role, ...] = ALL_ROLES if grid.diagnostics else ROLES
-    limit = asyncio.Semaphore(default_concurrency(base, models))
+    limit = PriorityLimiter(default_concurrency(base, models))
     rates = RateLimits(models, roles, window=base.rate_window_seconds)
     finished = [name for name in cells if _cell_store_status(directory / "cells" / name) == "complete"]
     log.info("experiment.start", cells=len(cells), finished=len(finished))
@@ -290,7 +291,7 @@ async def _run_cells(
     return {"cells": len(cells), "skipped": finished}
 
 
-async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
+async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: PriorityLimiter, rates: RateLimits) -> None:
     """The evaluator's diagnostics of a finished cell, then its summary's spend again, so that it includes them."""
     attempts = store.manifest().config.call_attempts
     executor = CallExecutor(store, limit=limit, retries=CallRetries(attempts=attempts), rate_limits=rates)
@@ -298,7 +299,7 @@ async def _rate(store: RunStore, run_dir: Path, clients: Any, limit: asyncio.Sem
     refresh_spend(store, run_dir)
 
 
-async def _rate_finished(run_dir: Path, clients: Any, limit: asyncio.Semaphore, rates: RateLimits) -> None:
+async def _rate_finished(run_dir: Path, clients: Any, limit: PriorityLimiter, rates: RateLimits) -> None:
     store = open_run(run_dir, writer=True)
     try:
         await _rate(store, run_dir, clients, limit, rates)

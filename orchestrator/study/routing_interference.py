@@ -37,6 +37,7 @@ from judgeopt.orchestrator.engine.artifacts import ScoredSample
 from judgeopt.orchestrator.engine.executor import CallExecutor, CallRetries
 from judgeopt.orchestrator.engine.metrics import Scores, halo, mean_delta_interval
 from judgeopt.orchestrator.engine.policy import Routing
+from judgeopt.orchestrator.engine.priority import PriorityLimiter
 from judgeopt.orchestrator.engine.ratelimit import RateLimits
 from judgeopt.orchestrator.engine.router import Router
 from judgeopt.orchestrator.engine.run import agent_clients, default_concurrency, judge_key, open_run
@@ -243,7 +244,7 @@ async def _measure_into(run_dir: Path, clients: AgentClients, step: str, data_di
         config, models = manifest.config, manifest.models
         executor = CallExecutor(
             store,
-            limit=asyncio.Semaphore(default_concurrency(config, models)),
+            limit=PriorityLimiter(default_concurrency(config, models)),
             retries=CallRetries(attempts=config.call_attempts),
             rate_limits=RateLimits(models, ("judge",), window=config.rate_window_seconds),
         )

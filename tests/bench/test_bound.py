@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from _bound import Call, list_schedule, lower_bound, stage_barrier_bound, step_graph
+from _bound import Call, list_schedule, lower_bound, run_graph, stage_barrier_bound, step_graph
 from textgrad_compare import textgrad_graph
 
 MIDDLE = tuple(f"m{i}" for i in range(5))
@@ -62,6 +62,30 @@ def test_an_sss_step_is_one_wave_shorter_than_its_stage_count() -> None:
     assert stage_barrier_bound(counts, 1.0, 8) == 6.0
     with_evaluations = {"all": {**counts["all"], "val": 16, "test": 32}}
     assert list_schedule(step_graph(with_evaluations, 1.0), 8) == 5.0 + 2 + 4  # test waits for the whole validation
+
+
+def test_a_steps_test_evaluation_runs_alongside_the_next_steps_training() -> None:
+    """Two steps of a one-sample chain (judge → loss → gradient → optimizer, then 2 test calls) on 2 slots: one
+    step takes 5 waves, two one after the other 10; pipelined, the first step's tests share waves with the second
+    step's chain, and the run takes 9, its longest path (both chains, then the second step's tests)."""
+    step = {"all": {"judge": 1, "loss": 1, "gradient": 1, "optimizer": 1, "test": 2}}
+    assert list_schedule(step_graph(step, 1.0), 2) == 5.0
+    pipelined = run_graph([step, step], 1.0)
+    assert len(pipelined) == 2 * len(step_graph(step, 1.0))
+    assert list_schedule(pipelined, 2) == lower_bound(pipelined, 2) == 9.0
+    # the second step's training waits for the first step's gate: a step cannot start before the gate kept a prompt
+    second_judge = next(c for c in pipelined if c.name == "1/all/judge/0")
+    assert second_judge.after == ("0/all/gate",)
+
+
+def test_pipelined_sss_steps_are_shorter_than_their_steps_one_after_the_other() -> None:
+    """SSS at the bench's sizes (batch 3, 4 criteria, validation 16, test 32) on 8 slots: each step alone takes
+    5 + 2 + 4 waves; pipelined, the first step's 4 test waves fill the slots the second step's training leaves free."""
+    step = {"all": {"judge": 3, "loss": 12, "gradient": 12, "optimizer": 4, "val": 16, "test": 32}}
+    alone = list_schedule(step_graph(step, 1.0), 8)
+    assert alone == 11.0
+    pipelined = run_graph([step, step], 1.0)
+    assert lower_bound(pipelined, 8) <= list_schedule(pipelined, 8) < 2 * alone
 
 
 def test_tracks_run_side_by_side() -> None:

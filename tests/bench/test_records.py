@@ -21,6 +21,7 @@ from _bound import Call, list_schedule, step_graph
 from _records import BenchRecord, Target, missed, read_records
 
 from judgeopt.orchestrator.engine.executor import CallExecutor
+from judgeopt.orchestrator.engine.priority import PriorityLimiter
 from judgeopt.orchestrator.engine.router import RoutedCall
 from judgeopt.orchestrator.engine.store import RunStore
 
@@ -60,7 +61,7 @@ def _check(results: Path) -> subprocess.CompletedProcess[str]:
 async def _measure(tmp_path: Path, name: str, executor_type: type[CallExecutor]) -> float:
     store = RunStore(tmp_path / name)
     try:
-        executor = executor_type(store, limit=asyncio.Semaphore(SLOTS))
+        executor = executor_type(store, limit=PriorityLimiter(SLOTS))
         graph = step_graph(SSS_STEP, LATENCY)
         wall = await _executed_wall(graph, executor)
         assert store.spent()[0] == 31  # every call of the step went through the executor

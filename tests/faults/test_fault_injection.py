@@ -247,6 +247,28 @@ class TestOrchestratorKills:
         assert outcome(run_dir) == outcome(reference)
         assert_store_is_whole(run_dir, reference)
 
+    def test_sigkill_while_a_steps_test_evaluation_overlaps_the_next_step_then_resume_redoes_that_step(
+        self, reference: Path, tmp_path: Path
+    ) -> None:
+        """Killed once step 2 has begun training while step 1's test evaluation still ran (step 1 not committed:
+        its test calls wait behind step 2's training calls), the resumed run redoes step 1 and ends equal to the
+        undisturbed run."""
+        run_dir = tmp_path / "run"
+        with FakeOpenAI(with_latency(deterministic_handler(), 0.3)) as server:
+            config = write_config(tmp_path / "run.yaml", server.base_url, model={"timeout": 30}, **RUN)
+            process = _orchestrator("optimize", "--config", str(config), "--run-dir", str(run_dir))
+            try:
+                _wait_for_calls(run_dir, 2, "judge")
+            finally:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+            committed = [step for (step,) in _rows(run_dir, "SELECT step FROM steps ORDER BY step")]
+            assert committed == [0], committed  # step 2 trained while step 1 was still being tested
+            assert _recorded_calls(run_dir, "step = 1 AND purpose = 'test'") > 0
+            assert main(["resume", str(run_dir)]) == 0
+        assert outcome(run_dir) == outcome(reference)
+        assert_store_is_whole(run_dir, reference)
+
     def test_a_resumed_run_gets_the_answers_its_services_already_gave_without_asking_the_model_again(
         self, reference: Path, tmp_path: Path
     ) -> None:
