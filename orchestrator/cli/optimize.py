@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         tracking_settings,
     )
     from judgeopt.orchestrator.config import load_config
+    from judgeopt.orchestrator.engine import STORE_FILE
     from judgeopt.orchestrator.fleet import spawn_early
 
     file_config = load_config(args.config)
@@ -45,12 +47,15 @@ def run(args: argparse.Namespace) -> int:
     tracking = tracking_settings(args, file_config.tracking)
     run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     # The services import and come up while this process imports the engine and loads the data.
+    created = not run_dir.exists()
     spawned = None if args.dry_run or addresses(args) else spawn_early(models, run_dir, token_env=settings.token_env)
     try:
         return _optimize(args, config, models, settings, tracking, run_dir, spawned)
     finally:
         if spawned is not None:
             spawned.stop()
+            if created and not (run_dir / STORE_FILE).exists():  # refused before it started: leave nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _optimize(
