@@ -45,6 +45,10 @@ class Cell:
     variant: str | None = None
     """The grid variant the cell ran (None without variants)."""
     test: RunTestScores | None = None
+    judge_routing: str = "joint"
+    """How the run's judge was routed: ``joint``, ``per_criterion`` or ``prefix_shared``."""
+    length_limits: tuple[int | None, float | None] = (None, None)
+    """The run's ``instruction_max_tokens`` and ``instruction_max_ratio`` (``None``: not set)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -
     summary = _read_summary(run_dir, what)
     store = RunStore(run_dir)
     try:
+        manifest = store.manifest()
         return Cell(
             name=name,
             mode=summary["mode"],
@@ -140,6 +145,8 @@ def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -
             wall_seconds=store.wall_seconds(),
             variant=variant,
             test=_test_predictions(store, summary),
+            judge_routing=manifest.policy.judge.routing,
+            length_limits=(manifest.config.instruction_max_tokens, manifest.config.instruction_max_ratio),
         )
     finally:
         store.close()
