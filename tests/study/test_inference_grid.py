@@ -141,8 +141,9 @@ def test_the_report_compares_test_rho_with_intervals(experiment: tuple[Path, str
 
 def test_the_report_gives_each_configurations_cost_with_cached_tokens(experiment: tuple[Path, str]) -> None:
     """Per configuration, the judge's and all roles' calls, prompt tokens and cached prompt tokens per run (here
-    one run: the cell's own figures), every one non-zero; the prefix-shared layout gets a larger share of its
-    judge's prompt tokens from the (simulated) prefix cache than the joint one in SSS and CCC."""
+    one run: the cell's own figures), every one non-zero; with K criteria in a call's track (SSS, CCC) the
+    prefix-shared layout gets most of its judge's prompt tokens from the (simulated) prefix cache. The cache is
+    shared by all cells, as an endpoint's is, so the joint layout's share depends on the cells' order: not compared."""
     directory, markdown = experiment
     cost = section(markdown, SECTION).split("Cost per run", 1)[1]
     rows = {r[0]: r for r in table_rows(cost)}
@@ -166,5 +167,5 @@ def test_the_report_gives_each_configurations_cost_with_cached_tokens(experiment
             assert (judge_prompt, judge_cached) == (tokens["prompt"], tokens["cached_prompt"])
             assert judge_cached > 0 and calls > judge_calls and prompt > judge_prompt and cached == judge_cached
             share[(mode, variant)] = judge_cached / judge_prompt
-    for mode in ("SSS", "CCC"):
-        assert share[(mode, "prefix_shared")] > share[(mode, "joint")]
+    for mode in ("SSS", "CCC"):  # K - 1 of a sample's K calls share everything but their criterion with the first
+        assert share[(mode, "prefix_shared")] > 0.6 and share[(mode, "prefix_shared_limited")] > 0.6
