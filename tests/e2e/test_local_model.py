@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -178,6 +180,17 @@ def proposed_instructions(reply: str) -> dict[str, str]:
     return {k: v for k, v in instructions.items() if isinstance(v, str)} if isinstance(instructions, dict) else {}
 
 
+def string_literals(reply: str) -> set[str]:
+    """Every complete JSON string in ``reply``, decoded and stripped of surrounding whitespace (the optimizer trims
+    it), however broken the rest of the reply is: an instruction the run keeps must be one of them whole, never a
+    cut piece."""
+    found = set()
+    for literal in re.findall(r'"(?:[^"\\]|\\.)*"', reply):
+        with contextlib.suppress(ValueError):
+            found.add(json.loads(literal).strip())
+    return found
+
+
 class TestLocalModelPrefixSharedAndLengthLimits:
     LIMIT = 5
     """Tokens: shorter than any instruction the model is likely to write, so the limit is met and acted on."""
@@ -255,10 +268,10 @@ class TestLocalModelPrefixSharedAndLengthLimits:
             body = db.execute("SELECT body FROM prompts WHERE id = ?", (candidate,)).fetchone() if candidate else None
         kept = dict(json.loads(body[0])["instructions"]) if body else initial
         rejected = set(summary["steps"][1]["length_rejected"])
-        replies = "\n".join(e.reply for e in optimized)
+        whole = set().union(*(string_literals(e.reply) for e in optimized))
         for criterion, text in kept.items():
             if criterion in rejected:
                 assert text == initial[criterion]  # refused: the previous instruction stays
             elif text != initial[criterion]:
                 assert approx_tokens(text) <= self.LIMIT, (criterion, text)
-                assert json.dumps(text)[1:-1] in replies  # the model's own words, whole: never cut
+                assert text in whole  # the model's own words, whole: never cut
