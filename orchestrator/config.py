@@ -54,6 +54,11 @@ class RunConfig(BaseModel):
     """Turn on the specificity fallback with this focus threshold (0-1): after a joint gradient call, criteria
     named in less than this share of its sentences get per-criterion gradient calls in the same step (and fresh
     per-criterion loss calls where the loss was joint). Sets the policy's ``specificity_fallback``."""
+    judge_routing: Literal["joint", "per_criterion", "prefix_shared"] | None = None
+    """Route the judge this way whatever the mode or policy file says: ``joint`` (every criterion in one call),
+    ``per_criterion`` (one call per criterion, the criterion before the sample) or ``prefix_shared`` (one call per
+    criterion, the sample first, so a prefix cache prefills it once). ``None`` keeps the policy's (joint in every
+    preset)."""
     instruction_max_tokens: StrictInt | None = Field(default=None, ge=1)
     """Length-aware instruction synthesis: no rewritten instruction longer than this many tokens (approximate: words
     and punctuation marks). Stated in the optimizer's request; an instruction over it is asked for once more, then

@@ -59,6 +59,27 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
         action="store_true",
         help="before each joint optimizer call, resolve gradients that ask for contradictory changes",
     )
+    group.add_argument(
+        "--judge-routing",
+        choices=["joint", "per_criterion", "prefix_shared"],
+        help="route the judge this way whatever --mode/--policy say: joint (one call for every criterion), "
+        "per_criterion (one call each, criterion first) or prefix_shared (one call each, the sample first so a "
+        "prefix cache prefills it once) (default: the policy's; joint in every preset)",
+    )
+    group.add_argument(
+        "--instruction-max-tokens",
+        type=int,
+        metavar="N",
+        help="length limit: no rewritten instruction over N tokens (words and punctuation marks); asked again once, "
+        "then refused, never cut (default: no limit)",
+    )
+    group.add_argument(
+        "--instruction-max-ratio",
+        type=float,
+        metavar="R",
+        help="length limit: no rewritten instruction over R times the median length of the current instructions "
+        "(with --instruction-max-tokens, the smaller limit holds) (default: no limit)",
+    )
     group.add_argument("--steps", type=int, help="optimization steps after step 0 (default: 2 quick, 12 otherwise)")
     group.add_argument("--batch-size", type=int, help="training samples per step (default: 2 quick, 3 otherwise)")
     group.add_argument("--test-interval", type=int, help="score the test split every N steps (default: 1)")
@@ -148,6 +169,9 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "archive_choice": args.archive_choice,
                 "specificity_fallback": args.specificity_fallback,
                 "conflict_arbiter": args.conflict_arbiter or None,
+                "judge_routing": args.judge_routing,
+                "instruction_max_tokens": args.instruction_max_tokens,
+                "instruction_max_ratio": args.instruction_max_ratio,
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "test_interval": args.test_interval,

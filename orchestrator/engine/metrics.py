@@ -170,6 +170,24 @@ def paired_delta_interval(
     return mean_delta_interval([(before, after)], truths, resamples=resamples, seed=seed)
 
 
+def _complete_items(score_sets: Sequence[Scores], criteria: Sequence[str], items: int) -> list[int]:
+    """The items that every one of ``score_sets`` scored on every criterion."""
+    return [i for i in range(items) if all(s[c][i] is not None for s in score_sets for c in criteria)]
+
+
+def _item_draws(complete: Sequence[int], resamples: int, seed: int) -> NDArray[np.intp]:
+    """``resamples`` bootstrap draws of the ``complete`` items, one row each."""
+    return np.random.default_rng(seed).choice(np.array(complete), size=(resamples, len(complete)), replace=True)
+
+
+def _resampled_rho(
+    scores: Sequence[float | None], truth: NDArray[np.float64], draws: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """Spearman ρ of ``scores`` against ``truth`` (already drawn) on every resample of ``draws``."""
+    drawn = np.asarray([np.nan if v is None else v for v in scores], dtype=np.float64)[draws]
+    return _spearman_along(drawn, truth)
+
+
 def mean_delta_interval(
     runs: Sequence[tuple[Scores, Scores]],
     truths: Mapping[str, Sequence[float]],
@@ -185,24 +203,42 @@ def mean_delta_interval(
     run's interval. Only items that every prompt scored on every criterion take part; ``None`` when fewer than 3 do,
     there is no run or no resample is asked for."""
     criteria = list(truths)
-    complete = [
-        i
-        for i in range(len(truths[criteria[0]]))
-        if all(b[c][i] is not None and a[c][i] is not None for b, a in runs for c in criteria)
-    ]
+    complete = _complete_items([s for run in runs for s in run], criteria, len(truths[criteria[0]]))
     if not runs or resamples <= 0 or len(complete) < 3:
         return None
-    draws = np.random.default_rng(seed).choice(np.array(complete), size=(resamples, len(complete)), replace=True)
+    draws = _item_draws(complete, resamples, seed)
     deltas = np.zeros(resamples, dtype=np.float64)
     for c in criteria:
         truth = np.asarray(truths[c], dtype=np.float64)[draws]
         for before, after in runs:
-            was = np.asarray([np.nan if v is None else v for v in before[c]], dtype=np.float64)[draws]
-            now = np.asarray([np.nan if v is None else v for v in after[c]], dtype=np.float64)[draws]
-            deltas += _spearman_along(now, truth) - _spearman_along(was, truth)
+            deltas += _resampled_rho(after[c], truth, draws) - _resampled_rho(before[c], truth, draws)
     deltas /= len(criteria) * len(runs)
     low, high = np.percentile(deltas, [2.5, 97.5])
     return float(low), float(high)
+
+
+def mean_rho_intervals(
+    runs: Sequence[Scores], truths: Mapping[str, Sequence[float]], *, resamples: int, seed: int
+) -> dict[str, tuple[float, float]] | None:
+    """95% percentile intervals of the mean over runs of each criterion's Spearman ρ, and of macro ρ (key
+    ``macro``), by the same bootstrap over the items as :func:`mean_delta_interval` (one draw of items for every
+    run and criterion; runs not resampled; only items every run scored on every criterion). ``None`` when fewer
+    than 3 such items, no run or no resample."""
+    criteria = list(truths)
+    complete = _complete_items(runs, criteria, len(truths[criteria[0]]))
+    if not runs or resamples <= 0 or len(complete) < 3:
+        return None
+    draws = _item_draws(complete, resamples, seed)
+    per_criterion = {}
+    for c in criteria:
+        truth = np.asarray(truths[c], dtype=np.float64)[draws]
+        per_criterion[c] = np.mean([_resampled_rho(run[c], truth, draws) for run in runs], axis=0)
+    per_criterion["macro"] = np.mean([per_criterion[c] for c in criteria], axis=0)
+    intervals = {}
+    for name, values in per_criterion.items():
+        low, high = np.percentile(values, [2.5, 97.5])
+        intervals[name] = (float(low), float(high))
+    return intervals
 
 
 def criterion_metrics(

@@ -190,6 +190,16 @@ class Policy(BaseModel):
         optimizer = self.optimizer.model_copy(update={"fields": self.optimizer.fields | {"resolution"}})
         return self.model_copy(update={"conflict_arbiter": True, "optimizer": optimizer})
 
+    def with_judge_routing(self, routing: Routing) -> Policy:
+        """This policy with its judge routed by ``routing``, checked by the same rules as a policy file (a
+        per-criterion judge call sees only its own instruction, so its scope becomes ``own``)."""
+        judge = {**self.judge.model_dump(), "routing": routing}
+        if routing == "per_criterion":
+            judge["scope"] = "own"
+        return policy_from_mapping(
+            {**self.model_dump(), "judge": judge}, origin=f"policy {self.name!r} with judge routing {routing}"
+        )
+
     def diluted(self, state: RoutingState) -> tuple[str, ...]:
         """The criteria the specificity fallback adds per-criterion calls for: those under its threshold in the
         focus of the joint gradient among ``state``'s artifacts (a sample's chain); none before that gradient

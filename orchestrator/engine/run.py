@@ -96,6 +96,8 @@ def policy_of(config: RunConfig) -> Policy:
     policy = resolve_policy(config.mode, config.policy_file)
     if config.prompt_protocol == "study" and config.policy_file is None:
         policy = study_policy(policy.name)  # the preset as the study ran it (its optimizer sees the conversations)
+    if config.judge_routing is not None:
+        policy = policy.with_judge_routing(config.judge_routing)
     if config.prompt_protocol == "study" and policy.judge.routing == "prefix_shared":
         raise PolicyError(f"policy {policy.name!r}: the study's prompt protocol has no prefix-shared judge layout")
     if config.conflict_arbiter:

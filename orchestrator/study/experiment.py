@@ -49,6 +49,7 @@ from judgeopt.orchestrator.engine.run import (
 )
 from judgeopt.orchestrator.engine.store import RunStore
 from judgeopt.orchestrator.engine.summary import refresh_spend
+from judgeopt.orchestrator.errors import PolicyError
 from judgeopt.orchestrator.study.diagnostics import rate_run
 from judgeopt.orchestrator.study.interference import SELECTION_LABELS, SelectOn, picks_of, stitch_and_score
 from judgeopt.orchestrator.tracking import MlflowTracker, RunTracking, TrackedRun
@@ -110,8 +111,11 @@ def cell_configs(grid: GridConfig, base: RunConfig) -> dict[str, RunConfig]:
                     }
                     try:
                         cells[name] = RunConfig.model_validate(data)
+                        policy_of(cells[name])  # a variant's judge routing must suit the cell's policy
                     except ValidationError as exc:
                         raise ConfigError(f"grid cell {name}: {describe_validation_error(exc)}") from None
+                    except PolicyError as exc:
+                        raise PolicyError(f"grid cell {name}: {exc}") from None
     return cells
 
 

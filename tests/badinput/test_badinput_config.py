@@ -124,8 +124,10 @@ class TestInvalidConfig:
             (["--train-size", "-5"], ("train_size",)),
             (["--concurrency", "0"], ("concurrency",)),
             (["--gate", "accuracy"], ("accuracy",)),
+            (["--instruction-max-tokens", "0"], ("instruction_max_tokens",)),
+            (["--instruction-max-ratio", "-1.5"], ("instruction_max_ratio",)),
         ],
-        ids=["steps", "batch", "train-size", "concurrency", "gate"],
+        ids=["steps", "batch", "train-size", "concurrency", "gate", "max-tokens", "max-ratio"],
     )
     def test_invalid_flags_are_one_line(
         self, flags: list[str], names: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -142,6 +144,12 @@ class TestInvalidConfig:
             else ["--config", config_file(tmp_path, run_section(mode="XYZ"))]
         )
         refused(tmp_path, capsys, argv, error="PolicyError", names=("'XYZ'", "SSS"))
+
+    def test_a_judge_routing_the_protocol_cannot_use(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The study's templates have no prefix-shared layout: --judge-routing prefix_shared with the study profile
+        is refused by the policy's rules (checked with --dry-run, so that an accepting build starts no run)."""
+        argv = ["--endpoint", CLOSED, "--profile", "study", "--judge-routing", "prefix_shared", "--dry-run"]
+        refused(tmp_path, capsys, argv, error="PolicyError", names=("'SSS'", "prefix-shared"))
 
     def test_empty_initial_instruction_is_refused_by_the_dry_run(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

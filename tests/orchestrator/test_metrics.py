@@ -26,6 +26,7 @@ from judgeopt.orchestrator.engine.metrics import (
     hypervolume,
     hypervolume_indicator,
     mean_delta_interval,
+    mean_rho_intervals,
     non_dominated,
     paired_delta_interval,
 )
@@ -488,3 +489,37 @@ class TestMeanDeltaInterval:
         failed: dict[str, list[float | None]] = {c: [None] * 8 + list(t[8:]) for c, t in PAIRED_TRUTHS.items()}
         assert mean_delta_interval([(scored, scored), (scored, failed)], PAIRED_TRUTHS, resamples=50, seed=1) is None
         assert mean_delta_interval([], PAIRED_TRUTHS, resamples=50, seed=1) is None
+
+
+class TestMeanRhoIntervals:
+    """A configuration's test ρ per criterion and macro, the mean over runs, with one bootstrap draw of items for
+    every run and criterion."""
+
+    def test_planted_judges_give_known_degenerate_intervals(self) -> None:
+        """A perfect judge has ρ 1 on every resample; with a reversed run beside it the mean is 0 on every resample;
+        one criterion perfect and one reversed make macro 0."""
+        perfect: dict[str, list[float | None]] = {c: list(t) for c, t in PAIRED_TRUTHS.items()}
+        reversed_: dict[str, list[float | None]] = {c: [6.0 - v for v in t] for c, t in PAIRED_TRUTHS.items()}
+        split = {"a": perfect["a"], "b": reversed_["b"]}
+        cases = [([perfect], (1.0, 1.0, 1.0)), ([perfect, reversed_], (0.0, 0.0, 0.0)), ([split], (1.0, -1.0, 0.0))]
+        for runs, (a, b, macro) in cases:
+            intervals = mean_rho_intervals(runs, PAIRED_TRUTHS, resamples=200, seed=1)
+            assert intervals is not None
+            for name, value in {"a": a, "b": b, "macro": macro}.items():
+                assert intervals[name] == pytest.approx((value, value), abs=1e-12), (name, intervals)
+
+    def test_the_intervals_hold_the_runs_mean_rho(self) -> None:
+        runs = [noisy(NOISY_TRUTHS, 1.0 + 0.5 * r, 30 + r) for r in range(3)]
+        intervals = mean_rho_intervals(runs, NOISY_TRUTHS, resamples=500, seed=4)
+        assert intervals is not None and set(intervals) == {"a", "b", "macro"}
+        rho = {c: fmean(stats.spearmanr(run[c], NOISY_TRUTHS[c]).statistic for run in runs) for c in NOISY_TRUTHS}
+        for name, value in {**rho, "macro": fmean(rho.values())}.items():
+            low, high = intervals[name]
+            assert 0.0 < low < value < high < 1.0
+
+    def test_too_few_items_or_no_resample_gives_none(self) -> None:
+        scored: dict[str, list[float | None]] = {c: list(t) for c, t in PAIRED_TRUTHS.items()}
+        failed: dict[str, list[float | None]] = {c: [None] * 8 + list(t[8:]) for c, t in PAIRED_TRUTHS.items()}
+        assert mean_rho_intervals([scored, failed], PAIRED_TRUTHS, resamples=50, seed=1) is None
+        assert mean_rho_intervals([scored], PAIRED_TRUTHS, resamples=0, seed=1) is None
+        assert mean_rho_intervals([], PAIRED_TRUTHS, resamples=50, seed=1) is None

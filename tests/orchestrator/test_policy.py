@@ -31,7 +31,7 @@ from judgeopt.orchestrator.engine.policy import (
     resolve_policy,
     study_policy,
 )
-from judgeopt.orchestrator.engine.run import prepare
+from judgeopt.orchestrator.engine.run import policy_of, prepare
 from judgeopt.orchestrator.errors import PolicyError
 
 TRACK = ("coherence", "consistency", "fluency", "relevance")
@@ -489,3 +489,35 @@ def test_study_protocol_refuses_a_prefix_shared_judge(tmp_path: Path) -> None:
         prepare(config.model_copy(update={"prompt_protocol": "judgeopt"}), ModelsConfig(), None).policy.judge.routing
         == "prefix_shared"
     )
+
+
+class TestJudgeRoutingSetting:
+    """``judge_routing`` (``--judge-routing``) reroutes the judge of any mode or policy file, and only the judge."""
+
+    @pytest.mark.parametrize("routing", ["joint", "per_criterion", "prefix_shared"])
+    @pytest.mark.parametrize("mode", ["CCC", "single"])
+    def test_it_reroutes_only_the_judge(self, mode: str, routing: Any) -> None:
+        policy = policy_of(RunConfig(mode=mode, judge_routing=routing))
+        preset = PRESETS[mode]
+        assert policy.judge.routing == routing and policy.judge.fields == preset.judge.fields
+        assert policy.judge.scope == ("own" if routing == "per_criterion" else "all")
+        assert [policy.stage(s) for s in LEARNING_STAGES] == [preset.stage(s) for s in LEARNING_STAGES]
+        assert (policy.name, policy.independent_criteria) == (preset.name, preset.independent_criteria)
+        assert policy_of(RunConfig(mode=mode)) == preset  # unset: the mode's own judge
+
+    def test_it_overrides_a_policy_file_and_keeps_its_judge_valid(self, tmp_path: Path) -> None:
+        """A policy file's joint judge (scope all) becomes a valid per-criterion judge: scope own, as the rules ask."""
+        judge = {"routing": "joint", "fields": ["task_description", "instruction", "sample"], "scope": "all"}
+        path = write_yaml(tmp_path / "mine.yaml", with_stage("judge", **judge))
+        policy = policy_of(RunConfig(policy_file=path, judge_routing="per_criterion"))
+        assert (policy.judge.routing, policy.judge.scope) == ("per_criterion", "own")
+        assert policy.model_copy(update={"judge": load_policy(path).judge}) == load_policy(path)  # nothing else moved
+
+    def test_the_study_protocol_refuses_a_prefix_shared_judge_routing(self) -> None:
+        with pytest.raises(PolicyError, match="policy 'SSS': the study's prompt protocol has no prefix-shared"):
+            policy_of(RunConfig(prompt_protocol="study", judge_routing="prefix_shared"))
+        assert policy_of(RunConfig(prompt_protocol="study", judge_routing="joint")).judge.routing == "joint"
+
+    def test_an_unknown_routing_names_the_setting(self) -> None:
+        with pytest.raises(ValueError, match="judge_routing"):
+            RunConfig(judge_routing="sideways")  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers.fake_openai import FakeOpenAI, RecordedRequest
+from helpers.reports import section, table_rows
 from helpers.scripts import DILUTED_RATING, SPECIFIC_RATING, deterministic_handler, study_role_of
 
 from judgeopt.cli import main
@@ -22,17 +23,6 @@ GATES = ("mae", "none")
 SCALED_DOWN = ("--steps", "1", "--runs", "1", "--batch-size", "2")
 ROWS = ("--train-size", "12", "--val-size", "4", "--test-size", "6")
 """Few rows of the file's own data, the study's split (summeval-wgc): seeded samples of its training and test files."""
-
-
-def section(markdown: str, title: str) -> str:
-    start = markdown.index(f". {title}\n")
-    end = markdown.find("\n## ", start)
-    return markdown[start : end if end != -1 else None]
-
-
-def table_rows(text: str) -> list[list[str]]:
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
 
 
 def first_row(text: str, *lead: str) -> list[str]:

@@ -8,12 +8,17 @@ oracle step (the study's choice) has the highest mean test macro ρ.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
-from judgeopt.orchestrator.engine.metrics import Scores, hypervolume_indicator, mean_delta_interval
+from judgeopt.orchestrator.engine.metrics import (
+    Scores,
+    hypervolume_indicator,
+    mean_delta_interval,
+    mean_rho_intervals,
+)
 from judgeopt.orchestrator.engine.policy import PRESETS
 from judgeopt.orchestrator.study.reporting.inputs import Cell, Configuration
 
@@ -79,6 +84,18 @@ def _argmax_step(series: Series) -> int | None:
 
 
 @dataclass(frozen=True)
+class AlignedTests:
+    """A configuration's runs' test scores on the items all of them scored, with those items' human scores."""
+
+    runs: list[dict[int, dict[str, list[float | None]]]]
+    """Per run, per step asked for, per criterion, one score per common item."""
+    truths: dict[str, list[float]]
+    resamples: int
+    seed: int
+    """The first run's bootstrap resamples and seed."""
+
+
+@dataclass(frozen=True)
 class Aggregate:
     config: Configuration
     macro: Series
@@ -109,6 +126,22 @@ class Aggregate:
             return None
         return hypervolume_indicator([[fmean(self.rho[c][s]) for c in self.rho] for s in steps])
 
+    def _aligned_tests(self, steps: Collection[int]) -> AlignedTests | None:
+        """Every run's test scores at ``steps`` on the items all runs scored, in one order, with their human scores;
+        ``None`` unless every run has test predictions at each of ``steps``."""
+        tests = [c.test for c in self.config.cells if c.test is not None]
+        if not tests or len(tests) < len(self.config.cells) or any(set(steps) - set(t.scores) for t in tests):
+            return None
+        positions = [{item: k for k, item in enumerate(t.ids)} for t in tests]
+        common = [item for item in tests[0].ids if all(item in p for p in positions)]
+
+        def aligned(scores: Scores, where: Mapping[str, int]) -> dict[str, list[float | None]]:
+            return {c: [values[where[item]] for item in common] for c, values in scores.items()}
+
+        runs = [{s: aligned(t.scores[s], p) for s in steps} for t, p in zip(tests, positions, strict=True)]
+        truths = {c: [values[positions[0][item]] for item in common] for c, values in tests[0].truths.items()}
+        return AlignedTests(runs, truths, tests[0].resamples, tests[0].seed)
+
     @property
     def delta_interval(self) -> tuple[float, float] | None:
         """The 95% interval of the configuration's Δ (the mean over runs of test macro ρ at the validation-chosen
@@ -116,19 +149,23 @@ class Aggregate:
         (``mean_delta_interval``), with the first run's resamples and seed. ``None`` without resamples or test
         predictions."""
         best = self.best_step
-        tests = [c.test for c in self.config.cells if c.test is not None]
-        if best is None or len(tests) < len(self.config.cells) or any({0, best} - set(t.scores) for t in tests):
+        tests = None if best is None else self._aligned_tests({0, best})
+        if best is None or tests is None:
             return None
-        items = tests[0].ids
-        positions = [{item: k for k, item in enumerate(t.ids)} for t in tests]
-        common = [item for item in items if all(item in p for p in positions)]
+        runs = [(run[0], run[best]) for run in tests.runs]
+        return mean_delta_interval(runs, tests.truths, resamples=tests.resamples, seed=tests.seed)
 
-        def aligned(scores: Scores, where: Mapping[str, int]) -> dict[str, list[float | None]]:
-            return {c: [values[where[item]] for item in common] for c, values in scores.items()}
-
-        runs = [(aligned(t.scores[0], p), aligned(t.scores[best], p)) for t, p in zip(tests, positions, strict=True)]
-        truths = {c: [values[positions[0][item]] for item in common] for c, values in tests[0].truths.items()}
-        return mean_delta_interval(runs, truths, resamples=tests[0].resamples, seed=tests[0].seed)
+    @property
+    def rho_intervals(self) -> dict[str, tuple[float, float]] | None:
+        """95% intervals of the mean over runs of each criterion's test ρ and of macro ρ (key ``macro``) at the
+        validation-chosen step, by the same bootstrap over the test items (``mean_rho_intervals``). ``None`` without
+        resamples or test predictions."""
+        best = self.best_step
+        tests = None if best is None else self._aligned_tests({best})
+        if best is None or tests is None:
+            return None
+        runs = [run[best] for run in tests.runs]
+        return mean_rho_intervals(runs, tests.truths, resamples=tests.resamples, seed=tests.seed)
 
     def improves_on_test(self) -> bool:
         start = self.mean_macro(0)

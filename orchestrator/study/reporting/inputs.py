@@ -49,6 +49,10 @@ class Cell:
     test: RunTestScores | None = None
     routings: RoutingInterference | None = None
     """The judge routings compared on the run's chosen step (``judgeopt interference``), when measured."""
+    judge_routing: str = "joint"
+    """How the run's judge was routed: ``joint``, ``per_criterion`` or ``prefix_shared``."""
+    length_limits: tuple[int | None, float | None] = (None, None)
+    """The run's ``instruction_max_tokens`` and ``instruction_max_ratio`` (``None``: not set)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -
     summary = _read_summary(run_dir, what)
     store = RunStore(run_dir)
     try:
+        manifest = store.manifest()
         return Cell(
             name=name,
             mode=summary["mode"],
@@ -145,6 +150,8 @@ def read_cell(run_dir: Path, name: str, what: str, variant: str | None = None) -
             variant=variant,
             test=_test_predictions(store, summary),
             routings=routing_interference.read(run_dir),
+            judge_routing=manifest.policy.judge.routing,
+            length_limits=(manifest.config.instruction_max_tokens, manifest.config.instruction_max_ratio),
         )
     finally:
         store.close()

@@ -8,6 +8,7 @@ from judgeopt.core.private_files import private_dir, write_private_bytes, write_
 from judgeopt.orchestrator.study.reporting.accounting import provenance_section, spend_section
 from judgeopt.orchestrator.study.reporting.aggregate import aggregate
 from judgeopt.orchestrator.study.reporting.document import FILES_DIR, Document, Paragraph, render_html, render_markdown
+from judgeopt.orchestrator.study.reporting.inference import inference_section
 from judgeopt.orchestrator.study.reporting.inputs import Study, load_study
 from judgeopt.orchestrator.study.reporting.judging import judging_section
 from judgeopt.orchestrator.study.reporting.mitigations import mitigations_section
@@ -40,8 +41,8 @@ def build_document(study: Study) -> Document:
         '"When Gradients Collide" (Darshan & Divekar, arXiv 2605.26046): its best steps were chosen on the test set '
         "(an oracle); ours are chosen on validation, with the test-set choice shown beside them and labelled."
     )
-    mitigations = mitigations_section(study)
     routings = routings_section(study)
+    optional = [section for section in (inference_section(aggregates, criteria), mitigations_section(study)) if section]
     return Document(
         title=f"judgeopt report: {study.directory.name}",
         intro=(intro,),
@@ -55,7 +56,7 @@ def build_document(study: Study) -> Document:
             *([routings] if routings is not None else []),
             judging_section(study),
             lengths_section(study, aggregates),
-            *([mitigations] if mitigations is not None else []),
+            *optional,
             spend_section(study, aggregates),
             provenance_section(study),
         ),
