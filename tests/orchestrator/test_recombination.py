@@ -16,6 +16,7 @@ from helpers.fake_openai import Completion, RecordedRequest, Reply
 from helpers.runs import scripted_run
 from helpers.scripts import SUMMEVAL, deterministic_handler, role_of
 
+from judgeopt.cli import main
 from judgeopt.orchestrator.engine.artifacts import PromptState
 from judgeopt.orchestrator.engine.pareto import ArchiveMember
 from judgeopt.orchestrator.engine.recombine import best_members, recombine, stitching
@@ -137,6 +138,11 @@ def test_the_stitched_prompt_is_validated_as_a_whole_and_joins_the_archive_only_
     members = [m["step"] for m in summary["archive"]["all"]["members"]]
     reported = summary["recombination"]["all"]
     assert reported["step"] == 3 and reported["sources"] == recombination["sources"]
+    assert main(["report", str(run.run_dir)]) == 0
+    mitigations = (run.run_dir / "report.md").read_text().split(". Mitigations", 1)[1]
+    (row,) = [line for line in mitigations.splitlines() if f"| all: {status}" in line]  # the run's one row
+    worst = max(recombination["stitching"].values(), key=lambda e: e["loss"])["loss"]
+    assert f"| all: {worst:+.3f} (" in row
     if interfere:
         assert status == "rejected" and test is None and held == steps[2][3]
         assert candidate["instructions"] != held["instructions"]
