@@ -142,7 +142,7 @@ class TestLocalModelMitigations:
                             "structured_output": "json_object_schema",
                             "timeout": 300,  # a loaded machine slows the model; the assertions stay structural
                         },
-                        "loss": {"max_tokens": 48},
+                        "loss": {"max_tokens": 128},  # a critique cut off is unusable: no gradient would follow
                         "gradient": {"max_tokens": 256},  # room for a joint gradient that parses
                         "optimizer": {"max_tokens": 96},
                         "judge": {"max_tokens": 48},
