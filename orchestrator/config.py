@@ -35,18 +35,23 @@ class RunConfig(BaseModel):
     """Validation metric a candidate must not get worse on (``mae``, ``spearman``, …), ``pareto`` (no criterion's
     ``gate_metric`` may drop by more than ``gate_epsilon``), or ``none``."""
     gate_metric: str = "mae"
-    """The per-criterion metric of the ``pareto`` gate and its archive (a ``GATE_METRICS`` name)."""
+    """The per-criterion metric of the ``pareto`` gate and of the archive every gate keeps (a ``GATE_METRICS``
+    name)."""
     gate_epsilon: float = Field(default=0.0, ge=0.0)
     """The ``pareto`` gate's tolerance: how far one criterion's metric may drop (in the metric's units)."""
     gate_drop_interval: bool = False
     """With the ``pareto`` gate: refuse a drop only when its 95% paired-bootstrap interval over the validation items
     lies wholly beyond ``gate_epsilon`` (``bootstrap_resamples`` resamples), so noise alone does not refuse."""
     archive_choice: ArchiveChoice = "hypervolume"
-    """With the ``pareto`` gate, how ``best`` is chosen from the archive of non-dominated prompts: the largest
-    hypervolume contribution, the largest ``archive_weights``-weighted sum, or the best worst criterion (each on the
-    metric scaled to 0-1 over its range)."""
+    """How the archive's deployable member is chosen (with the ``pareto`` gate it is ``best``; under other gates it
+    is shown beside ``best``): the largest hypervolume contribution, the largest ``archive_weights``-weighted sum, or
+    the best worst criterion (each on the metric scaled to 0-1 over its range)."""
     archive_weights: dict[str, float] = Field(default_factory=dict)
     """Per criterion, for ``archive_choice: weights``; a criterion not listed weighs 1."""
+    archive_recombine: bool = False
+    """After the last step, stitch one prompt from the archive (each criterion's instruction from the member best on
+    that criterion), validate it as a whole through the gate, and record it as step ``steps + 1`` with where each
+    instruction came from. Tracks of one criterion (Single-Task) have nothing to stitch."""
     conflict_arbiter: bool = False
     """Turn on the conflict arbiter: before each joint optimizer call, find pairs of criteria whose gradients ask
     for contradictory changes and hand the optimizer a resolution (one more optimizer-model call per step)."""

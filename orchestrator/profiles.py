@@ -113,6 +113,8 @@ def study_differences(config: RunConfig, models: ModelsConfig) -> list[str]:
     differences += [n for n in ("instruction_max_tokens", "instruction_max_ratio") if getattr(config, n) is not None]
     if config.judge_routing not in (None, "joint"):  # the study's judge scored every criterion in one call
         differences.append("judge_routing")
+    if config.archive_recombine:
+        differences.append("archive_recombine")
     for role in ALL_ROLES:
         settings = models.for_role(role, local_base_url="http://local")
         for name, value in STUDY_MODELS[role].items():

@@ -45,7 +45,13 @@ def add_run_flags(parser: argparse.ArgumentParser, *, single_run: bool = True) -
     group.add_argument(
         "--archive-choice",
         choices=["hypervolume", "weights", "maxmin"],
-        help="pareto gate: how the deployable prompt is chosen from the archive (default: hypervolume)",
+        help="how the archive's deployable prompt is chosen (best under the pareto gate; default: hypervolume)",
+    )
+    group.add_argument(
+        "--recombine",
+        action="store_true",
+        help="after the last step, validate one prompt stitched from the archive, each criterion's instruction from "
+        "the member best on it (default: off)",
     )
     group.add_argument(
         "--specificity-fallback",
@@ -167,6 +173,7 @@ def run_config(args: argparse.Namespace, base: RunConfig, models: ModelsConfig) 
                 "gate_epsilon": args.gate_epsilon,
                 "gate_drop_interval": args.gate_drop_interval or None,
                 "archive_choice": args.archive_choice,
+                "archive_recombine": args.recombine or None,
                 "specificity_fallback": args.specificity_fallback,
                 "conflict_arbiter": args.conflict_arbiter or None,
                 "judge_routing": args.judge_routing,

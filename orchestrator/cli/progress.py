@@ -48,7 +48,9 @@ def _run_and_print(
     hold = contextlib.nullcontext(HeldWarnings()) if args.log_format == "json" else holding_warnings()
     # Transient: the bars vanish when the run ends, so a failure leaves its one-line error alone on the screen.
     with hold as held, Progress(*columns, console=console, transient=True) as progress:
-        bars = {t: progress.add_task(f"track {t}", total=config.steps + 1) for t in tracks}
+        # With recombination, a track of several criteria may record one more step (``steps + 1``).
+        extra = {t: int(config.archive_recombine and len(manifest.track_criteria(t)) > 1) for t in tracks}
+        bars = {t: progress.add_task(f"track {t}", total=config.steps + 1 + extra[t]) for t in tracks}
         for t in tracks:
             done = store.last_step(t)
             progress.update(bars[t], completed=0 if done is None else done.step + 1)

@@ -39,6 +39,7 @@ from judgeopt.orchestrator.engine.lengths import instruction_limits
 from judgeopt.orchestrator.engine.metrics import Evaluation
 from judgeopt.orchestrator.engine.pareto import ArchiveMember, admitted, drop_intervals, regressions, worst_errors
 from judgeopt.orchestrator.engine.policy import Policy
+from judgeopt.orchestrator.engine.recombine import recombine, stitching
 from judgeopt.orchestrator.engine.router import RoutedCall, Router
 from judgeopt.orchestrator.engine.scoring import Scorer, evaluation_json, evaluation_of
 from judgeopt.orchestrator.engine.store import RunStore, StepRecord
@@ -195,6 +196,9 @@ class OptimizationLoop:
                 last = decided.record
             if finishing is not None:
                 await finishing
+                finishing = None
+            if last is not None and last.step == self.settings.run.steps and self._recombines(track):
+                await self._recombine_within_budget(track, last)
         finally:
             if finishing is not None and not finishing.done():  # this track failed or was cancelled meanwhile
                 finishing.cancel()
@@ -206,6 +210,13 @@ class OptimizationLoop:
         record = decided.record
         test = await self._test_json(track, record.prompt, record.step, attempt=record.attempts)
         self._commit(track, replace(decided, record=replace(record, test=test)))
+
+    def _recombines(self, track: Track) -> bool:
+        return self.settings.run.archive_recombine and len(track.criteria) > 1
+
+    async def _recombine_within_budget(self, track: Track, last: StepRecord) -> None:
+        if self._within_budget(track, last.step):
+            await self._recombination_step(track, last)
 
     def _within_budget(self, track: Track, step: int) -> bool:
         """False (and the run marked as stopped) when the step could take the run past its budget."""
@@ -223,8 +234,7 @@ class OptimizationLoop:
         return False
 
     def _commit(self, track: Track, outcome: StepOutcome) -> StepRecord:
-        archive = self._admit(track, outcome.record) if self._pareto else None
-        self.store.commit_step(outcome.record, outcome.artifacts, archive)
+        self.store.commit_step(outcome.record, outcome.artifacts, self._admit(track, outcome.record))
         log.info(
             "step.done",
             track=track.name,
@@ -248,7 +258,7 @@ class OptimizationLoop:
         resamples = self.settings.run.bootstrap_resamples if purpose == "test" else 0
         evaluation = evaluation_of(track.criteria, records, scored, resamples, self.settings.run.seed)
         figures = evaluation_json(evaluation, scored, records)
-        if self._pareto and purpose == "val":
+        if purpose == "val":  # every gate keeps the archive, on the gate metric's per-criterion values
             figures["gate_values"] = self._gate_values(evaluation, track)
         return _Evaluated(evaluation, figures, scored)
 
@@ -299,9 +309,10 @@ class OptimizationLoop:
         return regressions(before, after, run.gate_epsilon, intervals), intervals
 
     def _admit(self, track: Track, record: StepRecord) -> list[ArchiveMember]:
-        """The track's archive after ``record``: a prompt the track now holds is offered to it."""
+        """The track's archive after ``record``: a prompt the track now holds is offered to it (a run stored before
+        every gate kept an archive has no per-criterion values to offer)."""
         archive = self.store.archive(track.name)
-        if record.status not in ("initial", "accepted") or record.val is None:
+        if record.status not in ("initial", "accepted") or record.val is None or "gate_values" not in record.val:
             return archive
         member = ArchiveMember(record.step, record.prompt.id, dict(record.val["gate_values"]))
         return admitted(archive, member, [c.name for c in track.criteria])
@@ -378,6 +389,15 @@ class OptimizationLoop:
         candidate = current.replaced(updates)
         if self.settings.run.drop_output_format_after_update and candidate != current:
             candidate = PromptState(candidate.task_description, candidate.instructions, omit_output_format=True)
+        record, _ = await self._gated(track, last, template, candidate)
+        return StepOutcome(record, artifacts)
+
+    async def _gated(
+        self, track: Track, last: StepRecord, template: StepRecord, candidate: PromptState
+    ) -> tuple[StepRecord, dict[str, Any]]:
+        """``template`` (a failed step at ``template.step``) decided by the gate: the candidate scored on validation
+        and accepted or rejected against ``last``; with its validation figures. No test figures yet."""
+        step = template.step
         val = await self._evaluate(track, candidate, self.splits.val, step=step, purpose="val")
         val_json = val.figures
         candidate_metric = self._gate_metric(val.evaluation, track)
@@ -397,10 +417,47 @@ class OptimizationLoop:
         else:
             status = "failed" if unusable else "rejected"
             record = replace(template, status=status, val={**(last.val or {}), "candidate": val_json})
-        return StepOutcome(replace(record, candidate=candidate), artifacts)
+        return replace(record, candidate=candidate), val_json
 
-    async def _test_json(self, track: Track, prompt: PromptState, step: int, *, attempt: int) -> dict[str, Any] | None:
-        if not self._tests_at(step):
+    async def _recombination_step(self, track: Track, last: StepRecord) -> None:
+        """Step ``steps + 1``: the prompt stitched from the archive, gated against the prompt the track holds and
+        tested when accepted; its validation figures carry ``recombination`` (each criterion's source step and its
+        validation ρ there and stitched). Nothing is recorded when one member is best on every criterion."""
+        held = {r.step: r for r in self.store.steps(track.name) if r.status in ("initial", "accepted")}
+        names = [c.name for c in track.criteria]
+        stitched = recombine(last.prompt, {s: r.prompt for s, r in held.items()}, self.store.archive(track.name), names)
+        if stitched is None:
+            log.info("recombination.skipped", track=track.name, reason="one archive member is best on every criterion")
+            return
+        step = last.step + 1
+        template = StepRecord(
+            track=track.name,
+            step=step,
+            status="failed",
+            prompt=last.prompt,
+            candidate=None,
+            val_metric=last.val_metric,
+            val=last.val,
+            test=None,
+            batch=(),
+        )
+        record, val_json = await self._gated(track, last, template, stitched.prompt)
+        source_rho = {s: (held[s].val or {})["rho"] for s in set(stitched.sources.values())}
+        losses = stitching(stitched.sources, source_rho, val_json["rho"])
+        provenance = {"sources": stitched.sources, "stitching": losses}
+        accepted = record.status == "accepted"
+        test = (
+            await self._test_json(track, record.prompt, step, attempt=record.attempts, always=True)
+            if accepted
+            else None
+        )
+        record = replace(record, val={**(record.val or {}), "recombination": provenance}, test=test)
+        self._commit(track, StepOutcome(record))
+
+    async def _test_json(
+        self, track: Track, prompt: PromptState, step: int, *, attempt: int, always: bool = False
+    ) -> dict[str, Any] | None:
+        if not (always or self._tests_at(step)):
             return None
         self._test_scorers[track.name].router.attempt = attempt
         test_json = (await self._evaluate(track, prompt, self.splits.test, step=step, purpose="test")).figures

@@ -2,8 +2,10 @@
 
 ``best`` is chosen on validation; ``best_oracle`` on test, as the study did, and labelled as such. With several
 tracks (Single-Task) a step's figures combine the tracks: each contributes its own criteria's ρ, and the
-validation metric is the tracks' mean. With the Pareto gate, ``archive`` holds each track's non-dominated prompts
-and the member its rule chose; for one track that member is ``best`` (when its step was tested). With the
+validation metric is the tracks' mean. Under every gate, ``archive`` holds each track's non-dominated prompts and
+the member its rule chose; with the Pareto gate and one track that member is ``best`` (when its step was tested),
+under a scalar gate it stands beside ``best`` for a user who wants a Pareto member. With archive recombination,
+``recombination`` gives per track the stitched prompt's step, gate outcome and provenance. With the
 specificity fallback, ``fallback`` says how often it fell back and what its calls cost; with the conflict arbiter,
 ``conflicts`` lists what it found per step.
 """
@@ -121,7 +123,8 @@ def _pick(steps: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
 
 
 def _archives(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
-    """Per track, the Pareto archive (members with their per-criterion validation values) and its chosen member."""
+    """Per track, the archive of non-dominated prompts (members with their per-criterion validation values, and
+    ``recombined`` for the prompt stitched after the last step) and its chosen member."""
     config = manifest.config
     archives = {}
     for track in manifest.tracks:
@@ -135,10 +138,36 @@ def _archives(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
         archives[track] = {
             "metric": config.gate_metric,
             "rule": config.archive_choice,
-            "members": [{"step": m.step, "prompt_id": m.prompt_id, "values": m.values} for m in members],
+            "members": [
+                {"step": m.step, "prompt_id": m.prompt_id, "values": m.values, "recombined": m.step > config.steps}
+                for m in members
+            ],
             "chosen": chosen.step,
         }
     return archives
+
+
+def _recombination(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
+    """Per track of several criteria, the prompt stitched from the archive after the last step: its step, whether
+    the gate accepted it and whether it is in the archive, and per criterion its source member and validation ρ
+    there and stitched; or why there is none."""
+    config = manifest.config
+    result: dict[str, Any] = {}
+    for track in manifest.tracks:
+        if len(manifest.track_criteria(track)) < 2:
+            continue
+        record = next((r for r in store.steps(track) if r.step == config.steps + 1), None)
+        if record is None or record.val is None:
+            done = store.status == "complete"
+            result[track] = {"skipped": "one archive member is best on every criterion" if done else "not reached"}
+            continue
+        result[track] = {
+            "step": record.step,
+            "status": record.status,
+            "in_archive": any(m.step == record.step for m in store.archive(track)),
+            **record.val["recombination"],
+        }
+    return result
 
 
 def _fallback(store: RunStore, manifest: RunManifest) -> dict[str, Any]:
@@ -181,8 +210,8 @@ def build_summary(store: RunStore) -> dict[str, Any]:
     tested = [s for s in steps if s["rho"] is not None]
     initial = _pick(steps[:1], "macro_rho")
     best = _pick(steps, "val_metric")
-    archives = _archives(store, manifest) if config.gate == "pareto" else {}
-    if len(archives) == 1 and len(manifest.tracks) == 1:  # the archive's choice is the deployable prompt
+    archives = _archives(store, manifest)
+    if config.gate == "pareto" and len(archives) == 1 and len(manifest.tracks) == 1:  # the archive's choice is best
         (archive,) = archives.values()
         best = _pick([s for s in steps if s["step"] == archive["chosen"]], "val_metric") or best
     oracle = _pick(steps, "macro_rho")
@@ -200,7 +229,8 @@ def build_summary(store: RunStore) -> dict[str, Any]:
         "best": best,
         "delta_macro_rho": _delta(store, manifest, initial, best),
         "best_oracle": None if oracle is None else {**oracle, "label": ORACLE_LABEL},
-        **({"archive": archives} if config.gate == "pareto" else {}),
+        "archive": archives,
+        **({"recombination": _recombination(store, manifest)} if config.archive_recombine else {}),
         **({"fallback": _fallback(store, manifest)} if manifest.policy.specificity_fallback is not None else {}),
         **({"conflicts": _conflicts(store)} if manifest.policy.conflict_arbiter else {}),
         "hvi": hypervolume_indicator([[s["rho"][c] for c in criteria] for s in tested]) if tested else None,

@@ -275,3 +275,64 @@ class TestLocalModelPrefixSharedAndLengthLimits:
             elif text != initial[criterion]:
                 assert approx_tokens(text) <= self.LIMIT, (criterion, text)
                 assert text in whole  # the model's own words, whole: never cut
+
+
+class TestLocalModelMitigations:
+    @pytest.mark.timeout(600)
+    def test_every_mitigation_in_one_scc_run(
+        self, local_llm: LocalModelServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """One SCC step with the Pareto gate, the specificity fallback (threshold 1: any joint gradient that does
+        not name every criterion in every sentence falls back), the conflict arbiter and archive recombination, at
+        tiny sizes: the run passes its audit, the archive has a member, the fallback's and the arbiter's calls are
+        in the calls table under their purposes, and the summary has every mitigation's field."""
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "models": {
+                        "default": {
+                            "base_url": local_llm.base_url,
+                            "model": local_llm.model_name,
+                            "structured_output": "json_object_schema",
+                            "timeout": 300,  # a loaded machine slows the model; the assertions stay structural
+                        },
+                        "loss": {"max_tokens": 128},  # a critique cut off is unusable: no gradient would follow
+                        "gradient": {"max_tokens": 256},  # room for a joint gradient that parses
+                        "optimizer": {"max_tokens": 96},
+                        "judge": {"max_tokens": 48},
+                    },
+                    "run": {
+                        "mode": "SCC",
+                        "steps": 1,
+                        "batch_size": 2,
+                        "gate": "pareto",
+                        "gate_epsilon": 0.5,
+                        "specificity_fallback": 1.0,
+                        "conflict_arbiter": True,
+                        "archive_recombine": True,
+                        "concurrency": 1,
+                        "bootstrap_resamples": 0,
+                        "dataset": {"name": "summeval", "train_size": 6, "val_size": 2, "test_size": 2},
+                    },
+                }
+            )
+        )
+        run_dir = tmp_path / "run"
+        assert main(["optimize", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+        capsys.readouterr()
+        assert main(["audit", str(run_dir)]) == 0
+        assert_audited_every_call(capsys.readouterr().out, run_dir)
+        with sqlite3.connect(run_dir / "run.sqlite") as db:
+            rows = db.execute("SELECT stage || ':' || purpose, COUNT(DISTINCT request_id) FROM calls GROUP BY 1")
+            purposes = dict(rows.fetchall())
+        assert purposes.get("gradient:fallback", 0) >= 1, purposes
+        assert purposes.get("optimizer:arbiter", 0) == 1, purposes
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "complete"
+        assert len(summary["archive"]["all"]["members"]) >= 1
+        assert summary["fallback"]["joint_gradients"] >= 1 and summary["fallback"]["cost"]
+        assert summary["conflicts"]["cost"]
+        recombination = summary["recombination"]["all"]
+        assert "skipped" in recombination or recombination["step"] == 2
+        assert {"archive_recombine", "gate"} <= set(summary["differs_from_study"])

@@ -23,12 +23,13 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "mitigations.yaml"
 def test_the_example_grid_crosses_modes_gates_and_variants() -> None:
     config = load_config(EXAMPLE)
     cells = cell_configs(config.grid, config.run)
-    assert len(cells) == 5 * 2 * 4 * 3
+    assert len(cells) == 5 * 2 * 5 * 3
     both = cells["SCC-pareto-fallback_arbiter-run2"]
     assert (both.mode, both.gate, both.seed, both.gate_epsilon) == ("SCC", "pareto", 2, 0.1)
     assert both.specificity_fallback == 0.2 and both.conflict_arbiter
     plain = cells["CCC-mae-plain-run0"]
-    assert plain.specificity_fallback is None and not plain.conflict_arbiter
+    assert plain.specificity_fallback is None and not plain.conflict_arbiter and not plain.archive_recombine
+    assert cells["SSS-mae-all-run0"].archive_recombine
     assert set(cell_configs(GridConfig(modes=("SSS",), gates=("mae",), runs=1), RunConfig())) == {"SSS-mae-run0"}
     with pytest.raises(ValueError, match="variant 'x' sets 'gate', which the grid decides"):
         GridConfig(variants={"x": {"gate": "none"}})
@@ -57,10 +58,10 @@ def test_a_scaled_down_mitigations_grid_produces_the_report(tmp_path: Path) -> N
     assert "SCC (gate pareto, plain)" in report and "SCC (gate pareto, fallback_arbiter)" in report
     mitigations = report.split(". Mitigations", 1)[1]
     rows = [line for line in mitigations.splitlines() if line.startswith("| SCC-pareto-")]
-    assert len(rows) == 2  # both cells have the Pareto gate's archive; only one has the fallback and the arbiter
+    assert len(rows) == 2  # both cells have the archive; only one has the fallback and the arbiter, none recombines
     plain = next(r for r in rows if "-plain-" in r)
     both = next(r for r in rows if "-fallback_arbiter-" in r)
-    assert plain.count("—") == 6 and both.count("—") == 0
+    assert plain.count("—") == 8 and both.count("—") == 2
     for cell in ("SCC-pareto-plain-run0", "SCC-pareto-fallback_arbiter-run0"):  # every call answered
         with sqlite3.connect(directory / "cells" / cell / "run.sqlite") as db:
             assert db.execute("SELECT COUNT(*) FROM calls WHERE outcome != 'ok'").fetchone() == (0,)
