@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import grpc
 
@@ -172,6 +172,13 @@ class AgentClients:
         if self._credentials is None:
             return grpc.aio.insecure_channel(address, options=self._options, interceptors=self._tracing)
         return grpc.aio.secure_channel(address, self._credentials, options=self._options, interceptors=self._tracing)
+
+    async def ready(self, role: str) -> None:
+        """Return once ``role``'s service is up: at once when its address was given, else when the service started
+        alongside the run answers SERVING."""
+        pending = self._pending.get(cast("Role", role))  # a stage that is no role has no pending service
+        if pending is not None and role not in self._channels:
+            await pending
 
     async def _channel(self, role: Role) -> grpc.aio.Channel:
         channel = self._channels.get(role)

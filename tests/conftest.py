@@ -66,6 +66,7 @@ async def clients(fleet: ServiceFleet) -> AsyncIterator[AgentClients]:
 
 @pytest.fixture(scope="session")
 def local_llm() -> Iterator[LocalModelServer]:
-    """The real embedded SmolLM2 server, shared by the whole test session."""
-    with LocalModelServer() as server:
+    """The real embedded SmolLM2 server, shared by the whole test session. One thread: the other test worker keeps
+    the second core busy, and llama.cpp's threads wait on each other at every token."""
+    with LocalModelServer(threads=1) as server:
         yield server

@@ -82,7 +82,10 @@ class LocalModelServer:
         logprobs: bool = False,
         startup_timeout: float = 120.0,
         log_file: Path | None = None,
+        threads: int | None = None,
     ) -> None:
+        """``threads``: llama.cpp's compute threads (default: one per core). Fewer than the cores when other work
+        shares the machine: its threads wait on each other at every token, so one descheduled thread stalls all."""
         self.model_path = resolve_local_model(model) or default_model_path()
         if not self.model_path.is_file():
             raise LocalModelError(f"model file not found: {self.model_path}")
@@ -90,6 +93,7 @@ class LocalModelServer:
         self.logprobs = logprobs
         self.startup_timeout = startup_timeout
         self.log_file = log_file
+        self.threads = threads or max(1, os.cpu_count() or 1)
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -120,7 +124,7 @@ class LocalModelServer:
             "--n_ctx",
             str(self.context_tokens),
             "--n_threads",
-            str(max(1, os.cpu_count() or 1)),
+            str(self.threads),
         ]
         # The server's own default keeps logits for every prompt token (an n_ctx by vocabulary array); only
         # logprob scoring needs them.

@@ -74,11 +74,15 @@ class CallExecutor:
         rate_limits: RateLimits | None = None,
         adaptive: AdaptiveLimits | None = None,
         trace_attributes: Mapping[str, Attribute] | None = None,
+        ready: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """``limit`` bounds the calls in flight and ``rate_limits`` the calls per window of each endpoint; runs of
         one experiment share both. ``adaptive``: per-endpoint AIMD limits inside ``limit`` (adaptive mode).
-        ``trace_attributes``: what every call's span carries besides its own (the run's mode, say)."""
+        ``trace_attributes``: what every call's span carries besides its own (the run's mode, say). ``ready(role)``
+        returns once the role's service is up: a call waits for it before it takes a slot or starts its clock, so
+        services still starting neither hold slots nor count as time at the endpoint."""
         self._store = store
+        self._ready = ready
         self._trace_attributes = dict(trace_attributes or {})
         self._limit = limit
         self._rates = rate_limits
@@ -102,6 +106,8 @@ class CallExecutor:
 
         async def attempt() -> ResponseT:
             nonlocal attempt_number
+            if self._ready is not None:
+                await self._ready(call.stage)
             attempt_number += 1
             started = time.perf_counter()
             sent = answered = started  # the slot is taken at ``sent``; the service answers at ``answered``

@@ -293,6 +293,7 @@ async def run_with_clients(
             rate_limits=rate_limits or RateLimits(models, ROLES, window=config.rate_window_seconds),
             adaptive=adaptive,
             trace_attributes={"mode": policy.name, "run_id": manifest.run_id},
+            ready=clients.ready,
         ),
         store=store,
         run_id=manifest.run_id,

@@ -37,6 +37,7 @@ SECTIONS = (
     "Instruction interference: stitched vs generic vs separate",
     "How the judge scored: logprob weighting and halo",
     "Instruction lengths over steps",
+    "Mitigations",  # the archive of non-dominated prompts is kept under every gate
     "Calls, tokens and wall time per role",
     "Provenance",
 )

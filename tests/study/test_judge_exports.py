@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
 from helpers.fake_openai import FakeOpenAI
 from helpers.runs import write_config
 from mlflow.genai.judges.instructions_judge import InstructionsJudge
@@ -24,6 +23,7 @@ from judgeopt.orchestrator.study.export import ExportedJudge, read_judge
 from judgeopt.orchestrator.study.mlflow_judge import load_mlflow_judges, mlflow_judges
 from judgeopt.orchestrator.study.promptfoo import KEY_VARIABLE, promptfoo_config
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPTFOO = REPO_ROOT / ".ci" / "node" / "node_modules" / ".bin" / "promptfoo"
 
 
