@@ -132,7 +132,7 @@ def main() -> None:
     jobs = [run_once() for _ in range(args.runs)]
     console.print(phase_table(jobs))
     console.print(stage_table(jobs[-1]))
-    console.print(jobs[-1].screen)
+    console.print(jobs[-1].screen, markup=False, highlight=False)  # the screen as the command printed it
     failed = sum(job.exit_code != 0 for job in jobs)
     middle = median([job.seconds for job in jobs])
     record.add("wall time: median", middle, "s", TARGET)
