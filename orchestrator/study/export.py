@@ -16,6 +16,7 @@ judging it per criterion reproduces the run's own one-criterion scoring.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,18 @@ class ExportedJudge(BaseModel):
     """How ``routing`` was chosen, when the routings were measured (absent in files exported before, or without)."""
     model: RoleModelConfig
     source: dict[str, Any]
+
+    def rubric_head(self, criterion: str, escape: Callable[[str], str]) -> tuple[CriterionSpec, tuple[str, ...]]:
+        """What every exported rubric of ``criterion`` opens with: the task, the criterion (with its description)
+        and its optimized instruction, each through the target tool's ``escape``; with the criterion's spec."""
+        spec = next(c for c in self.criteria if c.name == criterion)
+        described = f" ({escape(spec.description)})" if spec.description else ""
+        head = (
+            escape(self.task_description.strip()),
+            f"Criterion: {criterion}{described}",
+            escape(self.instructions[criterion].strip()),
+        )
+        return spec, head
 
     def prompt(self) -> PromptState:
         return PromptState(

@@ -31,15 +31,13 @@ def _plain(text: str) -> str:
 
 
 def judge_instructions(judge: ExportedJudge, criterion: str) -> str:
-    spec = next(c for c in judge.criteria if c.name == criterion)
+    spec, head = judge.rubric_head(criterion, _plain)
     scale = f"from {spec.min_score:g} to {spec.max_score:g}" + (" in whole numbers" if spec.integer_scores else "")
     sources = ", ".join(judge.text_fields[:-1])
     return "\n\n".join(
         part
         for part in (
-            _plain(judge.task_description.strip()),
-            f"Criterion: {criterion}" + (f" ({_plain(spec.description)})" if spec.description else ""),
-            _plain(judge.instructions[criterion].strip()),
+            *head,
             (f"Inputs ({sources}): {{{{ inputs }}}}\n" if sources else "")
             + f"Output ({judge.text_fields[-1]}): {{{{ outputs }}}}",
             f"Rate the output on {criterion} {scale}.",

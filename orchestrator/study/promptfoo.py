@@ -28,16 +28,14 @@ def _literal(text: str) -> str:
 
 def rubric(judge: ExportedJudge, criterion: str) -> str:
     """The grading instruction for one criterion, with the sample's source fields as promptfoo variables."""
-    spec = next(c for c in judge.criteria if c.name == criterion)
+    spec, head = judge.rubric_head(criterion, _literal)
     scale = f"{spec.min_score:g} to {spec.max_score:g}" + (" in whole numbers" if spec.integer_scores else "")
     sources = "\n".join(f"{field}: {{{{{field}}}}}" for field in judge.text_fields[:-1])
     span = spec.max_score - spec.min_score
     return "\n\n".join(
         part
         for part in (
-            _literal(judge.task_description.strip()),
-            f"Criterion: {criterion}" + (f" ({_literal(spec.description)})" if spec.description else ""),
-            _literal(judge.instructions[criterion].strip()),
+            *head,
             f"The output is the {judge.text_fields[-1]}." + (f" Its sources:\n{sources}" if sources else ""),
             f"Rate the output on {criterion} from {scale}; give as score (rating - {spec.min_score:g}) / {span:g}.",
         )
