@@ -16,7 +16,9 @@ second of it. The final screen (stdout) of the last run is printed after the tab
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import resource
 import sqlite3
 import subprocess
@@ -31,6 +33,7 @@ from _support import VENV_BIN, add_json_argument, console, exit_on_sigterm, mach
 from rich.table import Table
 
 TARGET = Target("<", 180.0)
+_PR_SET_CHILD_SUBREAPER = 36
 PHASES = (("local model up", "local_model.ready"), ("services up", "fleet.ready"))
 """Log events that end a phase of the run, in the order they happen."""
 
@@ -80,6 +83,24 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _adopt_orphans() -> None:
+    """Become the child subreaper (Linux): the run's fork server outlives the command by a moment (it exits when it
+    sees the command gone) and would be reaped by init, its CPU time and its services' with it, uncounted."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _reap_orphans(timeout: float = 15.0) -> None:
+    """Wait for the run's orphaned processes, so that their CPU time is counted in ``RUSAGE_CHILDREN``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # none left
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
 def run_once() -> MainJob:
     load = machine_load()
     with tempfile.TemporaryDirectory(prefix="judgeopt-main-job-") as folder:
@@ -89,7 +110,9 @@ def run_once() -> MainJob:
         done = subprocess.run(
             [*command, "--run-dir", str(run_dir)], cwd=folder, capture_output=True, text=True, check=False
         )
-        seconds, cpu_seconds = time.perf_counter() - started, _children_cpu_seconds() - cpu_before
+        seconds = time.perf_counter() - started
+        _reap_orphans()
+        cpu_seconds = _children_cpu_seconds() - cpu_before
         events = _event_times(done.stderr, started_at)
         job = MainJob(seconds, cpu_seconds, done.returncode, load, stages=_stages(run_dir / "run.sqlite"))
     job.phases = {name: events[event] for name, event in PHASES if event in events}
@@ -124,6 +147,7 @@ def stage_table(job: MainJob) -> Table:
 
 def main() -> None:
     exit_on_sigterm()
+    _adopt_orphans()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1, help="timed runs of the main job")
     add_json_argument(parser)

@@ -88,14 +88,17 @@ def status_kib(pid: int) -> tuple[int, int] | None:
 
 def name_of(pid: int) -> str:
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        # a service forked from the fork server shows its command line as one title: split on spaces too
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
     except OSError:
         return "?"
-    words = [a.decode(errors="replace") for a in argv if a]
+    words = [a.decode(errors="replace") for a in argv]
     if "serve" in words:
         return f"service: {words[words.index('serve') + 1]}"
     if "llama_cpp.server" in words:
         return "local model server"
+    if "multiprocessing.forkserver" in " ".join(words):
+        return "fork server (the services' imports)"
     return " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words[:3]))
 
 

@@ -7,8 +7,9 @@ candidate passes the gate and nothing is served from the cache: 242 and 200 call
 First the import floors, each the median of ``--import-runs`` fresh subprocesses after one untimed warm-up: what a
 service imports before it can answer (``python -c "import judgeopt.services.server"``: the gRPC server, the agents,
 autogen and openai) and what ``judgeopt optimize`` imports before its run starts (``judgeopt.orchestrator.engine.
-run``). ``judgeopt optimize`` starts its services before its own imports and data, so its first call can go out
-about one service import floor after it starts (target: within 3 s on two idle cores).
+run``). ``judgeopt optimize`` starts the fork server its services are forked from (which imports their code once)
+before its own imports and data, so its first call can go out about one service import floor after it starts
+(target: within 3 s on two idle cores).
 
 Per mode: the whole ``judgeopt optimize`` command (start-up included), the time from its start until the first model
 call reached the endpoint (from the endpoint's log; target ≤ 3 s), the model-call window (first call issued → last

@@ -1,14 +1,17 @@
 """Start agent services as separate OS processes (``judgeopt serve ROLE --port 0``) and stop them again.
 
+The processes are forked from a fork server that has imported the service code once (``service_processes``), so a
+run's four services pay for one import instead of four at once on the same cores.
+
 Used by ``judgeopt`` commands that run everything on one machine and by the end-to-end tests. Each service gets the
 same config file, in a private temporary folder removed when the fleet stops (it may hold an endpoint's
 ``user:password@``, which a run never stores), with each role's API-key variable on the service's command line
 instead (a config file may name only judgeopt's own variables; the command line any). Each writes its JSON logs to
 ``<log_dir>/<role>.log`` (0600, in a 0700 folder), and counts as up once its health service answers SERVING (each
 role's ``serving`` future then resolves to its address, so a caller may start using one role before the others; the
-processes may also be spawned early, before an event loop runs, see ``spawn_early``). A service that exits while the
-fleet runs (a crash, the OOM killer) is started again on its port, so the clients' channels reconnect to it and the
-run's retries carry on, as they would with a Kubernetes restart.
+fork server may also be warmed up early, before an event loop runs, see ``spawn_early``). A service that exits while
+the fleet runs (a crash, the OOM killer) is started again on its port, so the clients' channels reconnect to it and
+the run's retries carry on, as they would with a Kubernetes restart.
 
 The services listen on plaintext 127.0.0.1 (no TLS: the traffic never leaves the machine). With ``token_env``
 each is started with ``--token-env`` and inherits the variable, so it refuses calls without the bearer token
@@ -24,7 +27,6 @@ import contextlib
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,13 +38,13 @@ import structlog
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from judgeopt.core.local_model import terminate_with_parent
 from judgeopt.core.models import ModelsConfig
 from judgeopt.core.private_files import open_private_binary, private_dir, write_private_text
 from judgeopt.core.roles import ROLES, Role
 from judgeopt.core.tracing import service_environment
 from judgeopt.orchestrator.engine import STORE_FILE
 from judgeopt.orchestrator.errors import ServiceStartError
+from judgeopt.orchestrator.service_processes import ForkedService, ServiceProcess, warm_up
 
 log = structlog.get_logger(__name__)
 _LISTENING = re.compile(r"listening on [^\s:]+:(\d+)")
@@ -73,7 +75,7 @@ class ServiceFleet:
         that role comes up (so a run's first judge call need not wait for the optimizer's service)."""
         """Restarts per role; a service that keeps dying is left down (its calls then fail and are recorded)."""
         self.addresses: dict[Role, str] = {}
-        self.processes: dict[Role, subprocess.Popen[bytes]] = {}
+        self.processes: dict[Role, ServiceProcess] = {}
         self.restarts: dict[Role, int] = dict.fromkeys(roles, 0)
         self._config: Path | None = None
         self._config_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -97,10 +99,10 @@ class ServiceFleet:
         return path
 
     def command(self, role: Role, config: Path, port: int) -> list[str]:
-        """The command line that serves ``role``."""
+        """The ``judgeopt`` arguments that serve ``role``."""
         key_env = self.models.for_role(role).api_key_env
         return [
-            *(sys.executable, "-m", "judgeopt", "serve", role, "--port", str(port)),
+            *("serve", role, "--port", str(port)),
             *("--config", str(config)),
             *("--ledger", str(self.ledger_path(role))),
             *(("--api-key-env", key_env) if key_env else ()),
@@ -110,15 +112,13 @@ class ServiceFleet:
     def _spawn(self, role: Role, config: Path, port: int = 0) -> None:
         """Start ``role`` on ``port`` (0: a free one); a restart appends to the first start's log."""
         log_path = self.log_dir / f"{role}.log"
-        with open_private_binary(log_path, append=bool(port)) as output:
-            self.processes[role] = subprocess.Popen(
-                self.command(role, config, port),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=service_environment(role),
-                preexec_fn=terminate_with_parent,
-            )
+        with open_private_binary(log_path, append=bool(port)):  # created 0600, or emptied for a first start
+            pass
+        self.processes[role] = self._launch(role, self.command(role, config, port), log_path)
+
+    def _launch(self, role: Role, argv: list[str], log_path: Path) -> ServiceProcess:
+        """Run ``judgeopt ARGV`` for ``role``, its output appended to ``log_path``."""
+        return ForkedService(argv, service_environment(role), log_path)
 
     async def _wait_listening(self, role: Role) -> int:
         log_path = self.log_dir / f"{role}.log"
@@ -150,11 +150,12 @@ class ServiceFleet:
         while True:
             await asyncio.sleep(interval)
             for role, process in list(self.processes.items()):
-                if process.poll() is None or self.restarts[role] >= self.max_restarts:
+                if (code := process.poll()) is None or self.restarts[role] >= self.max_restarts:
                     continue
                 self.restarts[role] += 1
-                log.warning("service.exited", role=role, code=process.returncode, restart=self.restarts[role])
-                self._spawn(role, self._config, port=int(self.addresses[role].rsplit(":", 1)[1]))
+                log.warning("service.exited", role=role, code=code, restart=self.restarts[role])
+                port = int(self.addresses[role].rsplit(":", 1)[1])
+                await asyncio.to_thread(self._spawn, role, self._config, port)
                 try:
                     await self._wait_serving(role, self.addresses[role])
                 except ServiceStartError as exc:
@@ -183,21 +184,26 @@ class ServiceFleet:
         self._supervisor = asyncio.create_task(self._supervise())
 
     def spawn(self) -> None:
-        """Start the service processes, without waiting for them (no event loop needed), so that they import and
-        come up while the caller does its own start-up work; ``start`` (entering the fleet) then watches them. Call
-        ``stop`` if the fleet is never entered."""
-        if self.processes:
+        """Prepare the services' start without waiting for anything (no event loop needed): their log folder and
+        config file, and the fork server, whose imports then overlap the caller's own start-up work; ``start``
+        (entering the fleet) forks the services. Call ``stop`` if the fleet is never entered."""
+        if self._config is not None:
             return
         private_dir(self.log_dir)
-        config = self._config = self._config_file()
+        self._config = self._config_file()
+        warm_up()
+
+    def _launch_all(self) -> None:
+        assert self._config is not None
         for role in self.roles:
-            self._spawn(role, config)
+            self._spawn(role, self._config)
 
     async def start(self) -> None:
         """Start every service; with ``wait_for_all``, return once all answer SERVING (or raise
         ``ServiceStartError``). Without it, return at once: each role's ``serving`` future resolves (or fails) as
         that role comes up, and ``ready()`` waits for the whole fleet."""
         self.spawn()
+        await asyncio.to_thread(self._launch_all)  # the first time, until the fork server has done its imports
         loop = asyncio.get_running_loop()
         self.serving = {role: loop.create_future() for role in self.roles}
         for future in self.serving.values():  # a failure is raised by ready(); a role's waiters may never ask
@@ -253,7 +259,7 @@ class ServiceFleet:
 
 
 def spawn_early(models: ModelsConfig, run_dir: Path, *, token_env: str | None) -> ServiceFleet | None:
-    """The services of a new run in ``run_dir``, spawned now (see ``ServiceFleet.spawn``), or ``None`` when they
+    """The services of a new run in ``run_dir``, prepared now (see ``ServiceFleet.spawn``), or ``None`` when they
     cannot start yet: a role needs the embedded model (its server comes first) or ``run_dir`` already holds a run
     (the run's own start refuses it, and nothing is written there)."""
     if models.needs_local_model() or (run_dir / STORE_FILE).exists():

@@ -155,6 +155,10 @@ class TestOptimize:
             async def cell() -> None:
                 judgeopt.optimize(config(endpoint.base_url), run_dir=run_dir)
 
+            # A notebook kernel's state, whatever an earlier test in this process left: Python's own SIGINT handler,
+            # and the signal not blocked (threads inherit the mask; a blocked SIGINT would stay pending).
+            previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+            mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             threading.Thread(target=interrupt_once_calls_arrive, daemon=True).start()
             loop = asyncio.new_event_loop()
             try:
@@ -162,6 +166,8 @@ class TestOptimize:
                     loop.run_until_complete(cell())
             finally:
                 loop.close()
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                signal.signal(signal.SIGINT, previous_handler)
         assert service_processes(run_dir) == []
         assert not any(t.name == "judgeopt-api" for t in threading.enumerate())
         assert judgeopt.open_run(run_dir).status == "running"  # `judgeopt resume` goes on with it

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from judgeopt.orchestrator.config import load_config
     from judgeopt.orchestrator.engine import STORE_FILE
     from judgeopt.orchestrator.fleet import spawn_early
+    from judgeopt.orchestrator.service_processes import warm_up
 
     file_config = load_config(args.config)
     models = models_from_args(args, ROLES)
@@ -46,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
     settings = client_settings(args, addresses(args))
     tracking = tracking_settings(args, file_config.tracking)
     run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    # The services import and come up while this process imports the engine and loads the data.
+    # The services' code is imported (once, by the fork server) while this process imports the engine, loads the
+    # data and, on the embedded model, starts the model server.
     created = not run_dir.exists()
-    spawned = None if args.dry_run or addresses(args) else spawn_early(models, run_dir, token_env=settings.token_env)
+    spawned = None
+    if not (args.dry_run or addresses(args)):
+        warm_up()
+        spawned = spawn_early(models, run_dir, token_env=settings.token_env)
     try:
         return _optimize(args, config, models, settings, tracking, run_dir, spawned)
     finally:

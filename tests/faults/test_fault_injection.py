@@ -178,19 +178,25 @@ class TestServiceRestarts:
             assert answered > 0, f"no {role} call succeeded after its service restarted"
 
 
-def _child_serving(parent: int, role: str) -> int:
-    """The pid of the `judgeopt serve ROLE` process that ``parent`` started."""
+def _child_serving(ancestor: int, role: str) -> int:
+    """The pid of the `judgeopt serve ROLE` process that ``ancestor`` started (a fork of its fork server)."""
+    parents, commands = {}, {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (proc / "cmdline").read_bytes().split(b"\0")
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            commands[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").split()
         except (OSError, IndexError, ValueError):  # gone meanwhile
             continue
-        if ppid == parent and b"serve" in command and role.encode() in command:
-            return int(proc.name)
-    raise AssertionError(f"no {role} service under process {parent}")
+    for pid, command in commands.items():
+        if command[:3] == [b"judgeopt", b"serve", role.encode()]:
+            lineage = pid
+            while lineage in parents and lineage != ancestor:
+                lineage = parents[lineage]
+            if lineage == ancestor:
+                return pid
+    raise AssertionError(f"no {role} service under process {ancestor}")
 
 
 class TestSupervision:
