@@ -15,6 +15,7 @@ orchestrator. ``ForkedService`` has the part of ``subprocess.Popen``'s interface
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -23,7 +24,8 @@ import runpy
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -69,7 +71,8 @@ class ForkedService:
         self._process = _context().Process(
             target=_run_forked, args=(list(argv), dict(env), str(log_path), self.title), name=self.title, daemon=True
         )
-        self._process.start()
+        with _without_main_module():
+            self._process.start()
         assert self._process.pid is not None
         self.pid: int = self._process.pid
 
@@ -88,6 +91,19 @@ class ForkedService:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _without_main_module() -> Iterator[None]:
+    """``multiprocessing`` re-imports the caller's ``__main__`` in every child it starts, so a script that calls
+    judgeopt at top level (no ``if __name__ == "__main__":``) would run again in each service. A service needs nothing
+    of it: while a service starts, ``__main__`` is an empty module, which the child has no reason to import."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _run_forked(argv: list[str], env: dict[str, str], log_path: str, title: str) -> None:

@@ -327,3 +327,17 @@ def test_the_readme_example_runs(
     assert judgeopt.open_run(tmp_path / "runs" / "api-demo").status == "complete"
     scores = ast.literal_eval(printed[-1])
     assert len(scores) == 1 and set(scores[0]) == set(SUMMEVAL)
+
+
+def test_the_readme_example_as_an_unguarded_script_runs_once(scripted: FakeOpenAI, tmp_path: Path) -> None:
+    """The README's example saved as a script without `if __name__ == "__main__":` and run with python: the
+    services forked for it do not run the script again (multiprocessing would re-import it in each child)."""
+    code = readme_example().replace(README_ENDPOINT, scripted.base_url).replace(README_MODEL, "fake-model")
+    script = tmp_path / "example.py"
+    script.write_text('with open("ran.txt", "a") as ran:\n    ran.write("ran\\n")\n' + code)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("complete ")
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"
