@@ -9,7 +9,9 @@ minutes on two idle cores). ``judgeopt optimize`` runs as a subprocess against t
 process, 10 ms per reply, not counted). Every ``--interval`` seconds the script walks the process tree under the
 orchestrator (``/proc/*/stat`` parent ids) and reads ``/proc/<pid>/status``: ``VmHWM`` (the kernel's own peak-RSS
 mark for the process, so a peak between two samples is not missed) and ``VmRSS``. Each process is named from its
-command line (``serve ROLE``). Only the standard library is used: no psutil.
+command line (``serve ROLE``). The services are forked from a fork server that holds the imports they share, so
+their peaks count those shared pages again (the sum of peaks is an upper bound). Only the standard library is used:
+no psutil.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ def name_of(pid: int) -> str:
         return "local model server"
     if "multiprocessing.forkserver" in " ".join(words):
         return "fork server (the services' imports)"
+    if "multiprocessing.resource_tracker" in " ".join(words):
+        return "multiprocessing resource tracker"
     return " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words[:3]))
 
 
@@ -169,8 +173,12 @@ def measure(name: str, size: Size, mode: str, latency: float, interval: float) -
         tracked: dict[int, Process] = {orchestrator.pid: Process(orchestrator.pid, "orchestrator (judgeopt optimize)")}
         while orchestrator.poll() is None:
             for pid in children_of(orchestrator.pid):
+                # named at every sample: a forked service shows the fork server's command line until it sets its own
+                name = name_of(pid)
                 if pid not in tracked:
-                    tracked[pid] = Process(pid, name_of(pid))
+                    tracked[pid] = Process(pid, name)
+                elif name != "?":
+                    tracked[pid].name = name
             sample(tracked)
             time.sleep(interval)
         wall = time.perf_counter() - started

@@ -7,6 +7,8 @@ import argparse
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +40,17 @@ def _options() -> list[tuple[str, argparse.ArgumentParser, argparse.Action]]:
 
 
 class TestHelp:
+    def test_help_imports_no_heavy_library(self) -> None:
+        """`judgeopt --help` builds every command's parser without importing logging, validation, gRPC or the LLM
+        stack (each costs tens to hundreds of milliseconds; help should come back at once)."""
+        heavy = ("structlog", "pydantic", "grpc", "openai", "autogen_core", "rich", "yaml", "numpy", "scipy")
+        probe = (
+            "import sys; from judgeopt.cli import build_parser; build_parser().format_help(); "
+            "print(sorted(name for name in sys.modules if name.split('.')[0] in sys.argv[1:]))"
+        )
+        done = subprocess.run([sys.executable, "-c", probe, *heavy], capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == "[]", done.stdout
+
     def test_every_option_of_every_command_has_help(self) -> None:
         options = _options()
         assert len({path for path, _, _ in options}) >= 12  # the root and every command

@@ -21,16 +21,21 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import structlog
+from typing import TYPE_CHECKING, Any
 
 from judgeopt.core.errors import LocalModelError
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-log = structlog.get_logger(__name__)
+
+def _log() -> Any:
+    """The module's logger, imported on first use: the command line (`--help` included) imports this module for
+    ``HUB_EXAMPLE`` and should not pay for structlog."""
+    import structlog
+
+    return structlog.get_logger(__name__)
+
 
 HUB_EXAMPLE = "Qwen/Qwen2.5-1.5B-Instruct-GGUF:q4_k_m"
 """An official Qwen2.5 Instruct GGUF repository and quantization tag (the file qwen2.5-1.5b-instruct-q4_k_m.gguf)."""
@@ -132,7 +137,7 @@ def _from_cache(api: HfApi, model: HubModel, not_cached: type[Exception]) -> Pat
         raise LocalModelError(
             f"--local-model {model}: the cached file's sha256 is {_blob_name(path)}, not {model.sha256}"
         )
-    log.info("hub_model.cached", model=str(model), path=path.name)
+    _log().info("hub_model.cached", model=str(model), path=path.name)
     return path
 
 
@@ -141,7 +146,7 @@ def _download(api: HfApi, model: HubModel) -> Path:
     filename = model.filename or _tagged_file(
         model, api.list_repo_files(model.repo_id, revision=model.revision), searched="the repository"
     )
-    log.info("hub_model.downloading", model=str(model), filename=filename)
+    _log().info("hub_model.downloading", model=str(model), filename=filename)
     path = Path(api.hf_hub_download(model.repo_id, filename, revision=model.revision))
     hub_sha256 = _blob_name(path)  # the cache names a blob by the Hub's ETag: the LFS file's sha256
     actual = file_sha256(path)
@@ -152,7 +157,7 @@ def _download(api: HfApi, model: HubModel) -> Path:
                 f"--local-model {model}: the downloaded file's sha256 {actual} is not {whose} {expected}; "
                 "it was removed from the cache"
             )
-    log.info("hub_model.verified", model=str(model), sha256=actual)
+    _log().info("hub_model.verified", model=str(model), sha256=actual)
     return path
 
 
