@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import importlib
 import json
+import os
+import ssl
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
@@ -219,9 +222,33 @@ def _map_endpoint_error(exc: Exception) -> ModelEndpointError:
             raise AssertionError(f"not an endpoint error: {exc!r}")
 
 
-_FIRST_REQUEST_MODULES = ("openai.resources.chat.completions", "openai.lib.streaming.chat", "anyio._backends._asyncio")
-"""What the openai client imports lazily on its first request (~150 ms, some 250 modules): loaded up front so a
-service's first call is as fast as the others."""
+_LAZY_MODULES = (
+    "openai.resources",
+    "openai.resources.chat.completions",
+    "openai.lib.streaming.chat",
+    "anyio._backends._asyncio",
+)
+"""What the openai client imports lazily, on creating a client (its resources, ~0.4 s) and on its first request
+(~150 ms, some 250 modules). Imported with this module: a service forked from a fork server that imported it pays
+nothing for them, and a service's first call is as fast as the others."""
+for _module in _LAZY_MODULES:
+    importlib.import_module(_module)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's default TLS context for the CA settings of the environment (``SSL_CERT_FILE``, ``SSL_CERT_DIR``, else
+    certifi's bundle), built once per setting: building one reads the whole bundle (~0.15 s), which every client
+    would otherwise repeat, and a forked service inherits the one its fork server built."""
+    del cert_file, cert_dir  # the cache key; httpx reads them from the environment
+    return httpx.create_ssl_context(trust_env=True)
+
+
+def _environment_tls_context() -> ssl.SSLContext:
+    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+_environment_tls_context()
 
 
 class ModelRunner:
@@ -240,7 +267,8 @@ class ModelRunner:
             create_args["extra_body"] = config.extra_body_with_penalty()
         # Passed through to AsyncOpenAI (autogen forwards its init arguments).
         http_client = openai.DefaultAsyncHttpxClient(
-            event_hooks={"response": [_require_json_body, raw_reply.keep_reply_body]}
+            verify=_environment_tls_context(),
+            event_hooks={"response": [_require_json_body, raw_reply.keep_reply_body]},
         )
         trace_http_client(http_client)  # with tracing on, each model request is a child span of the RPC's
         client_args: dict[str, Any] = {"http_client": http_client}
@@ -254,8 +282,6 @@ class ModelRunner:
             **client_args,
             **create_args,
         )
-        for module in _FIRST_REQUEST_MODULES:
-            importlib.import_module(module)
 
     async def complete(
         self,
