@@ -174,11 +174,11 @@ def measure(name: str, size: Size, mode: str, latency: float, interval: float) -
         while orchestrator.poll() is None:
             for pid in children_of(orchestrator.pid):
                 # named at every sample: a forked service shows the fork server's command line until it sets its own
-                name = name_of(pid)
+                process_name = name_of(pid)
                 if pid not in tracked:
-                    tracked[pid] = Process(pid, name)
-                elif name != "?":
-                    tracked[pid].name = name
+                    tracked[pid] = Process(pid, process_name)
+                elif process_name != "?":
+                    tracked[pid].name = process_name
             sample(tracked)
             time.sleep(interval)
         wall = time.perf_counter() - started

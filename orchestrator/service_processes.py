@@ -63,8 +63,8 @@ def warm_up() -> None:
 
 
 class ForkedService:
-    """``judgeopt ARGV`` in a process forked from the fork server (which ``start`` waits for, the first time, until
-    its imports are done)."""
+    """``judgeopt ARGV`` in a process forked from the fork server. Creating the first waits until the fork server
+    has done its imports."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
         self.title = " ".join(("judgeopt", *argv))

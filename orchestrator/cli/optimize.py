@@ -29,17 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from judgeopt.orchestrator.cli.flags import (
-        addresses,
-        client_settings,
-        models_from_args,
-        run_config,
-        tracking_settings,
-    )
+    from judgeopt.orchestrator.cli.flags import addresses
+    from judgeopt.orchestrator.service_processes import warm_up
+
+    starts_services = not (args.dry_run or addresses(args))
+    if starts_services:
+        # The services' code is imported (once, by the fork server) while this process does the rest of its start-up:
+        # its own imports, the config, the data and, on the embedded model, the model server.
+        warm_up()
+
+    from judgeopt.orchestrator.cli.flags import client_settings, models_from_args, run_config, tracking_settings
     from judgeopt.orchestrator.config import load_config
     from judgeopt.orchestrator.engine import STORE_FILE
     from judgeopt.orchestrator.fleet import spawn_early
-    from judgeopt.orchestrator.service_processes import warm_up
 
     file_config = load_config(args.config)
     models = models_from_args(args, ROLES)
@@ -47,13 +49,8 @@ def run(args: argparse.Namespace) -> int:
     settings = client_settings(args, addresses(args))
     tracking = tracking_settings(args, file_config.tracking)
     run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    # The services' code is imported (once, by the fork server) while this process imports the engine, loads the
-    # data and, on the embedded model, starts the model server.
     created = not run_dir.exists()
-    spawned = None
-    if not (args.dry_run or addresses(args)):
-        warm_up()
-        spawned = spawn_early(models, run_dir, token_env=settings.token_env)
+    spawned = spawn_early(models, run_dir, token_env=settings.token_env) if starts_services else None
     try:
         return _optimize(args, config, models, settings, tracking, run_dir, spawned)
     finally:
