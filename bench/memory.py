@@ -95,6 +95,8 @@ def name_of(pid: int) -> str:
     except OSError:
         return "?"
     words = [a.decode(errors="replace") for a in argv]
+    if not words:  # exiting, or its title being rewritten
+        return "?"
     if "serve" in words:
         return f"service: {words[words.index('serve') + 1]}"
     if "llama_cpp.server" in words:
