@@ -45,6 +45,7 @@ from typing import Any
 
 import grpc
 import openai
+import yaml
 from _records import BenchRecord, Target
 from _support import (
     BENCH,
@@ -262,7 +263,8 @@ async def measure(args: argparse.Namespace) -> None:
                 profiles["(b) client side: AgentClients.critique"] = await profiled(critique_call(clients), args.calls)
         report(samples, per_round)
         if args.profile:
-            config = Path(tmp) / "services" / "services.yaml"
+            config = Path(tmp) / "services.yaml"  # the same models as the fleet's services
+            config.write_text(yaml.safe_dump({"models": models.model_dump(mode="json")}))
             report_what_if(await what_if(config, Path(tmp), args))
             profiles["(b) service side: the loss service, ready → stop"] = await profile_service(
                 config, Path(tmp), args.calls
