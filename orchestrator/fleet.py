@@ -182,6 +182,7 @@ class ServiceFleet:
         await asyncio.gather(*(self._bring_up(role) for role in self.roles))
         log.info("fleet.ready", addresses=self.addresses)
         self._supervisor = asyncio.create_task(self._supervise())
+        self._supervisor.add_done_callback(_report_supervision_failure)
 
     def spawn(self) -> None:
         """Prepare the services' start without waiting for anything (no event loop needed): their log folder and
@@ -256,6 +257,12 @@ class ServiceFleet:
                 await self._supervisor
             self._supervisor = None
         await asyncio.to_thread(self.stop)
+
+
+def _report_supervision_failure(task: asyncio.Task[None]) -> None:
+    """Log a supervisor that died of an error: from then on no service is restarted, which should not go unseen."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("fleet.supervision_failed", error=repr(error))
 
 
 def spawn_early(models: ModelsConfig, run_dir: Path, *, token_env: str | None) -> ServiceFleet | None:
